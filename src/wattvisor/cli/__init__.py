@@ -1,0 +1,1 @@
+"""The ``wattvisor`` command (Typer + Rich): a thin client of the service layer."""

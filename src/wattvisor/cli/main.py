@@ -1,0 +1,60 @@
+"""Entry point of the ``wattvisor`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from wattvisor import __version__
+from wattvisor.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="wattvisor",
+    help="Run VMs on libvirt/KVM hosts by capability and make their energy use visible.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+
+class State:
+    config_file: Path | None = None
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config_file)
+            except ConfigError as exc:
+                err.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(2) from exc
+        return self._settings
+
+
+state = State()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"wattvisor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="WATTVISOR_CONFIG", help="TOML settings file."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    state.config_file = config
+
+
+def main() -> None:
+    app()

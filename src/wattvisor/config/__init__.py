@@ -1,0 +1,19 @@
+"""Settings: one TOML file plus ``WATTVISOR_*`` environment overrides."""
+
+from wattvisor.config.settings import (
+    ConfigError,
+    EnergySettings,
+    HostSettings,
+    Settings,
+    StoreSettings,
+    load_settings,
+)
+
+__all__ = [
+    "ConfigError",
+    "EnergySettings",
+    "HostSettings",
+    "Settings",
+    "StoreSettings",
+    "load_settings",
+]

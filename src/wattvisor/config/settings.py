@@ -1,0 +1,188 @@
+"""Settings model.
+
+Precedence, highest first: keyword arguments, ``WATTVISOR_*`` environment
+variables (nested sections joined with ``__``), the TOML file named by
+``--config`` or ``WATTVISOR_CONFIG``, then the embedded defaults, so that
+``wattvisor up`` works with no file at all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path("/var/lib/wattvisor")
+_MOUNT_TAG = re.compile(r"^[A-Za-z0-9_.-]{1,36}$")
+
+
+class ConfigError(ValueError):
+    """A settings file or variable that cannot be used; the message says which and why."""
+
+
+class HostSettings(BaseModel):
+    """The libvirt host this process drives."""
+
+    libvirt_uri: str | None = Field(
+        default=None,
+        description="libvirt URI; unset means qemu:///system when a libvirtd answers, "
+        "else the built-in test:///default hypervisor",
+    )
+    virt_type: Literal["kvm", "qemu"] = "kvm"
+    share_local_fs: dict[str, str] = Field(
+        default_factory=dict,
+        description="host directory -> mount tag shared read-only with guests that ask "
+        "for power metrics, e.g. {'/var/lib/libvirt/scaphandre' = 'scaphandre'}",
+    )
+    instance_name_template: str = "instance-%08x"
+    storage_path: Path | None = Field(
+        default=None, description="where instance disks live (DISK_GB inventory); default data_dir"
+    )
+    virtiofsd_path: Path = Path("/usr/lib/qemu/virtiofsd")
+    machine_type: str | None = None
+
+    @field_validator("share_local_fs")
+    @classmethod
+    def _check_shares(cls, value: dict[str, str]) -> dict[str, str]:
+        tags: set[str] = set()
+        for directory, tag in value.items():
+            if not os.path.isabs(directory):
+                raise ValueError(
+                    f"share_local_fs directory {directory!r} is not absolute; "
+                    "use an absolute host path such as '/var/lib/libvirt/scaphandre'"
+                )
+            if not _MOUNT_TAG.match(tag):
+                raise ValueError(
+                    f"share_local_fs mount tag {tag!r} for {directory!r} is not accepted; "
+                    "use 1-36 characters from A-Z a-z 0-9 _ . -"
+                )
+            if tag in tags:
+                raise ValueError(f"share_local_fs mount tag {tag!r} is used twice")
+            tags.add(tag)
+        return {os.path.normpath(d): t for d, t in value.items()}
+
+    @field_validator("instance_name_template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        try:
+            rendered = value % 1
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"instance_name_template {value!r} must take one integer, e.g. 'instance-%08x'"
+            ) from exc
+        if not re.match(r"^[A-Za-z0-9_.+-]+$", rendered):
+            raise ValueError(
+                f"instance_name_template {value!r} renders {rendered!r}; names may use "
+                "A-Z a-z 0-9 _ . + - only"
+            )
+        return value
+
+
+class StoreSettings(BaseModel):
+    """Where the controller keeps its state."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; unset means SQLite at <data_dir>/wattvisor.db",
+    )
+
+
+class EnergySettings(BaseModel):
+    """How host power is measured."""
+
+    source: Literal["auto", "rapl", "scaphandre", "model"] = "auto"
+    powercap_root: Path = Path("/sys/class/powercap")
+    interval_s: float = Field(default=2.0, gt=0)
+    scaphandre_url: str | None = None
+    model_idle_watts: float = Field(default=60.0, ge=0)
+    model_max_watts: float = Field(default=200.0, gt=0)
+
+
+class ApiSettings(BaseModel):
+    """The HTTP API of ``wattvisor up``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8774, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """All of wattvisor's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WATTVISOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: HostSettings = Field(default_factory=HostSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    energy: EnergySettings = Field(default_factory=EnergySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_path_var.get("path")
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_dir / 'wattvisor.db'}"
+
+    @property
+    def storage_path(self) -> Path:
+        return self.host.storage_path or self.data_dir
+
+
+# The TOML path has to reach settings_customise_sources, a classmethod without arguments.
+_config_path_var: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``config_file`` (or ``$WATTVISOR_CONFIG``) and the environment."""
+    raw = config_file if config_file is not None else os.environ.get("WATTVISOR_CONFIG")
+    path = Path(raw) if raw else None
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist or is not a file")
+        try:
+            with path.open("rb") as handle:
+                tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    _config_path_var["path"] = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        where = f"config file {str(path)!r} or WATTVISOR_* variables" if path else (
+            "WATTVISOR_* variables"
+        )
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            + (f" (got {err['input']!r})" if "input" in err and not isinstance(
+                err["input"], dict) else "")
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings in {where}: {problems}") from exc
+    finally:
+        _config_path_var["path"] = None
