@@ -58,3 +58,19 @@ def _root(
 
 def main() -> None:
     app()
+
+
+def _register_commands() -> None:
+    # Sub-apps import `state` and `err` from here, so they are added after both exist.
+    from wattvisor.cli.host import host_app
+    from wattvisor.cli.image import image_app
+    from wattvisor.cli.up import up
+    from wattvisor.cli.xml import xml_app
+
+    app.add_typer(xml_app, name="xml")
+    app.add_typer(host_app, name="host")
+    app.add_typer(image_app, name="image")
+    app.command("up")(up)
+
+
+_register_commands()

@@ -1,0 +1,549 @@
+"""Lifecycle of the guests on one libvirt host.
+
+Guests are identified by libvirt UUID. Devices are detached by their stable
+``ua-`` alias: ``virDomainDetachDeviceAlias`` where the driver has it, else the
+device's own XML found through the alias (or, for domains written before
+aliases, disk serial / target dev / interface MAC).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+
+from wattvisor.config import HostSettings, Settings
+from wattvisor.guest import (
+    METADATA_KEY,
+    METADATA_NS,
+    Domain,
+    Filesystem,
+    GuestXMLError,
+    InstanceMetadata,
+    make_alias,
+    upgrade_domain_xml,
+    validate_domain_xml,
+)
+from wattvisor.host.connection import HostConnection, choose_uri
+from wattvisor.host.shares import PreparedShare, ShareManager
+from wattvisor.host.traits import (
+    DomainCapabilities,
+    HostCapabilities,
+    compute_traits,
+    merge_domain_capabilities,
+    parse_capabilities,
+    parse_domain_capabilities,
+    static_domain_capabilities,
+)
+
+log = logging.getLogger(__name__)
+
+_STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
+
+
+class HostError(RuntimeError):
+    """A host operation that failed; the message names the guest and the cause."""
+
+
+class DomainNotFound(HostError, LookupError):
+    pass
+
+
+class DeviceNotFound(HostError, LookupError):
+    pass
+
+
+class DetachTimeout(HostError):
+    """The guest has not released the device yet; the persistent config no longer has it."""
+
+
+@dataclass(frozen=True)
+class DomainState:
+    name: str
+    uuid: str
+    state: str
+    active: bool
+    persistent: bool
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Placement inventory of the host (standard resource classes)."""
+
+    vcpu: int
+    memory_mb: int
+    disk_gb: int
+
+
+@dataclass(frozen=True)
+class DetachResult:
+    alias: str
+    method: str  # "alias" (virDomainDetachDeviceAlias), "device-xml" or "redefine"
+    live: bool
+    config: bool
+
+
+@dataclass(frozen=True)
+class UpgradeReport:
+    domain: str
+    uuid: str
+    added_aliases: tuple[str, ...]
+
+
+@dataclass
+class StartupReport:
+    uri: str
+    uri_reason: str
+    upgraded: list[UpgradeReport] = field(default_factory=list)
+    shares_reestablished: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class HostDriver:
+    """One libvirt host, as the rest of wattvisor sees it."""
+
+    def __init__(
+        self,
+        settings: HostSettings,
+        data_dir: Path,
+        *,
+        uri: str | None = None,
+        uri_reason: str = "",
+    ) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        if uri is None:
+            uri, uri_reason = choose_uri(settings.libvirt_uri)
+        self.uri = uri
+        self.uri_reason = uri_reason
+        self.connection = HostConnection(uri)
+        self._capabilities: HostCapabilities | None = None
+        self._shares: ShareManager | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HostDriver:
+        return cls(settings.host, settings.data_dir)
+
+    # -- facts -------------------------------------------------------------------------
+
+    def libvirt_version(self) -> tuple[int, int, int]:
+        version = int(self.connection.call(lambda c: c.getLibVersion()))
+        return version // 1_000_000, (version // 1000) % 1000, version % 1000
+
+    @property
+    def shares(self) -> ShareManager:
+        if self._shares is None:
+            self._shares = ShareManager(
+                self.settings.share_local_fs,
+                self.data_dir,
+                libvirt_version=self.libvirt_version(),
+            )
+        return self._shares
+
+    def capabilities(self, refresh: bool = False) -> HostCapabilities:
+        """Host and domain capabilities, fetched once (they change only with upgrades)."""
+        if self._capabilities is not None and not refresh:
+            return self._capabilities
+        conn = self.connection.get()
+        host_arch, guests = parse_capabilities(conn.getCapabilities())
+        notes: list[str] = []
+        domcaps: list[DomainCapabilities] = []
+        arches = sorted({g.arch for g in guests if self.settings.virt_type in g.domain_types})
+        available = True
+        for arch in arches or [host_arch]:
+            try:
+                xml = conn.getDomainCapabilities(None, arch, self.settings.machine_type,
+                                                 self.settings.virt_type, 0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                    available = False
+                    break
+                notes.append(f"no domain capabilities for {arch}: {exc.get_error_message()}")
+                continue
+            domcaps.append(parse_domain_capabilities(xml))
+        if not available:
+            notes.append(
+                f"{self.uri} cannot report domain capabilities; disk buses and video models "
+                "come from the static qemu/kvm table"
+            )
+            merged = static_domain_capabilities()
+        else:
+            merged = merge_domain_capabilities(domcaps)
+        self._capabilities = HostCapabilities(
+            host_arch=host_arch,
+            hypervisor_type=str(conn.getType()),
+            guests=guests,
+            disk_buses=merged.disk_buses,
+            video_models=merged.video_models,
+            filesystem_drivers=merged.filesystem_drivers,
+            memory_backing_sources=merged.memory_backing_sources,
+            domain_caps_available=available,
+            notes=tuple(notes),
+        )
+        return self._capabilities
+
+    def traits(self) -> frozenset[str]:
+        share_ok = bool(self.settings.share_local_fs) and self.shares.readonly_mode() is not None
+        return compute_traits(
+            self.capabilities(), self.settings.virt_type, share_local_fs_readonly=share_ok
+        )
+
+    def inventory(self) -> Inventory:
+        info = self.connection.call(lambda c: c.getInfo())
+        return Inventory(vcpu=int(info[2]), memory_mb=self._memory_mb(int(info[1])),
+                         disk_gb=self._disk_gb())
+
+    def _memory_mb(self, from_node_info: int) -> int:
+        # Node info sums NUMA cells, which can miss hot-plugged memory; the node memory
+        # statistics report what the kernel really manages.
+        try:
+            stats = self.connection.call(
+                lambda c: c.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+            )
+        except libvirt.libvirtError:
+            return from_node_info
+        total_kib = int(stats.get("total", 0))
+        return total_kib // 1024 if total_kib else from_node_info
+
+    def _disk_gb(self) -> int:
+        path = self.settings.storage_path or self.data_dir
+        probe = Path(path)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        stat = os.statvfs(probe)
+        return int(stat.f_blocks * stat.f_frsize // (1024**3))
+
+    def instance_name(self, index: int) -> str:
+        return self.settings.instance_name_template % index
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def _lookup(self, ident: str) -> libvirt.virDomain:
+        def find(conn: libvirt.virConnect) -> libvirt.virDomain:
+            if _UUID.match(ident):
+                return conn.lookupByUUIDString(ident)
+            return conn.lookupByName(ident)
+
+        try:
+            return self.connection.call(find)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise DomainNotFound(f"no domain {ident!r} on {self.uri}") from exc
+            raise
+
+    @staticmethod
+    def _state(dom: libvirt.virDomain) -> DomainState:
+        state, _reason = dom.state()
+        return DomainState(
+            name=dom.name(),
+            uuid=dom.UUIDString(),
+            state=_STATE_NAMES.get(state, str(state)),
+            active=bool(dom.isActive()),
+            persistent=bool(dom.isPersistent()),
+        )
+
+    def list_domains(self) -> list[DomainState]:
+        domains = self.connection.call(lambda c: c.listAllDomains(0))
+        return sorted((self._state(d) for d in domains), key=lambda s: s.name)
+
+    def domain_state(self, ident: str) -> DomainState:
+        return self._state(self._lookup(ident))
+
+    def domain_xml(self, ident: str, *, inactive: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_SECURE
+        if inactive:
+            flags |= libvirt.VIR_DOMAIN_XML_INACTIVE
+        return str(self._lookup(ident).XMLDesc(flags))
+
+    def domain(self, ident: str, *, inactive: bool = False) -> Domain:
+        return Domain.parse(self.domain_xml(ident, inactive=inactive))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def define(self, domain: Domain | str) -> DomainState:
+        """Define (persist) a guest; the XML is checked by our model before libvirt sees it."""
+        parsed = domain if isinstance(domain, Domain) else Domain.parse(domain)
+        xml = parsed.to_xml()
+        validate_domain_xml(xml)
+        try:
+            dom = self.connection.call(lambda c: c.defineXML(xml))
+        except libvirt.libvirtError as exc:
+            raise HostError(
+                f"libvirt rejected domain {parsed.name!r}: {exc.get_error_message()}"
+            ) from exc
+        return self._state(dom)
+
+    def start(self, ident: str) -> DomainState:
+        dom = self._lookup(ident)
+        if not dom.isActive():
+            try:
+                dom.create()
+            except libvirt.libvirtError as exc:
+                raise HostError(
+                    f"domain {dom.name()!r} failed to start: {exc.get_error_message()}"
+                ) from exc
+        return self._state(dom)
+
+    def shutdown(self, ident: str, *, timeout_s: float = 60.0) -> DomainState:
+        """Ask the guest to power off; destroy it if it has not after ``timeout_s``."""
+        dom = self._lookup(ident)
+        if dom.isActive():
+            try:
+                dom.shutdown()
+            except libvirt.libvirtError as exc:
+                log.warning("graceful shutdown of %s refused: %s", dom.name(), exc)
+            deadline = time.monotonic() + timeout_s
+            while dom.isActive() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if dom.isActive():
+                log.warning("%s did not power off within %.0f s; destroying", dom.name(), timeout_s)
+                dom.destroy()
+        return self._state(dom)
+
+    def destroy(self, ident: str) -> DomainState:
+        dom = self._lookup(ident)
+        if dom.isActive():
+            dom.destroy()
+        return self._state(dom)
+
+    def undefine(self, ident: str) -> None:
+        """Stop and remove a guest, then take down its share mounts."""
+        dom = self._lookup(ident)
+        name = dom.name()
+        if dom.isActive():
+            dom.destroy()
+        if dom.isPersistent():
+            flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            try:
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError:
+                dom.undefine()
+        if self.settings.share_local_fs:
+            self.shares.release(name)
+            self.shares.discard_data(name)
+
+    # -- devices -----------------------------------------------------------------------
+
+    @staticmethod
+    def _affect_flags(dom: libvirt.virDomain) -> tuple[int, bool, bool]:
+        live = bool(dom.isActive())
+        config = bool(dom.isPersistent())
+        flags = 0
+        if live:
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+        if config:
+            flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        return flags, live, config
+
+    def attach_device(self, ident: str, device_xml: str) -> None:
+        """Attach to the running guest and its persistent config (whichever exist)."""
+        dom = self._lookup(ident)
+        flags, _live, _config = self._affect_flags(dom)
+        try:
+            dom.attachDeviceFlags(device_xml, flags)
+        except libvirt.libvirtError as exc:
+            raise HostError(
+                f"cannot attach device to {dom.name()!r}: {exc.get_error_message()}"
+            ) from exc
+
+    def detach_device(
+        self,
+        ident: str,
+        alias: str,
+        *,
+        serial: str | None = None,
+        target_dev: str | None = None,
+        mac: str | None = None,
+        wait_s: float = 30.0,
+    ) -> DetachResult:
+        """Detach the device named ``alias`` from the live guest and its persistent config.
+
+        ``serial``/``target_dev``/``mac`` find the device in XML written before aliases
+        existed. A live detach needs the guest's cooperation; we wait up to ``wait_s``
+        for it to release the device.
+        """
+        dom = self._lookup(ident)
+        flags, live, config = self._affect_flags(dom)
+        inactive = not live
+        current = Domain.parse(str(dom.XMLDesc(
+            libvirt.VIR_DOMAIN_XML_SECURE | (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+        )))
+        device = current.find_device(alias=alias, serial=serial, target_dev=target_dev, mac=mac)
+        if device is None:
+            present = sorted(a for a in (d.alias for d in current.devices) if a)
+            raise DeviceNotFound(
+                f"domain {dom.name()!r} has no device with alias {alias!r}"
+                + (f" (aliases present: {', '.join(present)})" if present else "")
+            )
+        method = "device-xml"
+        if device.alias == alias:
+            try:
+                dom.detachDeviceAlias(alias, flags)
+                method = "alias"
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                ):
+                    raise HostError(
+                        f"cannot detach {alias!r} from {dom.name()!r}: {exc.get_error_message()}"
+                    ) from exc
+        if method == "device-xml":
+            try:
+                dom.detachDeviceFlags(device.to_xml(), flags)
+            except libvirt.libvirtError as exc:
+                if live or exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise HostError(
+                        f"cannot detach {alias!r} from {dom.name()!r}: "
+                        f"{exc.get_error_message()}"
+                    ) from exc
+                # A stopped guest on a driver without detach: its definition is all
+                # there is, so removing the device from it is the whole detach.
+                current.remove_device(device)
+                self.connection.call(lambda c: c.defineXML(current.to_xml()))
+                method = "redefine"
+        if live:
+            self._wait_released(
+                dom, alias, wait_s, serial=serial, target_dev=target_dev, mac=mac,
+            )
+        return DetachResult(alias=alias, method=method, live=live, config=config)
+
+    @staticmethod
+    def _wait_released(
+        dom: libvirt.virDomain,
+        alias: str,
+        wait_s: float,
+        **fallback: str | None,
+    ) -> None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            live_doc = Domain.parse(str(dom.XMLDesc(0)))
+            if live_doc.find_device(alias=alias, **fallback) is None:
+                return
+            if time.monotonic() >= deadline:
+                raise DetachTimeout(
+                    f"domain {dom.name()!r} has not released device {alias!r} after "
+                    f"{wait_s:.0f} s; it is gone from the persistent config and will be "
+                    "gone from the guest at its next restart"
+                )
+            time.sleep(0.25)
+
+    # -- metadata ----------------------------------------------------------------------
+
+    def set_instance_metadata(self, ident: str, metadata: InstanceMetadata) -> None:
+        dom = self._lookup(ident)
+        flags, _live, _config = self._affect_flags(dom)
+        dom.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.to_xml(), METADATA_KEY, METADATA_NS,
+            flags,
+        )
+
+    def instance_metadata(self, ident: str) -> InstanceMetadata | None:
+        dom = self._lookup(ident)
+        try:
+            xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                return None
+            raise
+        return InstanceMetadata.from_xml(str(xml))
+
+    # -- shares ------------------------------------------------------------------------
+
+    def prepare_shares(self, domain_name: str) -> list[PreparedShare]:
+        """Per-domain share directories and their read-only sources, before the guest starts."""
+        if not self.settings.share_local_fs:
+            return []
+        return self.shares.prepare(domain_name)
+
+    def share_devices(self, prepared: Iterable[PreparedShare]) -> list[Filesystem]:
+        """The virtiofs devices for prepared shares: read-only source, stable ``ua-`` alias."""
+        return [
+            Filesystem(
+                source_dir=str(share.source_dir),
+                target_dir=share.mount_tag,
+                driver_type="virtiofs",
+                binary_path=str(self.settings.virtiofsd_path),
+                readonly=share.readonly_flag,
+                alias=make_alias(f"share-{share.mount_tag}"),
+            )
+            for share in prepared
+        ]
+
+    def _uses_shares(self, domain: Domain) -> bool:
+        roots = [self.shares.mount_root, *self.shares.shares]
+        for fs in domain.devices.of_type(Filesystem):
+            source = fs.source_dir
+            if fs.driver_type == "virtiofs" and source and any(
+                Path(source).is_relative_to(root) for root in roots
+            ):
+                return True
+        return False
+
+    # -- start-up ----------------------------------------------------------------------
+
+    def upgrade_existing_domains(self, names: Iterable[str] | None = None) -> list[UpgradeReport]:
+        """Give every persistent domain stable ``ua-`` aliases, without restarting it."""
+        wanted = set(names) if names is not None else None
+        reports: list[UpgradeReport] = []
+        for dom in self.connection.call(lambda c: c.listAllDomains(0)):
+            if not dom.isPersistent() or (wanted is not None and dom.name() not in wanted):
+                continue
+            xml = str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
+            try:
+                result = upgrade_domain_xml(xml)
+            except GuestXMLError as exc:
+                log.error("cannot upgrade %s: %s", dom.name(), exc)
+                continue
+            if not result.changed:
+                continue
+            self._redefine(result.xml)
+            added = tuple(change.alias for change in result.changes)
+            log.info("gave %s device aliases: %s", dom.name(), ", ".join(added))
+            reports.append(UpgradeReport(domain=dom.name(), uuid=dom.UUIDString(),
+                                         added_aliases=added))
+        return reports
+
+    def _redefine(self, xml: str) -> None:
+        self.connection.call(lambda c: c.defineXML(xml))
+
+    def startup(self) -> StartupReport:
+        """What a host does when wattvisor starts: re-mount shares, upgrade old domains."""
+        report = StartupReport(uri=self.uri, uri_reason=self.uri_reason)
+        domains = self.list_domains()
+        if self.settings.share_local_fs:
+            try:
+                if self.shares.readonly_mode() is None:
+                    report.problems.append(
+                        "share_local_fs is set but read-only shares cannot be guaranteed here; "
+                        "COMPUTE_SHARE_LOCAL_FS is not reported"
+                    )
+                else:
+                    names = [
+                        d.name for d in domains
+                        if d.persistent and self._uses_shares(self.domain(d.uuid, inactive=True))
+                    ]
+                    report.shares_reestablished = self.shares.reestablish(names)
+            except OSError as exc:
+                report.problems.append(f"share mounts not re-established: {exc}")
+        report.upgraded = self.upgrade_existing_domains()
+        return report
+
+    def close(self) -> None:
+        self.connection.close()

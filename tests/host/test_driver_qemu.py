@@ -1,0 +1,171 @@
+"""The host driver against a real libvirtd with the QEMU driver (TCG guests)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import os_traits
+import pytest
+
+from support.guest_domains import unique_domain_name, wait_for_marker
+from wattvisor.config import HostSettings
+from wattvisor.guest import Disk, Domain, MemoryBacking, Serial, make_alias
+from wattvisor.host.driver import HostDriver
+from wattvisor.images import GuestImage
+
+pytestmark = pytest.mark.libvirtd
+
+SYSTEM_URI = "qemu:///system"
+BOOT_TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+def driver(
+    libvirt_system: libvirt.virConnect, world_readable_tmp: Path
+) -> Iterator[HostDriver]:
+    share_dir = world_readable_tmp / "scaphandre"
+    share_dir.mkdir()
+    host = HostDriver(
+        HostSettings(virt_type="qemu", share_local_fs={str(share_dir): "wvpower"}),
+        world_readable_tmp / "data",
+        uri=SYSTEM_URI,
+    )
+    names: list[str] = []
+    host.created = names  # type: ignore[attr-defined]
+    yield host
+    for name in names:
+        try:
+            host.undefine(name)
+        except Exception:  # noqa: BLE001 - teardown must try every domain
+            pass
+    host.close()
+
+
+def _tiny_guest(host: HostDriver, image: GuestImage, tmp: Path, cmdline: str) -> Domain:
+    name = unique_domain_name()
+    host.created.append(name)  # type: ignore[attr-defined]
+    domain = Domain(
+        name=name, memory_mib=256, vcpus=1, virt_type="qemu", machine="pc",
+        kernel=str(image.kernel), initrd=str(image.initrd), cmdline=cmdline,
+        memory_backing=MemoryBacking(),
+    )
+    domain.add_device(Serial(type="file", source_path=str(tmp / f"{name}.log")))
+    return domain
+
+
+def test_real_host_reports_only_known_traits_including_share(driver: HostDriver) -> None:
+    traits = driver.traits()
+    known = set(os_traits.get_traits())
+    custom = {t for t in traits if t.startswith("CUSTOM_")}
+    assert traits - custom <= known
+    assert custom == {"CUSTOM_HYPERVISOR_QEMU", "CUSTOM_VM_MODE_HVM"}
+    for trait in ("COMPUTE_STORAGE_BUS_VIRTIO", "COMPUTE_STORAGE_BUS_SATA",
+                  "COMPUTE_GRAPHICS_MODEL_VGA", "COMPUTE_NET_VIF_MODEL_VIRTIO",
+                  "COMPUTE_STORAGE_VIRTIO_FS", "COMPUTE_MEM_BACKING_FILE",
+                  "COMPUTE_SHARE_LOCAL_FS", "HW_ARCH_X86_64"):
+        assert trait in traits, trait
+    assert driver.capabilities().domain_caps_available
+
+
+def test_host_without_share_setting_does_not_report_share_trait(
+    libvirt_system: libvirt.virConnect, tmp_path: Path
+) -> None:
+    host = HostDriver(HostSettings(virt_type="qemu"), tmp_path, uri=SYSTEM_URI)
+    try:
+        traits = host.traits()
+    finally:
+        host.close()
+    assert "COMPUTE_STORAGE_VIRTIO_FS" in traits
+    assert "COMPUTE_SHARE_LOCAL_FS" not in traits
+
+
+@pytest.mark.guest
+def test_detach_disk_by_alias_from_running_guest(
+    driver: HostDriver, guest_image: GuestImage, world_readable_tmp: Path
+) -> None:
+    domain = _tiny_guest(driver, guest_image, world_readable_tmp, guest_image.cmdline("idle"))
+    volume_id = str(uuid.uuid4())
+    disk_file = world_readable_tmp / "volume.img"
+    disk_file.write_bytes(b"\0" * (1 << 20))
+    domain.add_device(Disk(source_file=str(disk_file), target_dev="vdb", driver_type="raw",
+                           serial=volume_id, alias=make_alias(volume_id)))
+    state = driver.define(domain)
+    driver.start(state.uuid)
+    wait_for_marker(world_readable_tmp / f"{domain.name}.log", "WV-IDLE", BOOT_TIMEOUT_S)
+    live = driver.domain(state.uuid)
+    disk = live.find_device(alias=make_alias(volume_id))
+    assert disk is not None, "libvirt kept our user alias on the running guest"
+
+    result = driver.detach_device(state.uuid, make_alias(volume_id), wait_s=60)
+
+    assert result.method == "alias"  # virDomainDetachDeviceAlias on the QEMU driver
+    assert result.live and result.config
+    assert driver.domain(state.uuid).find_device(serial=volume_id) is None
+    assert driver.domain(state.uuid, inactive=True).find_device(serial=volume_id) is None
+    assert driver.domain_state(state.uuid).active
+
+
+def test_detach_by_alias_from_stopped_guest_edits_its_config(
+    driver: HostDriver, guest_image: GuestImage, world_readable_tmp: Path
+) -> None:
+    domain = _tiny_guest(driver, guest_image, world_readable_tmp, guest_image.cmdline("idle"))
+    volume_id = str(uuid.uuid4())
+    domain.add_device(Disk(source_file=str(world_readable_tmp / "v.img"), target_dev="vdb",
+                           serial=volume_id, alias=make_alias(volume_id)))
+    state = driver.define(domain)
+    result = driver.detach_device(state.uuid, make_alias(volume_id))
+    assert (result.method, result.live, result.config) == ("alias", False, True)
+    assert driver.domain(state.uuid, inactive=True).find_device(serial=volume_id) is None
+
+
+def _client_ids() -> set[str]:
+    listing = subprocess.run(
+        ["virt-admin", "srv-clients-list", "libvirtd"], check=True, capture_output=True,
+        text=True,
+    ).stdout
+    return set(re.findall(r"^\s*(\d+)\s+unix", listing, re.MULTILINE))
+
+
+def test_driver_reconnects_after_libvirtd_drops_the_connection(
+    libvirt_system: libvirt.virConnect, tmp_path: Path
+) -> None:
+    before = _client_ids()
+    host = HostDriver(HostSettings(virt_type="qemu"), tmp_path, uri=SYSTEM_URI)
+    try:
+        host.list_domains()
+        ours = _client_ids() - before
+        assert len(ours) == 1, (before, ours)
+        # What the client sees when libvirtd restarts: the daemon closes the socket.
+        subprocess.run(["virt-admin", "client-disconnect", "libvirtd", ours.pop()], check=True,
+                       capture_output=True)
+        names = {d.name for d in host.list_domains()}
+    finally:
+        host.close()
+    assert names == {d.name() for d in libvirt_system.listAllDomains(0)}
+
+
+@pytest.mark.guest
+def test_startup_reestablishes_share_mounts_of_defined_domains(
+    driver: HostDriver, guest_image: GuestImage, world_readable_tmp: Path
+) -> None:
+    domain = _tiny_guest(driver, guest_image, world_readable_tmp, guest_image.cmdline("idle"))
+    shares = driver.prepare_shares(domain.name)
+    for device in driver.share_devices(shares):
+        domain.add_device(device)
+    driver.define(domain)
+    view = shares[0].source_dir
+    # A host reboot loses every mount; start-up must bring the read-only view back.
+    driver.shares.release(domain.name)
+    assert not view.exists()
+
+    report = driver.startup()
+
+    assert domain.name in report.shares_reestablished
+    from wattvisor.host.shares import is_readonly_mounted
+
+    assert is_readonly_mounted(view)
