@@ -1,1 +1,1 @@
-"""Benchmarks: ``make bench`` runs every ``bench/bench_*.py`` module's ``run()``, which prints figures."""
+"""Benchmarks: ``make bench`` runs each ``bench/bench_*.py`` module's ``run()``."""

@@ -12,7 +12,9 @@ import bench
 
 def main(argv: list[str]) -> int:
     wanted = set(argv)
-    names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_")
+    )
     for name in names:
         if wanted and name.removeprefix("bench_") not in wanted and name not in wanted:
             continue

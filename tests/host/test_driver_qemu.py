@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import uuid
@@ -39,10 +40,8 @@ def driver(
     host.created = names  # type: ignore[attr-defined]
     yield host
     for name in names:
-        try:
+        with contextlib.suppress(Exception):
             host.undefine(name)
-        except Exception:  # noqa: BLE001 - teardown must try every domain
-            pass
     host.close()
 
 

@@ -9,11 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from wattvisor.cli.main import err, state
+from wattvisor.cli.context import err, state
 from wattvisor.host.connection import HostConnectionError
 
-host_app = typer.Typer(help="The local libvirt host: traits, inventory, libvirtd.",
-                       no_args_is_help=True)
+host_app = typer.Typer(
+    help="The local libvirt host: traits, inventory, libvirtd.", no_args_is_help=True
+)
 out = Console()
 
 
@@ -36,22 +37,32 @@ def traits(
     finally:
         driver.close()
     if as_json:
-        print(json.dumps({
-            "uri": driver.uri,
-            "virt_type": settings.host.virt_type,
-            "traits": names,
-            "inventory": {"VCPU": inventory.vcpu, "MEMORY_MB": inventory.memory_mb,
-                          "DISK_GB": inventory.disk_gb},
-            "notes": list(caps.notes),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "uri": driver.uri,
+                    "virt_type": settings.host.virt_type,
+                    "traits": names,
+                    "inventory": {
+                        "VCPU": inventory.vcpu,
+                        "MEMORY_MB": inventory.memory_mb,
+                        "DISK_GB": inventory.disk_gb,
+                    },
+                    "notes": list(caps.notes),
+                },
+                indent=2,
+            )
+        )
         return
     table = Table(title=f"traits of {driver.uri} (virt_type={settings.host.virt_type})")
     table.add_column("trait")
     for name in names:
         table.add_row(name)
     out.print(table)
-    out.print(f"inventory: VCPU={inventory.vcpu} MEMORY_MB={inventory.memory_mb} "
-              f"DISK_GB={inventory.disk_gb}")
+    out.print(
+        f"inventory: VCPU={inventory.vcpu} MEMORY_MB={inventory.memory_mb} "
+        f"DISK_GB={inventory.disk_gb}"
+    )
     for note in caps.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
 

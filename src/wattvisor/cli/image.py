@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from wattvisor.cli.main import err
+from wattvisor.cli.context import err
 
-image_app = typer.Typer(help="The tiny busybox guest image used by tests and demos.",
-                        no_args_is_help=True)
+image_app = typer.Typer(
+    help="The tiny busybox guest image used by tests and demos.", no_args_is_help=True
+)
 out = Console()
 
 
@@ -29,4 +30,4 @@ def build(
     except GuestImageError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
-    out.print(f"kernel: {image.kernel}\ninitrd: {image.initrd}")
+    out.print(image.summary())

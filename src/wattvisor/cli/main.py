@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from wattvisor import __version__
-from wattvisor.config import ConfigError, Settings, load_settings
+from wattvisor.cli.context import state
+from wattvisor.cli.host import host_app
+from wattvisor.cli.image import image_app
+from wattvisor.cli.up import up
+from wattvisor.cli.xml import xml_app
 
 app = typer.Typer(
     name="wattvisor",
@@ -17,24 +20,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-err = Console(stderr=True)
-
-
-class State:
-    config_file: Path | None = None
-    _settings: Settings | None = None
-
-    def settings(self) -> Settings:
-        if self._settings is None:
-            try:
-                self._settings = load_settings(self.config_file)
-            except ConfigError as exc:
-                err.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(2) from exc
-        return self._settings
-
-
-state = State()
 
 
 def _version(value: bool) -> None:
@@ -54,23 +39,14 @@ def _root(
     ] = False,
 ) -> None:
     state.config_file = config
+    state._settings = None
+
+
+app.add_typer(xml_app, name="xml")
+app.add_typer(host_app, name="host")
+app.add_typer(image_app, name="image")
+app.command("up")(up)
 
 
 def main() -> None:
     app()
-
-
-def _register_commands() -> None:
-    # Sub-apps import `state` and `err` from here, so they are added after both exist.
-    from wattvisor.cli.host import host_app
-    from wattvisor.cli.image import image_app
-    from wattvisor.cli.up import up
-    from wattvisor.cli.xml import xml_app
-
-    app.add_typer(xml_app, name="xml")
-    app.add_typer(host_app, name="host")
-    app.add_typer(image_app, name="image")
-    app.command("up")(up)
-
-
-_register_commands()

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from wattvisor.cli.main import err, state
+from wattvisor.cli.context import err, state
 from wattvisor.host.connection import HostConnectionError
 
 out = Console()
@@ -32,6 +32,8 @@ def up(
     """Start wattvisor on this machine with embedded defaults."""
     from wattvisor.host.driver import HostDriver
 
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     _configure_logging(verbose)
     settings = state.settings()
     if port is not None:
@@ -51,8 +53,6 @@ def up(
         f"host: virt_type={settings.host.virt_type} VCPU={inventory.vcpu} "
         f"MEMORY_MB={inventory.memory_mb} DISK_GB={inventory.disk_gb}, {len(traits)} traits"
     )
-    for upgraded in report.upgraded:
-        out.print(f"gave {upgraded.domain} device aliases: {', '.join(upgraded.added_aliases)}")
     for name in report.shares_reestablished:
         out.print(f"re-established read-only share mounts of {name}")
     for problem in report.problems:
@@ -62,8 +62,6 @@ def up(
         "running the host layer only (no API, scheduler or energy sampler in this build); "
         "press Ctrl-C to stop"
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from wattvisor.cli.main import err
+from wattvisor.cli.context import err
 from wattvisor.guest import GuestXMLError, SchemaError, upgrade_domain_xml, validate_domain_xml
 
 xml_app = typer.Typer(

@@ -97,6 +97,33 @@ class StoreSettings(BaseModel):
     )
 
 
+class SchedulerSettings(BaseModel):
+    """How the scheduler turns a flavor and an image into a host."""
+
+    image_metadata_prefilter: bool = Field(
+        default=True,
+        description="require COMPUTE_*/HW_ARCH_*/CUSTOM_* traits derived from image properties",
+    )
+    power_metrics_prefilter: bool = Field(
+        default=True,
+        description="require COMPUTE_SHARE_LOCAL_FS for hw:power_metrics / hw_power_metrics",
+    )
+    explicit_traits_prefilter: bool = Field(
+        default=True, description="apply trait:NAME=required|forbidden extra specs/properties"
+    )
+    ram_weight_multiplier: float = Field(default=1.0, description="prefer hosts with free RAM")
+    cpu_weight_multiplier: float = Field(default=1.0, description="prefer hosts with free vCPU")
+    energy_weight_multiplier: float = Field(
+        default=1.0, description="prefer hosts with the fewest measured watts per used vCPU"
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="hosts tried for one boot when spawning fails"
+    )
+    max_claim_conflicts: int = Field(
+        default=20, ge=1, description="claims lost to concurrent schedulers before giving up"
+    )
+
+
 class EnergySettings(BaseModel):
     """How host power is measured."""
 
@@ -106,6 +133,30 @@ class EnergySettings(BaseModel):
     scaphandre_url: str | None = None
     model_idle_watts: float = Field(default=60.0, ge=0)
     model_max_watts: float = Field(default=200.0, gt=0)
+    scaphandre_timeout_s: float = Field(default=1.0, gt=0)
+    procfs_root: Path = Field(
+        default=Path("/proc"), description="procfs mount; tests and benchmarks point it elsewhere"
+    )
+    state_file: Path | None = Field(
+        default=None,
+        description="where energy counters survive restarts; default <data_dir>/energy-state.json",
+    )
+    top_processes: int = Field(
+        default=10, ge=0, le=1000, description="processes exported individually (by power)"
+    )
+    history_samples: int = Field(
+        default=150, ge=1, description="samples kept in memory for recent-history endpoints"
+    )
+    compat_series: bool = Field(
+        default=False,
+        description="also export scaphandre-named series (scaph_*) and a per-VM uW gauge "
+        "for existing dashboards",
+    )
+    guest_max_energy_range_uj: int = Field(
+        default=262_143_328_850,
+        gt=0,
+        description="where the guest-visible energy_uj counter wraps, like a real RAPL package",
+    )
 
 
 class ApiSettings(BaseModel):
@@ -128,6 +179,7 @@ class Settings(BaseSettings):
     host: HostSettings = Field(default_factory=HostSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     energy: EnergySettings = Field(default_factory=EnergySettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
@@ -174,13 +226,18 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        where = f"config file {str(path)!r} or WATTVISOR_* variables" if path else (
-            "WATTVISOR_* variables"
+        where = (
+            f"config file {str(path)!r} or WATTVISOR_* variables"
+            if path
+            else ("WATTVISOR_* variables")
         )
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            + (f" (got {err['input']!r})" if "input" in err and not isinstance(
-                err["input"], dict) else "")
+            + (
+                f" (got {err['input']!r})"
+                if "input" in err and not isinstance(err["input"], dict)
+                else ""
+            )
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings in {where}: {problems}") from exc

@@ -7,6 +7,7 @@ connection once when libvirt reports that the old one is dead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -109,10 +110,8 @@ class HostConnection:
 
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 self._conn.close()
-            except libvirt.libvirtError:
-                pass
             self._conn = None
 
     def call(self, fn: Callable[[libvirt.virConnect], T]) -> T:

@@ -168,8 +168,9 @@ class HostDriver:
         available = True
         for arch in arches or [host_arch]:
             try:
-                xml = conn.getDomainCapabilities(None, arch, self.settings.machine_type,
-                                                 self.settings.virt_type, 0)
+                xml = conn.getDomainCapabilities(
+                    None, arch, self.settings.machine_type, self.settings.virt_type, 0
+                )
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
                     available = False
@@ -206,8 +207,9 @@ class HostDriver:
 
     def inventory(self) -> Inventory:
         info = self.connection.call(lambda c: c.getInfo())
-        return Inventory(vcpu=int(info[2]), memory_mb=self._memory_mb(int(info[1])),
-                         disk_gb=self._disk_gb())
+        return Inventory(
+            vcpu=int(info[2]), memory_mb=self._memory_mb(int(info[1])), disk_gb=self._disk_gb()
+        )
 
     def _memory_mb(self, from_node_info: int) -> int:
         # Node info sums NUMA cells, which can miss hot-plugged memory; the node memory
@@ -259,8 +261,15 @@ class HostDriver:
         )
 
     def list_domains(self) -> list[DomainState]:
-        domains = self.connection.call(lambda c: c.listAllDomains(0))
-        return sorted((self._state(d) for d in domains), key=lambda s: s.name)
+        states = []
+        for dom in self.connection.call(lambda c: c.listAllDomains(0)):
+            try:
+                states.append(self._state(dom))
+            except libvirt.libvirtError as exc:
+                # A transient domain that ended between listing and asking is not an error.
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        return sorted(states, key=lambda s: s.name)
 
     def domain_state(self, ident: str) -> DomainState:
         return self._state(self._lookup(ident))
@@ -381,9 +390,14 @@ class HostDriver:
         dom = self._lookup(ident)
         flags, live, config = self._affect_flags(dom)
         inactive = not live
-        current = Domain.parse(str(dom.XMLDesc(
-            libvirt.VIR_DOMAIN_XML_SECURE | (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
-        )))
+        current = Domain.parse(
+            str(
+                dom.XMLDesc(
+                    libvirt.VIR_DOMAIN_XML_SECURE
+                    | (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+                )
+            )
+        )
         device = current.find_device(alias=alias, serial=serial, target_dev=target_dev, mac=mac)
         if device is None:
             present = sorted(a for a in (d.alias for d in current.devices) if a)
@@ -410,8 +424,7 @@ class HostDriver:
             except libvirt.libvirtError as exc:
                 if live or exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
                     raise HostError(
-                        f"cannot detach {alias!r} from {dom.name()!r}: "
-                        f"{exc.get_error_message()}"
+                        f"cannot detach {alias!r} from {dom.name()!r}: {exc.get_error_message()}"
                     ) from exc
                 # A stopped guest on a driver without detach: its definition is all
                 # there is, so removing the device from it is the whole detach.
@@ -420,7 +433,12 @@ class HostDriver:
                 method = "redefine"
         if live:
             self._wait_released(
-                dom, alias, wait_s, serial=serial, target_dev=target_dev, mac=mac,
+                dom,
+                alias,
+                wait_s,
+                serial=serial,
+                target_dev=target_dev,
+                mac=mac,
             )
         return DetachResult(alias=alias, method=method, live=live, config=config)
 
@@ -450,7 +468,10 @@ class HostDriver:
         dom = self._lookup(ident)
         flags, _live, _config = self._affect_flags(dom)
         dom.setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.to_xml(), METADATA_KEY, METADATA_NS,
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            metadata.to_xml(),
+            METADATA_KEY,
+            METADATA_NS,
             flags,
         )
 
@@ -490,8 +511,10 @@ class HostDriver:
         roots = [self.shares.mount_root, *self.shares.shares]
         for fs in domain.devices.of_type(Filesystem):
             source = fs.source_dir
-            if fs.driver_type == "virtiofs" and source and any(
-                Path(source).is_relative_to(root) for root in roots
+            if (
+                fs.driver_type == "virtiofs"
+                and source
+                and any(Path(source).is_relative_to(root) for root in roots)
             ):
                 return True
         return False
@@ -502,10 +525,18 @@ class HostDriver:
         """Give every persistent domain stable ``ua-`` aliases, without restarting it."""
         wanted = set(names) if names is not None else None
         reports: list[UpgradeReport] = []
-        for dom in self.connection.call(lambda c: c.listAllDomains(0)):
-            if not dom.isPersistent() or (wanted is not None and dom.name() not in wanted):
+        persistent = libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+        for dom in self.connection.call(lambda c: c.listAllDomains(persistent)):
+            if wanted is not None and dom.name() not in wanted:
                 continue
-            xml = str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
+            try:
+                xml = str(
+                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+                )
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue
+                raise
             try:
                 result = upgrade_domain_xml(xml)
             except GuestXMLError as exc:
@@ -516,8 +547,9 @@ class HostDriver:
             self._redefine(result.xml)
             added = tuple(change.alias for change in result.changes)
             log.info("gave %s device aliases: %s", dom.name(), ", ".join(added))
-            reports.append(UpgradeReport(domain=dom.name(), uuid=dom.UUIDString(),
-                                         added_aliases=added))
+            reports.append(
+                UpgradeReport(domain=dom.name(), uuid=dom.UUIDString(), added_aliases=added)
+            )
         return reports
 
     def _redefine(self, xml: str) -> None:
@@ -536,7 +568,8 @@ class HostDriver:
                     )
                 else:
                     names = [
-                        d.name for d in domains
+                        d.name
+                        for d in domains
                         if d.persistent and self._uses_shares(self.domain(d.uuid, inactive=True))
                     ]
                     report.shares_reestablished = self.shares.reestablish(names)

@@ -22,7 +22,14 @@ from lxml import etree
 _VIF_MODELS: dict[str, tuple[str, ...]] = {
     "kvm": ("virtio", "ne2k_pci", "pcnet", "rtl8139", "e1000", "e1000e", "spapr-vlan", "vmxnet3"),
     "qemu": (
-        "virtio", "ne2k_pci", "pcnet", "rtl8139", "e1000", "e1000e", "lan9118", "spapr-vlan",
+        "virtio",
+        "ne2k_pci",
+        "pcnet",
+        "rtl8139",
+        "e1000",
+        "e1000e",
+        "lan9118",
+        "spapr-vlan",
         "vmxnet3",
     ),
 }

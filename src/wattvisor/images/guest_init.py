@@ -1,0 +1,159 @@
+"""The ``/init`` of the tiny guest: a busybox shell script driven by the kernel command line.
+
+Everything the guest does is chosen with ``wv.*`` kernel parameters so one
+image serves every test and the ready image of ``wattvisor up``:
+
+- ``wv.scenario=share wv.tag=<mount tag> wv.file=<name> wv.pause=<s>``: mount
+  the virtiofs tag on /mnt, read ``wv.file`` twice ``wv.pause`` seconds apart,
+  try to create a file and to overwrite ``wv.file``, report each result, power off.
+- ``wv.scenario=busy`` (optionally with ``wv.tag``/``wv.file``/``wv.interval``):
+  spin one CPU forever, printing the shared file every ``wv.interval`` seconds.
+- ``wv.scenario=idle``: sleep forever.
+- ``wv.scenario=cdrom wv.file=<path>``: mount the first ISO9660 cdrom read-only
+  on /cdrom, list it and print ``wv.file`` from it, power off.
+
+Every step prints one line starting with ``WV-`` on the serial console, so a
+test can wait for a marker instead of sleeping. Values are printed between
+``[`` and ``]`` with newlines folded to ``|``. Bump :data:`INIT_VERSION` on any
+change: it is part of the image's cache key.
+"""
+
+from __future__ import annotations
+
+INIT_VERSION = 4
+
+INIT_SCRIPT = r"""#!/bin/busybox sh
+# wattvisor tiny guest init, version @INIT_VERSION@
+/bin/busybox mkdir -p /proc /sys /dev /tmp /mnt /cdrom /bin /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+
+say() { echo "$*"; }
+oneline() { tr '\n' '|' | sed 's/|$//'; }
+finish() {
+    say "WV-DONE scenario=$scenario"
+    sync
+    poweroff -f
+    while :; do sleep 3600; done
+}
+
+param() {
+    for arg in $(cat /proc/cmdline); do
+        case "$arg" in
+            "$1"=*) echo "${arg#*=}"; return 0 ;;
+        esac
+    done
+    echo "$2"
+}
+
+scenario=$(param wv.scenario idle)
+tag=$(param wv.tag "")
+file=$(param wv.file value)
+pause=$(param wv.pause 3)
+interval=$(param wv.interval 5)
+
+say "WV-BOOT kernel=$(uname -r) init=@INIT_VERSION@"
+
+kver=$(uname -r)
+failed=""
+for mod in $(cat /lib/modules/$kver/load-order); do
+    out=$(insmod "/lib/modules/$kver/$mod.ko" 2>&1) ||
+        failed="$failed $mod:[$(echo "$out" | oneline)]"
+done
+if [ -n "$failed" ]; then
+    say "WV-MODULES-FAILED$failed"
+else
+    say "WV-MODULES-LOADED"
+fi
+
+mount_share() {
+    if [ -z "$tag" ]; then
+        say "WV-MOUNT-FAILED tag= error=[no wv.tag on the kernel command line]"
+        return 1
+    fi
+    out=$(mount -t virtiofs "$tag" /mnt 2>&1)
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        say "WV-MOUNTED tag=$tag options=$(grep " /mnt " /proc/mounts | cut -d' ' -f4)"
+    else
+        say "WV-MOUNT-FAILED tag=$tag rc=$rc error=[$(echo "$out" | oneline)]"
+    fi
+    return $rc
+}
+
+read_value() {
+    if [ -r "/mnt/$file" ]; then
+        say "WV-READ n=$1 file=$file value=[$(cat "/mnt/$file" | oneline)]"
+    else
+        say "WV-READ-FAILED n=$1 file=$file error=[$(cat "/mnt/$file" 2>&1 | oneline)]"
+    fi
+}
+
+say "WV-READY scenario=$scenario"
+
+case "$scenario" in
+    share)
+        if mount_share; then
+            read_value 1
+            sleep "$pause"
+            read_value 2
+            out=$(touch /mnt/wv-guest-wrote-this 2>&1); rc=$?
+            say "WV-WRITE-NEW rc=$rc error=[$(echo "$out" | oneline)]"
+            out=$( (echo guest-was-here > "/mnt/$file") 2>&1 ); rc=$?
+            say "WV-WRITE-EXISTING rc=$rc error=[$(echo "$out" | oneline)]"
+            out=$(mkdir /mnt/wv-guest-dir 2>&1); rc=$?
+            say "WV-WRITE-MKDIR rc=$rc error=[$(echo "$out" | oneline)]"
+            umount /mnt
+        fi
+        finish
+        ;;
+    busy)
+        if [ -n "$tag" ] && mount_share; then
+            ( while :; do read_value tick; sleep "$interval"; done ) &
+        fi
+        say "WV-BUSY"
+        while :; do :; done
+        ;;
+    idle)
+        say "WV-IDLE"
+        while :; do sleep 3600; done
+        ;;
+    cdrom)
+        dev=""
+        for i in $(seq 1 50); do
+            for d in /dev/sr0 /dev/sr1 /dev/cdrom; do
+                [ -b "$d" ] && dev=$d && break 2
+            done
+            sleep 0.2
+        done
+        if [ -z "$dev" ]; then
+            say "WV-CDROM-FAILED error=[no cdrom device appeared]"
+            finish
+        fi
+        out=$(mount -t iso9660 -o ro "$dev" /cdrom 2>&1)
+        rc=$?
+        if [ $rc -ne 0 ]; then
+            say "WV-CDROM-FAILED device=$dev error=[$(echo "$out" | oneline)]"
+            finish
+        fi
+        say "WV-CDROM-MOUNTED device=$dev"
+        say "WV-CDROM-LS [$(cd /cdrom && find . | sort | oneline)]"
+        if [ -r "/cdrom/$file" ]; then
+            say "WV-CDROM-FILE file=$file value=[$(cat "/cdrom/$file" | oneline)]"
+        else
+            say "WV-CDROM-FILE-FAILED file=$file"
+        fi
+        umount /cdrom
+        finish
+        ;;
+    *)
+        say "WV-ERROR unknown wv.scenario=[$scenario]; accepted: share busy idle cdrom"
+        finish
+        ;;
+esac
+""".replace("@INIT_VERSION@", str(INIT_VERSION))

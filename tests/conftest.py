@@ -1,0 +1,115 @@
+"""Fixtures shared by every test: a real libvirtd, the tiny guest image, scratch directories.
+
+Tests marked ``libvirtd`` or ``guest`` need root and a QEMU-capable libvirt.
+Locally they are skipped with the reason when that is missing; in CI
+(``CI=true``) they fail instead, because CI always has what they need and a
+skip there would hide a broken set-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from support.availability import unavailable
+from support.guest_domains import destroy_and_undefine
+from wattvisor.host import localvirt
+from wattvisor.images import GuestImage, GuestImageError, ensure_guest_image
+
+SYSTEM_URI = localvirt.SYSTEM_URI
+
+
+@pytest.fixture(scope="session")
+def libvirt_system() -> Iterator[libvirt.virConnect]:
+    """An open connection to a real ``qemu:///system`` libvirtd.
+
+    The daemon is started (via :mod:`wattvisor.host.localvirt`) only when none
+    answers, and at the end of the session only what was started here is
+    stopped, and only when no other process still relies on it.
+    """
+    if os.geteuid() != 0 and not localvirt.libvirtd_answers(SYSTEM_URI):
+        unavailable("no libvirtd answers on qemu:///system and starting one needs root")
+    try:
+        started = localvirt.ensure_libvirtd(SYSTEM_URI)
+    except localvirt.LocalVirtError as exc:
+        unavailable(f"libvirtd could not be started: {exc}")
+    conn = libvirt.open(SYSTEM_URI)
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            _remove_leftover_test_domains(conn)
+        conn.close()
+        started.stop()
+
+
+def _remove_leftover_test_domains(conn: libvirt.virConnect) -> None:
+    """Last-resort cleanup of this session's domains if a test's own teardown failed."""
+    for name in _session_domains:
+        with contextlib.suppress(libvirt.libvirtError):
+            destroy_and_undefine(conn.lookupByName(name))
+    _session_domains.clear()
+
+
+_session_domains: set[str] = set()
+
+
+@pytest.fixture
+def start_domain(
+    libvirt_system: libvirt.virConnect,
+) -> Iterator[Callable[[str], libvirt.virDomain]]:
+    """``start(xml)`` creates a transient domain that is destroyed after the test, pass or fail.
+
+    Name the domain with ``support.guest_domains.unique_domain_name()`` (``wvtest-<hex>``)
+    so that concurrent sessions never collide.
+    """
+    created: list[str] = []
+
+    def start(xml: str) -> libvirt.virDomain:
+        domain = libvirt_system.createXML(xml, 0)
+        created.append(domain.name())
+        _session_domains.add(domain.name())
+        return domain
+
+    yield start
+    for name in created:
+        with contextlib.suppress(libvirt.libvirtError):
+            destroy_and_undefine(libvirt_system.lookupByName(name))
+        _session_domains.discard(name)
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> GuestImage:
+    """The tiny busybox guest (built on first use, then served from the cache)."""
+    try:
+        return ensure_guest_image()
+    except GuestImageError as exc:
+        unavailable(f"the guest image cannot be built: {exc}")
+
+
+@pytest.fixture
+def world_readable_tmp() -> Iterator[Path]:
+    """A scratch directory every user can traverse (pytest's own tmp_path is 0700).
+
+    For files that QEMU (running as ``libvirt-qemu``) or virtiofsd must reach.
+    """
+    path = Path(tempfile.mkdtemp(prefix="wvtest-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Guest tests need libvirtd too; make the marker say so for ``-m libvirtd`` runs."""
+    for item in items:
+        if item.get_closest_marker("guest") and not item.get_closest_marker("libvirtd"):
+            item.add_marker(pytest.mark.libvirtd)

@@ -1,0 +1,141 @@
+"""Bringing up libvirtd without systemd, and stopping only what we started."""
+
+from __future__ import annotations
+
+import fcntl
+import grp
+import os
+import pwd
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from support.availability import require_root
+from wattvisor.host import localvirt
+from wattvisor.host.localvirt import DaemonProcess, LocalVirtError, StartedDaemons
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A harmless process standing in for a daemon we started."""
+    proc = subprocess.Popen(["sleep", "300"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _alive(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
+@pytest.mark.libvirtd
+def test_running_daemon_answers_and_ensure_starts_nothing(
+    libvirt_system: libvirt.virConnect,
+) -> None:
+    assert localvirt.libvirtd_answers(localvirt.SYSTEM_URI)
+    again = localvirt.ensure_libvirtd(localvirt.SYSTEM_URI)
+    try:
+        assert again.already_running
+        assert again.daemons == ()
+        assert "already answers" in again.summary()
+    finally:
+        assert again.stop() == []
+    assert localvirt.libvirtd_answers(localvirt.SYSTEM_URI)
+    assert libvirt_system.getLibVersion() > 0
+
+
+@pytest.mark.libvirtd
+def test_daemon_runs_guests_as_an_account_that_exists(
+    libvirt_system: libvirt.virConnect,
+) -> None:
+    pwd.getpwnam(localvirt.QEMU_USER)
+    for group in localvirt.QEMU_GROUPS:
+        grp.getgrnam(group)
+
+
+@pytest.mark.libvirtd
+def test_kvm_node_is_usable_by_the_kvm_group_so_capabilities_stay_cached(
+    libvirt_system: libvirt.virConnect,
+) -> None:
+    kvm = Path("/dev/kvm")
+    if not kvm.exists():
+        pytest.skip("no /dev/kvm on this machine, nothing to fix")
+    st = kvm.stat()
+    assert st.st_gid == grp.getgrnam("kvm").gr_gid
+    assert st.st_mode & 0o060 == 0o060
+
+
+def test_nothing_answers_on_a_socket_that_does_not_exist(tmp_path: Path) -> None:
+    assert not localvirt.libvirtd_answers(f"qemu:///system?socket={tmp_path}/none")
+
+
+def test_only_the_system_uri_can_be_started(tmp_path: Path) -> None:
+    require_root("starting libvirtd")
+    uri = f"qemu:///system?socket={tmp_path}/none"
+    with pytest.raises(LocalVirtError) as raised:
+        localvirt.ensure_libvirtd(uri, timeout_s=1)
+    assert uri in str(raised.value)
+    assert "qemu:///system" in str(raised.value)
+
+
+def test_missing_binary_says_how_to_install_it() -> None:
+    with pytest.raises(LocalVirtError, match="make setup") as raised:
+        localvirt.find_daemon_binary("libvirtd-not-installed")
+    assert "libvirtd-not-installed" in str(raised.value)
+
+
+def test_stop_terminates_what_we_started_when_nobody_else_uses_it(
+    sleeper: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    started = StartedDaemons(
+        uri=localvirt.SYSTEM_URI,
+        daemons=(DaemonProcess("sleep", sleeper.pid),),
+        users_lock=tmp_path / "users.lock",
+    )
+    assert started.stop(timeout_s=5) == [DaemonProcess("sleep", sleeper.pid)]
+    sleeper.wait(timeout=5)
+    assert not _alive(sleeper)
+    assert started.daemons == ()
+
+
+def test_stop_leaves_the_daemon_running_while_another_process_relies_on_it(
+    sleeper: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    lock = tmp_path / "users.lock"
+    other_user = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(other_user, fcntl.LOCK_SH)
+        started = StartedDaemons(
+            uri=localvirt.SYSTEM_URI,
+            daemons=(DaemonProcess("sleep", sleeper.pid),),
+            users_lock=lock,
+        )
+        assert started.stop(timeout_s=5) == []
+        assert _alive(sleeper)
+    finally:
+        os.close(other_user)
+
+
+def test_stop_never_signals_a_reused_pid(sleeper: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    started = StartedDaemons(
+        uri=localvirt.SYSTEM_URI,
+        daemons=(DaemonProcess("libvirtd", sleeper.pid),),  # the pid now belongs to `sleep`
+        users_lock=tmp_path / "users.lock",
+    )
+    assert started.stop(timeout_s=5) == []
+    assert _alive(sleeper)
+
+
+def test_summary_names_what_was_created_and_started() -> None:
+    started = StartedDaemons(
+        uri=localvirt.SYSTEM_URI,
+        daemons=(DaemonProcess("virtlogd", 11), DaemonProcess("libvirtd", 12)),
+        created=("user libvirt-qemu",),
+    )
+    text = started.summary()
+    assert "created user libvirt-qemu" in text
+    assert "started virtlogd (pid 11)" in text
+    assert "started libvirtd (pid 12)" in text
