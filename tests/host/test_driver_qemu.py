@@ -168,3 +168,26 @@ def test_startup_reestablishes_share_mounts_of_defined_domains(
     from wattvisor.host.shares import is_readonly_mounted
 
     assert is_readonly_mounted(view)
+
+
+@pytest.mark.guest
+def test_attach_disk_to_running_guest_keeps_alias_live_and_in_config(
+    driver: HostDriver, guest_image: GuestImage, world_readable_tmp: Path
+) -> None:
+    domain = _tiny_guest(driver, guest_image, world_readable_tmp, guest_image.cmdline("idle"))
+    state = driver.define(domain)
+    driver.start(state.uuid)
+    wait_for_marker(world_readable_tmp / f"{domain.name}.log", "WV-IDLE", BOOT_TIMEOUT_S)
+    volume_id = str(uuid.uuid4())
+    disk_file = world_readable_tmp / "hot.img"
+    disk_file.write_bytes(b"\0" * (1 << 20))
+    disk = Disk(source_file=str(disk_file), target_dev="vdb", driver_type="raw",
+                serial=volume_id, alias=make_alias(volume_id))
+
+    driver.attach_device(state.uuid, disk.to_xml())
+
+    for inactive in (False, True):
+        found = driver.domain(state.uuid, inactive=inactive).find_device(serial=volume_id)
+        assert found is not None and found.alias == make_alias(volume_id), inactive
+    driver.detach_device(state.uuid, make_alias(volume_id), wait_s=60)
+    assert driver.domain(state.uuid).find_device(serial=volume_id) is None
