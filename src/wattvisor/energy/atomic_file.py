@@ -1,0 +1,74 @@
+"""Replace a small file's contents atomically, without forcing a disk flush per write.
+
+Readers must see the old or the new value, never a torn one: write a temporary
+file, then rename it over the target. On ext4 a plain rename *over an existing
+file* makes the kernel allocate and write the new file's blocks at once
+(``auto_da_alloc``), which cost about 100 µs of CPU and 1.5 ms of wall time per
+counter here; exchanging the two names with ``renameat2(RENAME_EXCHANGE)`` and
+unlinking the old file is just as atomic for readers and skips that flush.
+Where the call or the flag is unavailable, a plain rename is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+from collections.abc import Callable
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function: Callable[..., int] = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+_renameat2 = _load_renameat2()
+_exchange_works = _renameat2 is not None
+
+
+def _exchange(tmp: str | bytes, path: str | bytes) -> bool:
+    """Swap ``tmp`` and ``path``; False when the kernel or filesystem cannot."""
+    global _exchange_works
+    if not _exchange_works or _renameat2 is None:
+        return False
+    result = _renameat2(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(path), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        _exchange_works = False
+        return False
+    if code == errno.ENOENT:
+        return False
+    raise OSError(code, os.strerror(code), os.fsdecode(path))
+
+
+def replace_contents(path: str | bytes, tmp: str | bytes, data: bytes, mode: int = 0o644) -> None:
+    """Make ``path`` hold ``data``; ``tmp`` is a scratch name in the same directory."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        fd = os.open(tmp, flags, mode)
+    except FileExistsError:
+        os.unlink(tmp)  # left by an interrupted earlier write
+        fd = os.open(tmp, flags, mode)
+    try:
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        if _exchange(tmp, path):
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,107 @@
+"""The per-VM energy counter a guest reads through its read-only share.
+
+Layout under ``<share root>/<domain>/`` is what ``scaphandre --vm`` (and any RAPL
+reader such as Kepler or CodeCarbon) expects from real hardware::
+
+    intel-rapl:0/energy_uj            cumulative µJ, decimal, wraps at max
+    intel-rapl:0/max_energy_range_uj
+    intel-rapl:0/name                 package-0
+    intel-rapl:0:0/                   empty; makes scaphandre see a socket
+
+``energy_uj`` is replaced atomically (temp file + rename in the same directory,
+see :mod:`wattvisor.energy.atomic_file`), so a reader never sees a torn value.
+The ``<domain>`` directory itself is the source of a read-only bind mount set up
+by the host, so only its contents are ever created, replaced or removed here —
+never the directory inode itself while the domain exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+from wattvisor.energy.atomic_file import replace_contents
+
+ZONE = "intel-rapl:0"
+SUBZONE = "intel-rapl:0:0"
+ZONE_NAME = "package-0"
+
+
+class GuestShareError(ValueError):
+    """A domain name that cannot be a directory name; says which and why."""
+
+
+def _check_domain(domain: str) -> None:
+    if not domain or domain in (".", "..") or "/" in domain or "\0" in domain:
+        raise GuestShareError(
+            f"domain name {domain!r} cannot name a share directory; it must be non-empty, "
+            "not '.' or '..', and contain no '/' or NUL"
+        )
+
+
+_replace = replace_contents
+
+
+def _replace_file(path: Path, text: str) -> None:
+    _replace(str(path), str(path.with_name(f".{path.name}.tmp")), text.encode("ascii"))
+
+
+class GuestShareWriter:
+    """Writes and removes guest share counters."""
+
+    def __init__(self, max_energy_range_uj: int = 262_143_328_850) -> None:
+        if max_energy_range_uj <= 0:
+            raise GuestShareError(f"max_energy_range_uj {max_energy_range_uj} must be > 0")
+        self.max_energy_range_uj = max_energy_range_uj
+        # (root, domain) -> (energy_uj path, its temp path, value last written)
+        self._written: dict[tuple[Path, str], tuple[bytes, bytes, int]] = {}
+
+    def counter_uj(self, joules: float) -> int:
+        """The guest-visible counter for a VM total: µJ, wrapped like a RAPL package."""
+        return int(joules * 1_000_000) % self.max_energy_range_uj
+
+    def domain_dir(self, root: Path, domain: str) -> Path:
+        _check_domain(domain)
+        return root / domain
+
+    def prepare(self, root: Path, domain: str, joules: float = 0.0) -> Path:
+        """Create the full layout (before the domain starts) and return ``<root>/<domain>``."""
+        directory = self.domain_dir(root, domain)
+        zone = directory / ZONE
+        zone.mkdir(parents=True, exist_ok=True)
+        (directory / SUBZONE).mkdir(exist_ok=True)
+        _replace_file(zone / "name", ZONE_NAME + "\n")
+        _replace_file(zone / "max_energy_range_uj", f"{self.max_energy_range_uj}\n")
+        value = self.counter_uj(joules)
+        path, tmp = os.fsencode(zone / "energy_uj"), os.fsencode(zone / ".energy_uj.tmp")
+        _replace(path, tmp, b"%d\n" % value)
+        self._written[(root, domain)] = (path, tmp, value)
+        return directory
+
+    def update(self, root: Path, domain: str, joules: float) -> None:
+        """Publish a VM's new total; a no-op when the visible value would not change."""
+        value = int(joules * 1_000_000) % self.max_energy_range_uj
+        known = self._written.get((root, domain))
+        if known is None:
+            self.prepare(root, domain, joules)
+            return
+        path, tmp, last = known
+        if last == value:
+            return
+        try:
+            _replace(path, tmp, b"%d\n" % value)
+        except FileNotFoundError:
+            self.prepare(root, domain, joules)
+            return
+        self._written[(root, domain)] = (path, tmp, value)
+
+    def remove(self, root: Path, domain: str) -> None:
+        """Remove the layout once the domain is deleted; ``<root>/<domain>`` goes if empty."""
+        directory = self.domain_dir(root, domain)
+        self._written.pop((root, domain), None)
+        for name in (ZONE, SUBZONE):
+            shutil.rmtree(directory / name, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            directory.rmdir()

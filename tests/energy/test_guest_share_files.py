@@ -1,0 +1,86 @@
+"""The guest-visible counter files, in the layout ``scaphandre --vm`` reads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from wattvisor.energy.guest_share import GuestShareError, GuestShareWriter
+from wattvisor.energy.sources import RaplSource, SampleWindow
+
+
+def test_prepare_writes_the_rapl_layout(tmp_path: Path) -> None:
+    writer = GuestShareWriter(max_energy_range_uj=1_000_000_000)
+    directory = writer.prepare(tmp_path, "instance-00000001", joules=1.5)
+    assert directory == tmp_path / "instance-00000001"
+    zone = directory / "intel-rapl:0"
+    assert (zone / "energy_uj").read_text() == "1500000\n"
+    assert (zone / "max_energy_range_uj").read_text() == "1000000000\n"
+    assert (zone / "name").read_text() == "package-0\n"
+    assert (directory / "intel-rapl:0:0").is_dir()
+    assert list((directory / "intel-rapl:0:0").iterdir()) == []
+    assert sorted(p.name for p in zone.iterdir()) == ["energy_uj", "max_energy_range_uj", "name"]
+
+
+def test_a_rapl_reader_sees_the_guest_share_as_one_package(tmp_path: Path) -> None:
+    """What a guest running a RAPL reader sees: a socket whose energy is the VM's."""
+    writer = GuestShareWriter()
+    writer.prepare(tmp_path, "vm", joules=10.0)
+    reader = RaplSource(tmp_path / "vm")
+    assert [z.name for z in reader.zones] == ["package-0"]
+    reader.read(SampleWindow(2.0, 0.0))
+    writer.update(tmp_path, "vm", joules=17.25)
+    assert reader.read(SampleWindow(2.0, 0.0)).energy_joules == pytest.approx(7.25)
+
+
+def test_update_replaces_contents_but_never_the_domain_directory(tmp_path: Path) -> None:
+    writer = GuestShareWriter()
+    directory = writer.prepare(tmp_path, "vm")
+    inode = os.stat(directory).st_ino
+    writer.update(tmp_path, "vm", 3.0)
+    writer.update(tmp_path, "vm", 4.0)
+    assert os.stat(directory).st_ino == inode
+    assert (directory / "intel-rapl:0" / "energy_uj").read_text() == "4000000\n"
+    leftovers = [p.name for p in (directory / "intel-rapl:0").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_counter_wraps_at_max_range_like_rapl(tmp_path: Path) -> None:
+    writer = GuestShareWriter(max_energy_range_uj=10_000_000)
+    writer.prepare(tmp_path, "vm", joules=9.0)
+    reader = RaplSource(tmp_path / "vm")
+    reader.read(SampleWindow(2.0, 0.0))
+    writer.update(tmp_path, "vm", joules=12.5)
+    assert (tmp_path / "vm" / "intel-rapl:0" / "energy_uj").read_text() == "2500000\n"
+    assert reader.read(SampleWindow(2.0, 0.0)).energy_joules == pytest.approx(3.5)
+
+
+def test_update_recreates_missing_layout_inside_existing_directory(tmp_path: Path) -> None:
+    (tmp_path / "vm").mkdir()
+    GuestShareWriter().update(tmp_path, "vm", 2.0)
+    assert (tmp_path / "vm" / "intel-rapl:0" / "energy_uj").read_text() == "2000000\n"
+    assert (tmp_path / "vm" / "intel-rapl:0:0").is_dir()
+
+
+def test_remove_deletes_everything_it_wrote(tmp_path: Path) -> None:
+    writer = GuestShareWriter()
+    writer.prepare(tmp_path, "vm", 1.0)
+    writer.remove(tmp_path, "vm")
+    assert not (tmp_path / "vm").exists()
+
+
+def test_remove_leaves_foreign_files_and_directory(tmp_path: Path) -> None:
+    writer = GuestShareWriter()
+    writer.prepare(tmp_path, "vm", 1.0)
+    (tmp_path / "vm" / "other").write_text("x")
+    writer.remove(tmp_path, "vm")
+    assert sorted(p.name for p in (tmp_path / "vm").iterdir()) == ["other"]
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "x\0y"])
+def test_unusable_domain_names_are_rejected_without_writing(tmp_path: Path, name: str) -> None:
+    with pytest.raises(GuestShareError, match="cannot name a share directory"):
+        GuestShareWriter().prepare(tmp_path, name)
+    assert list(tmp_path.iterdir()) == []
