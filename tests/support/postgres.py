@@ -66,9 +66,23 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_postgres() -> PostgresServer:
+def start_postgres(attempts: int = 3) -> PostgresServer:
     """Initialise and start a private server; raises RuntimeError with the server's own
-    output when it cannot."""
+    output when it cannot. A free port can be taken by someone else before the server
+    binds it, so a failed start is tried again on a new port."""
+    error: RuntimeError | None = None
+    for _attempt in range(attempts):
+        try:
+            return _start_once()
+        except RuntimeError as exc:
+            error = exc
+            if "initdb" in str(exc) or "not found" in str(exc):
+                break
+    assert error is not None
+    raise error
+
+
+def _start_once() -> PostgresServer:
     if not (PG_BIN / "initdb").exists():
         raise RuntimeError(f"PostgreSQL binaries not found in {PG_BIN} (initdb missing)")
     root = Path(tempfile.mkdtemp(prefix="wattvisor-pg-"))

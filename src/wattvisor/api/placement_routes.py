@@ -1,0 +1,763 @@
+"""The Placement-compatible HTTP API (OpenStack Placement 1.39), mounted at ``/placement``.
+
+Paths, bodies, status codes and error codes follow Placement's API reference so that
+tools written for Placement work unchanged. Not offered: nested providers, sharing
+providers, aggregates (``member_of``), numbered request groups, reshaper.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response, params
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from wattvisor.placement import (
+    BadRequest,
+    CandidateRequest,
+    Inventory,
+    NotFound,
+    Placement,
+    PlacementError,
+    Provider,
+    TraitQuery,
+    parse_required,
+    parse_resources,
+)
+from wattvisor.placement.entities import MAX_INT
+from wattvisor.placement.errors import CODE_QUERY_BAD_VALUE
+from wattvisor.placement.service import ConsumerAllocationUpdate
+
+PREFIX = "/placement"
+MAX_VERSION = (1, 39)
+MIN_VERSION = (1, 0)
+VERSION_HEADER = "OpenStack-API-Version"
+_VERSION_RE = re.compile(r"^placement\s+(latest|\d+\.\d+)$", re.IGNORECASE)
+_CONSUMER_TYPE_RE = re.compile(r"^[A-Z0-9_]+$")
+DEFAULT_CONSUMER_TYPE = "INSTANCE"
+
+
+@dataclass(frozen=True, slots=True)
+class Microversion:
+    major: int
+    minor: int
+
+    def at_least(self, minor: int) -> bool:
+        return (self.major, self.minor) >= (1, minor)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+class VersionNotAcceptable(PlacementError):
+    status = 406
+
+
+def _microversion(request: Request) -> Microversion:
+    raw = request.headers.get(VERSION_HEADER)
+    if raw is None:
+        return Microversion(*MIN_VERSION)
+    match = _VERSION_RE.match(raw.strip())
+    if match is None:
+        # Headers for other services are ignored, as Placement does.
+        if not raw.strip().lower().startswith("placement"):
+            return Microversion(*MIN_VERSION)
+        raise BadRequest(f"invalid version string: {raw}")
+    value = match.group(1).lower()
+    if value == "latest":
+        return Microversion(*MAX_VERSION)
+    major, minor = (int(p) for p in value.split("."))
+    if not MIN_VERSION <= (major, minor) <= MAX_VERSION:
+        raise VersionNotAcceptable(
+            f"Unacceptable version header: {value}; this service offers "
+            f"{MIN_VERSION[0]}.{MIN_VERSION[1]} to {MAX_VERSION[0]}.{MAX_VERSION[1]}"
+        )
+    return Microversion(major, minor)
+
+
+def _error_response(request: Request, status: int, detail: str, code: str) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None) or _new_request_id()
+    return JSONResponse(
+        status_code=status,
+        content={
+            "errors": [
+                {
+                    "status": status,
+                    "title": HTTPStatus(status).phrase,
+                    "detail": detail,
+                    "code": code,
+                    "request_id": request_id,
+                }
+            ]
+        },
+    )
+
+
+def _new_request_id() -> str:
+    return f"req-{uuidlib.uuid4()}"
+
+
+# ------------------------------------------------------------------ body checks
+
+
+def _obj(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"JSON does not validate: {where} must be an object, got {value!r}")
+    return value
+
+
+def _only(body: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise BadRequest(
+            f"JSON does not validate: Additional properties are not allowed in {where} "
+            f"({', '.join(repr(e) for e in extra)} unexpected; allowed: "
+            f"{', '.join(sorted(allowed))})"
+        )
+
+
+def _need(body: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in body:
+        raise BadRequest(f"JSON does not validate: '{key}' is a required property of {where}")
+    return body[key]
+
+
+def _int(value: Any, where: str, minimum: int, maximum: int = MAX_INT) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise BadRequest(
+            f"JSON does not validate: {where} must be an integer in [{minimum}, {maximum}], "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _uuid(value: Any, where: str) -> str:
+    try:
+        return str(uuidlib.UUID(str(value)))
+    except ValueError as exc:
+        raise BadRequest(f"JSON does not validate: {where} is not a uuid: {value!r}") from exc
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("application/json"):
+        raise PlacementUnsupportedMedia(
+            f"The media type {content_type or 'None'!r} is not supported, use application/json"
+        )
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"Malformed JSON: {exc}") from exc
+    return _obj(body, "the request body")
+
+
+class PlacementUnsupportedMedia(PlacementError):
+    status = 415
+
+
+# ------------------------------------------------------------------ serializers
+
+
+def _provider_body(provider: Provider) -> dict[str, Any]:
+    base = f"{PREFIX}/resource_providers/{provider.uuid}"
+    return {
+        "uuid": provider.uuid,
+        "name": provider.name,
+        "generation": provider.generation,
+        "parent_provider_uuid": None,
+        "root_provider_uuid": provider.uuid,
+        "links": [
+            {"rel": "self", "href": base},
+            {"rel": "inventories", "href": f"{base}/inventories"},
+            {"rel": "usages", "href": f"{base}/usages"},
+            {"rel": "aggregates", "href": f"{base}/aggregates"},
+            {"rel": "traits", "href": f"{base}/traits"},
+            {"rel": "allocations", "href": f"{base}/allocations"},
+        ],
+    }
+
+
+def _inventory_body(inventory: Inventory) -> dict[str, Any]:
+    return {
+        "allocation_ratio": inventory.allocation_ratio,
+        "max_unit": inventory.max_unit,
+        "min_unit": inventory.min_unit,
+        "reserved": inventory.reserved,
+        "step_size": inventory.step_size,
+        "total": inventory.total,
+    }
+
+
+_INVENTORY_FIELDS = {"total", "reserved", "min_unit", "max_unit", "step_size", "allocation_ratio"}
+
+
+def _parse_inventory(rc: str, raw: Any) -> Inventory:
+    where = f"inventory of {rc}"
+    body = _obj(raw, where)
+    _only(body, _INVENTORY_FIELDS, where)
+    ratio = body.get("allocation_ratio", 1.0)
+    if not isinstance(ratio, int | float) or isinstance(ratio, bool):
+        raise BadRequest(
+            f"JSON does not validate: {where}: allocation_ratio must be a number, got {ratio!r}"
+        )
+    return Inventory(
+        total=_int(_need(body, "total", where), f"{where}: total", 1),
+        reserved=_int(body.get("reserved", 0), f"{where}: reserved", 0),
+        min_unit=_int(body.get("min_unit", 1), f"{where}: min_unit", 1),
+        max_unit=_int(body.get("max_unit", MAX_INT), f"{where}: max_unit", 1),
+        step_size=_int(body.get("step_size", 1), f"{where}: step_size", 1),
+        allocation_ratio=float(ratio),
+    )
+
+
+def _consumer_update(
+    consumer_uuid: str, body: dict[str, Any], version: Microversion
+) -> ConsumerAllocationUpdate:
+    """One consumer's allocations body (PUT /allocations/{uuid}, or an entry of POST)."""
+    try:
+        consumer_uuid = str(uuidlib.UUID(consumer_uuid))
+    except ValueError as exc:
+        raise BadRequest(f"Malformed consumer_uuid: {consumer_uuid}") from exc
+    where = f"the allocations of {consumer_uuid}"
+    _only(
+        body,
+        {
+            "allocations",
+            "project_id",
+            "user_id",
+            "consumer_generation",
+            "consumer_type",
+            "mappings",
+        },
+        where,
+    )
+    raw = _obj(_need(body, "allocations", where), "allocations")
+    project_id = _need(body, "project_id", where)
+    user_id = _need(body, "user_id", where)
+    generation = _need(body, "consumer_generation", where)
+    if generation is not None:
+        generation = _int(generation, "consumer_generation", 0)
+    if version.at_least(38):
+        consumer_type = _need(body, "consumer_type", where)
+    else:
+        consumer_type = body.get("consumer_type", DEFAULT_CONSUMER_TYPE)
+    for key, value in (("project_id", project_id), ("user_id", user_id)):
+        if not isinstance(value, str) or not 1 <= len(value) <= 255:
+            raise BadRequest(f"JSON does not validate: {key} must be a string: {value!r}")
+    if not isinstance(consumer_type, str) or not _CONSUMER_TYPE_RE.match(consumer_type):
+        raise BadRequest(
+            f"JSON does not validate: consumer_type {consumer_type!r} must match ^[A-Z0-9_]+$"
+        )
+    allocations: dict[str, dict[str, int]] = {}
+    for rp_uuid, entry in raw.items():
+        entry = _obj(entry, f"allocation for {rp_uuid}")
+        _only(entry, {"resources", "generation"}, f"allocation for {rp_uuid}")
+        resources = _obj(_need(entry, "resources", f"allocation for {rp_uuid}"), "resources")
+        if not resources:
+            raise BadRequest(f"JSON does not validate: resources of {rp_uuid} are empty")
+        allocations[_uuid(rp_uuid, "resource provider uuid")] = {
+            rc: _int(amount, f"allocation of {rc} on {rp_uuid}", 1)
+            for rc, amount in resources.items()
+        }
+    return ConsumerAllocationUpdate(
+        consumer_uuid,
+        allocations,
+        project_id=project_id,
+        user_id=user_id,
+        consumer_generation=generation,
+        consumer_type=consumer_type,
+    )
+
+
+# ------------------------------------------------------------------ query checks
+
+
+_CANDIDATE_PARAMS = {"resources", "required", "limit", "root_required", "group_policy"}
+_PROVIDER_PARAMS = {"name", "uuid", "resources", "required", "in_tree"}
+
+
+def _single(request: Request, key: str) -> str | None:
+    values = request.query_params.getlist(key)
+    if len(values) > 1:
+        raise BadRequest(
+            f"Query parameter {key!r} may be given only once, got {len(values)}",
+            code="placement.query.duplicate_key",
+        )
+    return values[0] if values else None
+
+
+def _check_params(request: Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query_params.keys()) - allowed)
+    if unknown:
+        raise BadRequest(
+            "Invalid query string parameters: Additional properties are not allowed "
+            f"({', '.join(repr(u) for u in unknown)} unexpected; this service offers "
+            f"{', '.join(sorted(allowed))}; numbered request groups, member_of and nested "
+            "providers are not supported)"
+        )
+
+
+def _trait_query(request: Request) -> TraitQuery:
+    query = parse_required(request.query_params.getlist("required"))
+    root = request.query_params.getlist("root_required")
+    if root:
+        # Every provider is a root here, so root traits are provider traits.
+        query = query.merged(parse_required(root))
+    return query
+
+
+# ------------------------------------------------------------------ router
+
+
+def build_router(placement: Placement, dependencies: Sequence[params.Depends] = ()) -> APIRouter:
+    """All Placement routes over ``placement``, to be mounted at ``PREFIX``."""
+    router = APIRouter(prefix=PREFIX, tags=["placement"], dependencies=list(dependencies))
+
+    async def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await run_in_threadpool(function, *args, **kwargs)
+
+    @router.get("/", summary="Placement API versions")
+    async def versions() -> dict[str, Any]:
+        return {
+            "versions": [
+                {
+                    "id": "v1.0",
+                    "max_version": f"{MAX_VERSION[0]}.{MAX_VERSION[1]}",
+                    "min_version": f"{MIN_VERSION[0]}.{MIN_VERSION[1]}",
+                    "status": "CURRENT",
+                    "links": [{"rel": "self", "href": ""}],
+                }
+            ]
+        }
+
+    @router.get("/resource_providers", summary="List resource providers")
+    async def list_providers(request: Request) -> dict[str, Any]:
+        _check_params(request, _PROVIDER_PARAMS)
+        resources_raw = _single(request, "resources")
+        in_tree = _single(request, "in_tree")
+        uuid = _single(request, "uuid")
+        if in_tree is not None:
+            if uuid is not None and uuid != in_tree:
+                return {"resource_providers": []}
+            uuid = in_tree
+        providers = await call(
+            placement.list_providers,
+            name=_single(request, "name"),
+            uuid=uuid,
+            resources=parse_resources(resources_raw) if resources_raw else None,
+            traits=_trait_query(request) if request.query_params.getlist("required") else None,
+        )
+        return {"resource_providers": [_provider_body(p) for p in providers]}
+
+    @router.post("/resource_providers", summary="Create resource provider")
+    async def create_provider(request: Request) -> Response:
+        body = await _json(request)
+        _only(body, {"name", "uuid", "parent_provider_uuid"}, "the resource provider")
+        name = _need(body, "name", "the resource provider")
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            raise BadRequest(f"JSON does not validate: name must be 1-200 characters: {name!r}")
+        if body.get("parent_provider_uuid") is not None:
+            raise BadRequest(
+                "JSON does not validate: nested resource providers (parent_provider_uuid) are "
+                "not supported by this service; create a root provider"
+            )
+        uuid = _uuid(body["uuid"], "uuid") if body.get("uuid") is not None else None
+        provider = await call(placement.create_provider, name, uuid)
+        location = {"Location": f"{PREFIX}/resource_providers/{provider.uuid}"}
+        if _microversion(request).at_least(20):
+            return JSONResponse(_provider_body(provider), headers=location)
+        return Response(status_code=201, headers=location)
+
+    @router.get("/resource_providers/{uuid}", summary="Show resource provider")
+    async def show_provider(uuid: str) -> dict[str, Any]:
+        return _provider_body(await call(placement.get_provider, uuid))
+
+    @router.put("/resource_providers/{uuid}", summary="Update resource provider")
+    async def update_provider(uuid: str, request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        _only(body, {"name", "parent_provider_uuid"}, "the resource provider")
+        if body.get("parent_provider_uuid") is not None:
+            raise BadRequest("nested resource providers are not supported by this service")
+        name = _need(body, "name", "the resource provider")
+        return _provider_body(await call(placement.rename_provider, uuid, name))
+
+    @router.delete("/resource_providers/{uuid}", status_code=204, summary="Delete provider")
+    async def delete_provider(uuid: str) -> Response:
+        await call(placement.delete_provider, uuid)
+        return Response(status_code=204)
+
+    @router.get("/resource_providers/{uuid}/inventories", summary="List inventories")
+    async def get_inventories(uuid: str) -> dict[str, Any]:
+        result = await call(placement.get_inventories, uuid)
+        return {
+            "inventories": {rc: _inventory_body(i) for rc, i in result.inventories.items()},
+            "resource_provider_generation": result.generation,
+        }
+
+    @router.put("/resource_providers/{uuid}/inventories", summary="Replace inventories")
+    async def put_inventories(uuid: str, request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        _only(body, {"inventories", "resource_provider_generation"}, "the inventories")
+        generation = _int(
+            _need(body, "resource_provider_generation", "the inventories"),
+            "resource_provider_generation",
+            0,
+        )
+        raw = _obj(_need(body, "inventories", "the inventories"), "inventories")
+        inventories = {rc: _parse_inventory(rc, inv) for rc, inv in raw.items()}
+        result = await call(placement.set_inventories, uuid, generation, inventories)
+        return {
+            "inventories": {rc: _inventory_body(i) for rc, i in result.inventories.items()},
+            "resource_provider_generation": result.generation,
+        }
+
+    @router.get("/resource_providers/{uuid}/inventories/{resource_class}", summary="Show inventory")
+    async def get_inventory(uuid: str, resource_class: str) -> dict[str, Any]:
+        result = await call(placement.get_inventories, uuid)
+        inventory = result.inventories.get(resource_class)
+        if inventory is None:
+            raise NotFound(
+                f"No inventory of class {resource_class} found for resource provider {uuid}"
+            )
+        return {
+            **_inventory_body(inventory),
+            "resource_provider_generation": result.generation,
+        }
+
+    @router.put(
+        "/resource_providers/{uuid}/inventories/{resource_class}", summary="Update inventory"
+    )
+    async def put_inventory(uuid: str, resource_class: str, request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        generation = _int(
+            _need(body, "resource_provider_generation", "the inventory"),
+            "resource_provider_generation",
+            0,
+        )
+        inventory = _parse_inventory(
+            resource_class, {k: v for k, v in body.items() if k != "resource_provider_generation"}
+        )
+        current = await call(placement.get_inventories, uuid)
+        if resource_class not in current.inventories:
+            raise BadRequest(
+                f"No inventory of class {resource_class} found for resource provider {uuid}; "
+                "create it with PUT /resource_providers/{uuid}/inventories"
+            )
+        wanted = {**current.inventories, resource_class: inventory}
+        result = await call(placement.set_inventories, uuid, generation, wanted)
+        return {
+            **_inventory_body(result.inventories[resource_class]),
+            "resource_provider_generation": result.generation,
+        }
+
+    @router.delete(
+        "/resource_providers/{uuid}/inventories/{resource_class}", summary="Delete inventory"
+    )
+    async def delete_inventory(uuid: str, resource_class: str) -> Response:
+        current = await call(placement.get_inventories, uuid)
+        if resource_class not in current.inventories:
+            raise NotFound(
+                f"No inventory of class {resource_class} found for resource provider {uuid}"
+            )
+        wanted = {rc: i for rc, i in current.inventories.items() if rc != resource_class}
+        await call(placement.set_inventories, uuid, current.generation, wanted)
+        return Response(status_code=204)
+
+    @router.get("/resource_providers/{uuid}/allocations", summary="List provider allocations")
+    async def get_provider_allocations(uuid: str) -> dict[str, Any]:
+        generation, held = await call(placement.get_provider_allocations, uuid)
+        return {
+            "allocations": {
+                c.consumer_uuid: {
+                    "resources": dict(c.allocations[0].resources),
+                    "consumer_generation": c.generation,
+                }
+                for c in held
+            },
+            "resource_provider_generation": generation,
+        }
+
+    @router.delete("/resource_providers/{uuid}/inventories", summary="Delete inventories")
+    async def delete_inventories(uuid: str) -> Response:
+        current = await call(placement.get_inventories, uuid)
+        await call(placement.set_inventories, uuid, current.generation, {})
+        return Response(status_code=204)
+
+    @router.get("/resource_providers/{uuid}/traits", summary="List provider traits")
+    async def get_provider_traits(uuid: str) -> dict[str, Any]:
+        result = await call(placement.get_provider_traits, uuid)
+        return {
+            "traits": sorted(result.traits),
+            "resource_provider_generation": result.generation,
+        }
+
+    @router.put("/resource_providers/{uuid}/traits", summary="Replace provider traits")
+    async def put_provider_traits(uuid: str, request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        _only(body, {"traits", "resource_provider_generation"}, "the traits")
+        generation = _int(
+            _need(body, "resource_provider_generation", "the traits"),
+            "resource_provider_generation",
+            0,
+        )
+        traits = _need(body, "traits", "the traits")
+        if not isinstance(traits, list) or not all(isinstance(t, str) for t in traits):
+            raise BadRequest(f"JSON does not validate: traits must be a list of names: {traits!r}")
+        result = await call(placement.set_provider_traits, uuid, generation, traits)
+        return {
+            "traits": sorted(result.traits),
+            "resource_provider_generation": result.generation,
+        }
+
+    @router.delete("/resource_providers/{uuid}/traits", summary="Delete provider traits")
+    async def delete_provider_traits(uuid: str) -> Response:
+        current = await call(placement.get_provider_traits, uuid)
+        await call(placement.set_provider_traits, uuid, current.generation, [])
+        return Response(status_code=204)
+
+    @router.get("/resource_providers/{uuid}/aggregates", summary="List aggregates (none)")
+    async def get_aggregates(uuid: str) -> dict[str, Any]:
+        provider = await call(placement.get_provider, uuid)
+        return {"aggregates": [], "resource_provider_generation": provider.generation}
+
+    @router.get("/resource_providers/{uuid}/usages", summary="List provider usages")
+    async def get_usages(uuid: str) -> dict[str, Any]:
+        result = await call(placement.get_usages, uuid)
+        return {"usages": result.usages, "resource_provider_generation": result.generation}
+
+    @router.get("/traits", summary="List traits")
+    async def list_traits(request: Request) -> dict[str, Any]:
+        _check_params(request, {"name", "associated"})
+        name = _single(request, "name")
+        starts_with: str | None = None
+        names: list[str] | None = None
+        if name is not None:
+            if name.startswith("startswith:"):
+                starts_with = name.removeprefix("startswith:")
+            elif name.startswith("in:"):
+                names = [n.strip() for n in name.removeprefix("in:").split(",")]
+            else:
+                raise BadRequest(
+                    f"Badly formatted name parameter. Expected name query string parameter "
+                    f"in form: ?name=startswith:CUSTOM or ?name=in:A,B. Got: {name}",
+                    code=CODE_QUERY_BAD_VALUE,
+                )
+        associated_raw = _single(request, "associated")
+        associated: bool | None = None
+        if associated_raw is not None:
+            if associated_raw.lower() not in ("true", "false"):
+                raise BadRequest(
+                    f"Invalid query string parameters: associated must be true or false, got "
+                    f"{associated_raw!r}",
+                    code=CODE_QUERY_BAD_VALUE,
+                )
+            associated = associated_raw.lower() == "true"
+        traits = await call(
+            placement.list_traits, starts_with=starts_with, names=names, associated=associated
+        )
+        return {"traits": traits}
+
+    @router.get("/traits/{name}", summary="Show trait")
+    async def show_trait(name: str) -> Response:
+        if name not in await call(placement.list_traits, names=[name]):
+            raise NotFound(f"No such trait(s): {name}")
+        return Response(status_code=204)
+
+    @router.put("/traits/{name}", summary="Create custom trait")
+    async def put_trait(name: str) -> Response:
+        created = await call(placement.ensure_custom_trait, name)
+        return Response(
+            status_code=201 if created else 204,
+            headers={"Location": f"{PREFIX}/traits/{name}"},
+        )
+
+    @router.delete("/traits/{name}", summary="Delete custom trait")
+    async def delete_trait(name: str) -> Response:
+        await call(placement.delete_custom_trait, name)
+        return Response(status_code=204)
+
+    @router.get("/resource_classes/{name}", summary="Show resource class")
+    async def show_resource_class(name: str) -> dict[str, Any]:
+        if name not in await call(placement.list_resource_classes):
+            raise NotFound(f"No such resource class {name}.")
+        return {
+            "name": name,
+            "links": [{"rel": "self", "href": f"{PREFIX}/resource_classes/{name}"}],
+        }
+
+    @router.delete("/resource_classes/{name}", summary="Delete custom resource class")
+    async def delete_resource_class(name: str) -> Response:
+        await call(placement.delete_custom_resource_class, name)
+        return Response(status_code=204)
+
+    @router.get("/resource_classes", summary="List resource classes")
+    async def list_resource_classes() -> dict[str, Any]:
+        names = await call(placement.list_resource_classes)
+        return {
+            "resource_classes": [
+                {"name": n, "links": [{"rel": "self", "href": f"{PREFIX}/resource_classes/{n}"}]}
+                for n in names
+            ]
+        }
+
+    @router.put("/resource_classes/{name}", summary="Create custom resource class")
+    async def put_resource_class(name: str) -> Response:
+        created = await call(placement.ensure_custom_resource_class, name)
+        return Response(
+            status_code=201 if created else 204,
+            headers={"Location": f"{PREFIX}/resource_classes/{name}"},
+        )
+
+    @router.get("/allocations/{consumer_uuid}", summary="List allocations of a consumer")
+    async def get_allocations(consumer_uuid: str) -> dict[str, Any]:
+        held = await call(placement.get_allocations, consumer_uuid)
+        body: dict[str, Any] = {
+            "allocations": {
+                a.provider_uuid: {"generation": a.provider_generation, "resources": a.resources}
+                for a in held.allocations
+            }
+        }
+        if held.allocations:
+            body.update(
+                project_id=held.project_id,
+                user_id=held.user_id,
+                consumer_generation=held.generation,
+                consumer_type=held.consumer_type,
+            )
+        return body
+
+    @router.put("/allocations/{consumer_uuid}", status_code=204, summary="Update allocations")
+    async def put_allocations(consumer_uuid: str, request: Request) -> Response:
+        version = _microversion(request)
+        update_ = _consumer_update(consumer_uuid, await _json(request), version)
+        if not update_.allocations and update_.consumer_generation is None:
+            raise BadRequest(
+                "JSON does not validate: empty allocations need the consumer_generation of "
+                "an existing consumer"
+            )
+        await call(
+            placement.set_allocations,
+            update_.consumer_uuid,
+            update_.allocations,
+            project_id=update_.project_id,
+            user_id=update_.user_id,
+            consumer_generation=update_.consumer_generation,
+            consumer_type=update_.consumer_type,
+        )
+        return Response(status_code=204)
+
+    @router.post("/allocations", status_code=204, summary="Manage allocations")
+    async def post_allocations(request: Request) -> Response:
+        version = _microversion(request)
+        body = await _json(request)
+        if not body:
+            raise BadRequest("JSON does not validate: at least one consumer is required")
+        updates = [
+            _consumer_update(consumer_uuid, _obj(entry, f"consumer {consumer_uuid}"), version)
+            for consumer_uuid, entry in body.items()
+        ]
+        await call(placement.set_allocations_many, updates)
+        return Response(status_code=204)
+
+    @router.delete("/allocations/{consumer_uuid}", status_code=204, summary="Delete allocations")
+    async def delete_allocations(consumer_uuid: str) -> Response:
+        await call(placement.delete_allocations, consumer_uuid)
+        return Response(status_code=204)
+
+    @router.get("/allocation_candidates", summary="List allocation candidates")
+    async def allocation_candidates(request: Request) -> dict[str, Any]:
+        _check_params(request, _CANDIDATE_PARAMS)
+        resources_raw = _single(request, "resources")
+        if resources_raw is None:
+            raise BadRequest(
+                "Invalid query string parameters: 'resources' is a required property",
+                code="placement.query.missing_value",
+            )
+        limit_raw = _single(request, "limit")
+        limit: int | None = None
+        if limit_raw is not None:
+            if not limit_raw.isdigit() or int(limit_raw) < 1:
+                raise BadRequest(
+                    f"Invalid query string parameters: limit must be a positive integer, got "
+                    f"{limit_raw!r}",
+                    code=CODE_QUERY_BAD_VALUE,
+                )
+            limit = int(limit_raw)
+        group_policy = _single(request, "group_policy")
+        if group_policy is not None and group_policy not in ("none", "isolate"):
+            raise BadRequest(
+                f"Invalid query string parameters: group_policy must be none or isolate, got "
+                f"{group_policy!r}",
+                code=CODE_QUERY_BAD_VALUE,
+            )
+        candidate_request = CandidateRequest(parse_resources(resources_raw), _trait_query(request))
+        result = await call(placement.allocation_candidates, candidate_request, limit)
+        return {
+            "allocation_requests": [
+                {
+                    "allocations": {c.provider_uuid: {"resources": c.resources}},
+                    "mappings": {"": [c.provider_uuid]},
+                }
+                for c in result.candidates
+            ],
+            "provider_summaries": {
+                rp: {
+                    "resources": {
+                        rc: {"capacity": r.capacity, "used": r.used}
+                        for rc, r in summary.resources.items()
+                    },
+                    "traits": sorted(summary.traits),
+                    "parent_provider_uuid": None,
+                    "root_provider_uuid": rp,
+                }
+                for rp, summary in result.summaries.items()
+            },
+        }
+
+    return router
+
+
+def install(
+    app: FastAPI, placement: Placement, dependencies: Sequence[params.Depends] = ()
+) -> None:
+    """Mount the Placement API on ``app`` with Placement's headers and error format."""
+    app.include_router(build_router(placement, dependencies))
+
+    @app.middleware("http")
+    async def placement_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if not request.url.path.startswith(PREFIX):
+            return await call_next(request)
+        request.state.request_id = _new_request_id()
+        try:
+            version = _microversion(request)
+        except PlacementError as exc:
+            response: Response = _error_response(request, exc.status, exc.detail, exc.code)
+            version = Microversion(*MIN_VERSION)
+        else:
+            response = await call_next(request)
+        response.headers["openstack-request-id"] = request.state.request_id
+        response.headers[VERSION_HEADER] = f"placement {version}"
+        response.headers["Vary"] = VERSION_HEADER.lower()
+        return response
+
+    @app.exception_handler(PlacementError)
+    async def placement_error(request: Request, exc: PlacementError) -> Response:
+        return _error_response(request, exc.status, exc.detail, exc.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith(PREFIX):
+            return _error_response(
+                request, exc.status_code, str(exc.detail), "placement.undefined_code"
+            )
+        return await http_exception_handler(request, exc)

@@ -1,0 +1,182 @@
+"""Select a host and claim it: prefilters → candidates → weighers → claim with the
+generation check, moving to the next host when a concurrent claim got there first, and
+to another host (bounded) when the chosen one fails to spawn the VM."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid as uuidlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from wattvisor.config.settings import SchedulerSettings
+from wattvisor.placement import (
+    CapacityExceeded,
+    ConcurrentUpdate,
+    ConstraintCount,
+    ConsumerConflict,
+    NotFound,
+    Placement,
+)
+from wattvisor.placement.index import CandidateTable, ProviderState
+from wattvisor.scheduler.prefilters import run_prefilters
+from wattvisor.scheduler.request_spec import RequestSpec
+from wattvisor.scheduler.weighers import HostPowerSource, WeighContext, best_host
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Resources held for one VM on one host until released."""
+
+    consumer_uuid: str
+    provider_uuid: str
+    provider_name: str
+    resources: dict[str, int]
+    consumer_generation: int
+
+
+class NoValidHost(Exception):
+    """No host can take the request; ``reasons`` says what removed the hosts."""
+
+    def __init__(self, summary: str, reasons: Iterable[str] = ()) -> None:
+        self.summary = summary
+        self.reasons = tuple(reasons)
+        text = summary if not self.reasons else summary + ": " + "; ".join(self.reasons)
+        super().__init__(text)
+
+
+class SpawnFailed(Exception):
+    """Raised by a spawn callback when the host could not start the VM."""
+
+
+class Scheduler:
+    """The controller's scheduler over one Placement service."""
+
+    def __init__(
+        self,
+        placement: Placement,
+        settings: SchedulerSettings | None = None,
+        power: HostPowerSource | None = None,
+    ) -> None:
+        self.placement = placement
+        self.settings = settings or SchedulerSettings()
+        self.weigh_context = WeighContext(power=power)
+
+    def prepare(self, spec: RequestSpec) -> RequestSpec:
+        """Run the enabled prefilters on ``spec`` (once per spec)."""
+        return run_prefilters(spec, self.settings)
+
+    def select_and_claim(
+        self,
+        spec: RequestSpec,
+        consumer_uuid: str | None = None,
+        *,
+        exclude: Iterable[str] = (),
+        prefiltered: bool = False,
+    ) -> Claim:
+        """Claim the best host for ``spec`` for ``consumer_uuid`` (new uuid when None).
+
+        ``exclude`` lists provider uuids not to use (hosts that already failed this VM).
+        Raises NoValidHost with an explanation when no host fits, InvalidSpec when the
+        flavor and image contradict each other, and ConsumerConflict when the consumer
+        already holds a claim.
+        """
+        if not prefiltered:
+            self.prepare(spec)
+        consumer = consumer_uuid or str(uuidlib.uuid4())
+        excluded = set(exclude)
+        request = spec.candidate_request()
+        conflicts = 0
+
+        def choose(table: CandidateTable) -> ProviderState | None:
+            if excluded:
+                table.exclude(excluded)
+            if not table.ids:
+                return None
+            return table.state(best_host(table, self.settings, self.weigh_context))
+
+        while True:
+            host = self.placement.with_candidates(request, choose)
+            if host is None:
+                raise self._no_valid_host(spec, excluded)
+            try:
+                generation = self.placement.set_allocations(
+                    consumer,
+                    {host.uuid: request.resources},
+                    project_id=spec.project_id,
+                    user_id=spec.user_id,
+                    consumer_generation=None,
+                )
+            except ConsumerConflict:
+                raise  # the consumer holds a claim already: release it first
+            except (CapacityExceeded, ConcurrentUpdate) as exc:
+                conflicts += 1
+                LOG.info("claim on %s lost (%s); %d conflicts so far", host.name, exc, conflicts)
+                if conflicts >= self.settings.max_claim_conflicts:
+                    raise NoValidHost(
+                        f"gave up after {conflicts} claims lost to concurrent requests"
+                    ) from exc
+                continue
+            LOG.info("claimed %s on %s for %s", request.resources, host.name, consumer)
+            return Claim(consumer, host.uuid, host.name, dict(request.resources), generation or 1)
+
+    def release(self, claim: Claim) -> None:
+        """Give a claim's resources back (no error when they were released already)."""
+        with contextlib.suppress(NotFound):
+            self.placement.delete_allocations(claim.consumer_uuid)
+
+    def schedule(
+        self,
+        spec: RequestSpec,
+        spawn: Callable[[Claim], None],
+        consumer_uuid: str | None = None,
+    ) -> Claim:
+        """Claim a host and ``spawn`` on it; when spawning raises SpawnFailed, release the
+        claim and try the next host, up to ``max_attempts`` hosts in all."""
+        self.prepare(spec)
+        failed: list[str] = []
+        errors: list[str] = []
+        for _attempt in range(self.settings.max_attempts):
+            claim = self.select_and_claim(spec, consumer_uuid, exclude=failed, prefiltered=True)
+            consumer_uuid = claim.consumer_uuid
+            try:
+                spawn(claim)
+            except SpawnFailed as exc:
+                self.release(claim)
+                failed.append(claim.provider_uuid)
+                errors.append(f"{claim.provider_name}: {exc}")
+                continue
+            return claim
+        raise NoValidHost(
+            f"spawning failed on {len(failed)} host(s), the most attempts allowed", errors
+        )
+
+    def _no_valid_host(self, spec: RequestSpec, excluded: set[str]) -> NoValidHost:
+        total, counts = self.placement.explain(spec.candidate_request())
+        reasons = [_describe(c, total, spec) for c in counts]
+        if excluded:
+            reasons.append(f"{len(excluded)} host(s) excluded because spawning failed there")
+        wanted = ", ".join(f"{rc}:{n}" for rc, n in sorted(spec.resources.items()))
+        return NoValidHost(f"no valid host among {total} for {wanted}", reasons)
+
+
+def _describe(count: ConstraintCount, total: int, spec: RequestSpec) -> str:
+    removed = f"{count.remaining} left"
+    if count.kind == "resource":
+        what = f"have room for {count.name}:{count.amount}"
+        why = f" (flavor {spec.flavor.name})"
+    elif count.kind == "required":
+        what = f"have {count.name}"
+        reason = spec.reasons.get(count.name)
+        why = f" (required by {reason})" if reason else ""
+    elif count.kind == "forbidden":
+        what = f"lack {count.name}"
+        reason = spec.reasons.get("!" + count.name)
+        why = f" (forbidden by {reason})" if reason else ""
+    else:
+        what = f"have one of {', '.join(count.names)}"
+        why = ""
+    return f"{count.matching} of {total} hosts {what}{why}, {removed}"

@@ -1,0 +1,10 @@
+"""The controller's database: SQLAlchemy tables, engines and Alembic migrations.
+
+Other packages get engines and transactions from here and keep ORM details to themselves.
+"""
+
+from wattvisor.store.engine import make_engine, read_transaction, write_transaction
+from wattvisor.store.migrate import migrate
+from wattvisor.store.models import Base
+
+__all__ = ["Base", "make_engine", "migrate", "read_transaction", "write_transaction"]
