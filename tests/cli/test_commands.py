@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -62,30 +64,75 @@ def test_config_file_settings_reach_the_host(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["virt_type"] == "qemu"
 
 
-def test_up_says_which_libvirt_it_uses_and_stops_on_sigterm(tmp_path: Path) -> None:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str, deadline: float) -> httpx.Response:
+    while True:
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wattvisor.cli", "up"],
-        env=_env(tmp_path, COLUMNS="200"),
+        [sys.executable, "-m", "wattvisor.cli", "up", "--port", str(port)],
+        env=_env(tmp_path, COLUMNS="250", WATTVISOR_ENERGY__INTERVAL_S="0.5",
+                 WATTVISOR_ENERGY__SOURCE="model"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     assert proc.stdout is not None
     lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C" in line:
-            break
-    proc.send_signal(signal.SIGTERM)
-    output = "".join(lines) + proc.stdout.read()
-    assert proc.wait(timeout=30) == 0, output
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        base = f"http://127.0.0.1:{port}"
+        providers = _get(f"{base}/placement/resource_providers", time.monotonic() + 30)
+        assert providers.status_code == 200, providers.text
+        [provider] = providers.json()["resource_providers"]
+        traits = httpx.get(f"{base}/placement/resource_providers/{provider['uuid']}/traits")
+        assert "COMPUTE_STORAGE_BUS_VIRTIO" in traits.json()["traits"]
+        metrics = ""
+        deadline = time.monotonic() + 30
+        while "wattvisor_host_power_watts" not in metrics and time.monotonic() < deadline:
+            metrics = _get(f"{base}/metrics", deadline).text
+            time.sleep(0.3)
+        assert 'wattvisor_energy_source_info{source="estimate"}' in metrics
+        assert "wattvisor_host_power_watts" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = "".join(lines) + proc.stdout.read()
+        code = proc.wait(timeout=30)
+    assert code == 0, output
     assert "libvirt: test:///default (configured by host.libvirt_uri)" in output
-    assert "host layer only" in output  # it does not pretend to serve more
+    assert "placement API at /placement" in output
+    assert "estimate" in output  # no RAPL here: the CPU model, said plainly
     assert "stopped" in output
+
+
+def test_up_refuses_a_busy_port_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = runner.invoke(app, ["up", "--port", str(port)], env=_env(tmp_path))
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{port} is already in use" in result.output
 
 
 @pytest.mark.parametrize("command", [["xml", "--help"], ["host", "--help"], ["--version"]])

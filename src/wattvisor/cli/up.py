@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import signal
-import threading
+import socket
+from collections.abc import Iterator
+from types import FrameType
 from typing import Annotated
 
 import typer
+import uvicorn
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -25,47 +30,90 @@ def _configure_logging(verbose: bool) -> None:
     )
 
 
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                err.print(
+                    f"[red]error:[/red] {host}:{port} is already in use; stop the other "
+                    "process or choose another port with --port / WATTVISOR_API__PORT"
+                )
+                raise typer.Exit(1) from exc
+            raise
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM after shutting down, which would kill the process
+    before the energy sampler and libvirt connection are closed; we shut down in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        def handle(sig: int, frame: FrameType | None) -> None:
+            self.handle_exit(sig, frame)
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def up(
     port: Annotated[int | None, typer.Option("--port", help="API port (default api.port).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start wattvisor on this machine with embedded defaults."""
-    from wattvisor.host.driver import HostDriver
+    from wattvisor.allinone import AllInOne
+    from wattvisor.energy import EnergySourceError
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     _configure_logging(verbose)
     settings = state.settings()
     if port is not None:
         settings.api.port = port
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_port_free(settings.api.host, settings.api.port)
 
-    driver = HostDriver.from_settings(settings)
-    out.print(f"libvirt: [bold]{driver.uri}[/bold] ({driver.uri_reason})")
     try:
-        report = driver.startup()
-        traits = sorted(driver.traits())
-        inventory = driver.inventory()
+        node = AllInOne.build(settings)
     except HostConnectionError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
-    out.print(
-        f"host: virt_type={settings.host.virt_type} VCPU={inventory.vcpu} "
-        f"MEMORY_MB={inventory.memory_mb} DISK_GB={inventory.disk_gb}, {len(traits)} traits"
-    )
-    for name in report.shares_reestablished:
-        out.print(f"re-established read-only share mounts of {name}")
-    for problem in report.problems:
-        out.print(f"[yellow]warning:[/yellow] {problem}")
+    except EnergySourceError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
 
+    driver = node.driver
+    out.print(f"libvirt: [bold]{driver.uri}[/bold] ({driver.uri_reason})")
+    inventory = driver.inventory()
     out.print(
-        "running the host layer only (no API, scheduler or energy sampler in this build); "
+        f"host {node.provider_uuid}: virt_type={settings.host.virt_type} VCPU={inventory.vcpu} "
+        f"MEMORY_MB={inventory.memory_mb} DISK_GB={inventory.disk_gb}, "
+        f"{len(driver.traits())} traits registered with placement"
+    )
+    out.print(node.sampler.explanation)
+    for name in node.startup.shares_reestablished:
+        out.print(f"re-established read-only share mounts of {name}")
+    for problem in [*node.startup.problems, *node.notes]:
+        out.print(f"[yellow]note:[/yellow] {problem}")
+    base = f"http://{settings.api.host}:{settings.api.port}"
+    out.print(
+        f"serving {base}: placement API at /placement, Prometheus metrics at /metrics, "
+        f"OpenAPI at /openapi.json; store {settings.store_url.split('://')[0]}; "
         "press Ctrl-C to stop"
     )
+
+    node.start()
+    server = _Server(
+        uvicorn.Config(
+            node.app, host=settings.api.host, port=settings.api.port,
+            log_level="debug" if verbose else "warning",
+        )
+    )
     try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+        server.run()
     finally:
-        driver.close()
+        node.stop()
         out.print("stopped")

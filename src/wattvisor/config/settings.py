@@ -50,6 +50,12 @@ class HostSettings(BaseModel):
     )
     virtiofsd_path: Path = Path("/usr/lib/qemu/virtiofsd")
     machine_type: str | None = None
+    cpu_allocation_ratio: float = Field(default=4.0, gt=0, description="vCPUs per host CPU")
+    ram_allocation_ratio: float = Field(default=1.0, gt=0)
+    disk_allocation_ratio: float = Field(default=1.0, gt=0)
+    reserved_host_cpus: int = Field(default=0, ge=0)
+    reserved_host_memory_mb: int = Field(default=512, ge=0, description="kept for the host OS")
+    reserved_host_disk_gb: int = Field(default=0, ge=0)
 
     @field_validator("share_local_fs")
     @classmethod
@@ -166,6 +172,24 @@ class ApiSettings(BaseModel):
     port: int = Field(default=8774, ge=1, le=65535)
 
 
+class AuthSettings(BaseModel):
+    """How API tokens are checked and where the admin key lives."""
+
+    admin_key_file: Path | None = Field(
+        default=None,
+        description="the admin's Ed25519 private key (0600), created on first start; "
+        "default <data_dir>/admin.key",
+    )
+    admin_user: str = Field(default="admin", description="user name of the admin key's holder")
+    admin_project: str = Field(default="admin", description="project of the admin user")
+    clock_skew_s: float = Field(
+        default=60.0, ge=0, le=3600, description="token expiry tolerance for skewed clocks"
+    )
+    max_token_ttl_s: int = Field(
+        default=30 * 86400, gt=0, description="tokens may not expire further ahead than this"
+    )
+
+
 class Settings(BaseSettings):
     """All of wattvisor's settings."""
 
@@ -181,6 +205,7 @@ class Settings(BaseSettings):
     energy: EnergySettings = Field(default_factory=EnergySettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -204,6 +229,10 @@ class Settings(BaseSettings):
     @property
     def storage_path(self) -> Path:
         return self.host.storage_path or self.data_dir
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.auth.admin_key_file or self.data_dir / "admin.key"
 
 
 # The TOML path has to reach settings_customise_sources, a classmethod without arguments.

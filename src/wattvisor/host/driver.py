@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import time
+import uuid as uuid_module
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from wattvisor.host.traits import (
     compute_traits,
     merge_domain_capabilities,
     parse_capabilities,
+    host_uuid_from_capabilities,
     parse_domain_capabilities,
     static_domain_capabilities,
 )
@@ -204,6 +206,16 @@ class HostDriver:
         return compute_traits(
             self.capabilities(), self.settings.virt_type, share_local_fs_readonly=share_ok
         )
+
+    def host_uuid(self) -> str:
+        """The stable identity of this host: libvirt's host UUID (SMBIOS or machine-id)."""
+        conn = self.connection.get()
+        found = host_uuid_from_capabilities(conn.getCapabilities())
+        if found:
+            return found
+        # Drivers without one (test:///default): stable for this URI on this machine.
+        return str(uuid_module.uuid5(uuid_module.NAMESPACE_URL,
+                                     f"{self.uri}#{conn.getHostname()}"))
 
     def inventory(self) -> Inventory:
         info = self.connection.call(lambda c: c.getInfo())

@@ -95,6 +95,13 @@ def parse_capabilities(caps_xml: str) -> tuple[str, tuple[GuestSupport, ...]]:
     return host_arch, tuple(guests)
 
 
+def host_uuid_from_capabilities(caps_xml: str) -> str | None:
+    """``<host><uuid>`` of the capabilities document, lower-case, if it has one."""
+    root = etree.fromstring(caps_xml.encode())
+    value = (root.findtext("host/uuid") or "").strip().lower()
+    return value or None
+
+
 def _enum_values(element: etree._Element | None, name: str) -> set[str]:
     if element is None or element.get("supported") == "no":
         return set()

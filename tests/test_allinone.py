@@ -1,0 +1,69 @@
+"""The all-in-one node: the local host registered with placement as an operator expects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wattvisor.allinone import AllInOne, placement_inventories
+from wattvisor.config import load_settings
+from wattvisor.host.driver import Inventory
+
+
+def test_inventories_carry_reservations_and_ratios(tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path,
+        host={"reserved_host_memory_mb": 1024, "cpu_allocation_ratio": 2.0,
+              "reserved_host_disk_gb": 5},
+    )
+    inv = placement_inventories(settings, Inventory(vcpu=8, memory_mb=16384, disk_gb=100))
+    assert inv["VCPU"].total == 8 and inv["VCPU"].allocation_ratio == 2.0
+    assert inv["MEMORY_MB"].reserved == 1024 and inv["MEMORY_MB"].max_unit == 16384
+    assert inv["DISK_GB"].reserved == 5
+    tiny = placement_inventories(settings, Inventory(vcpu=1, memory_mb=512, disk_gb=1))
+    assert tiny["MEMORY_MB"].reserved == 512  # never more than the host has
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[AllInOne]:
+    settings = load_settings(
+        data_dir=tmp_path, host={"libvirt_uri": "test:///default", "virt_type": "qemu"},
+        energy={"source": "model", "interval_s": 0.1},
+    )
+    built = AllInOne.build(settings)
+    yield built
+    built.stop()
+
+
+def test_build_registers_the_host_with_its_traits(node: AllInOne) -> None:
+    provider = node.placement.get_provider(node.provider_uuid)
+    traits = node.placement.get_provider_traits(node.provider_uuid)
+    assert provider.uuid == node.provider_uuid
+    assert traits.traits == node.driver.traits()
+    assert "COMPUTE_STORAGE_BUS_VIRTIO" in traits.traits
+    assert set(node.placement.get_inventories(node.provider_uuid).inventories) == {
+        "VCPU", "MEMORY_MB", "DISK_GB"
+    }
+
+
+def test_rebuild_is_idempotent(node: AllInOne) -> None:
+    again = AllInOne.build(node.settings)
+    try:
+        assert again.provider_uuid == node.provider_uuid
+        assert len(again.placement.list_providers()) == 1
+    finally:
+        again.stop()
+
+
+def test_energy_weigher_source_reports_local_host_after_a_sample(node: AllInOne) -> None:
+    from wattvisor.allinone import LocalHostPower
+
+    power = LocalHostPower(node.sampler, node.placement, node.provider_uuid)
+    assert power.watts_per_used_vcpu(node.provider_uuid) is None  # nothing measured yet
+    node.sampler.sample()
+    node.sampler.sample()
+    value = power.watts_per_used_vcpu(node.provider_uuid)
+    assert value is not None and value > 0
+    assert power.watts_per_used_vcpu("another-host") is None
