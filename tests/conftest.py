@@ -22,6 +22,11 @@ from support.availability import unavailable
 from support.guest_domains import destroy_and_undefine
 from wattvisor.host import localvirt
 from wattvisor.images import GuestImage, GuestImageError, ensure_guest_image
+from wattvisor.placement import Placement
+from wattvisor.store import make_engine
+
+# PostgreSQL server (session) and store_url (one per backend) fixtures.
+pytest_plugins = ("support.postgres",)
 
 SYSTEM_URI = localvirt.SYSTEM_URI
 
@@ -113,3 +118,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("guest") and not item.get_closest_marker("libvirtd"):
             item.add_marker(pytest.mark.libvirtd)
+
+
+@pytest.fixture
+def placement(store_url: str) -> Iterator[Placement]:
+    """A placement service on a freshly migrated store, once per backend (SQLite, PostgreSQL)."""
+    engine = make_engine(store_url)
+    try:
+        yield Placement(engine)
+    finally:
+        engine.dispose()
