@@ -13,9 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from wattvisor.api.app import create_app
+from wattvisor.auth import UserRegistry
+from wattvisor.auth.fastapi import (
+    install_auth_errors,
+    make_admin_dependency,
+    make_auth_dependency,
+)
+from wattvisor.auth.keys import bootstrap_admin
 from wattvisor.config import Settings
 from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
 from wattvisor.host.driver import HostDriver, Inventory, StartupReport
@@ -93,6 +100,8 @@ class AllInOne:
     app: FastAPI
     provider_uuid: str
     startup: StartupReport
+    users: UserRegistry
+    admin_message: str
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -118,14 +127,23 @@ class AllInOne:
             inventory=LibvirtVMInventory(driver),
             domain_stats=LibvirtDomainCpuStats(_ReconnectingStats(driver)),
         )
-        app = create_app(settings, placement=placement)
+        users = UserRegistry()
+        admin = bootstrap_admin(settings)
+        users.register(admin.user, replace=True)
+        authenticated = make_auth_dependency(users.lookup, settings.auth)
+        admin_only = make_admin_dependency(authenticated)
+        app = create_app(
+            settings, placement=placement, placement_dependencies=[Depends(admin_only)]
+        )
+        install_auth_errors(app)
         metrics = make_metrics_app(sampler, compat_series=settings.energy.compat_series)
         # An ASGI app on an exact route (mount() would redirect /metrics to /metrics/).
         app.add_route("/metrics", metrics)  # type: ignore[arg-type]
         app.state.driver = driver
         app.state.sampler = sampler
         notes = list(driver.capabilities().notes)
-        return cls(settings, driver, placement, sampler, app, provider_uuid, startup, notes)
+        return cls(settings, driver, placement, sampler, app, provider_uuid, startup, users,
+                   admin.message, notes)
 
     def start(self) -> None:
         self.sampler.start()

@@ -102,10 +102,18 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
             if "Ctrl-C" in line:
                 break
         base = f"http://127.0.0.1:{port}"
-        providers = _get(f"{base}/placement/resource_providers", time.monotonic() + 30)
+        anonymous = _get(f"{base}/placement/resource_providers", time.monotonic() + 30)
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"]["code"] == "missing_credentials"
+        minted = runner.invoke(app, ["token", "create", "--admin"], env=_env(tmp_path))
+        assert minted.exit_code == 0, minted.output
+        auth = {"Authorization": f"Bearer {minted.stdout.strip()}"}
+        providers = httpx.get(f"{base}/placement/resource_providers", headers=auth)
         assert providers.status_code == 200, providers.text
         [provider] = providers.json()["resource_providers"]
-        traits = httpx.get(f"{base}/placement/resource_providers/{provider['uuid']}/traits")
+        traits = httpx.get(
+            f"{base}/placement/resource_providers/{provider['uuid']}/traits", headers=auth
+        )
         assert "COMPUTE_STORAGE_BUS_VIRTIO" in traits.json()["traits"]
         metrics = ""
         deadline = time.monotonic() + 30

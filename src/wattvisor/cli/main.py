@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from wattvisor import __version__
+from wattvisor.cli.auth import keys_app, token_app
 from wattvisor.cli.context import state
 from wattvisor.cli.host import host_app
 from wattvisor.cli.image import image_app
@@ -45,6 +46,8 @@ def _root(
 app.add_typer(xml_app, name="xml")
 app.add_typer(host_app, name="host")
 app.add_typer(image_app, name="image")
+app.add_typer(keys_app, name="keys")
+app.add_typer(token_app, name="token")
 app.command("up")(up)
 
 

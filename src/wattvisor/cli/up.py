@@ -94,13 +94,15 @@ def up(
         f"{len(driver.traits())} traits registered with placement"
     )
     out.print(node.sampler.explanation)
+    out.print(node.admin_message)
     for name in node.startup.shares_reestablished:
         out.print(f"re-established read-only share mounts of {name}")
     for problem in [*node.startup.problems, *node.notes]:
         out.print(f"[yellow]note:[/yellow] {problem}")
     base = f"http://{settings.api.host}:{settings.api.port}"
     out.print(
-        f"serving {base}: placement API at /placement, Prometheus metrics at /metrics, "
+        f"serving {base}: placement API at /placement (admin token), Prometheus metrics at "
+        "/metrics, "
         f"OpenAPI at /openapi.json; store {settings.store_url.split('://')[0]}; "
         "press Ctrl-C to stop"
     )

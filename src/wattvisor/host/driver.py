@@ -37,9 +37,9 @@ from wattvisor.host.traits import (
     DomainCapabilities,
     HostCapabilities,
     compute_traits,
+    host_uuid_from_capabilities,
     merge_domain_capabilities,
     parse_capabilities,
-    host_uuid_from_capabilities,
     parse_domain_capabilities,
     static_domain_capabilities,
 )

@@ -1,0 +1,122 @@
+"""``wattvisor keys ...`` and ``wattvisor token ...``: key pairs and API tokens.
+
+Register with ``app.add_typer(keys_app, name="keys")`` and
+``app.add_typer(token_app, name="token")``. Tokens and public keys go to stdout
+alone (for scripts: ``TOKEN=$(wattvisor token create --admin)``); everything
+else goes to stderr, unwrapped so that paths can be copied. Private keys and
+tokens are never written to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from wattvisor.auth.errors import InvalidTTL, InvalidUserName, KeyFileError
+from wattvisor.auth.keys import create_key_pair, default_user_key_path, mint_token_from_file
+from wattvisor.auth.tokens import format_ttl, parse_ttl
+from wattvisor.auth.users import validate_user_name
+from wattvisor.cli.context import err, state
+
+keys_app = typer.Typer(help="Ed25519 key pairs that sign your API tokens.", no_args_is_help=True)
+token_app = typer.Typer(help="Biscuit tokens for the wattvisor API.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+@keys_app.command("create")
+def keys_create(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Private key file (default ~/.config/wattvisor/key)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing key pair (its tokens stop working)."),
+    ] = False,
+) -> None:
+    """Create a key pair; print the public key, which an admin registers for you."""
+    path = out or default_user_key_path()
+    try:
+        files = create_key_pair(path, force=force)
+    except KeyFileError as exc:
+        raise _fail(str(exc)) from exc
+    except OSError as exc:
+        raise _fail(f"cannot write key file {str(path)!r}: {exc.strerror}") from exc
+    err.print(
+        f"private key written to {escape(str(files.private_path))} (mode 0600, keep it secret); "
+        f"public key in {escape(str(files.public_path))}. Give the public key below to an admin.",
+        soft_wrap=True,
+    )
+    sys.stdout.write(files.public_key + "\n")
+
+
+@token_app.command("create")
+def token_create(
+    ttl: Annotated[
+        str, typer.Option("--ttl", help="Lifetime: 90s, 30m, 1h, 7d, 2w.")
+    ] = "1h",
+    read_only: Annotated[
+        bool,
+        typer.Option("--read-only", help='Only GET/HEAD requests: check if operation("read").'),
+    ] = False,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Sign with this machine's admin key as the admin user.")
+    ] = False,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", "-k", help="Private key file (default ~/.config/wattvisor/key)."),
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", envvar="WATTVISOR_USER", help="Your user name.")
+    ] = None,
+) -> None:
+    """Mint a token and print it alone on stdout."""
+    settings = state.settings()
+    maximum = timedelta(seconds=settings.auth.max_token_ttl_s)
+    try:
+        lifetime = parse_ttl(ttl, maximum=maximum)
+    except InvalidTTL as exc:
+        raise _fail(str(exc), 2) from exc
+    if admin:
+        if user is not None and user != settings.auth.admin_user:
+            raise _fail(
+                f"--admin signs as the admin user {settings.auth.admin_user!r}; "
+                f"drop --user {user!r} or drop --admin",
+                2,
+            )
+        name = settings.auth.admin_user
+        key_path = key or settings.admin_key_path
+        if not key_path.exists():
+            raise _fail(
+                f"no admin key at {str(key_path)!r}; it is created when the controller first "
+                "starts (`wattvisor up`) on this machine, with the same data_dir"
+            )
+    else:
+        if user is None:
+            raise _fail(
+                "no user name: pass --user NAME (or set WATTVISOR_USER), or --admin for the "
+                "admin key of this machine",
+                2,
+            )
+        name = user
+        key_path = key or default_user_key_path()
+    try:
+        validate_user_name(name)
+        token = mint_token_from_file(key_path, name, lifetime, read_only=read_only)
+    except (KeyFileError, InvalidUserName) as exc:
+        raise _fail(str(exc)) from exc
+    err.print(
+        f"token for {escape(name)}, valid {format_ttl(lifetime)}"
+        + (", read-only" if read_only else ""),
+        soft_wrap=True,
+    )
+    sys.stdout.write(token + "\n")
