@@ -7,7 +7,6 @@ COMPUTE_SHARE_LOCAL_FS, exercised through the product's own code paths.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from support.growing_file import GrowingCounterFile
 from support.guest_domains import marker_fields, unique_domain_name, wait_for_marker
 from wattvisor import __version__
 from wattvisor.config import HostSettings
@@ -36,35 +36,6 @@ pytestmark = [pytest.mark.libvirtd, pytest.mark.guest]
 
 TAG = "wvpower"
 BOOT_TIMEOUT_S = 120.0
-
-
-class EnergyCounter:
-    """Rewrites ``energy_uj`` atomically with a growing value, as the energy layer does."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "energy_uj"
-        self.value = 0
-        self._stop = threading.Event()
-        self._write()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _write(self) -> None:
-        self.value += 1_000_000
-        tmp = self.path.with_name(".energy_uj.tmp")
-        tmp.write_text(str(self.value))
-        tmp.replace(self.path)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.2):
-            self._write()
-
-    def __enter__(self) -> EnergyCounter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture
@@ -119,7 +90,7 @@ def test_guest_built_by_wattvisor_reads_its_share_and_cannot_write(
 
     state = driver.define(domain)
     try:
-        with EnergyCounter(share.data_dir) as counter:
+        with GrowingCounterFile(share.data_dir / "energy_uj", step=1_000_000) as counter:
             driver.start(state.uuid)
             wait_for_marker(console, "WV-DONE", BOOT_TIMEOUT_S)
         markers = _markers(console)

@@ -7,13 +7,13 @@ counters the host keeps updating, and nothing it does reaches the host folder.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import libvirt
 import pytest
 
+from support.growing_file import GrowingCounterFile
 from support.guest_domains import (
     GuestDomainSpec,
     GuestShare,
@@ -28,35 +28,6 @@ pytestmark = [pytest.mark.libvirtd, pytest.mark.guest]
 
 TAG = "wvshare"
 BOOT_TIMEOUT_S = 120.0
-
-
-class CounterWriter:
-    """Keeps rewriting ``value`` with a growing number, atomically, like the energy layer."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "value"
-        self.last = 0
-        self._stop = threading.Event()
-        self._write()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _write(self) -> None:
-        self.last += 1
-        tmp = self.path.with_name(".value.tmp")
-        tmp.write_text(f"{self.last}\n")
-        tmp.replace(self.path)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.2):
-            self._write()
-
-    def __enter__(self) -> CounterWriter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture
@@ -116,7 +87,7 @@ def test_guest_reads_live_values_but_cannot_write_into_share(
 ) -> None:
     assert share_manager.readonly_mode() in ("flag", "bind"), share_manager.unavailable_reason
     [prepared] = share_manager.prepare(domain_name)
-    with CounterWriter(prepared.data_dir) as counter:
+    with GrowingCounterFile(prepared.data_dir / "value", newline=True) as counter:
         markers = _boot_share_scenario(
             start_domain,
             guest_image,
@@ -126,12 +97,12 @@ def test_guest_reads_live_values_but_cannot_write_into_share(
         )
     assert "WV-MOUNTED" in markers, markers
     first, second = int(markers["WV-READ#1"]["value"]), int(markers["WV-READ#2"]["value"])
-    assert 0 < first < second <= counter.last
+    assert 0 < first < second <= counter.value
     for attempt in ("WV-WRITE-NEW", "WV-WRITE-EXISTING", "WV-WRITE-MKDIR"):
         assert markers[attempt]["rc"] != "0", (attempt, markers[attempt])
         assert "Read-only file system" in markers[attempt]["error"], (attempt, markers[attempt])
     assert sorted(p.name for p in prepared.data_dir.iterdir()) == ["value"]
-    assert prepared.data_dir.joinpath("value").read_text() == f"{counter.last}\n"
+    assert prepared.data_dir.joinpath("value").read_text() == f"{counter.value}\n"
 
 
 def test_guest_can_write_when_the_share_source_is_the_data_dir_itself(
