@@ -64,7 +64,10 @@ class LibvirtDomainCpuStats:
             except self._libvirt_error:
                 continue
             active = int(stats.get("state.state", 0)) in _ACTIVE_STATES
-            raw = stats.get("cpu.time")
+            # For a domain without a QEMU process (pid 0) libvirt 9.0's QEMU driver
+            # reads /proc/self/stat and reports libvirtd's own CPU time as the
+            # domain's cpu.time; only a running domain's figure is its own.
+            raw = stats.get("cpu.time") if active else None
             result[uuid] = DomainCpu(
                 uuid=uuid, name=name, active=active, cpu_ns=int(raw) if raw is not None else None
             )
