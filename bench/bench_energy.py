@@ -132,6 +132,14 @@ def _measure(base: Path, share: Path, state: Path) -> dict[str, float]:
 
 
 def run() -> None:
+    """Measure in a fresh interpreter, so RSS is the sampler's, not the other benchmarks'."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "bench.bench_energy"], check=True)
+
+
+def _run_here() -> None:
     import libvirt  # noqa: F401  (an agent has both loaded; count them in RSS)
 
     import wattvisor.telemetry  # noqa: F401
@@ -143,7 +151,10 @@ def run() -> None:
     # /proc and sysfs are in-memory filesystems, so the synthetic trees live on tmpfs;
     # the counter state goes to disk like <data_dir>; guest shares are measured on both.
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
-    for label, share_parent in (("guest shares on tmpfs", shm), ("guest shares on disk", None)):
+    for label, share_parent in (
+        ("guest shares on tmpfs (default: host.share_tmpfs_kib)", shm),
+        ("guest shares on disk (host.share_tmpfs_kib = 0)", None),
+    ):
         with tempfile.TemporaryDirectory(prefix="wattvisor-bench-", dir=shm) as trees, \
                 tempfile.TemporaryDirectory(prefix="wattvisor-bench-") as state, \
                 tempfile.TemporaryDirectory(prefix="wattvisor-bench-", dir=share_parent) as sh:
@@ -163,3 +174,7 @@ def run() -> None:
     print(f"   memory: RSS {rss / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB (goal <= 60 MiB) "
           f"for Python + libvirt + prometheus_client + the sampler with {SAMPLES} snapshots of "
           f"history; {rss_before / 1024:.1f} MiB before the sampler existed")
+
+
+if __name__ == "__main__":
+    _run_here()

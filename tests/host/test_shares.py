@@ -255,3 +255,27 @@ def test_release_detaches_a_view_still_in_use(manager: ShareManager) -> None:
         manager.release("instance-00000001")
         assert top_mount(share.source_dir) is None
         assert held.read() == "5\n"
+
+
+def test_domain_data_dir_is_a_size_capped_tmpfs_seen_read_only(scratch: Path) -> None:
+    tmp_path = scratch
+    share_dir = tmp_path / "scaphandre"
+    share_dir.mkdir()
+    manager = ShareManager({str(share_dir): "scaph"}, tmp_path / "data", (9, 0, 0),
+                           tmpfs_size_kib=64)
+    [prepared] = manager.prepare("instance-00000001")
+    try:
+        entry = top_mount(prepared.data_dir)
+        assert entry is not None and entry.fs_type == "tmpfs"
+        (prepared.data_dir / "energy_uj").write_text("1")
+        assert (prepared.source_dir / "energy_uj").read_text() == "1"
+        with pytest.raises(OSError):
+            (prepared.data_dir / "big").write_bytes(b"\0" * (128 * 1024))
+        # Idempotent: a second prepare stacks nothing.
+        manager.prepare("instance-00000001")
+        assert sum(1 for e in mount_table() if e.mount_point == prepared.data_dir) == 1
+    finally:
+        manager.release("instance-00000001")
+        manager.discard_data("instance-00000001")
+    assert not prepared.data_dir.exists()
+    assert top_mount(prepared.data_dir) is None

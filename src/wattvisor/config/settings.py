@@ -45,6 +45,11 @@ class HostSettings(BaseModel):
         "for power metrics, e.g. {'/var/lib/libvirt/scaphandre' = 'scaphandre'}",
     )
     instance_name_template: str = "instance-%08x"
+    share_tmpfs_kib: int = Field(
+        default=1024, ge=0,
+        description="each domain's share directory is a tmpfs of this size (0: a plain "
+        "directory on the share directory's filesystem)",
+    )
     storage_path: Path | None = Field(
         default=None, description="where instance disks live (DISK_GB inventory); default data_dir"
     )
@@ -128,6 +133,10 @@ class SchedulerSettings(BaseModel):
     max_claim_conflicts: int = Field(
         default=20, ge=1, description="claims lost to concurrent schedulers before giving up"
     )
+    disabled_hosts_prefilter: bool = Field(
+        default=True,
+        description="forbid COMPUTE_STATUS_DISABLED so that disabled hosts get no new servers",
+    )
 
 
 class EnergySettings(BaseModel):
@@ -162,6 +171,29 @@ class EnergySettings(BaseModel):
         default=262_143_328_850,
         gt=0,
         description="where the guest-visible energy_uj counter wraps, like a real RAPL package",
+    )
+
+
+class ComputeSettings(BaseModel):
+    """How the controller builds, runs and removes servers."""
+
+    workers: int = Field(
+        default=4, ge=1, le=256, description="threads that schedule and spawn servers"
+    )
+    stop_timeout_s: float = Field(
+        default=30.0, ge=0, description="graceful shutdown wait before a server is powered off"
+    )
+    interface_network: str | None = Field(
+        default=None, description="libvirt network for new interfaces; unset: QEMU user networking"
+    )
+    interface_bridge: str | None = Field(
+        default=None, description="host bridge for new interfaces (when no network is set)"
+    )
+    default_flavors: bool = Field(
+        default=True, description="create the tiny and small flavors at start-up"
+    )
+    ready_image: bool = Field(
+        default=True, description="offer the built-in busybox guest as image 'busybox'"
     )
 
 
@@ -205,6 +237,7 @@ class Settings(BaseSettings):
     energy: EnergySettings = Field(default_factory=EnergySettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @classmethod

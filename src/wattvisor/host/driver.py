@@ -155,6 +155,7 @@ class HostDriver:
                 self.settings.share_local_fs,
                 self.data_dir,
                 libvirt_version=self.libvirt_version(),
+                tmpfs_size_kib=self.settings.share_tmpfs_kib,
             )
         return self._shares
 

@@ -148,11 +148,25 @@ _libc.mount.argtypes = [
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
-def _mount(source: Path | None, target: Path, flags: int) -> None:
+def _mount(
+    source: Path | str | None,
+    target: Path,
+    flags: int,
+    fs_type: str | None = None,
+    options: str | None = None,
+) -> None:
     src = os.fsencode(source) if source is not None else None
-    if _libc.mount(src, os.fsencode(target), None, flags, None) != 0:
+    kind = fs_type.encode() if fs_type is not None else None
+    data = ctypes.c_char_p(options.encode()) if options is not None else None
+    if _libc.mount(src, os.fsencode(target), kind, flags, data) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount({source}, {target}, flags={flags:#x}): {os.strerror(err)}")
+
+
+def mount_tmpfs(target: Path, size_kib: int) -> None:
+    """A small private tmpfs on ``target`` (nosuid, nodev, noexec), mode 0755."""
+    _mount("wattvisor-share", target, _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "tmpfs",
+           f"size={size_kib}k,mode=0755")
 
 
 def bind_mount_readonly(source: Path, target: Path) -> None:
@@ -213,6 +227,7 @@ class ShareManager:
         data_dir: Path,
         libvirt_version: int | tuple[int, int, int],
         mount_root: Path | None = None,
+        tmpfs_size_kib: int = 0,
     ) -> None:
         """``libvirt_version`` is ``getLibVersion()`` (9000000) or a (major, minor, micro) tuple."""
         self.shares: dict[Path, str] = {}
@@ -243,6 +258,9 @@ class ShareManager:
                     f"{str(share_dir)!r}, where a guest could see it; choose a data_dir outside "
                     "every share_local_fs directory"
                 )
+        # Counters are rewritten every sample: a per-domain tmpfs keeps that off the disk
+        # (no journal flush per rename) and caps what one domain's directory can hold.
+        self.tmpfs_size_kib = tmpfs_size_kib
         self._mode: ReadonlyMode | None = None
         self._probed = False
         self.unavailable_reason: str | None = None
@@ -328,6 +346,9 @@ class ShareManager:
             for share_dir, tag in zip(chosen, tags, strict=True):
                 data = share_dir / domain_name
                 _make_dir(data)
+                if self.tmpfs_size_kib and top_mount(data) is None:
+                    mount_tmpfs(data, self.tmpfs_size_kib)
+                    mounted_here.append(data)
                 if mode == "flag":
                     prepared.append(PreparedShare(tag, share_dir, data, data, True))
                     continue
@@ -336,7 +357,7 @@ class ShareManager:
                     mounted_here.append(target)
                 prepared.append(PreparedShare(tag, share_dir, data, target, False))
         except BaseException:
-            for target in mounted_here:
+            for target in reversed(mounted_here):
                 with contextlib.suppress(OSError):
                     unmount_all(target)
             raise
@@ -378,7 +399,10 @@ class ShareManager:
                 raise ShareError(
                     f"share {tag!r} of domain {domain_name!r} is still mounted; release it first"
                 )
-            shutil.rmtree(share_dir / domain_name, ignore_errors=True)
+            data = share_dir / domain_name
+            if data.is_dir():
+                unmount_all(data)
+            shutil.rmtree(data, ignore_errors=True)
 
     def reestablish(self, domain_names: Iterable[str], release_others: bool = True) -> list[str]:
         """Recreate the read-only views of defined domains after a restart or reboot.
