@@ -120,6 +120,40 @@ def test_vm_share_from_libvirt_stats_does_not_count_qemu_again(host: Host) -> No
     assert [p.pid for p in snap.top_processes] == [50]
 
 
+def test_virtiofsd_in_the_domain_cgroup_is_not_counted_again(host: Host) -> None:
+    """libvirt starts virtiofsd outside QEMU's tree but in the domain's cgroup, so the
+    domain's cpu.time already holds its CPU time."""
+    domain_cgroup = "0::/machine/qemu-1-instance-1.libvirt-qemu/emulator\n"
+    host.proc.add_process(1, "init", ["/sbin/init"], cgroup="/init.scope", ppid=0)
+    host.start_vm(UUID_A, "instance-1", 200)
+    (host.proc.root / "200" / "cgroup").write_text(domain_cgroup)
+    host.proc.add_process(300, "virtiofsd", ["/usr/lib/qemu/virtiofsd", "--fd=3"],
+                          cgroup="/machine/qemu-1-instance-1.libvirt-qemu/emulator")
+    sampler = host.sampler()
+    sampler.sample()
+    host.interval(100.0, busy=100, idle=100, cpu={50: 100, 300: 100}, vm_ns={UUID_A: 10**9})
+    snap = sampler.sample()
+    assert snap is not None
+    assert 300 not in snap.interval.process_joules
+    assert snap.interval.process_joules == {50: pytest.approx(25.0)}
+    assert snap.vms[UUID_A].energy_joules_total == pytest.approx(25.0)
+
+
+def test_virtiofsd_without_a_domain_cgroup_stays_another_process(host: Host) -> None:
+    """Where every process shares PID 1's cgroup (no cgroup accounting), nothing can tie a
+    helper to a domain, so it is not guessed."""
+    host.proc.add_process(1, "init", ["/sbin/init"], cgroup="/", ppid=0)
+    host.start_vm(UUID_A, "instance-1", 200)
+    (host.proc.root / "200" / "cgroup").write_text("0::/\n")
+    host.proc.add_process(300, "virtiofsd", ["/usr/lib/qemu/virtiofsd"], cgroup="/")
+    sampler = host.sampler()
+    sampler.sample()
+    host.interval(100.0, busy=100, idle=100, cpu={50: 100, 300: 100}, vm_ns={UUID_A: 10**9})
+    snap = sampler.sample()
+    assert snap is not None
+    assert 300 in snap.interval.process_joules
+
+
 def test_vm_without_libvirt_cpu_time_uses_its_qemu_process_tree(host: Host) -> None:
     host.start_vm(UUID_A, "instance-1", 200, libvirt_cpu=False)
     host.proc.add_process(201, "qemu-helper", ["helper"], ppid=200)

@@ -13,6 +13,7 @@ in the kernel's formats.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -167,18 +168,76 @@ class ProcessScanner:
         return ProcessScan(processes=processes, qemu=qemu)
 
 
+# Helpers libvirt starts for a domain outside QEMU's process tree but inside its cgroup,
+# so the domain's cpu.time already covers them.
+DOMAIN_HELPER_COMMS = frozenset({"virtiofsd"})
+
+
+class CgroupReader:
+    """``/proc/<pid>/cgroup`` per process, read once per (pid, start time)."""
+
+    def __init__(self, procfs_root: Path) -> None:
+        self._root = procfs_root
+        self._known: dict[tuple[int, int], str | None] = {}
+
+    def cgroup(self, stat: ProcStat) -> str | None:
+        key = (stat.pid, stat.starttime)
+        if key not in self._known:
+            try:
+                text = (self._root / str(stat.pid) / "cgroup").read_text()
+            except OSError:
+                text = None
+            self._known[key] = text.strip() if text else None
+        return self._known[key]
+
+    def root_cgroup(self) -> str | None:
+        try:
+            return (self._root / "1" / "cgroup").read_text().strip() or None
+        except OSError:
+            return None
+
+    def prune(self, live: Mapping[int, ProcStat]) -> None:
+        self._known = {
+            k: v for k, v in self._known.items()
+            if (stat := live.get(k[0])) is not None and stat.starttime == k[1]
+        }
+
+
 class QemuOwnership:
     """Which QEMU process (if any) a pid belongs to, worked out only for pids asked about.
 
-    A QEMU's tree is the process itself, its descendants (helpers it forked) and
-    the ``vhost-<pid>`` kernel threads that do its network I/O. Only processes
-    that used CPU in an interval are asked about, so idle hosts pay nothing.
+    A QEMU's tree is the process itself, its descendants (helpers it forked), the
+    ``vhost-<pid>`` kernel threads that do its network I/O and, given a
+    :class:`CgroupReader`, the helpers libvirt starts in the domain's own cgroup
+    (virtiofsd). Only processes that used CPU in an interval are asked about, so
+    idle hosts pay nothing.
     """
 
-    def __init__(self, scan: ProcessScan) -> None:
+    def __init__(self, scan: ProcessScan, cgroups: CgroupReader | None = None) -> None:
         self._processes = scan.processes
         self._qemu = scan.qemu
         self._memo: dict[int, int | None] = {pid: pid for pid in scan.qemu}
+        self._cgroups = cgroups
+        self._qemu_by_cgroup: dict[str, int | None] | None = None
+
+    def _helper_owner(self, stat: ProcStat) -> int | None:
+        """The QEMU sharing this helper's cgroup, when exactly one does and it is not PID 1's."""
+        cgroups = self._cgroups
+        if cgroups is None or stat.comm not in DOMAIN_HELPER_COMMS:
+            return None
+        if self._qemu_by_cgroup is None:
+            table: dict[str, int | None] = {}
+            for pid in self._qemu:
+                qemu_stat = self._processes.get(pid)
+                group = cgroups.cgroup(qemu_stat) if qemu_stat is not None else None
+                if group is not None:
+                    table[group] = None if group in table else pid  # ambiguous -> None
+            root = cgroups.root_cgroup()
+            if root is not None:
+                table.pop(root, None)
+            self._qemu_by_cgroup = table
+        group = cgroups.cgroup(stat)
+        return self._qemu_by_cgroup.get(group) if group is not None else None
 
     def owner(self, pid: int) -> int | None:
         memo = self._memo
@@ -205,6 +264,8 @@ class QemuOwnership:
             if parent is None or parent.kernel_thread:
                 break
             current = parent.ppid
+        if found is None and stat is not None:
+            found = self._helper_owner(stat)
         for member in chain:
             memo[member] = found
         return found

@@ -29,6 +29,7 @@ from wattvisor.energy.guest_share import GuestShareWriter
 from wattvisor.energy.history import PowerHistory
 from wattvisor.energy.inventory import VMInventory, VMRecord
 from wattvisor.energy.procfs import (
+    CgroupReader,
     CpuTimes,
     ProcessScanner,
     ProcStat,
@@ -99,6 +100,7 @@ class EnergySampler:
         self._store = LedgerStore(state_file)
         self._ledger: EnergyLedger = self._store.load()
         self._scanner = ProcessScanner(procfs_root)
+        self._cgroups = CgroupReader(procfs_root)
         self._baseline: _Baseline | None = None
         self._latest: EnergySnapshot | None = None
         self._history = PowerHistory(history_samples)
@@ -284,7 +286,8 @@ class EnergySampler:
                 uuid = by_name.get(identity.name) or stats_by_name.get(identity.name)
             if uuid is not None and uuid not in forgotten:
                 qemu_uuid[pid] = uuid
-        ownership = QemuOwnership(scan) if qemu_uuid else None
+        ownership = QemuOwnership(scan, self._cgroups) if qemu_uuid else None
+        self._cgroups.prune(scan.processes)
 
         libvirt_now: dict[str, int] = {}
         for uuid, dom in stats.items():

@@ -140,6 +140,7 @@ class SyntheticProc:
         stime: int = 0,
         starttime: int | None = None,
         kernel_thread: bool = False,
+        cgroup: str | None = None,
     ) -> SyntheticProcess:
         process = SyntheticProcess(
             pid,
@@ -156,6 +157,8 @@ class SyntheticProc:
         directory.mkdir(exist_ok=True)
         _write(directory / "cmdline", "".join(a + "\0" for a in process.argv))
         (directory / "comm").write_text(comm[:15] + "\n")
+        if cgroup is not None:
+            _write(directory / "cgroup", f"0::{cgroup}\n")
         self._write_pid_stat(process)
         return process
 
