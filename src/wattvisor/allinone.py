@@ -16,45 +16,24 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from wattvisor.api.app import create_app
-from wattvisor.auth import UserRegistry
+from wattvisor.api.v1_routes import build_v1_router
 from wattvisor.auth.fastapi import (
     install_auth_errors,
     make_admin_dependency,
     make_auth_dependency,
 )
 from wattvisor.auth.keys import bootstrap_admin
+from wattvisor.compute import Compute, HostClient, LocalHostClient, UserStore
+from wattvisor.compute import placement_inventories as placement_inventories
 from wattvisor.config import Settings
 from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
-from wattvisor.host.driver import HostDriver, Inventory, StartupReport
+from wattvisor.host.driver import HostDriver, StartupReport
 from wattvisor.host.vm_inventory import LibvirtVMInventory
 from wattvisor.placement import Placement
-from wattvisor.placement.entities import Inventory as PlacementInventory
 from wattvisor.store import make_engine, migrate
 from wattvisor.telemetry import make_metrics_app
 
 log = logging.getLogger(__name__)
-
-
-def placement_inventories(
-    settings: Settings, inventory: Inventory
-) -> dict[str, PlacementInventory]:
-    """The host's resources with the operator's reservations and overcommit ratios."""
-    host = settings.host
-    return {
-        "VCPU": PlacementInventory(
-            total=inventory.vcpu, reserved=min(host.reserved_host_cpus, inventory.vcpu),
-            max_unit=inventory.vcpu, allocation_ratio=host.cpu_allocation_ratio,
-        ),
-        "MEMORY_MB": PlacementInventory(
-            total=inventory.memory_mb,
-            reserved=min(host.reserved_host_memory_mb, inventory.memory_mb),
-            max_unit=inventory.memory_mb, allocation_ratio=host.ram_allocation_ratio,
-        ),
-        "DISK_GB": PlacementInventory(
-            total=inventory.disk_gb, reserved=min(host.reserved_host_disk_gb, inventory.disk_gb),
-            max_unit=inventory.disk_gb, allocation_ratio=host.disk_allocation_ratio,
-        ),
-    }
 
 
 class _ReconnectingStats:
@@ -100,8 +79,9 @@ class AllInOne:
     app: FastAPI
     provider_uuid: str
     startup: StartupReport
-    users: UserRegistry
+    users: UserStore
     admin_message: str
+    compute: Compute
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -114,26 +94,44 @@ class AllInOne:
         migrate(engine)
         placement = Placement(engine)
         provider_uuid = driver.host_uuid()
-        traits = driver.traits()
-        placement.ensure_provider(
-            provider_uuid,
-            socket.gethostname(),
-            placement_inventories(settings, driver.inventory()),
-            traits,
-        )
-
         sampler = EnergySampler.from_settings(
             settings,
             inventory=LibvirtVMInventory(driver),
             domain_stats=LibvirtDomainCpuStats(_ReconnectingStats(driver)),
         )
-        users = UserRegistry()
+
+        def open_host(uri: str) -> HostClient:
+            # Another libvirt host driven from this process. Its energy is not measured
+            # here, so it offers no power-metrics shares (which would also share this
+            # machine's share directories with the local host).
+            remote = settings.host.model_copy(update={"share_local_fs": {}})
+            return LocalHostClient(HostDriver(remote, settings.data_dir, uri=uri))
+
         admin = bootstrap_admin(settings)
-        users.register(admin.user, replace=True)
-        authenticated = make_auth_dependency(users.lookup, settings.auth)
+        compute = Compute.build(
+            engine,
+            placement,
+            settings,
+            client_factory=open_host,
+            power=LocalHostPower(sampler, placement, provider_uuid),
+            protected_users=frozenset({admin.user.name}),
+        )
+        compute.hosts.add(LocalHostClient(driver, sampler), name=socket.gethostname(), local=True)
+        notes = list(driver.capabilities().notes)
+        notes += compute.hosts.reconnect()
+        notes += compute.servers.recover()
+        user = admin.user
+        compute.users.register(user.name, user.project, user.role, user.public_key, replace=True)
+        if settings.compute.default_flavors:
+            compute.ensure_default_flavors()
+
+        authenticated = make_auth_dependency(compute.users.lookup, settings.auth)
         admin_only = make_admin_dependency(authenticated)
         app = create_app(
-            settings, placement=placement, placement_dependencies=[Depends(admin_only)]
+            settings,
+            placement=placement,
+            placement_dependencies=[Depends(admin_only)],
+            routers=[build_v1_router(compute, authenticated, admin_only)],
         )
         install_auth_errors(app)
         metrics = make_metrics_app(sampler, compat_series=settings.energy.compat_series)
@@ -141,13 +139,33 @@ class AllInOne:
         app.add_route("/metrics", metrics)  # type: ignore[arg-type]
         app.state.driver = driver
         app.state.sampler = sampler
-        notes = list(driver.capabilities().notes)
-        return cls(settings, driver, placement, sampler, app, provider_uuid, startup, users,
-                   admin.message, notes)
+        app.state.compute = compute
+        return cls(
+            settings,
+            driver,
+            placement,
+            sampler,
+            app,
+            provider_uuid,
+            startup,
+            compute.users,
+            admin.message,
+            compute,
+            notes,
+        )
+
+    def ensure_ready_image(self) -> str:
+        """Offer the built-in guest as image ``busybox`` (built on first use); one line says how."""
+        if not self.settings.compute.ready_image:
+            return "the ready image is switched off (compute.ready_image = false)"
+        _image, message = self.compute.ensure_ready_image()
+        return message
 
     def start(self) -> None:
         self.sampler.start()
+        self.compute.start(self.settings.compute.power_sync_interval_s)
 
     def stop(self) -> None:
         self.sampler.stop()
+        self.compute.close()
         self.driver.close()

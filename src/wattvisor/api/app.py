@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, FastAPI, params
 
 from wattvisor.api import placement_routes
+from wattvisor.api.v1_errors import install_v1_errors
 from wattvisor.config.settings import Settings
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine, migrate
@@ -28,7 +29,8 @@ def create_app(
     Without ``placement`` the store at ``settings.store_url`` is migrated to the newest
     schema and used; pass one to share a service (and its index) with other components.
     ``placement_dependencies`` run before every ``/placement`` route (e.g. an admin-token
-    check once authentication exists).
+    check once authentication exists). Every route outside ``/placement`` answers errors
+    as ``{"error": {"code", "message", "details"}}``.
     """
     if placement is None:
         engine = make_engine(settings.store_url)
@@ -40,4 +42,5 @@ def create_app(
     placement_routes.install(app, placement, dependencies=placement_dependencies)
     for router in routers:
         app.include_router(router)
+    install_v1_errors(app)
     return app

@@ -12,6 +12,7 @@ from wattvisor.cli.auth import keys_app, token_app
 from wattvisor.cli.context import state
 from wattvisor.cli.host import host_app
 from wattvisor.cli.image import image_app
+from wattvisor.cli.servers import power_app, server_app
 from wattvisor.cli.up import up
 from wattvisor.cli.xml import xml_app
 
@@ -48,6 +49,8 @@ app.add_typer(host_app, name="host")
 app.add_typer(image_app, name="image")
 app.add_typer(keys_app, name="keys")
 app.add_typer(token_app, name="token")
+app.add_typer(server_app, name="server")
+app.add_typer(power_app, name="power")
 app.command("up")(up)
 
 

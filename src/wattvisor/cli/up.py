@@ -95,14 +95,17 @@ def up(
     )
     out.print(node.sampler.explanation)
     out.print(node.admin_message)
+    flavors = ", ".join(f.name for f in node.compute.catalog.flavors()) or "none"
+    out.print(f"flavors: {flavors}")
+    out.print(node.ensure_ready_image())
     for name in node.startup.shares_reestablished:
         out.print(f"re-established read-only share mounts of {name}")
     for problem in [*node.startup.problems, *node.notes]:
         out.print(f"[yellow]note:[/yellow] {problem}")
     base = f"http://{settings.api.host}:{settings.api.port}"
     out.print(
-        f"serving {base}: placement API at /placement (admin token), Prometheus metrics at "
-        "/metrics, "
+        f"serving {base}: compute API at /v1 (token), placement API at /placement (admin "
+        "token), Prometheus metrics at /metrics, "
         f"OpenAPI at /openapi.json; store {settings.store_url.split('://')[0]}; "
         "press Ctrl-C to stop"
     )

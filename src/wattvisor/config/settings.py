@@ -195,6 +195,11 @@ class ComputeSettings(BaseModel):
     ready_image: bool = Field(
         default=True, description="offer the built-in busybox guest as image 'busybox'"
     )
+    power_sync_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="how often server status follows the guests' power state (0: never)",
+    )
 
 
 class ApiSettings(BaseModel):

@@ -11,6 +11,11 @@ image serves every test and the ready image of ``wattvisor up``:
 - ``wv.scenario=idle``: sleep forever.
 - ``wv.scenario=cdrom wv.file=<path>``: mount the first ISO9660 cdrom read-only
   on /cdrom, list it and print ``wv.file`` from it, power off.
+- ``wv.scenario=metrics`` (optionally ``wv.interval``): what a wattvisor server with
+  power metrics does on its own: mount the config drive, find the share whose
+  purpose is ``power_metrics`` in ``openstack/latest/meta_data.json``, mount that
+  tag with virtiofs and print ``intel-rapl:0/energy_uj`` every ``wv.interval``
+  seconds, forever. Without such a share it says so and idles.
 
 Every step prints one line starting with ``WV-`` on the serial console, so a
 test can wait for a marker instead of sleeping. Values are printed between
@@ -20,7 +25,7 @@ change: it is part of the image's cache key.
 
 from __future__ import annotations
 
-INIT_VERSION = 4
+INIT_VERSION = 5
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # wattvisor tiny guest init, version @INIT_VERSION@
@@ -86,6 +91,18 @@ mount_share() {
     return $rc
 }
 
+find_cdrom() {
+    dev=""
+    for i in $(seq 1 50); do
+        for d in /dev/sr0 /dev/sr1 /dev/cdrom; do
+            [ -b "$d" ] && dev=$d && return 0
+        done
+        sleep 0.2
+    done
+    say "WV-CDROM-FAILED error=[no cdrom device appeared]"
+    return 1
+}
+
 read_value() {
     if [ -r "/mnt/$file" ]; then
         say "WV-READ n=$1 file=$file value=[$(cat "/mnt/$file" | oneline)]"
@@ -124,17 +141,7 @@ case "$scenario" in
         while :; do sleep 3600; done
         ;;
     cdrom)
-        dev=""
-        for i in $(seq 1 50); do
-            for d in /dev/sr0 /dev/sr1 /dev/cdrom; do
-                [ -b "$d" ] && dev=$d && break 2
-            done
-            sleep 0.2
-        done
-        if [ -z "$dev" ]; then
-            say "WV-CDROM-FAILED error=[no cdrom device appeared]"
-            finish
-        fi
+        find_cdrom || finish
         out=$(mount -t iso9660 -o ro "$dev" /cdrom 2>&1)
         rc=$?
         if [ $rc -ne 0 ]; then
@@ -151,8 +158,46 @@ case "$scenario" in
         umount /cdrom
         finish
         ;;
+    metrics)
+        metrics_tag=""
+        if find_cdrom && out=$(mount -t iso9660 -o ro "$dev" /cdrom 2>&1); then
+            meta=/cdrom/openstack/latest/meta_data.json
+            if [ -r "$meta" ]; then
+                # One device object per line, then the tag of the power_metrics share.
+                metrics_tag=$(tr -d '\n\r\t ' < "$meta" | tr '}' '\n' |
+                    grep '"purpose":"power_metrics"' | head -n 1 |
+                    sed -n 's/.*"tag":"\([A-Za-z0-9_.-]*\)".*/\1/p')
+                say "WV-METADATA uuid=$(tr -d '\n\r\t ' < "$meta" |
+                    sed -n 's/.*"uuid":"\([0-9a-f-]*\)".*/\1/p') tag=$metrics_tag"
+            else
+                say "WV-METADATA-FAILED error=[no $meta on the config drive]"
+            fi
+            umount /cdrom
+        else
+            say "WV-METADATA-FAILED error=[config drive not mounted: $(echo "$out" | oneline)]"
+        fi
+        if [ -z "$metrics_tag" ]; then
+            say "WV-NO-METRICS-SHARE"
+            while :; do sleep 3600; done
+        fi
+        tag=$metrics_tag
+        file="intel-rapl:0/energy_uj"
+        if mount_share; then
+            n=0
+            while :; do
+                n=$((n + 1))
+                if [ -r "/mnt/$file" ]; then
+                    say "WV-ENERGY n=$n energy_uj=[$(cat "/mnt/$file" | oneline)]"
+                else
+                    say "WV-ENERGY-FAILED n=$n error=[$(cat "/mnt/$file" 2>&1 | oneline)]"
+                fi
+                sleep "$interval"
+            done
+        fi
+        while :; do sleep 3600; done
+        ;;
     *)
-        say "WV-ERROR unknown wv.scenario=[$scenario]; accepted: share busy idle cdrom"
+        say "WV-ERROR unknown wv.scenario=[$scenario]; accepted: share busy idle cdrom metrics"
         finish
         ;;
 esac

@@ -135,6 +135,18 @@ def explicit_traits(spec: RequestSpec) -> list[str]:
     return log
 
 
+DISABLED_TRAIT = "COMPUTE_STATUS_DISABLED"
+
+
+@prefilter("disabled_hosts_prefilter")
+def disabled_hosts(spec: RequestSpec) -> list[str]:
+    """An operator disables a host by giving it COMPUTE_STATUS_DISABLED (as Nova does);
+    new servers must not land there, while the servers already on it keep running."""
+    reason = "the disabled-hosts prefilter (an operator disabled the host)"
+    spec.forbid(DISABLED_TRAIT, reason)
+    return [f"forbade {DISABLED_TRAIT} because new servers avoid disabled hosts"]
+
+
 def run_prefilters(spec: RequestSpec, settings: SchedulerSettings) -> RequestSpec:
     """Apply every enabled prefilter to ``spec`` (in place) and return it."""
     for item in PREFILTERS:

@@ -1,0 +1,136 @@
+"""One error shape for everything outside ``/placement``: ``{"error": {"code", "message",
+"details"}}``, for the service's errors, request validation, unknown routes and methods,
+and unexpected failures alike. ``/placement`` keeps Placement's own format."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from wattvisor.compute import ComputeError
+
+log = logging.getLogger(__name__)
+
+PLACEMENT_PREFIX = "/placement"
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
+
+
+def _accepted(error: dict[str, Any]) -> str | None:
+    """What the validator would have accepted, from pydantic's error context."""
+    ctx = error.get("ctx") or {}
+    for key, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if key in ctx:
+            return f"{symbol} {ctx[key]}"
+    if "expected" in ctx:
+        return str(ctx["expected"])
+    if "min_length" in ctx or "max_length" in ctx:
+        low, high = ctx.get("min_length", 0), ctx.get("max_length", "any")
+        return f"length {low} to {high}"
+    if error.get("type") == "extra_forbidden":
+        return "no such field; see the OpenAPI document at /openapi.json"
+    if error.get("type") == "missing":
+        return "a value (the field is required)"
+    return None
+
+
+def validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
+    problems = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ())]
+        field = ".".join(loc[1:] if loc and loc[0] in ("body", "query", "path") else loc)
+        value = error.get("input")
+        problem: dict[str, Any] = {
+            "field": field or "body",
+            "in": loc[0] if loc else "body",
+            "message": error.get("msg", "invalid"),
+            "value": value if isinstance(value, str | int | float | bool | None) else str(value),
+        }
+        accepted = _accepted(error)
+        if accepted is not None:
+            problem["accepted"] = accepted
+        problems.append(problem)
+    return problems
+
+
+def install_v1_errors(app: FastAPI) -> None:
+    """Give every non-Placement error the API's shape (call after the Placement routes)."""
+    placement_handler = app.exception_handlers.get(StarletteHTTPException)
+
+    async def compute_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ComputeError)
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        if request.url.path.startswith(PLACEMENT_PREFIX):
+            return await request_validation_exception_handler(request, exc)
+        problems = validation_problems(exc)
+        summary = "; ".join(
+            f"{p['field']}: {p['message']}"
+            + (f" (accepted: {p['accepted']})" if "accepted" in p else "")
+            for p in problems
+        )
+        return error_response(
+            422, "invalid_request", f"the request is not valid: {summary}", {"problems": problems}
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if request.url.path.startswith(PLACEMENT_PREFIX) and placement_handler is not None:
+            handler: Callable[[Request, Exception], Awaitable[Response]] = placement_handler  # type: ignore[assignment]
+            return await handler(request, exc)
+        status = exc.status_code
+        details: dict[str, Any] = {"method": request.method, "path": request.url.path}
+        if isinstance(exc.detail, dict) and "error" in exc.detail:
+            return JSONResponse(exc.detail, status_code=status, headers=exc.headers)
+        if status == 404:
+            message = f"no such resource: {request.method} {request.url.path}"
+        elif status == 405:
+            allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
+            message = f"method {request.method} is not allowed on {request.url.path}"
+            if allowed:
+                details["allowed"] = allowed
+                message += f"; allowed: {allowed}"
+        else:
+            message = str(exc.detail)
+        return error_response(
+            status, _HTTP_CODES.get(status, f"http_{status}"), message, details, exc.headers
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(
+            500, "internal_error", f"the server failed on {request.method} {request.url.path}"
+        )
+
+    app.add_exception_handler(ComputeError, compute_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

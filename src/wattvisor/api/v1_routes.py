@@ -1,0 +1,332 @@
+"""The ``/v1`` API: flavors, images, servers, volumes, interfaces, power, hosts, users.
+
+Routes only translate: HTTP in, a call to :class:`wattvisor.compute.Compute`, a
+response model out. Who sees what is the service's business (another project's
+server is "not found"); which fields a member sees is decided once, here, by
+:func:`wattvisor.auth.redact_for` over fields marked admin-only in the schemas.
+
+(No ``from __future__ import annotations``: FastAPI resolves the dependency
+annotations at runtime, and they name closure variables.)
+"""
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from wattvisor.api.v1_schemas import (
+    ERROR_RESPONSES,
+    Flavor,
+    FlavorCreate,
+    Host,
+    HostDisable,
+    HostRegister,
+    Image,
+    ImageCreate,
+    Interface,
+    InterfaceCreate,
+    Me,
+    Power,
+    Server,
+    ServerCreate,
+    User,
+    UserCreate,
+    UserUpdate,
+    Volume,
+    VolumeAttach,
+    VolumeCreate,
+)
+from wattvisor.auth import Principal, redact_for
+from wattvisor.compute import Compute, ServerRecord, VolumeRecord
+
+PREFIX = "/v1"
+_PATH = re.compile(r"(?<![\w.])/(?:[\w.+@:-]+/)*[\w.+@:-]+")
+_DOMAIN = re.compile(r"domain '[^']*'")
+
+Dependency = Callable[..., Awaitable[Principal]]
+
+
+def respond(principal: Principal, value: Any, status: int = 200) -> JSONResponse:
+    """``value`` (models or lists of them) as ``principal`` may see it."""
+    return JSONResponse(redact_for(principal, value), status_code=status)
+
+
+def member_fault(fault: str | None, host_names: Iterable[str]) -> str | None:
+    """A fault message without host names, host paths or libvirt domain names, for members."""
+    if fault is None:
+        return None
+    text = _DOMAIN.sub("domain '<domain>'", fault)
+    for name in sorted(host_names, key=len, reverse=True):
+        if name:
+            text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", "<host>", text)
+    return _PATH.sub("<host path>", text)
+
+
+def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependency) -> APIRouter:
+    """The ``/v1`` routes over ``compute``; every route needs a token, some an admin's."""
+    router = APIRouter(prefix=PREFIX, responses=ERROR_RESPONSES)
+    servers = compute.servers
+    devices = compute.devices
+    power = compute.power
+    Member = Annotated[Principal, Depends(authenticated)]
+    Admin = Annotated[Principal, Depends(admin)]
+
+    def server_view(
+        principal: Principal, record: ServerRecord, names: dict[str, str] | None = None
+    ) -> Server:
+        if names is None:
+            # A new server (BUILD, no fault) needs no host names: keeps create cheap.
+            names = compute.hosts.names() if record.host_uuid or record.fault else {}
+        host = names.get(record.host_uuid or "")
+        fault = record.fault if principal.is_admin else member_fault(record.fault, names.values())
+        return Server.of(record, host, fault)
+
+    # -- identity ----------------------------------------------------------------------
+
+    @router.get("/me", response_model=Me, tags=["users"])
+    def me(principal: Member) -> Me:
+        """Who the token belongs to, as the server knows them."""
+        return Me(user=principal.user, project=principal.project, role=principal.role)
+
+    # -- flavors -----------------------------------------------------------------------
+
+    @router.get("/flavors", response_model=list[Flavor], tags=["flavors"])
+    def list_flavors(principal: Member) -> list[Flavor]:
+        return [Flavor.of(f) for f in compute.catalog.flavors()]
+
+    @router.post("/flavors", response_model=Flavor, status_code=201, tags=["flavors"])
+    def create_flavor(body: FlavorCreate, principal: Admin) -> Flavor:
+        """Extra specs are checked with the scheduler's schema (e.g. hw:power_metrics)."""
+        return Flavor.of(
+            compute.catalog.create_flavor(
+                body.name, body.vcpus, body.ram_mb, body.disk_gb, swap_mb=body.swap_mb,
+                ephemeral_gb=body.ephemeral_gb, extra_specs=body.extra_specs,
+                flavor_id=body.id,
+            )
+        )  # fmt: skip
+
+    @router.get("/flavors/{flavor_id}", response_model=Flavor, tags=["flavors"])
+    def show_flavor(flavor_id: str, principal: Member) -> Flavor:
+        return Flavor.of(compute.catalog.flavor(flavor_id))
+
+    @router.delete("/flavors/{flavor_id}", status_code=204, tags=["flavors"])
+    def delete_flavor(flavor_id: str, principal: Admin) -> Response:
+        compute.catalog.delete_flavor(flavor_id)
+        return Response(status_code=204)
+
+    # -- images ------------------------------------------------------------------------
+
+    @router.get("/images", response_model=list[Image], tags=["images"])
+    def list_images(principal: Member) -> JSONResponse:
+        return respond(principal, [Image.of(i) for i in compute.catalog.images()])
+
+    @router.post("/images", response_model=Image, status_code=201, tags=["images"])
+    def create_image(body: ImageCreate, principal: Admin) -> JSONResponse:
+        """Boot by kernel + initrd + cmdline, or from a disk file; paths are host paths."""
+        record = compute.catalog.create_image(
+            body.name, properties=body.properties, kernel_path=body.kernel_path,
+            initrd_path=body.initrd_path, cmdline=body.cmdline, disk_path=body.disk_path,
+            disk_format=body.disk_format,
+        )  # fmt: skip
+        return respond(principal, Image.of(record), 201)
+
+    @router.get("/images/{image_id}", response_model=Image, tags=["images"])
+    def show_image(image_id: str, principal: Member) -> JSONResponse:
+        return respond(principal, Image.of(compute.catalog.image(image_id)))
+
+    @router.delete("/images/{image_id}", status_code=204, tags=["images"])
+    def delete_image(image_id: str, principal: Admin) -> Response:
+        compute.catalog.delete_image(image_id)
+        return Response(status_code=204)
+
+    # -- servers -----------------------------------------------------------------------
+
+    @router.get("/servers", response_model=list[Server], tags=["servers"])
+    def list_servers(principal: Member) -> JSONResponse:
+        """Your project's servers (an admin's: every project's), deleted ones left out."""
+        names = compute.hosts.names()
+        return respond(
+            principal, [server_view(principal, s, names) for s in servers.list_all(principal)]
+        )
+
+    @router.post("/servers", response_model=Server, status_code=202, tags=["servers"])
+    def create_server(body: ServerCreate, principal: Member) -> JSONResponse:
+        """Accepted with status BUILD; it becomes ACTIVE, or ERROR with a fault saying why."""
+        record = servers.create(
+            principal, body.name, body.flavor, body.image, power_metrics=body.power_metrics
+        )
+        return respond(principal, server_view(principal, record), 202)
+
+    @router.get("/servers/{server_id}", response_model=Server, tags=["servers"])
+    def show_server(server_id: str, principal: Member) -> JSONResponse:
+        return respond(principal, server_view(principal, servers.get(principal, server_id)))
+
+    @router.delete("/servers/{server_id}", response_model=Server, status_code=202, tags=["servers"])
+    def delete_server(server_id: str, principal: Member) -> JSONResponse:
+        """Destroys the guest, frees its resources and forgets its energy; ends as DELETED."""
+        record = servers.delete(principal, server_id)
+        return respond(principal, server_view(principal, record), 202)
+
+    @router.post(
+        "/servers/{server_id}/stop", response_model=Server, status_code=202, tags=["servers"]
+    )
+    def stop_server(server_id: str, principal: Member) -> JSONResponse:
+        """Graceful shutdown, then power off after ``compute.stop_timeout_s``; ends SHUTOFF."""
+        record = servers.stop(principal, server_id)
+        return respond(principal, server_view(principal, record), 202)
+
+    @router.post(
+        "/servers/{server_id}/start", response_model=Server, status_code=202, tags=["servers"]
+    )
+    def start_server(server_id: str, principal: Member) -> JSONResponse:
+        record = servers.start(principal, server_id)
+        return respond(principal, server_view(principal, record), 202)
+
+    @router.get("/servers/{server_id}/power", response_model=Power, tags=["power"])
+    def server_power(server_id: str, principal: Member) -> Power:
+        return Power.of(power.server_power(principal, server_id))
+
+    @router.get("/servers/{server_id}/metadata", response_model=dict[str, Any], tags=["servers"])
+    def server_metadata(server_id: str, principal: Member) -> dict[str, Any]:
+        """The server's config drive document (``openstack/latest/meta_data.json``)."""
+        return servers.metadata_document(principal, server_id)
+
+    # -- volumes -----------------------------------------------------------------------
+
+    def volume_view(record: VolumeRecord, names: dict[str, str] | None = None) -> Volume:
+        names = compute.hosts.names() if names is None else names
+        return Volume.of(record, names.get(record.host_uuid))
+
+    @router.get("/volumes", response_model=list[Volume], tags=["volumes"])
+    def list_volumes(principal: Member) -> JSONResponse:
+        names = compute.hosts.names()
+        return respond(principal, [volume_view(v, names) for v in devices.volumes(principal)])
+
+    @router.post("/volumes", response_model=Volume, status_code=201, tags=["volumes"])
+    def create_volume(body: VolumeCreate, principal: Member) -> JSONResponse:
+        record = devices.create_volume(principal, body.name, body.size_gb, body.format)
+        return respond(principal, volume_view(record), 201)
+
+    @router.get("/volumes/{volume_id}", response_model=Volume, tags=["volumes"])
+    def show_volume(volume_id: str, principal: Member) -> JSONResponse:
+        return respond(principal, volume_view(devices.volume(principal, volume_id)))
+
+    @router.delete("/volumes/{volume_id}", status_code=204, tags=["volumes"])
+    def delete_volume(volume_id: str, principal: Member) -> Response:
+        devices.delete_volume(principal, volume_id)
+        return Response(status_code=204)
+
+    @router.get("/servers/{server_id}/volumes", response_model=list[Volume], tags=["volumes"])
+    def server_volumes(server_id: str, principal: Member) -> JSONResponse:
+        return respond(
+            principal, [volume_view(v) for v in devices.server_volumes(principal, server_id)]
+        )
+
+    @router.post("/servers/{server_id}/volumes", response_model=Volume, tags=["volumes"])
+    def attach_volume(server_id: str, body: VolumeAttach, principal: Member) -> JSONResponse:
+        """A virtio disk with serial = volume id and alias ``ua-<volume id>``."""
+        record = devices.attach_volume(principal, server_id, body.volume_id)
+        return respond(principal, volume_view(record))
+
+    @router.delete("/servers/{server_id}/volumes/{alias}", status_code=204, tags=["volumes"])
+    def detach_volume(server_id: str, alias: str, principal: Member) -> Response:
+        """Detach by device alias (``ua-<volume id>``)."""
+        devices.detach(principal, server_id, alias)
+        return Response(status_code=204)
+
+    # -- interfaces --------------------------------------------------------------------
+
+    @router.get(
+        "/servers/{server_id}/interfaces", response_model=list[Interface], tags=["interfaces"]
+    )
+    def list_interfaces(server_id: str, principal: Member) -> JSONResponse:
+        return respond(
+            principal, [Interface.of(i) for i in devices.interfaces(principal, server_id)]
+        )
+
+    @router.post(
+        "/servers/{server_id}/interfaces",
+        response_model=Interface,
+        status_code=201,
+        tags=["interfaces"],
+    )
+    def attach_interface(
+        server_id: str, principal: Member, body: InterfaceCreate | None = None
+    ) -> JSONResponse:
+        """A new NIC (generated MAC, alias ``ua-<port id>``) on the configured network."""
+        model = body.model if body is not None else "virtio"
+        record = devices.attach_interface(principal, server_id, model)
+        return respond(principal, Interface.of(record), 201)
+
+    @router.delete("/servers/{server_id}/interfaces/{alias}", status_code=204, tags=["interfaces"])
+    def detach_interface(server_id: str, alias: str, principal: Member) -> Response:
+        devices.detach(principal, server_id, alias)
+        return Response(status_code=204)
+
+    # -- power -------------------------------------------------------------------------
+
+    @router.get("/projects/{project_id}/power", response_model=Power, tags=["power"])
+    def project_power(project_id: str, principal: Member) -> Power:
+        """The sum over the project's servers on every host."""
+        return Power.of(power.project_power(principal, project_id))
+
+    # -- hosts (admin) -----------------------------------------------------------------
+
+    @router.get("/hosts", response_model=list[Host], tags=["hosts"])
+    def list_hosts(principal: Admin) -> list[Host]:
+        return [Host.of(h) for h in compute.hosts.list_all()]
+
+    @router.post("/hosts", response_model=Host, status_code=201, tags=["hosts"])
+    def register_host(body: HostRegister, principal: Admin) -> Host:
+        """Connect to another libvirt host by URI and register it with placement."""
+        return Host.of(compute.hosts.register_uri(body.uri, body.name))
+
+    @router.get("/hosts/{host_id}", response_model=Host, tags=["hosts"])
+    def show_host(host_id: str, principal: Admin) -> Host:
+        return Host.of(compute.hosts.get(host_id))
+
+    @router.get("/hosts/{host_id}/power", response_model=Power, tags=["hosts", "power"])
+    def host_power(host_id: str, principal: Admin) -> Power:
+        return Power.of(power.host_power(host_id))
+
+    @router.post("/hosts/{host_id}/disable", response_model=Host, tags=["hosts"])
+    def disable_host(host_id: str, principal: Admin, body: HostDisable | None = None) -> Host:
+        """No new servers go to the host (COMPUTE_STATUS_DISABLED); running ones stay."""
+        reason = body.reason if body is not None else None
+        return Host.of(compute.hosts.set_enabled(host_id, False, reason))
+
+    @router.post("/hosts/{host_id}/enable", response_model=Host, tags=["hosts"])
+    def enable_host(host_id: str, principal: Admin) -> Host:
+        return Host.of(compute.hosts.set_enabled(host_id, True))
+
+    # -- users (admin) -----------------------------------------------------------------
+
+    @router.get("/users", response_model=list[User], tags=["users"])
+    def list_users(principal: Admin) -> list[User]:
+        return [User.of(u) for u in compute.users.list_all()]
+
+    @router.post("/users", response_model=User, status_code=201, tags=["users"])
+    def register_user(body: UserCreate, principal: Admin) -> User:
+        """Register a user by the public key of the key pair they made themselves."""
+        return User.of(compute.users.register(body.name, body.project, body.role, body.public_key))
+
+    @router.get("/users/{name}", response_model=User, tags=["users"])
+    def show_user(name: str, principal: Admin) -> User:
+        return User.of(compute.users.get(name))
+
+    @router.put("/users/{name}", response_model=User, tags=["users"])
+    def update_user(name: str, body: UserUpdate, principal: Admin) -> User:
+        """Change a user's key (rotation), role or project."""
+        compute.users.get(name)
+        return User.of(
+            compute.users.register(name, body.project, body.role, body.public_key, replace=True)
+        )
+
+    @router.delete("/users/{name}", status_code=204, tags=["users"])
+    def delete_user(name: str, principal: Admin) -> Response:
+        compute.users.delete(name)
+        return Response(status_code=204)
+
+    return router

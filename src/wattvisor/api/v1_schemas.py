@@ -1,0 +1,326 @@
+"""Request and response bodies of the ``/v1`` API (the OpenAPI document is generated from them).
+
+Fields marked ``json_schema_extra=ADMIN_ONLY`` (host names and uuids, host paths,
+libvirt URIs, domain names) are removed from responses for members by
+:func:`wattvisor.auth.redact_for`; they are optional so that both views validate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wattvisor.auth import ADMIN_ONLY
+from wattvisor.compute import (
+    FlavorRecord,
+    HostRecord,
+    ImageRecord,
+    InterfaceRecord,
+    PowerView,
+    ServerRecord,
+    UserRecord,
+    VolumeRecord,
+)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable machine-readable reason, e.g. not_found")
+    message: str = Field(description="what went wrong, with the offending value")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of the API."""
+
+    error: ErrorBody
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 422, 502)
+}
+
+# -- flavors ------------------------------------------------------------------------------
+
+
+class FlavorCreate(_Request):
+    name: str = Field(min_length=1, max_length=255)
+    vcpus: int = Field(ge=1, le=1024)
+    ram_mb: int = Field(ge=16, le=16 * 1024 * 1024, description="memory in MiB")
+    disk_gb: int = Field(default=0, ge=0, le=1024 * 1024, description="root disk in GiB")
+    swap_mb: int = Field(default=0, ge=0, le=16 * 1024 * 1024)
+    ephemeral_gb: int = Field(default=0, ge=0, le=1024 * 1024)
+    extra_specs: dict[str, str] = Field(
+        default_factory=dict, description="e.g. {'hw:power_metrics': 'true'}"
+    )
+    id: str | None = Field(default=None, min_length=1, max_length=36)
+
+
+class Flavor(BaseModel):
+    id: str
+    name: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    swap_mb: int
+    ephemeral_gb: int
+    extra_specs: dict[str, str]
+
+    @classmethod
+    def of(cls, record: FlavorRecord) -> Flavor:
+        return cls(
+            id=record.id, name=record.name, vcpus=record.vcpus, ram_mb=record.ram_mb,
+            disk_gb=record.disk_gb, swap_mb=record.swap_mb, ephemeral_gb=record.ephemeral_gb,
+            extra_specs=dict(record.extra_specs),
+        )  # fmt: skip
+
+
+# -- images -------------------------------------------------------------------------------
+
+
+class ImageCreate(_Request):
+    name: str = Field(min_length=1, max_length=255)
+    properties: dict[str, str] = Field(default_factory=dict, description="e.g. hw_vif_model")
+    kernel_path: str | None = Field(default=None, description="host path (direct kernel boot)")
+    initrd_path: str | None = None
+    cmdline: str | None = Field(default=None, max_length=4096)
+    disk_path: str | None = Field(default=None, description="host path of a disk image")
+    disk_format: Literal["raw", "qcow2"] | None = None
+
+
+class Image(BaseModel):
+    id: str
+    name: str
+    properties: dict[str, str]
+    boot: Literal["kernel", "disk"]
+    cmdline: str | None = None
+    kernel_path: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+    initrd_path: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+    disk_path: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+    disk_format: str | None = None
+
+    @classmethod
+    def of(cls, record: ImageRecord) -> Image:
+        return cls(
+            id=record.id, name=record.name, properties=dict(record.properties),
+            boot=record.boot, cmdline=record.cmdline, kernel_path=record.kernel_path,
+            initrd_path=record.initrd_path, disk_path=record.disk_path,
+            disk_format=record.disk_format,
+        )  # fmt: skip
+
+
+# -- servers ------------------------------------------------------------------------------
+
+
+class ServerCreate(_Request):
+    name: str = Field(min_length=1, max_length=255)
+    flavor: str = Field(min_length=1, description="flavor id or name")
+    image: str = Field(min_length=1, description="image id or name")
+    power_metrics: bool | None = Field(
+        default=None,
+        description="share the server's own energy counter with it (read-only virtiofs); "
+        "default: as the flavor (hw:power_metrics) and image (hw_power_metrics) say",
+    )
+
+
+class Server(BaseModel):
+    id: str
+    name: str
+    project: str
+    user: str
+    flavor_id: str
+    image_id: str
+    status: Literal["BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETED"]
+    task: str | None
+    fault: str | None
+    power_metrics: bool
+    mount_tags: list[str] = Field(description="virtiofs tags the guest can mount")
+    created_at: datetime
+    updated_at: datetime
+    host: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+    host_id: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+    domain_name: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+
+    @classmethod
+    def of(cls, record: ServerRecord, host_name: str | None, fault: str | None) -> Server:
+        return cls(
+            id=record.uuid, name=record.name, project=record.project, user=record.user,
+            flavor_id=record.flavor_id, image_id=record.image_id, status=record.status,
+            task=record.task, fault=fault, power_metrics=record.power_metrics,
+            mount_tags=list(record.shares), created_at=record.created_at,
+            updated_at=record.updated_at, host=host_name, host_id=record.host_uuid,
+            domain_name=record.domain_name,
+        )  # fmt: skip
+
+
+# -- volumes and interfaces ---------------------------------------------------------------
+
+
+class VolumeCreate(_Request):
+    name: str = Field(min_length=1, max_length=255)
+    size_gb: int = Field(ge=1, le=16384)
+    format: Literal["raw", "qcow2"] = "qcow2"
+
+
+class VolumeAttach(_Request):
+    volume_id: str = Field(min_length=1)
+
+
+class Volume(BaseModel):
+    id: str
+    name: str
+    project: str
+    size_gb: int
+    format: str
+    status: Literal["available", "in-use"]
+    server_id: str | None
+    alias: str = Field(description="the device alias while attached: ua-<volume id>")
+    created_at: datetime
+    host: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+    host_id: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+    host_path: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+
+    @classmethod
+    def of(cls, record: VolumeRecord, host_name: str | None) -> Volume:
+        return cls(
+            id=record.id, name=record.name, project=record.project, size_gb=record.size_gb,
+            format=record.format, status=record.status, server_id=record.server_uuid,
+            alias=record.alias, created_at=record.created_at, host=host_name,
+            host_id=record.host_uuid, host_path=record.path,
+        )  # fmt: skip
+
+
+class InterfaceCreate(_Request):
+    model: Literal["virtio", "e1000", "e1000e", "rtl8139"] = "virtio"
+
+
+class Interface(BaseModel):
+    id: str
+    server_id: str
+    mac: str
+    kind: str
+    model: str
+    alias: str
+    created_at: datetime
+    source: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+
+    @classmethod
+    def of(cls, record: InterfaceRecord) -> Interface:
+        return cls(
+            id=record.id, server_id=record.server_uuid, mac=record.mac, kind=record.kind,
+            model=record.model, alias=record.alias, created_at=record.created_at,
+            source=record.source,
+        )  # fmt: skip
+
+
+# -- users --------------------------------------------------------------------------------
+
+
+class UserCreate(_Request):
+    name: str = Field(min_length=1, max_length=64)
+    project: str = Field(min_length=1, max_length=255)
+    role: Literal["admin", "member"] = "member"
+    public_key: str = Field(description="Ed25519 public key: 'ed25519/<64 hex>' or bare hex")
+
+
+class UserUpdate(_Request):
+    project: str = Field(min_length=1, max_length=255)
+    role: Literal["admin", "member"] = "member"
+    public_key: str
+
+
+class User(BaseModel):
+    name: str
+    project: str
+    role: str
+    public_key: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: UserRecord) -> User:
+        return cls(
+            name=record.name, project=record.project, role=record.role,
+            public_key=record.public_key, created_at=record.created_at,
+        )  # fmt: skip
+
+
+class Me(BaseModel):
+    user: str
+    project: str
+    role: str
+
+
+# -- hosts --------------------------------------------------------------------------------
+
+
+class HostRegister(_Request):
+    uri: str = Field(min_length=3, description="libvirt URI, e.g. qemu+ssh://host2/system")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class HostDisable(_Request):
+    reason: str | None = Field(default=None, max_length=255)
+
+
+class Host(BaseModel):
+    id: str
+    name: str
+    libvirt_uri: str
+    enabled: bool
+    disabled_reason: str | None
+    local: bool
+    state: str
+    traits: list[str]
+    inventory: dict[str, int]
+    usage: dict[str, int]
+    energy_source: str
+    servers: int
+
+    @classmethod
+    def of(cls, record: HostRecord) -> Host:
+        return cls(
+            id=record.provider_uuid, name=record.name, libvirt_uri=record.libvirt_uri,
+            enabled=record.enabled, disabled_reason=record.disabled_reason, local=record.local,
+            state=record.state, traits=list(record.traits), inventory=dict(record.inventory),
+            usage=dict(record.usage), energy_source=record.energy_source,
+            servers=record.servers,
+        )  # fmt: skip
+
+
+# -- power --------------------------------------------------------------------------------
+
+
+class PowerSample(BaseModel):
+    taken_at: float
+    watts: float
+    joules: float
+
+
+class Power(BaseModel):
+    subject: str = Field(description="server id, project or host id")
+    watts: float = Field(description="average power over the last sample interval")
+    joules: float = Field(description="energy since the subject was first measured")
+    source: str = Field(description="rapl, scaphandre, estimate (model), or none")
+    measured: bool
+    taken_at: float | None = Field(description="Unix time of the sample")
+    servers: int
+    history: list[PowerSample]
+
+    @classmethod
+    def of(cls, view: PowerView) -> Power:
+        return cls(
+            subject=view.subject, watts=view.watts, joules=view.joules, source=view.source,
+            measured=view.measured, taken_at=view.taken_at, servers=view.servers,
+            history=[
+                PowerSample(taken_at=p.taken_at, watts=p.power_watts, joules=p.energy_joules_total)
+                for p in view.history
+            ],
+        )  # fmt: skip

@@ -1,0 +1,247 @@
+"""Flavors and images: what servers are made of, validated when saved.
+
+Flavor extra specs and image properties are checked with the scheduler's own schema
+when they are saved, so a typo is reported to whoever made it, not at boot time.
+Both are read on every server create, so they are cached in memory; this object is
+their only writer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid as uuidlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Engine, Table, delete, insert, select
+
+from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
+from wattvisor.compute.records import FlavorRecord, ImageRecord
+from wattvisor.scheduler import InvalidSpec, validate_flavor_extra_specs, validate_image_properties
+from wattvisor.store import read_transaction, write_transaction
+from wattvisor.store.compute_tables import FlavorRow, ImageRow
+
+_flavors = cast(Table, FlavorRow.__table__)
+_images = cast(Table, ImageRow.__table__)
+DISK_FORMATS = ("raw", "qcow2")
+_T = TypeVar("_T", FlavorRecord, ImageRecord)
+
+
+def _problems(exc: InvalidSpec) -> list[str]:
+    return [str(p) for p in exc.problems]
+
+
+class Catalog:
+    """Flavors and images, by id or by name."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._flavors: dict[str, FlavorRecord] | None = None
+        self._images: dict[str, ImageRecord] | None = None
+
+    # -- flavors -------------------------------------------------------------------------
+
+    def create_flavor(
+        self,
+        name: str,
+        vcpus: int,
+        ram_mb: int,
+        disk_gb: int = 0,
+        *,
+        swap_mb: int = 0,
+        ephemeral_gb: int = 0,
+        extra_specs: Mapping[str, str] | None = None,
+        flavor_id: str | None = None,
+        exist_ok: bool = False,
+    ) -> FlavorRecord:
+        specs = {str(k): str(v) for k, v in (extra_specs or {}).items()}
+        try:
+            validate_flavor_extra_specs(specs)
+        except InvalidSpec as exc:
+            raise InvalidRequest(str(exc), problems=_problems(exc)) from exc
+        _check_name("flavor", name)
+        for field, value, low in (
+            ("vcpus", vcpus, 1), ("ram_mb", ram_mb, 16), ("disk_gb", disk_gb, 0),
+            ("swap_mb", swap_mb, 0), ("ephemeral_gb", ephemeral_gb, 0),
+        ):  # fmt: skip
+            if value < low:
+                raise InvalidRequest(
+                    f"flavor {field}={value} is not accepted; use >= {low}",
+                    field=field,
+                    value=value,
+                )
+        record = FlavorRecord(
+            id=flavor_id or str(uuidlib.uuid4()), name=name, vcpus=vcpus, ram_mb=ram_mb,
+            disk_gb=disk_gb, swap_mb=swap_mb, ephemeral_gb=ephemeral_gb, extra_specs=specs,
+        )  # fmt: skip
+        with write_transaction(self.engine) as conn:
+            same = conn.execute(
+                select(_flavors).where((_flavors.c.name == name) | (_flavors.c.id == record.id))
+            ).first()
+            if same is not None:
+                if exist_ok and same.name == name:
+                    return _flavor(same)
+                raise Conflict(f"flavor {name!r} (or id {record.id}) exists already", name=name)
+            conn.execute(
+                insert(_flavors).values(
+                    id=record.id, name=name, vcpus=vcpus, ram_mb=ram_mb, disk_gb=disk_gb,
+                    swap_mb=swap_mb, ephemeral_gb=ephemeral_gb, extra_specs=specs,
+                )
+            )  # fmt: skip
+        self._flavors = None
+        return record
+
+    def flavors(self) -> list[FlavorRecord]:
+        cache = self._flavors
+        if cache is None:
+            with read_transaction(self.engine) as conn:
+                rows = conn.execute(select(_flavors).order_by(_flavors.c.name)).all()
+            cache = {row.id: _flavor(row) for row in rows}
+            self._flavors = cache
+        return list(cache.values())
+
+    def flavor(self, ident: str) -> FlavorRecord:
+        """A flavor by id or name."""
+        found = self._find(self.flavors(), ident)
+        if found is None:
+            names = ", ".join(f.name for f in self.flavors()) or "(none)"
+            raise NotFound(f"flavor {ident!r} does not exist; flavors: {names}", flavor=ident)
+        return found
+
+    def delete_flavor(self, ident: str) -> None:
+        flavor = self.flavor(ident)
+        with write_transaction(self.engine) as conn:
+            conn.execute(delete(_flavors).where(_flavors.c.id == flavor.id))
+        self._flavors = None
+
+    # -- images --------------------------------------------------------------------------
+
+    def create_image(
+        self,
+        name: str,
+        *,
+        properties: Mapping[str, str] | None = None,
+        kernel_path: str | None = None,
+        initrd_path: str | None = None,
+        cmdline: str | None = None,
+        disk_path: str | None = None,
+        disk_format: str | None = None,
+        image_id: str | None = None,
+        exist_ok: bool = False,
+    ) -> ImageRecord:
+        props = {str(k): str(v) for k, v in (properties or {}).items()}
+        try:
+            validate_image_properties(props)
+        except InvalidSpec as exc:
+            raise InvalidRequest(str(exc), problems=_problems(exc)) from exc
+        _check_name("image", name)
+        if bool(kernel_path) == bool(disk_path):
+            raise InvalidRequest(
+                "an image boots either a kernel (kernel_path, optional initrd_path and "
+                "cmdline) or a disk (disk_path, disk_format); give exactly one of them",
+                kernel_path=kernel_path, disk_path=disk_path,
+            )  # fmt: skip
+        if disk_path and (disk_format or "raw") not in DISK_FORMATS:
+            raise InvalidRequest(
+                f"disk_format {disk_format!r} is not accepted; accepted: {', '.join(DISK_FORMATS)}",
+                disk_format=disk_format,
+            )
+        for field, path in (("kernel_path", kernel_path), ("initrd_path", initrd_path),
+                            ("disk_path", disk_path)):  # fmt: skip
+            if path is None:
+                continue
+            if not os.path.isabs(path) or not Path(path).is_file():
+                raise InvalidRequest(
+                    f"{field} {path!r} is not an existing file given by its absolute path",
+                    field=field, value=path,
+                )  # fmt: skip
+        record = ImageRecord(
+            id=image_id or str(uuidlib.uuid4()), name=name, properties=props,
+            kernel_path=kernel_path, initrd_path=initrd_path if kernel_path else None,
+            cmdline=cmdline if kernel_path else None, disk_path=disk_path,
+            disk_format=(disk_format or "raw") if disk_path else None,
+        )  # fmt: skip
+        with write_transaction(self.engine) as conn:
+            same = conn.execute(
+                select(_images).where((_images.c.name == name) | (_images.c.id == record.id))
+            ).first()
+            if same is not None:
+                if exist_ok and same.name == name:
+                    return _image(same)
+                raise Conflict(f"image {name!r} (or id {record.id}) exists already", name=name)
+            conn.execute(
+                insert(_images).values(
+                    id=record.id, name=name, properties=props, kernel_path=record.kernel_path,
+                    initrd_path=record.initrd_path, cmdline=record.cmdline,
+                    disk_path=record.disk_path, disk_format=record.disk_format,
+                )
+            )  # fmt: skip
+        self._images = None
+        return record
+
+    def images(self) -> list[ImageRecord]:
+        cache = self._images
+        if cache is None:
+            with read_transaction(self.engine) as conn:
+                rows = conn.execute(select(_images).order_by(_images.c.name)).all()
+            cache = {row.id: _image(row) for row in rows}
+            self._images = cache
+        return list(cache.values())
+
+    def image(self, ident: str) -> ImageRecord:
+        """An image by id or name."""
+        found = self._find(self.images(), ident)
+        if found is None:
+            names = ", ".join(i.name for i in self.images()) or "(none)"
+            raise NotFound(f"image {ident!r} does not exist; images: {names}", image=ident)
+        return found
+
+    def delete_image(self, ident: str) -> None:
+        image = self.image(ident)
+        with write_transaction(self.engine) as conn:
+            conn.execute(delete(_images).where(_images.c.id == image.id))
+        self._images = None
+
+    @staticmethod
+    def _find(items: list[_T], ident: str) -> _T | None:
+        for item in items:
+            if item.id == ident:
+                return item
+        for item in items:
+            if item.name == ident:
+                return item
+        return None
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        raise InvalidRequest(f"{kind} name {name!r} must be 1-255 characters", name=name)
+
+
+def _flavor(row: Any) -> FlavorRecord:
+    return FlavorRecord(
+        id=row.id,
+        name=row.name,
+        vcpus=row.vcpus,
+        ram_mb=row.ram_mb,
+        disk_gb=row.disk_gb,
+        swap_mb=row.swap_mb,
+        ephemeral_gb=row.ephemeral_gb,
+        extra_specs=dict(row.extra_specs or {}),
+    )
+
+
+def _image(row: Any) -> ImageRecord:
+    return ImageRecord(
+        id=row.id,
+        name=row.name,
+        properties=dict(row.properties or {}),
+        kernel_path=row.kernel_path,
+        initrd_path=row.initrd_path,
+        cmdline=row.cmdline,
+        disk_path=row.disk_path,
+        disk_format=row.disk_format,
+    )

@@ -1,0 +1,105 @@
+"""The domain XML of a new server, from a spawn request and what the host prepared.
+
+Every attachable device gets a ``ua-`` alias so it can be found and detached later;
+the instance metadata records owner, flavor, image and share tags (never host
+paths) so the XML alone says what the guest is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from wattvisor import __version__
+from wattvisor.compute.hostclient import SpawnRequest
+from wattvisor.guest import (
+    Disk,
+    Domain,
+    Filesystem,
+    FlavorMeta,
+    ImageMeta,
+    InstanceMetadata,
+    MemoryBacking,
+    OwnerMeta,
+    RootMeta,
+    Serial,
+    ShareMeta,
+    make_alias,
+)
+from wattvisor.host.configdrive import config_drive_device
+
+ROOT_DISK_ALIAS = make_alias("root-disk")
+POWER_METRICS_PURPOSE = "power_metrics"
+
+
+@dataclass(frozen=True, slots=True)
+class GuestFiles:
+    """Host files of one server: its console log, config drive and (disk images) root disk."""
+
+    console_log: Path
+    config_drive: Path
+    root_disk: Path | None = None
+
+
+def instance_metadata(request: SpawnRequest, share_tags: Sequence[str]) -> InstanceMetadata:
+    """wattvisor's ``<metadata>`` element for the server."""
+    flavor = request.flavor
+    return InstanceMetadata(
+        package_version=__version__,
+        display_name=request.display_name,
+        creation_time=request.created_at,
+        flavor=FlavorMeta(
+            name=flavor.name, id=flavor.id, memory_mib=flavor.ram_mb, disk_gib=flavor.disk_gb,
+            swap_mib=flavor.swap_mb, ephemeral_gib=flavor.ephemeral_gb, vcpus=flavor.vcpus,
+            extra_specs=dict(flavor.extra_specs),
+        ),
+        image=ImageMeta(uuid=request.image.id, properties=dict(request.image.properties)),
+        owner=OwnerMeta(
+            user_uuid=request.user, user_name=request.user,
+            project_uuid=request.project, project_name=request.project,
+        ),
+        root=RootMeta(type="image", uuid=request.image.id),
+        shares=tuple(ShareMeta(tag=tag, purpose=POWER_METRICS_PURPOSE) for tag in share_tags),
+    )  # fmt: skip
+
+
+def build_domain(
+    request: SpawnRequest,
+    files: GuestFiles,
+    shares: Sequence[Filesystem],
+    *,
+    virt_type: str,
+    machine: str | None,
+) -> Domain:
+    """The complete guest: direct kernel or disk boot, config drive, shares, file console."""
+    image = request.image
+    machine = machine or "pc"
+    share_tags = [fs.mount_tag or "" for fs in shares]
+    domain = Domain(
+        name=request.domain_name,
+        uuid=request.server_uuid,
+        memory_mib=request.flavor.ram_mb,
+        vcpus=request.flavor.vcpus,
+        virt_type=virt_type,
+        machine=machine,
+        kernel=image.kernel_path,
+        initrd=image.initrd_path,
+        cmdline=image.cmdline,
+        boot_devs=() if image.kernel_path else ("hd",),
+        memory_backing=MemoryBacking() if shares else None,
+        instance_metadata=instance_metadata(request, share_tags),
+    )
+    if files.root_disk is not None:
+        domain.add_device(
+            Disk(
+                source_file=str(files.root_disk), target_dev="vda",
+                driver_type=image.disk_format or "raw", alias=ROOT_DISK_ALIAS,
+            )
+        )  # fmt: skip
+    bus = "ide" if machine.startswith("pc") and "q35" not in machine else "sata"
+    domain.add_device(config_drive_device(files.config_drive, bus=bus))
+    for share in shares:
+        domain.add_device(share)
+    domain.add_device(Serial(type="file", source_path=str(files.console_log)))
+    return domain

@@ -1,0 +1,153 @@
+"""The seam between the controller and a host: everything the controller asks of a host.
+
+The controller never imports libvirt; it holds one :class:`HostClient` per host.
+:class:`wattvisor.compute.local_host.LocalHostClient` serves a host in-process
+(a :class:`~wattvisor.host.driver.HostDriver` plus, on the machine the process
+runs on, the energy sampler); an HTTP client for ``wattvisor agent`` can implement
+the same protocol later. Requests and results are plain dataclasses so they can
+cross a network unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
+from wattvisor.host.driver import Inventory
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnFlavor:
+    id: str
+    name: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    swap_mb: int
+    ephemeral_gb: int
+    extra_specs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnImage:
+    """How the guest boots: direct kernel boot, or a disk file copied per server."""
+
+    id: str
+    name: str
+    properties: Mapping[str, str] = field(default_factory=dict)
+    kernel_path: str | None = None
+    initrd_path: str | None = None
+    cmdline: str | None = None
+    disk_path: str | None = None
+    disk_format: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnRequest:
+    """Everything a host needs to build and start one server."""
+
+    server_uuid: str
+    display_name: str
+    domain_name: str
+    project: str
+    user: str
+    flavor: SpawnFlavor
+    image: SpawnImage
+    power_metrics: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnResult:
+    """What the host built: the domain and the mount tags of its shares."""
+
+    domain_name: str
+    share_tags: tuple[str, ...]
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeAttachment:
+    volume_id: str
+    path: str
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceAttachment:
+    port_id: str
+    mac: str
+    kind: str
+    source: str | None
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """Identity and capacity of a host, for registration with placement."""
+
+    provider_uuid: str
+    hostname: str
+    uri: str
+    traits: frozenset[str]
+    inventory: Inventory
+
+
+class HostClient(Protocol):
+    """One host as the controller sees it. Every method may raise ``HostError``."""
+
+    @property
+    def uri(self) -> str: ...
+
+    def facts(self) -> HostFacts: ...
+
+    def state(self) -> str:
+        """``up``, or ``down: <reason>``."""
+        ...
+
+    def domain_exists(self, domain_name: str) -> bool: ...
+
+    def domain_states(self) -> dict[str, str]:
+        """Every domain's power state by uuid (``running``, ``shutoff``, ``paused``...)."""
+        ...
+
+    def spawn(self, request: SpawnRequest) -> SpawnResult:
+        """Build and start the server; on failure leave nothing behind and raise."""
+        ...
+
+    def stop(self, domain_name: str, timeout_s: float) -> None: ...
+
+    def start(self, domain_name: str) -> None: ...
+
+    def delete(self, server_uuid: str, domain_name: str) -> None:
+        """Destroy and undefine the domain, forget its energy, remove its files."""
+        ...
+
+    def create_volume(self, volume_id: str, size_gb: int, fmt: str) -> str:
+        """Create a volume in the host's storage pool; returns its path on the host."""
+        ...
+
+    def delete_volume(self, path: str) -> None: ...
+
+    def attach_volume(self, domain_name: str, volume: VolumeAttachment) -> None: ...
+
+    def attach_interface(self, domain_name: str, interface: InterfaceAttachment) -> None: ...
+
+    def detach_by_alias(self, domain_name: str, alias: str) -> None: ...
+
+    def energy_source(self) -> str:
+        """``rapl``, ``scaphandre``, ``estimate``, or ``none`` (not measured here)."""
+        ...
+
+    def energy_snapshot(self) -> EnergySnapshot | None: ...
+
+    def vm_history(self, server_uuid: str) -> list[PowerPoint]: ...
+
+    def project_history(self, project: str) -> list[PowerPoint]: ...
+
+    def host_history(self) -> list[PowerPoint]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,290 @@
+"""A host served in-process: a :class:`HostDriver` and, where the process runs, the sampler.
+
+Per-server files live in ``<data_dir>/instances/<server uuid>/`` (console log,
+config drive, root disk copy); volumes in a libvirt ``dir`` pool at
+``<data_dir>/volumes``, named ``wattvisor-volumes-<hash of that path>`` because
+pools are global to a libvirtd that several data directories may share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+import libvirt
+
+from wattvisor.compute.guest_build import POWER_METRICS_PURPOSE, GuestFiles, build_domain
+from wattvisor.compute.hostclient import (
+    HostFacts,
+    InterfaceAttachment,
+    SpawnRequest,
+    SpawnResult,
+    VolumeAttachment,
+)
+from wattvisor.energy import EnergySampler
+from wattvisor.energy.inventory import VMRecord
+from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
+from wattvisor.guest import Disk, Interface, ShareMeta, make_alias
+from wattvisor.host.configdrive import ConfigDriveMetadata, build_config_drive
+from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostDriver, HostError
+from wattvisor.host.shares import PreparedShare
+
+log = logging.getLogger(__name__)
+
+VOLUME_POOL_PREFIX = "wattvisor-volumes"
+_VIRTIO_TARGETS = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
+
+
+class LocalHostClient:
+    """Implements :class:`wattvisor.compute.hostclient.HostClient` over a ``HostDriver``."""
+
+    def __init__(
+        self,
+        driver: HostDriver,
+        sampler: EnergySampler | None = None,
+        *,
+        data_dir: Path | None = None,
+    ) -> None:
+        self.driver = driver
+        self.sampler = sampler
+        self.data_dir = data_dir or driver.data_dir
+        self.instances_dir = self.data_dir / "instances"
+        self.volumes_dir = self.data_dir / "volumes"
+        digest = hashlib.sha256(str(self.volumes_dir.resolve()).encode()).hexdigest()[:10]
+        self.volume_pool = f"{VOLUME_POOL_PREFIX}-{digest}"
+        self._pool_lock = threading.Lock()
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def uri(self) -> str:
+        return self.driver.uri
+
+    def facts(self) -> HostFacts:
+        hostname = str(self.driver.connection.call(lambda c: c.getHostname()))
+        return HostFacts(
+            provider_uuid=self.driver.host_uuid(),
+            hostname=hostname,
+            uri=self.driver.uri,
+            traits=self.driver.traits(),
+            inventory=self.driver.inventory(),
+        )
+
+    def state(self) -> str:
+        try:
+            self.driver.libvirt_version()
+        except Exception as exc:
+            return f"down: {exc}"
+        return "up"
+
+    def domain_exists(self, domain_name: str) -> bool:
+        try:
+            self.driver.domain_state(domain_name)
+        except DomainNotFound:
+            return False
+        return True
+
+    def domain_states(self) -> dict[str, str]:
+        return {d.uuid.lower(): d.state for d in self.driver.list_domains()}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def spawn(self, request: SpawnRequest) -> SpawnResult:
+        instance_dir = self.instances_dir / request.server_uuid
+        name = request.domain_name
+        shares_prepared = False
+        defined = False
+        try:
+            _make_traversable(instance_dir)
+            prepared = self.driver.prepare_shares(name) if request.power_metrics else []
+            shares_prepared = bool(prepared)
+            if request.power_metrics and not prepared:
+                raise HostError(
+                    f"server {request.server_uuid} asks for power metrics but host "
+                    f"{self.driver.uri} has no share_local_fs directory configured"
+                )
+            tags = tuple(share.mount_tag for share in prepared)
+            if self.sampler is not None and prepared:
+                self.sampler.prepare_guest_share(self._vm_record(request, prepared))
+            drive = build_config_drive(
+                instance_dir / "config-drive.iso",
+                ConfigDriveMetadata(
+                    uuid=request.server_uuid, name=request.display_name,
+                    project_id=request.project,
+                    shares=tuple(ShareMeta(tag=t, purpose=POWER_METRICS_PURPOSE) for t in tags),
+                ),
+            )  # fmt: skip
+            root_disk = None
+            if request.image.disk_path:
+                root_disk = instance_dir / "disk"
+                shutil.copyfile(request.image.disk_path, root_disk)
+                root_disk.chmod(0o644)
+            console = instance_dir / "console.log"
+            domain = build_domain(
+                request,
+                GuestFiles(console_log=console, config_drive=drive, root_disk=root_disk),
+                self.driver.share_devices(prepared),
+                virt_type=self.driver.settings.virt_type,
+                machine=self.driver.settings.machine_type,
+            )
+            self.driver.define(domain)
+            defined = True
+            state = self.driver.start(request.server_uuid)
+            return SpawnResult(domain_name=name, share_tags=tags, state=state.state)
+        except BaseException:
+            self._cleanup(request, defined=defined, shares_prepared=shares_prepared)
+            raise
+
+    def _vm_record(self, request: SpawnRequest, prepared: list[PreparedShare]) -> VMRecord:
+        return VMRecord(
+            uuid=request.server_uuid,
+            domain=request.domain_name,
+            project=request.project,
+            power_metrics=True,
+            share_dirs=tuple(share.share_dir for share in prepared),
+        )
+
+    def _cleanup(self, request: SpawnRequest, *, defined: bool, shares_prepared: bool) -> None:
+        if defined:
+            with contextlib.suppress(Exception):
+                self.driver.undefine(request.server_uuid)
+        elif shares_prepared:
+            with contextlib.suppress(Exception):
+                self.driver.shares.release(request.domain_name)
+                self.driver.shares.discard_data(request.domain_name)
+        if self.sampler is not None and request.power_metrics:
+            with contextlib.suppress(Exception):
+                self.sampler.forget_vm(request.server_uuid)
+        shutil.rmtree(self.instances_dir / request.server_uuid, ignore_errors=True)
+
+    def stop(self, domain_name: str, timeout_s: float) -> None:
+        self.driver.shutdown(domain_name, timeout_s=timeout_s)
+
+    def start(self, domain_name: str) -> None:
+        self.driver.start(domain_name)
+
+    def delete(self, server_uuid: str, domain_name: str) -> None:
+        try:
+            self.driver.undefine(server_uuid)
+        except DomainNotFound:
+            log.info("domain %s of server %s was already gone", domain_name, server_uuid)
+        if self.sampler is not None:
+            self.sampler.forget_vm(server_uuid)
+        shutil.rmtree(self.instances_dir / server_uuid, ignore_errors=True)
+
+    # -- volumes -------------------------------------------------------------------------
+
+    def _pool(self) -> libvirt.virStoragePool:
+        with self._pool_lock:
+
+            def ensure(conn: libvirt.virConnect) -> libvirt.virStoragePool:
+                try:
+                    pool = conn.storagePoolLookupByName(self.volume_pool)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                        raise
+                    _make_traversable(self.volumes_dir)
+                    pool = conn.storagePoolDefineXML(
+                        f"<pool type='dir'><name>{self.volume_pool}</name><target>"
+                        f"<path>{self.volumes_dir}</path></target></pool>"
+                    )
+                    with contextlib.suppress(libvirt.libvirtError):
+                        pool.setAutostart(1)
+                if not pool.isActive():
+                    _make_traversable(self.volumes_dir)
+                    pool.create(0)
+                return pool
+
+            return self.driver.connection.call(ensure)
+
+    def create_volume(self, volume_id: str, size_gb: int, fmt: str) -> str:
+        xml = (
+            f"<volume><name>{volume_id}.{fmt}</name><capacity unit='GiB'>{size_gb}</capacity>"
+            f"<allocation>0</allocation><target><format type='{fmt}'/>"
+            "<permissions><mode>0644</mode></permissions></target></volume>"
+        )
+        try:
+            volume = self._pool().createXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            raise HostError(f"cannot create volume {volume_id}: {exc.get_error_message()}") from exc
+        return str(volume.path())
+
+    def delete_volume(self, path: str) -> None:
+        pool = self._pool()
+        try:
+            volume = pool.storageVolLookupByName(Path(path).name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return
+            raise HostError(f"cannot find volume {path}: {exc.get_error_message()}") from exc
+        try:
+            volume.delete(0)
+        except libvirt.libvirtError as exc:
+            raise HostError(f"cannot delete volume {path}: {exc.get_error_message()}") from exc
+
+    # -- devices -------------------------------------------------------------------------
+
+    def attach_volume(self, domain_name: str, volume: VolumeAttachment) -> None:
+        used = set()
+        for inactive in (False, True):
+            with contextlib.suppress(HostError):
+                domain = self.driver.domain(domain_name, inactive=inactive)
+                used |= {d.target_dev for d in domain.devices.of_type(Disk)}
+        free = [t for t in _VIRTIO_TARGETS if t not in used]
+        if not free:
+            raise HostError(f"domain {domain_name!r} has no free virtio disk target left")
+        disk = Disk(
+            source_file=volume.path, target_dev=free[0], driver_type=volume.format,
+            serial=volume.volume_id, alias=make_alias(volume.volume_id),
+        )  # fmt: skip
+        self.driver.attach_device(domain_name, disk.to_xml())
+
+    def attach_interface(self, domain_name: str, interface: InterfaceAttachment) -> None:
+        nic = Interface(
+            type=interface.kind,
+            source_network=interface.source if interface.kind == "network" else None,
+            source_bridge=interface.source if interface.kind == "bridge" else None,
+            mac=interface.mac,
+            model=interface.model,
+            alias=make_alias(interface.port_id),
+        )
+        self.driver.attach_device(domain_name, nic.to_xml())
+
+    def detach_by_alias(self, domain_name: str, alias: str) -> None:
+        try:
+            self.driver.detach_device(domain_name, alias)
+        except DetachTimeout as exc:
+            # Gone from the persistent definition; the guest drops it at its next start.
+            log.warning("%s", exc)
+
+    # -- energy --------------------------------------------------------------------------
+
+    def energy_source(self) -> str:
+        return self.sampler.source_label if self.sampler is not None else "none"
+
+    def energy_snapshot(self) -> EnergySnapshot | None:
+        return self.sampler.latest() if self.sampler is not None else None
+
+    def vm_history(self, server_uuid: str) -> list[PowerPoint]:
+        return self.sampler.vm_history(server_uuid) if self.sampler is not None else []
+
+    def project_history(self, project: str) -> list[PowerPoint]:
+        return self.sampler.project_history(project) if self.sampler is not None else []
+
+    def host_history(self) -> list[PowerPoint]:
+        return self.sampler.host_history() if self.sampler is not None else []
+
+    def close(self) -> None:
+        self.driver.close()
+
+
+def _make_traversable(path: Path) -> None:
+    """mkdir -p 0755 whatever the umask: QEMU runs as its own user and must reach the files."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for created in missing:
+        created.chmod(0o755)

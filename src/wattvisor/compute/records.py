@@ -1,0 +1,146 @@
+"""What the compute service hands out: plain frozen dataclasses, never database rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from wattvisor.auth import Role
+from wattvisor.energy.snapshot import PowerPoint
+
+ServerStatus = Literal["BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETED"]
+SERVER_STATUSES: tuple[ServerStatus, ...] = ("BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETED")
+VolumeStatus = Literal["available", "in-use"]
+VolumeFormat = Literal["raw", "qcow2"]
+InterfaceKind = Literal["user", "network", "bridge"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    name: str
+    project: str
+    role: Role
+    public_key: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FlavorRecord:
+    """A server size: memory in MiB, disks in GiB (swap in MiB), as in Nova."""
+
+    id: str
+    name: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    swap_mb: int = 0
+    ephemeral_gb: int = 0
+    extra_specs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """What a server boots: a kernel + initrd (+ cmdline), or a disk file."""
+
+    id: str
+    name: str
+    properties: Mapping[str, str] = field(default_factory=dict)
+    kernel_path: str | None = None
+    initrd_path: str | None = None
+    cmdline: str | None = None
+    disk_path: str | None = None
+    disk_format: str | None = None
+
+    @property
+    def boot(self) -> Literal["kernel", "disk"]:
+        return "kernel" if self.kernel_path else "disk"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRecord:
+    uuid: str
+    name: str
+    project: str
+    user: str
+    flavor_id: str
+    image_id: str
+    status: ServerStatus
+    task: str | None
+    fault: str | None
+    host_uuid: str | None
+    domain_name: str | None
+    power_metrics: bool
+    shares: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRecord:
+    id: str
+    name: str
+    project: str
+    size_gb: int
+    format: VolumeFormat
+    status: VolumeStatus
+    host_uuid: str
+    path: str
+    server_uuid: str | None
+    created_at: datetime
+
+    @property
+    def alias(self) -> str:
+        return f"ua-{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceRecord:
+    id: str
+    server_uuid: str
+    mac: str
+    kind: InterfaceKind
+    source: str | None
+    model: str
+    created_at: datetime
+
+    @property
+    def alias(self) -> str:
+        return f"ua-{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    """A host as the controller knows it, with its placement view and its state."""
+
+    provider_uuid: str
+    name: str
+    libvirt_uri: str
+    enabled: bool
+    disabled_reason: str | None
+    local: bool
+    state: str
+    traits: tuple[str, ...] = ()
+    inventory: Mapping[str, int] = field(default_factory=dict)
+    usage: Mapping[str, int] = field(default_factory=dict)
+    energy_source: str = "none"
+    servers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PowerView:
+    """Power of a server, a project or a host: the latest sample and recent history.
+
+    ``measured`` is False until the energy sampler has seen the subject once;
+    ``source`` is ``rapl``, ``scaphandre``, ``estimate`` or ``none``.
+    """
+
+    subject: str
+    watts: float
+    joules: float
+    source: str
+    measured: bool
+    taken_at: float | None
+    history: tuple[PowerPoint, ...] = ()
+    servers: int = 0

@@ -1,0 +1,508 @@
+"""Servers: create (validate → record BUILD → schedule and spawn in a worker), stop,
+start, delete, their config drive document; recovery after a restart and power sync.
+
+A request is checked completely before anything is written, so a rejected request
+changes nothing. The slow part of every lifecycle action runs in a thread pool and
+is serialised per server (a delete waits for the build it follows). Visibility is
+decided here, not in the API: a member sees their own project only, and another
+project's server looks exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid as uuidlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, delete, insert, select, update
+
+from wattvisor.auth import Principal, can_see_project, project_scope
+from wattvisor.compute.catalog import Catalog
+from wattvisor.compute.errors import (
+    ComputeError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+)
+from wattvisor.compute.guest_build import POWER_METRICS_PURPOSE
+from wattvisor.compute.hostclient import (
+    SpawnFlavor,
+    SpawnImage,
+    SpawnRequest,
+)
+from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.records import (
+    FlavorRecord,
+    ImageRecord,
+    ServerRecord,
+)
+from wattvisor.config.settings import Settings
+from wattvisor.guest import ShareMeta
+from wattvisor.host.configdrive import (
+    ConfigDriveError,
+    ConfigDriveMetadata,
+    config_drive_metadata_document,
+)
+from wattvisor.scheduler import (
+    Claim,
+    Flavor,
+    ImageMeta,
+    InvalidSpec,
+    NoValidHost,
+    RequestSpec,
+    Scheduler,
+    SpawnFailed,
+    build_request_spec,
+)
+from wattvisor.scheduler.prefilters import SHARE_TRAIT
+from wattvisor.scheduler.validation import POWER_METRICS_FLAVOR_KEY
+from wattvisor.store import read_transaction, write_transaction
+from wattvisor.store.compute_tables import InterfaceRow, ServerRow, VolumeRow
+
+log = logging.getLogger(__name__)
+
+_servers = cast(Table, ServerRow.__table__)
+_volumes = cast(Table, VolumeRow.__table__)
+_interfaces = cast(Table, InterfaceRow.__table__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class ServerService:
+    """The server lifecycle over a catalog, the hosts and the scheduler."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        catalog: Catalog,
+        hosts: HostRegistry,
+        scheduler: Scheduler,
+        settings: Settings,
+    ) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self.hosts = hosts
+        self.scheduler = scheduler
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.compute.workers, thread_name_prefix="wattvisor-compute"
+        )
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._pending: dict[str, Future[None]] = {}
+
+    # ------------------------------------------------------------------ reading
+
+    def list_all(
+        self, principal: Principal, *, include_deleted: bool = False
+    ) -> list[ServerRecord]:
+        query = select(_servers).order_by(_servers.c.created_at, _servers.c.uuid)
+        scope = project_scope(principal)
+        if scope is not None:
+            query = query.where(_servers.c.project == scope)
+        if not include_deleted:
+            query = query.where(_servers.c.status != "DELETED")
+        with read_transaction(self.engine) as conn:
+            return [_server(row) for row in conn.execute(query)]
+
+    def get(self, principal: Principal, server_id: str) -> ServerRecord:
+        """The server if ``principal`` may see it; NotFound otherwise (also for other projects)."""
+        record = self._load(server_id)
+        if record is None or not can_see_project(principal, record.project):
+            raise NotFound(f"server {server_id!r} does not exist", server_id=server_id)
+        return record
+
+    def _load(self, server_id: str) -> ServerRecord | None:
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(select(_servers).where(_servers.c.uuid == server_id)).first()
+        return None if row is None else _server(row)
+
+    # ------------------------------------------------------------------- create
+
+    def create(
+        self,
+        principal: Principal,
+        name: str,
+        flavor: str,
+        image: str,
+        *,
+        power_metrics: bool | None = None,
+    ) -> ServerRecord:
+        """Check the request, record the server as BUILD and hand it to a worker."""
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise InvalidRequest(f"server name {name!r} must be 1-255 characters", name=name)
+        flavor_record = self.catalog.flavor(flavor)
+        image_record = self.catalog.image(image)
+        spec = self._request_spec(principal, flavor_record, image_record, power_metrics)
+        now = _now()
+        record = ServerRecord(
+            uuid=str(uuidlib.uuid4()), name=name, project=principal.project,
+            user=principal.user, flavor_id=flavor_record.id, image_id=image_record.id,
+            status="BUILD", task="scheduling", fault=None, host_uuid=None, domain_name=None,
+            power_metrics=SHARE_TRAIT in spec.required, shares=(), created_at=now,
+            updated_at=now,
+        )  # fmt: skip
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                insert(_servers).values(
+                    uuid=record.uuid, name=name, project=record.project, user_name=record.user,
+                    flavor_id=record.flavor_id, image_id=record.image_id, status="BUILD",
+                    task=record.task, fault=None, host_uuid=None, domain_name=None,
+                    power_metrics=record.power_metrics, shares=[], created_at=now,
+                    updated_at=now,
+                )
+            )  # fmt: skip
+        self._submit(record.uuid, lambda: self._build(record, spec, flavor_record, image_record))
+        return record
+
+    def _request_spec(
+        self,
+        principal: Principal,
+        flavor: FlavorRecord,
+        image: ImageRecord,
+        power_metrics: bool | None,
+    ) -> RequestSpec:
+        extra = dict(flavor.extra_specs)
+        if power_metrics is not None:
+            extra[POWER_METRICS_FLAVOR_KEY] = "true" if power_metrics else "false"
+        spec = build_request_spec(
+            Flavor(
+                name=flavor.name, vcpus=flavor.vcpus, memory_mb=flavor.ram_mb,
+                root_gb=flavor.disk_gb, ephemeral_gb=flavor.ephemeral_gb,
+                swap_mb=flavor.swap_mb, extra_specs=extra,
+            ),
+            ImageMeta(properties=dict(image.properties), name=image.name),
+            project_id=principal.project,
+            user_id=principal.user,
+        )  # fmt: skip
+        try:
+            self.scheduler.prepare(spec)
+        except InvalidSpec as exc:
+            raise InvalidRequest(
+                f"flavor {flavor.name!r} and image {image.name!r} cannot be scheduled: {exc}",
+                problems=[str(p) for p in exc.problems],
+            ) from exc
+        return spec
+
+    def _build(
+        self,
+        record: ServerRecord,
+        spec: RequestSpec,
+        flavor: FlavorRecord,
+        image: ImageRecord,
+    ) -> None:
+        spawned: dict[str, Any] = {}
+        failures: list[str] = []
+
+        def spawn(claim: Claim) -> None:
+            try:
+                domain_name = self.hosts.allocate_domain_name(claim.provider_uuid)
+                client = self.hosts.client(claim.provider_uuid)
+                # Recorded first, so that a restart in the middle knows what to clean up.
+                self._update(record.uuid, task="spawning", host_uuid=claim.provider_uuid,
+                             domain_name=domain_name)  # fmt: skip
+                result = client.spawn(
+                    SpawnRequest(
+                        server_uuid=record.uuid, display_name=record.name,
+                        domain_name=domain_name, project=record.project, user=record.user,
+                        flavor=_spawn_flavor(flavor), image=_spawn_image(image),
+                        power_metrics=record.power_metrics, created_at=record.created_at,
+                    )
+                )  # fmt: skip
+            except Exception as exc:
+                message = exc.message if isinstance(exc, ComputeError) else str(exc)
+                log.warning("spawning %s on %s failed: %s", record.uuid, claim.provider_name, exc)
+                failures.append(f"{claim.provider_name}: {message}")
+                self._update(record.uuid, task="scheduling", host_uuid=None, domain_name=None)
+                raise SpawnFailed(message) from exc
+            spawned.update(host=claim.provider_uuid, domain=result.domain_name,
+                           shares=list(result.share_tags))  # fmt: skip
+
+        try:
+            self.scheduler.schedule(spec, spawn, consumer_uuid=record.uuid)
+        except NoValidHost as exc:
+            fault = f"no valid host: {exc}"
+            if failures:
+                # The last attempt's NoValidHost only says hosts were excluded; say why.
+                fault = f"spawning failed ({'; '.join(failures)}), then {fault}"
+            self._update(record.uuid, status="ERROR", task=None, fault=fault)
+            return
+        except Exception as exc:
+            log.exception("building server %s failed", record.uuid)
+            self._update(record.uuid, status="ERROR", task=None, fault=f"build failed: {exc}")
+            return
+        self._update(
+            record.uuid, status="ACTIVE", task=None, fault=None, host_uuid=spawned["host"],
+            domain_name=spawned["domain"], shares=spawned["shares"],
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ restart
+
+    def recover(self) -> list[str]:
+        """Settle what a previous run of the controller left in flight; one line per server.
+
+        A build that was interrupted cannot be resumed safely: whatever it created on
+        its host is removed, its claim released, and the server is ERROR with a fault
+        saying so. Interrupted stop/start/delete tasks are simply run again (each is
+        idempotent).
+        """
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(_servers).where(
+                    (_servers.c.status != "DELETED")
+                    & ((_servers.c.status == "BUILD") | _servers.c.task.is_not(None))
+                )
+            ).all()
+        notes = []
+        for row in rows:
+            record = _server(row)
+            if record.task == "deleting":
+                self._submit(record.uuid, partial(self._delete, record.uuid))
+                notes.append(f"server {record.uuid}: deleting again after a restart")
+            elif record.status == "BUILD":
+                self._submit(record.uuid, partial(self._abandon_build, record))
+                notes.append(f"server {record.uuid}: build interrupted by a restart, now ERROR")
+            elif record.task in ("stopping", "starting"):
+                action = "stop" if record.task == "stopping" else "start"
+                self._submit(record.uuid, partial(self._power, record.uuid, action))
+                notes.append(f"server {record.uuid}: {action} again after a restart")
+        return notes
+
+    def _abandon_build(self, record: ServerRecord) -> None:
+        if record.host_uuid is not None and record.domain_name is not None:
+            try:
+                self.hosts.client(record.host_uuid).delete(record.uuid, record.domain_name)
+            except Exception as exc:
+                log.warning("cleaning up the interrupted build of %s: %s", record.uuid, exc)
+        self.scheduler.release(Claim(record.uuid, record.host_uuid or "", "", {}, 0))
+        self._update(
+            record.uuid, status="ERROR", task=None,
+            fault="the build was interrupted by a restart of the controller; delete the "
+            "server and create it again",
+        )  # fmt: skip
+
+    # --------------------------------------------------------------- power sync
+
+    def sync_power_states(self) -> list[str]:
+        """Make each settled server's status follow its guest, as Nova's power sync does.
+
+        A guest that powered itself off becomes SHUTOFF, one started behind the
+        controller's back ACTIVE, and one whose domain vanished ERROR. Servers with a
+        task in progress are left to it. Returns one line per change.
+        """
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(_servers).where(
+                    _servers.c.status.in_(("ACTIVE", "SHUTOFF")) & _servers.c.task.is_(None)
+                )
+            ).all()
+        by_host: dict[str, list[ServerRecord]] = {}
+        for row in rows:
+            record = _server(row)
+            if record.host_uuid is not None:
+                by_host.setdefault(record.host_uuid, []).append(record)
+        changes = []
+        for host_uuid, records in by_host.items():
+            try:
+                states = self.hosts.client(host_uuid).domain_states()
+            except Exception as exc:
+                log.warning("power sync skipped host %s: %s", host_uuid, exc)
+                continue
+            for record in records:
+                change = self._sync_one(record, states.get(record.uuid.lower()))
+                if change is not None:
+                    changes.append(change)
+        return changes
+
+    def _sync_one(self, record: ServerRecord, state: str | None) -> str | None:
+        if state is None:
+            wanted, fault = "ERROR", "the guest's domain disappeared from its host"
+        elif state in ("running", "blocked", "paused"):
+            wanted, fault = "ACTIVE", None
+        elif state in ("shutoff", "crashed"):
+            wanted, fault = "SHUTOFF", None
+        else:
+            return None
+        if wanted == record.status:
+            return None
+        lock = self.lock_for(record.uuid)
+        if not lock.acquire(blocking=False):
+            return None  # a task is starting on it; it will settle the status
+        try:
+            current = self._load(record.uuid)
+            if current is None or current.task is not None or current.status != record.status:
+                return None
+            self._update(record.uuid, status=wanted, fault=fault)
+        finally:
+            lock.release()
+        return f"server {record.uuid}: {record.status} -> {wanted} (guest is {state or 'gone'})"
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def stop(self, principal: Principal, server_id: str) -> ServerRecord:
+        record = self._expect(principal, server_id, ("ACTIVE",), "stop")
+        self._update(record.uuid, task="stopping")
+        self._submit(record.uuid, lambda: self._power(record.uuid, "stop"))
+        return self.get(principal, server_id)
+
+    def start(self, principal: Principal, server_id: str) -> ServerRecord:
+        record = self._expect(principal, server_id, ("SHUTOFF",), "start")
+        self._update(record.uuid, task="starting")
+        self._submit(record.uuid, lambda: self._power(record.uuid, "start"))
+        return self.get(principal, server_id)
+
+    def _power(self, server_uuid: str, action: str) -> None:
+        record = self._load(server_uuid)
+        if record is None or record.host_uuid is None or record.domain_name is None:
+            return
+        try:
+            client = self.hosts.client(record.host_uuid)
+            if action == "stop":
+                client.stop(record.domain_name, self.settings.compute.stop_timeout_s)
+                self._update(server_uuid, status="SHUTOFF", task=None, fault=None)
+            else:
+                client.start(record.domain_name)
+                self._update(server_uuid, status="ACTIVE", task=None, fault=None)
+        except Exception as exc:
+            log.warning("%s of server %s failed: %s", action, server_uuid, exc)
+            self._update(server_uuid, task=None, fault=f"{action} failed: {exc}")
+
+    def delete(self, principal: Principal, server_id: str) -> ServerRecord:
+        record = self.get(principal, server_id)
+        if record.status == "DELETED":
+            raise Conflict(f"server {server_id!r} is deleted already", server_id=server_id)
+        self._update(record.uuid, task="deleting")
+        self._submit(record.uuid, lambda: self._delete(record.uuid))
+        return self.get(principal, server_id)
+
+    def _delete(self, server_uuid: str) -> None:
+        record = self._load(server_uuid)
+        if record is None or record.status == "DELETED":
+            return
+        try:
+            if record.host_uuid is not None and record.domain_name is not None:
+                self.hosts.client(record.host_uuid).delete(record.uuid, record.domain_name)
+        except Exception as exc:
+            log.warning("deleting server %s failed: %s", server_uuid, exc)
+            self._update(server_uuid, status="ERROR", task=None, fault=f"delete failed: {exc}")
+            return
+        self.scheduler.release(Claim(record.uuid, record.host_uuid or "", "", {}, 0))
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                update(_volumes)
+                .where(_volumes.c.server_uuid == server_uuid)
+                .values(status="available", server_uuid=None)
+            )
+            conn.execute(delete(_interfaces).where(_interfaces.c.server_uuid == server_uuid))
+            conn.execute(
+                update(_servers)
+                .where(_servers.c.uuid == server_uuid)
+                .values(status="DELETED", task=None, updated_at=_now())
+            )
+
+    def _expect(
+        self, principal: Principal, server_id: str, statuses: Sequence[str], action: str
+    ) -> ServerRecord:
+        record = self.get(principal, server_id)
+        if record.status not in statuses or record.task is not None:
+            now = record.status + (f" ({record.task})" if record.task else "")
+            raise Conflict(
+                f"server {server_id!r} is {now}; {action} needs status "
+                f"{' or '.join(statuses)} with no task in progress",
+                server_id=server_id, status=record.status, task=record.task,
+            )  # fmt: skip
+        return record
+
+    # ------------------------------------------------------------------ workers
+
+    def lock_for(self, server_uuid: str) -> threading.Lock:
+        """The lock serialising every change of one server (tasks and device changes)."""
+        with self._locks_guard:
+            return self._locks.setdefault(server_uuid, threading.Lock())
+
+    def _submit(self, server_uuid: str, work: Callable[[], None]) -> None:
+        lock = self.lock_for(server_uuid)
+
+        def run() -> None:
+            with lock:
+                try:
+                    work()
+                except Exception:
+                    log.exception("task of server %s failed", server_uuid)
+
+        with self._locks_guard:
+            future = self._pool.submit(run)
+            self._pending[server_uuid] = future
+        future.add_done_callback(partial(self._forget_task, server_uuid))
+
+    def _forget_task(self, server_uuid: str, future: Future[None]) -> None:
+        with self._locks_guard:
+            if self._pending.get(server_uuid) is future:
+                del self._pending[server_uuid]
+
+    def wait(self, server_uuid: str, timeout_s: float | None = None) -> None:
+        """Wait until the task last submitted for the server has finished (tests, CLI)."""
+        with self._locks_guard:
+            future = self._pending.get(server_uuid)
+        if future is not None:
+            future.result(timeout_s)
+
+    def _update(self, server_uuid: str, **values: Any) -> None:
+        values["updated_at"] = _now()
+        with write_transaction(self.engine) as conn:
+            conn.execute(update(_servers).where(_servers.c.uuid == server_uuid).values(**values))
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    # ------------------------------------------------------------- config drive
+
+    def metadata_document(self, principal: Principal, server_id: str) -> dict[str, Any]:
+        """The server's ``meta_data.json`` as its config drive carries it."""
+        record = self.get(principal, server_id)
+        try:
+            meta = ConfigDriveMetadata(
+                uuid=record.uuid, name=record.name, project_id=record.project,
+                shares=tuple(ShareMeta(tag=t, purpose=POWER_METRICS_PURPOSE)
+                             for t in record.shares),
+            )  # fmt: skip
+        except ConfigDriveError as exc:  # pragma: no cover - names were checked at create
+            raise InvalidRequest(str(exc)) from exc
+        return config_drive_metadata_document(meta)
+
+
+def _spawn_flavor(flavor: FlavorRecord) -> SpawnFlavor:
+    return SpawnFlavor(
+        id=flavor.id, name=flavor.name, vcpus=flavor.vcpus, ram_mb=flavor.ram_mb,
+        disk_gb=flavor.disk_gb, swap_mb=flavor.swap_mb, ephemeral_gb=flavor.ephemeral_gb,
+        extra_specs=dict(flavor.extra_specs),
+    )  # fmt: skip
+
+
+def _spawn_image(image: ImageRecord) -> SpawnImage:
+    return SpawnImage(
+        id=image.id, name=image.name, properties=dict(image.properties),
+        kernel_path=image.kernel_path, initrd_path=image.initrd_path, cmdline=image.cmdline,
+        disk_path=image.disk_path, disk_format=image.disk_format,
+    )  # fmt: skip
+
+
+def _server(row: Any) -> ServerRecord:
+    return ServerRecord(
+        uuid=row.uuid, name=row.name, project=row.project, user=row.user_name,
+        flavor_id=row.flavor_id, image_id=row.image_id, status=row.status, task=row.task,
+        fault=row.fault, host_uuid=row.host_uuid, domain_name=row.domain_name,
+        power_metrics=bool(row.power_metrics), shares=tuple(row.shares or ()),
+        created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
+    )  # fmt: skip

@@ -1,0 +1,136 @@
+"""The compute service as one object: what the API, the CLI and ``wattvisor up`` hold."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from wattvisor.compute.catalog import Catalog
+from wattvisor.compute.devices import DeviceService
+from wattvisor.compute.errors import ComputeError
+from wattvisor.compute.hosts import HostClientFactory, HostRegistry
+from wattvisor.compute.power import PowerService
+from wattvisor.compute.records import FlavorRecord, ImageRecord
+from wattvisor.compute.servers import ServerService
+from wattvisor.compute.users import UserStore
+from wattvisor.config.settings import Settings
+from wattvisor.placement import Placement
+from wattvisor.scheduler import HostPowerSource, Scheduler
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FLAVORS: tuple[tuple[str, int, int, int], ...] = (
+    ("tiny", 1, 256, 1),
+    ("small", 1, 512, 1),
+)
+"""(name, vCPUs, RAM MiB, disk GiB) created at start-up when ``compute.default_flavors``."""
+READY_IMAGE_NAME = "busybox"
+READY_IMAGE_CMDLINE_SCENARIO = "metrics"
+READY_IMAGE_INTERVAL_S = 2
+
+
+@dataclass
+class Compute:
+    """Users, catalog (flavors, images), hosts, servers, their devices and power."""
+
+    users: UserStore
+    catalog: Catalog
+    hosts: HostRegistry
+    servers: ServerService
+    devices: DeviceService
+    power: PowerService
+    scheduler: Scheduler
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _sync_thread: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        engine: Engine,
+        placement: Placement,
+        settings: Settings,
+        *,
+        client_factory: HostClientFactory | None = None,
+        power: HostPowerSource | None = None,
+        protected_users: frozenset[str] = frozenset(),
+    ) -> Compute:
+        """Wire the services; the store at ``engine`` must be migrated already."""
+        scheduler = Scheduler(placement, settings.scheduler, power)
+        catalog = Catalog(engine)
+        hosts = HostRegistry(engine, placement, settings, client_factory)
+        servers = ServerService(engine, catalog, hosts, scheduler, settings)
+        return cls(
+            users=UserStore(engine, protected_users),
+            catalog=catalog,
+            hosts=hosts,
+            servers=servers,
+            devices=DeviceService(engine, servers, hosts, settings),
+            power=PowerService(servers, hosts),
+            scheduler=scheduler,
+        )
+
+    def ensure_default_flavors(self) -> list[FlavorRecord]:
+        """The built-in flavors, created once (an operator's changes are kept)."""
+        return [
+            self.catalog.create_flavor(name, vcpus, ram, disk, exist_ok=True)
+            for name, vcpus, ram, disk in DEFAULT_FLAVORS
+        ]
+
+    def ensure_ready_image(self) -> tuple[ImageRecord | None, str]:
+        """The ``busybox`` image (wattvisor's tiny guest), built on first use.
+
+        Returns the image (None when it cannot be built) and one line saying what happened.
+        """
+        from wattvisor.images import GuestImageError, ensure_guest_image
+
+        try:
+            guest = ensure_guest_image()
+        except GuestImageError as exc:
+            return None, f"image {READY_IMAGE_NAME!r} is not offered: {exc}"
+        existing = {i.name: i for i in self.catalog.images()}.get(READY_IMAGE_NAME)
+        if existing is not None and existing.initrd_path == str(guest.initrd):
+            return existing, f"image {READY_IMAGE_NAME!r}: {guest.summary()}"
+        if existing is not None:
+            # The guest was rebuilt (new kernel or /init): point the image at the new files.
+            self.catalog.delete_image(existing.id)
+        try:
+            image = self.catalog.create_image(
+                READY_IMAGE_NAME,
+                kernel_path=str(guest.kernel),
+                initrd_path=str(guest.initrd),
+                cmdline=guest.cmdline(
+                    READY_IMAGE_CMDLINE_SCENARIO, interval=READY_IMAGE_INTERVAL_S
+                ),
+                image_id=existing.id if existing is not None else None,
+            )
+        except ComputeError as exc:
+            return None, f"image {READY_IMAGE_NAME!r} is not offered: {exc.message}"
+        return image, f"image {READY_IMAGE_NAME!r}: {guest.summary()}"
+
+    def start(self, power_sync_interval_s: float) -> None:
+        """Follow the guests' power state every ``power_sync_interval_s`` (0: never)."""
+        if power_sync_interval_s <= 0 or self._sync_thread is not None:
+            return
+        self._stop.clear()
+
+        def run() -> None:
+            while not self._stop.wait(power_sync_interval_s):
+                try:
+                    for line in self.servers.sync_power_states():
+                        log.info("%s", line)
+                except Exception:
+                    log.exception("power state sync failed; retrying at the next interval")
+
+        self._sync_thread = threading.Thread(target=run, name="wattvisor-power-sync", daemon=True)
+        self._sync_thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sync_thread is not None:
+            self._sync_thread.join(10)
+            self._sync_thread = None
+        self.servers.shutdown(wait=True)
+        self.hosts.close()

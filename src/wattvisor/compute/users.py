@@ -1,0 +1,105 @@
+"""Users in the store, and the cached lookup the API's token check calls on every request."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, delete, insert, select, update
+
+from wattvisor.auth import InvalidPublicKey, InvalidUserName, RegisteredUser
+from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
+from wattvisor.compute.records import UserRecord
+from wattvisor.store import read_transaction, write_transaction
+from wattvisor.store.compute_tables import UserRow
+
+_users = cast(Table, UserRow.__table__)
+
+
+class UserStore:
+    """Registered users; :meth:`lookup` is a ``wattvisor.auth.UserLookup``.
+
+    Lookups are cached in memory (positive and negative) and the cache is updated
+    by every write made through this object, the only writer in one controller.
+    """
+
+    def __init__(self, engine: Engine, protected: frozenset[str] = frozenset()) -> None:
+        self.engine = engine
+        self.protected = protected
+        self._cache: dict[str, RegisteredUser | None] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, name: str) -> RegisteredUser | None:
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(select(_users).where(_users.c.name == name)).first()
+        user = None
+        if row is not None:
+            user = RegisteredUser(row.name, row.project, row.role, row.public_key)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[name] = user
+        return user
+
+    def register(
+        self, name: str, project: str, role: str, public_key: str, *, replace: bool = False
+    ) -> UserRecord:
+        """Add a user (or, with ``replace``, change its key, role or project)."""
+        try:
+            user = RegisteredUser(name, project, role, public_key)  # type: ignore[arg-type]
+        except (InvalidUserName, InvalidPublicKey, ValueError) as exc:
+            raise InvalidRequest(str(exc), name=name, role=role) from exc
+        now = datetime.now(UTC)
+        with write_transaction(self.engine) as conn:
+            exists = conn.execute(select(_users.c.name).where(_users.c.name == name)).first()
+            if exists is not None and not replace:
+                raise Conflict(f"user {name!r} is already registered", name=name)
+            values = {"project": user.project, "role": user.role, "public_key": user.public_key}
+            if exists is None:
+                conn.execute(insert(_users).values(name=name, created_at=now, **values))
+            else:
+                conn.execute(update(_users).where(_users.c.name == name).values(**values))
+        with self._lock:
+            self._cache[name] = user
+        return self.get(name)
+
+    def get(self, name: str) -> UserRecord:
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(select(_users).where(_users.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"user {name!r} does not exist", name=name)
+        return _record(row)
+
+    def list_all(self) -> list[UserRecord]:
+        with read_transaction(self.engine) as conn:
+            return [_record(r) for r in conn.execute(select(_users).order_by(_users.c.name))]
+
+    def delete(self, name: str) -> None:
+        if name in self.protected:
+            raise Conflict(
+                f"user {name!r} holds the admin key of this controller and cannot be removed",
+                name=name,
+            )
+        with write_transaction(self.engine) as conn:
+            if conn.execute(delete(_users).where(_users.c.name == name)).rowcount == 0:
+                raise NotFound(f"user {name!r} does not exist", name=name)
+        with self._lock:
+            self._cache[name] = None
+
+
+def _record(row: Any) -> UserRecord:
+    created = row.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return UserRecord(
+        name=row.name,
+        project=row.project,
+        role=row.role,
+        public_key=row.public_key,
+        created_at=created,
+    )

@@ -1,0 +1,135 @@
+"""Tables of the compute service: users, flavors, images, hosts, servers, volumes, interfaces.
+
+Only :mod:`wattvisor.compute` reads and writes them; it hands dataclasses, never rows,
+to the rest of the system. JSON columns hold small string maps (extra specs, image
+properties, share tags) that are always read and written whole.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from wattvisor.store.models import Base
+
+
+class UserRow(Base):
+    """Who may hold tokens: the registry behind the API's token check."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project: Mapped[str] = mapped_column(String(255), nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    public_key: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class FlavorRow(Base):
+    __tablename__ = "flavors"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    vcpus: Mapped[int] = mapped_column(Integer, nullable=False)
+    ram_mb: Mapped[int] = mapped_column(Integer, nullable=False)
+    disk_gb: Mapped[int] = mapped_column(Integer, nullable=False)
+    swap_mb: Mapped[int] = mapped_column(Integer, nullable=False)
+    ephemeral_gb: Mapped[int] = mapped_column(Integer, nullable=False)
+    extra_specs: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+
+
+class ImageRow(Base):
+    """An image: kernel + initrd + cmdline (direct kernel boot) or a disk file."""
+
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    properties: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+    kernel_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    initrd_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cmdline: Mapped[str | None] = mapped_column(Text, nullable=True)
+    disk_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    disk_format: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class HostRow(Base):
+    """A libvirt host the controller drives; ``next_index`` numbers its domain names."""
+
+    __tablename__ = "compute_hosts"
+
+    provider_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    libvirt_uri: Mapped[str] = mapped_column(Text, nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    local: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+class ServerRow(Base):
+    __tablename__ = "servers"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    project: Mapped[str] = mapped_column(String(255), nullable=False)
+    user_name: Mapped[str] = mapped_column(String(64), nullable=False)
+    flavor_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    image_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    task: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    fault: Mapped[str | None] = mapped_column(Text, nullable=True)
+    host_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    domain_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    power_metrics: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    shares: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (Index("ix_servers_project_status", "project", "status"),)
+
+
+class VolumeRow(Base):
+    __tablename__ = "volumes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    project: Mapped[str] = mapped_column(String(255), nullable=False)
+    size_gb: Mapped[int] = mapped_column(Integer, nullable=False)
+    format: Mapped[str] = mapped_column(String(16), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    host_uuid: Mapped[str] = mapped_column(String(36), nullable=False)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    server_uuid: Mapped[str | None] = mapped_column(
+        ForeignKey("servers.uuid", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (Index("ix_volumes_project", "project"),)
+
+
+class InterfaceRow(Base):
+    __tablename__ = "interfaces"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    server_uuid: Mapped[str] = mapped_column(
+        ForeignKey("servers.uuid", ondelete="CASCADE"), nullable=False
+    )
+    mac: Mapped[str] = mapped_column(String(17), nullable=False, unique=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    source: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    model: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (Index("ix_interfaces_server", "server_uuid"),)

@@ -1,0 +1,88 @@
+"""One error shape everywhere on /v1, and a rejected request changes nothing."""
+
+from __future__ import annotations
+
+from api.v1_world import V1World
+
+
+def _error(response: object) -> dict[str, object]:
+    body = response.json()  # type: ignore[attr-defined]
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "details"}, body
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def test_every_route_needs_a_token(world: V1World) -> None:
+    for path in ("/v1/servers", "/v1/flavors", "/v1/hosts", "/v1/users", "/v1/me"):
+        response = world.client.get(path)
+        assert response.status_code == 401, path
+        assert _error(response)["code"] == "missing_credentials"
+
+
+def test_validation_errors_name_field_value_and_what_is_accepted(world: V1World) -> None:
+    response = world.client.post(
+        "/v1/flavors", json={"name": "zero", "vcpus": 0, "ram_mb": 256, "colour": "red"},
+        headers=world.admin,
+    )  # fmt: skip
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["code"] == "invalid_request"
+    problems = {p["field"]: p for p in error["details"]["problems"]}  # type: ignore[index]
+    assert problems["vcpus"]["value"] == 0 and problems["vcpus"]["accepted"] == ">= 1"
+    assert "colour" in problems
+    assert "vcpus" in str(error["message"])
+    names = [f["name"] for f in world.client.get("/v1/flavors", headers=world.admin).json()]
+    assert "zero" not in names
+
+
+def test_bad_extra_spec_is_refused_with_accepted_values(world: V1World) -> None:
+    response = world.client.post(
+        "/v1/flavors",
+        json={"name": "m", "vcpus": 1, "ram_mb": 256, "extra_specs": {"hw:power_metrics": "maybe"}},
+        headers=world.admin,
+    )
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["code"] == "invalid_request" and "'maybe'" in str(error["message"])
+    assert world.client.get("/v1/flavors/m", headers=world.admin).status_code == 404
+
+
+def test_unknown_routes_and_methods_use_the_same_shape(world: V1World) -> None:
+    missing = world.client.get("/v1/nothing-here", headers=world.admin)
+    assert missing.status_code == 404 and _error(missing)["code"] == "not_found"
+    wrong = world.client.put("/v1/servers", headers=world.admin)
+    assert wrong.status_code == 405
+    error = _error(wrong)
+    assert error["code"] == "method_not_allowed" and "GET" in str(error["message"])
+
+
+def test_members_cannot_use_admin_routes(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    for method, path, body in (
+        ("POST", "/v1/flavors", {"name": "x", "vcpus": 1, "ram_mb": 64}),
+        ("GET", "/v1/hosts", None), ("GET", "/v1/users", None),
+        ("POST", "/v1/users", {"name": "eve", "project": "p", "public_key": "x"}),
+    ):  # fmt: skip
+        response = world.client.request(method, path, json=body, headers=alice)
+        assert response.status_code == 403, (path, response.text)
+        assert _error(response)["code"] == "admin_required"
+
+
+def test_unknown_flavor_is_a_404_naming_the_flavors(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    response = world.client.post(
+        "/v1/servers", json={"name": "w", "flavor": "huge", "image": "kernel"}, headers=alice
+    )
+    assert response.status_code == 404
+    assert "small, tiny" in str(_error(response)["message"])
+    assert world.client.get("/v1/servers", headers=world.admin).json() == []
+
+
+def test_openapi_document_describes_the_v1_api(world: V1World) -> None:
+    document = world.client.get("/openapi.json").json()
+    paths = document["paths"]
+    for path in ("/v1/servers", "/v1/servers/{server_id}/power", "/v1/hosts/{host_id}/disable",
+                 "/v1/projects/{project_id}/power", "/v1/users", "/v1/volumes"):  # fmt: skip
+        assert path in paths, path
+    assert "ServerCreate" in document["components"]["schemas"]
+    assert "ErrorResponse" in document["components"]["schemas"]

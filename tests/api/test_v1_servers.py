@@ -1,0 +1,124 @@
+"""/v1/servers over HTTP against the real all-in-one app: lifecycle, visibility, redaction."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from api.v1_world import V1World
+from wattvisor.api.v1_routes import member_fault
+
+
+def test_create_is_accepted_as_build_and_becomes_active(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    response = world.client.post(
+        "/v1/servers", json={"name": "web", "flavor": "tiny", "image": "kernel"}, headers=alice
+    )
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert created["status"] == "BUILD" and created["project"] == "proj-a"
+    active = world.wait_server(created["id"], alice)
+    assert active["status"] == "ACTIVE", active
+    assert active["fault"] is None and active["user"] == "alice"
+    listed = world.client.get("/v1/servers", headers=alice).json()
+    assert [s["id"] for s in listed] == [created["id"]]
+
+
+def test_member_views_hold_no_host_names_or_paths_but_admin_views_do(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    server = world.boot(alice)
+    data_dir = str(world.node.settings.data_dir)
+    hostname = socket.gethostname()
+    member_json = json.dumps([
+        world.client.get(f"/v1/servers/{server['id']}", headers=alice).json(),
+        world.client.get("/v1/servers", headers=alice).json(),
+        world.client.get("/v1/images", headers=alice).json(),
+        world.client.get(f"/v1/servers/{server['id']}/metadata", headers=alice).json(),
+        world.client.get(f"/v1/servers/{server['id']}/power", headers=alice).json(),
+    ])  # fmt: skip
+    assert data_dir not in member_json and str(world.kernel) not in member_json
+    assert f'"{hostname}"' not in member_json
+    assert "host" not in server and "domain_name" not in server
+    admin_view = world.client.get(f"/v1/servers/{server['id']}", headers=world.admin).json()
+    assert admin_view["host"] == hostname
+    assert admin_view["host_id"] == world.node.provider_uuid
+    assert admin_view["domain_name"].startswith("wvapi-")
+    [image] = world.client.get("/v1/images", headers=world.admin).json()
+    assert image["kernel_path"] == str(world.kernel)
+
+
+def test_another_projects_server_is_not_found(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    bob = world.member("bob", "proj-b")
+    server = world.boot(alice)
+    sid = server["id"]
+    for method, path in (
+        ("GET", f"/v1/servers/{sid}"), ("GET", f"/v1/servers/{sid}/power"),
+        ("GET", f"/v1/servers/{sid}/metadata"), ("POST", f"/v1/servers/{sid}/stop"),
+        ("DELETE", f"/v1/servers/{sid}"), ("GET", f"/v1/servers/{sid}/volumes"),
+        ("GET", "/v1/projects/proj-a/power"),
+    ):  # fmt: skip
+        response = world.client.request(method, path, headers=bob)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["code"] == "not_found"
+    assert world.client.get("/v1/servers", headers=bob).json() == []
+    # Nothing changed for the owner.
+    assert world.client.get(f"/v1/servers/{sid}", headers=alice).json()["status"] == "ACTIVE"
+
+
+def test_stop_start_delete_over_http(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    sid = world.boot(alice)["id"]
+    conflict = world.client.post(f"/v1/servers/{sid}/start", headers=alice)
+    assert conflict.status_code == 409 and conflict.json()["error"]["details"]["status"] == "ACTIVE"
+    assert world.client.post(f"/v1/servers/{sid}/stop", headers=alice).status_code == 202
+    assert world.wait_server(sid, alice)["status"] == "SHUTOFF"
+    assert world.client.post(f"/v1/servers/{sid}/start", headers=alice).status_code == 202
+    assert world.wait_server(sid, alice)["status"] == "ACTIVE"
+    deleted = world.client.delete(f"/v1/servers/{sid}", headers=alice)
+    assert deleted.status_code == 202 and deleted.json()["task"] == "deleting"
+    assert world.wait_server(sid, alice)["status"] == "DELETED"
+    assert world.client.get("/v1/servers", headers=alice).json() == []
+    usage = world.node.placement.get_usages(world.node.provider_uuid).usages
+    assert usage.get("VCPU", 0) == 0
+
+
+def test_power_views_of_server_and_project(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    sid = world.boot(alice)["id"]
+    world.node.sampler.sample()
+    world.node.sampler.sample()
+    power = world.client.get(f"/v1/servers/{sid}/power", headers=alice)
+    assert power.status_code == 200, power.text
+    body = power.json()
+    assert body["subject"] == sid and body["source"] == "estimate"
+    assert set(body) >= {"watts", "joules", "measured", "taken_at", "history"}
+    project = world.client.get("/v1/projects/proj-a/power", headers=alice).json()
+    assert project["subject"] == "proj-a"
+    assert world.client.get("/v1/projects/proj-a/power", headers=world.admin).status_code == 200
+
+
+def test_unschedulable_server_reports_why_without_host_names(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    response = world.client.post(
+        "/v1/servers",
+        json={"name": "m", "flavor": "tiny", "image": "kernel", "power_metrics": True},
+        headers=alice,
+    )
+    assert response.status_code == 202, response.text
+    failed = world.wait_server(response.json()["id"], alice)
+    assert failed["status"] == "ERROR" and failed["power_metrics"] is True
+    assert "COMPUTE_SHARE_LOCAL_FS" in failed["fault"]
+    assert socket.gethostname() not in failed["fault"].split()
+
+
+def test_member_fault_hides_host_names_paths_and_domains() -> None:
+    fault = (
+        "spawning failed (rack-7: domain 'instance-0000002a' failed to start: cannot open "
+        "/var/lib/wattvisor/instances/abc/console.log), then no valid host: 0 of 1 hosts"
+    )
+    shown = member_fault(fault, ["rack-7"])
+    assert shown is not None
+    assert "rack-7" not in shown and "/var/lib" not in shown and "instance-0000002a" not in shown
+    assert "failed to start" in shown and "0 of 1 hosts" in shown
+    assert member_fault(None, ["rack-7"]) is None

@@ -1,0 +1,146 @@
+"""Servers on a real libvirtd (QEMU, TCG): spawn failures leave nothing behind; volumes and
+interfaces attach by alias and detach by alias."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from compute.principals import ADMIN, ALICE
+from support.guest_domains import destroy_and_undefine
+from wattvisor.compute import Compute, LocalHostClient, ServerRecord
+from wattvisor.config import load_settings
+from wattvisor.guest import Disk, Domain, Interface
+from wattvisor.host.driver import HostDriver
+from wattvisor.images import GuestImage
+from wattvisor.placement import Placement
+from wattvisor.store import make_engine, migrate
+
+pytestmark = [pytest.mark.libvirtd, pytest.mark.guest]
+WAIT_S = 120.0
+
+
+@pytest.fixture
+def qemu_compute(
+    libvirt_system: libvirt.virConnect, guest_image: GuestImage, world_readable_tmp: Path
+) -> Iterator[Compute]:
+    settings = load_settings(
+        data_dir=world_readable_tmp / "data",
+        host={"libvirt_uri": "qemu:///system", "virt_type": "qemu",
+              "instance_name_template": f"wvtest-{secrets.token_hex(5)}-%04x"},
+        compute={"stop_timeout_s": 1},
+    )  # fmt: skip
+    engine = make_engine(settings.store_url)
+    migrate(engine)
+    compute = Compute.build(engine, Placement(engine), settings)
+    driver = HostDriver(settings.host, settings.data_dir, uri="qemu:///system")
+    client = LocalHostClient(driver)
+    compute.hosts.add(client, name="qemu-host", local=True)
+    compute.ensure_default_flavors()
+    compute.catalog.create_image(
+        "idle", kernel_path=str(guest_image.kernel), initrd_path=str(guest_image.initrd),
+        cmdline=guest_image.cmdline("idle"),
+    )  # fmt: skip
+    try:
+        yield compute
+    finally:
+        for server in compute.servers.list_all(ADMIN):
+            compute.servers.delete(ADMIN, server.uuid)
+            compute.servers.wait(server.uuid, WAIT_S)
+            if server.domain_name:
+                with contextlib.suppress(libvirt.libvirtError):
+                    destroy_and_undefine(libvirt_system.lookupByName(server.domain_name))
+        for volume in compute.devices.volumes(ADMIN):
+            with contextlib.suppress(Exception):
+                compute.devices.delete_volume(ADMIN, volume.id)
+        with contextlib.suppress(libvirt.libvirtError):
+            pool = libvirt_system.storagePoolLookupByName(client.volume_pool)
+            pool.destroy()
+            pool.undefine()
+        compute.close()
+        engine.dispose()
+
+
+def _boot(compute: Compute) -> ServerRecord:
+    server = compute.servers.create(ALICE, "disks", "tiny", "idle")
+    compute.servers.wait(server.uuid, WAIT_S)
+    active = compute.servers.get(ALICE, server.uuid)
+    assert active.status == "ACTIVE", active.fault
+    return active
+
+
+def _domain(compute: Compute, server: ServerRecord, *, inactive: bool) -> Domain:
+    client = compute.hosts.client(server.host_uuid or "")
+    assert isinstance(client, LocalHostClient)
+    return client.driver.domain(server.domain_name or "", inactive=inactive)
+
+
+def test_volume_attaches_live_with_serial_and_alias_and_detaches_by_alias(
+    qemu_compute: Compute,
+) -> None:
+    compute = qemu_compute
+    server = _boot(compute)
+    volume = compute.devices.create_volume(ALICE, "data", 1, "qcow2")
+    assert Path(volume.path).is_file()
+    attached = compute.devices.attach_volume(ALICE, server.uuid, volume.id)
+    assert attached.status == "in-use" and attached.server_uuid == server.uuid
+    for inactive in (False, True):
+        disk = _domain(compute, server, inactive=inactive).find_device(alias=volume.alias)
+        assert isinstance(disk, Disk), inactive
+        assert disk.serial == volume.id and disk.bus == "virtio" and disk.target_dev == "vdb"
+        assert disk.driver_type == "qcow2"
+
+    compute.servers.stop(ALICE, server.uuid)
+    compute.servers.wait(server.uuid, WAIT_S)
+    assert compute.servers.get(ALICE, server.uuid).status == "SHUTOFF"
+    compute.devices.detach(ALICE, server.uuid, volume.alias)
+    assert _domain(compute, server, inactive=True).find_device(alias=volume.alias) is None
+    assert compute.devices.volume(ALICE, volume.id).status == "available"
+    compute.devices.delete_volume(ALICE, volume.id)
+    assert not Path(volume.path).exists()
+
+
+def test_interface_attaches_with_generated_mac_and_detaches_by_alias(
+    qemu_compute: Compute,
+) -> None:
+    compute = qemu_compute
+    server = _boot(compute)
+    port = compute.devices.attach_interface(ALICE, server.uuid)
+    assert port.kind == "user" and port.mac.startswith("52:54:00:")
+    nic = _domain(compute, server, inactive=False).find_device(alias=port.alias)
+    assert isinstance(nic, Interface) and nic.mac == port.mac and nic.type == "user"
+    assert nic.model == "virtio"
+    assert [i.id for i in compute.devices.interfaces(ALICE, server.uuid)] == [port.id]
+
+    compute.servers.stop(ALICE, server.uuid)
+    compute.servers.wait(server.uuid, WAIT_S)
+    compute.devices.detach(ALICE, server.uuid, port.alias)
+    assert _domain(compute, server, inactive=True).find_device(alias=port.alias) is None
+    assert compute.devices.interfaces(ALICE, server.uuid) == []
+
+
+def test_a_guest_qemu_cannot_start_leaves_nothing_behind(
+    qemu_compute: Compute, world_readable_tmp: Path
+) -> None:
+    compute = qemu_compute
+    garbage = world_readable_tmp / "not-a-kernel"
+    garbage.write_bytes(b"this is no kernel" * 64)
+    garbage.chmod(0o644)
+    compute.catalog.create_image("broken", kernel_path=str(garbage))
+    server = compute.servers.create(ALICE, "broken", "tiny", "broken")
+    compute.servers.wait(server.uuid, WAIT_S)
+    failed = compute.servers.get(ALICE, server.uuid)
+    assert failed.status == "ERROR"
+    assert failed.fault is not None and "failed to start" in failed.fault, failed.fault
+    assert failed.host_uuid is None and failed.domain_name is None
+    template = compute.hosts.settings.host.instance_name_template
+    [host] = compute.hosts.list_all()
+    client = compute.hosts.client(host.provider_uuid)
+    assert not client.domain_exists(template % 1)
+    assert not (compute.hosts.settings.data_dir / "instances" / server.uuid).exists()
+    assert host.usage.get("VCPU", 0) == 0
