@@ -136,3 +136,21 @@ def test_a_member_token_sees_its_own_project_only(served: Served) -> None:
 def test_unreachable_api_is_reported(served: Served) -> None:
     result = served.run("server", "list", "--url", f"http://127.0.0.1:{_free_port()}")
     assert result.exit_code == 1 and "cannot reach the API" in result.output
+
+
+def test_servers_are_found_by_unique_name(served: Served) -> None:
+    created = served.run("server", "create", "named", "--flavor", "tiny", "--image", "kernel",
+                         "--wait", "--json")  # fmt: skip
+    server_id = json.loads(created.stdout)["id"]
+    shown = served.run("server", "show", "named", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["id"] == server_id
+    missing = served.run("server", "show", "nobody")
+    assert missing.exit_code == 1 and "no server named 'nobody'" in missing.output
+    served.run("server", "create", "named", "--flavor", "tiny", "--image", "kernel", "--wait")
+    ambiguous = served.run("server", "delete", "named")
+    assert ambiguous.exit_code == 1 and "2 servers are named 'named'" in ambiguous.output
+    deleted = served.run("server", "delete", server_id, "--wait")
+    assert deleted.exit_code == 0, deleted.output
+    by_name = served.run("server", "delete", "named", "--wait")
+    assert by_name.exit_code == 0 and "DELETED" in by_name.output

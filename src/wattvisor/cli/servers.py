@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -176,27 +177,45 @@ def list_servers(
         out.print(_server_table(servers))
 
 
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+def _resolve(client: ApiClient, ident: str) -> str:
+    """A server id from an id or a unique name, as people type them."""
+    if _UUID.match(ident):
+        return ident
+    servers: list[dict[str, Any]] = client.call("GET", "/v1/servers")
+    matches = [s["id"] for s in servers if s.get("name") == ident]
+    if len(matches) == 1:
+        return str(matches[0])
+    if not matches:
+        raise _fail(f"no server named {ident!r}; give a name from `wattvisor server list` or an id")
+    raise _fail(f"{len(matches)} servers are named {ident!r}; give one of their ids: "
+                + ", ".join(matches))
+
+
 @server_app.command("show")
 def show(
-    server_id: Annotated[str, typer.Argument(help="Server id.")],
+    server_id: Annotated[str, typer.Argument(help="Server id or unique name.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     url: UrlOption = None,
 ) -> None:
     """One server with its status and fault."""
     with _client(url) as client:
-        server = client.call("GET", f"/v1/servers/{server_id}")
+        server = client.call("GET", f"/v1/servers/{_resolve(client, server_id)}")
     _print_server(server, as_json)
 
 
 @server_app.command("delete")
 def delete(
-    server_id: Annotated[str, typer.Argument(help="Server id.")],
+    server_id: Annotated[str, typer.Argument(help="Server id or unique name.")],
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it is DELETED.")] = False,
     timeout: Annotated[float, typer.Option("--timeout")] = 120.0,
     url: UrlOption = None,
 ) -> None:
     """Delete a server (its guest, resources, files and energy total)."""
     with _client(url) as client:
+        server_id = _resolve(client, server_id)
         server = client.call("DELETE", f"/v1/servers/{server_id}")
         if wait:
             server = _wait(client, server_id, "deleting", timeout)

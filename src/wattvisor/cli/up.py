@@ -20,6 +20,7 @@ from wattvisor.cli.context import err, state
 from wattvisor.host.connection import HostConnectionError
 
 out = Console()
+DEFAULT_POWER_TAG = "scaphandre"
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -75,6 +76,14 @@ def up(
     if port is not None:
         settings.api.port = port
     _check_port_free(settings.api.host, settings.api.port)
+    if not settings.host.share_local_fs:
+        # Embedded default, so --power-metrics works out of the box on this one machine.
+        power_dir = settings.data_dir / "power-metrics"
+        settings.host.share_local_fs = {str(power_dir): DEFAULT_POWER_TAG}
+        out.print(
+            f"host.share_local_fs not configured: sharing {power_dir} read-only as "
+            f"'{DEFAULT_POWER_TAG}' with guests that ask for power metrics"
+        )
 
     try:
         node = AllInOne.build(settings)
