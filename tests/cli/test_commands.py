@@ -129,6 +129,7 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
     assert code == 0, output
     assert "libvirt: test:///default (configured by host.libvirt_uri)" in output
     assert "placement API at /placement" in output
+    assert "host.share_local_fs not configured: sharing" in output  # the embedded default
     assert "estimate" in output  # no RAPL here: the CPU model, said plainly
     assert "stopped" in output
 
