@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import typer
 import uvicorn
 from biscuit_auth import KeyPair
 from typer.testing import CliRunner, Result
@@ -22,13 +21,10 @@ from typer.testing import CliRunner, Result
 from wattvisor.allinone import AllInOne
 from wattvisor.auth import mint_token
 from wattvisor.cli.context import state
-from wattvisor.cli.servers import power_app, server_app
+from wattvisor.cli.main import app as cli
 from wattvisor.config import load_settings
 
 runner = CliRunner()
-cli = typer.Typer()
-cli.add_typer(server_app, name="server")
-cli.add_typer(power_app, name="power")
 
 
 @dataclass
@@ -154,3 +150,32 @@ def test_servers_are_found_by_unique_name(served: Served) -> None:
     assert deleted.exit_code == 0, deleted.output
     by_name = served.run("server", "delete", "named", "--wait")
     assert by_name.exit_code == 0 and "DELETED" in by_name.output
+
+
+def test_admin_registers_a_user_who_then_uses_their_own_key(
+    served: Served, tmp_path: Path
+) -> None:
+    key = tmp_path / "bob.key"
+    made = served.run("keys", "create", "--out", str(key))
+    assert made.exit_code == 0, made.output
+    public = next(p for p in tmp_path.iterdir() if p.name.startswith("bob.key") and p != key)
+    created = served.run("user", "create", "bob", "--project", "proj-b",
+                         "--public-key-file", str(public))  # fmt: skip
+    assert created.exit_code == 0, created.output
+    assert "bob" in served.run("user", "list").stdout
+    minted = served.run("token", "create", "--key", str(key), "--user", "bob")
+    assert minted.exit_code == 0, minted.output
+    token = minted.stdout.strip()
+    assert served.run("server", "list", WATTVISOR_TOKEN=token).exit_code == 0
+    # A member cannot register users.
+    refused = served.run("user", "create", "eve", "--project", "proj-b",
+                         "--public-key-file", str(public), WATTVISOR_TOKEN=token)  # fmt: skip
+    assert refused.exit_code == 1 and "admin" in refused.output
+    assert served.run("user", "delete", "bob").exit_code == 0
+    gone = served.run("server", "list", WATTVISOR_TOKEN=token)
+    assert gone.exit_code == 1 and "401" in gone.output
+
+
+def test_user_create_needs_exactly_one_public_key_source(served: Served) -> None:
+    result = served.run("user", "create", "x", "--project", "p")
+    assert result.exit_code == 1 and "exactly one of --public-key" in result.output

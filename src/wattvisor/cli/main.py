@@ -14,6 +14,7 @@ from wattvisor.cli.host import host_app
 from wattvisor.cli.image import image_app
 from wattvisor.cli.servers import power_app, server_app
 from wattvisor.cli.up import up
+from wattvisor.cli.users import user_app
 from wattvisor.cli.xml import xml_app
 
 app = typer.Typer(
@@ -51,6 +52,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(token_app, name="token")
 app.add_typer(server_app, name="server")
 app.add_typer(power_app, name="power")
+app.add_typer(user_app, name="user")
 app.command("up")(up)
 
 
