@@ -22,6 +22,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     echo "setup: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Packages such as postgresql and prometheus start their own service on install;
+    # wattvisor and its tests start what they need themselves, so keep those off.
+    policy=/usr/sbin/policy-rc.d
+    added_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && added_policy=1
+    fi
+    trap '[ -n "$added_policy" ] && rm -f "$policy"' EXIT
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
