@@ -122,3 +122,27 @@ def test_member_fault_hides_host_names_paths_and_domains() -> None:
     assert "rack-7" not in shown and "/var/lib" not in shown and "instance-0000002a" not in shown
     assert "failed to start" in shown and "0 of 1 hosts" in shown
     assert member_fault(None, ["rack-7"]) is None
+
+
+def test_get_with_wait_answers_once_the_build_has_finished(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    created = world.client.post(
+        "/v1/servers", json={"name": "web", "flavor": "tiny", "image": "kernel"}, headers=alice
+    ).json()
+    waited = world.client.get(f"/v1/servers/{created['id']}?wait_s=30", headers=alice)
+    assert waited.status_code == 200, waited.text
+    assert waited.json()["status"] == "ACTIVE" and waited.json()["task"] is None
+
+
+def test_wait_is_bounded_and_shows_no_other_projects_server(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    bob = world.member("bob", "proj-b")
+    created = world.client.post(
+        "/v1/servers", json={"name": "web", "flavor": "tiny", "image": "kernel"}, headers=alice
+    ).json()
+    too_long = world.client.get(f"/v1/servers/{created['id']}?wait_s=3600", headers=alice)
+    assert too_long.status_code == 422
+    problems = too_long.json()["error"]["details"]["problems"]
+    assert problems[0]["field"] == "wait_s" and problems[0]["accepted"] == "<= 60.0"
+    hidden = world.client.get(f"/v1/servers/{created['id']}?wait_s=30", headers=bob)
+    assert hidden.status_code == 404

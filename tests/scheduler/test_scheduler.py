@@ -319,3 +319,39 @@ def test_image_saved_with_a_bad_value_is_refused_at_boot_with_the_accepted_value
 ) -> None:
     with pytest.raises(InvalidSpec, match=r"hw_vif_model='virtio-net' is not accepted.*e1000"):
         Scheduler(mixed).select_and_claim(_spec(image={"hw_vif_model": "virtio-net"}))
+
+
+def test_spawn_failure_on_the_only_host_names_the_error_in_no_valid_host(
+    placement: Placement,
+) -> None:
+    _host(placement, "only", [])
+
+    def spawn(claim: Claim) -> None:
+        raise SpawnFailed("domain 'instance-1' failed to start: cannot open console.log")
+
+    with pytest.raises(NoValidHost) as caught:
+        Scheduler(placement).schedule(_spec(), spawn)
+    assert caught.value.spawn_failures == (
+        "only: domain 'instance-1' failed to start: cannot open console.log",
+    )
+    assert "only: domain 'instance-1' failed to start: cannot open console.log" in str(caught.value)
+    assert "1 host(s) excluded because spawning failed there" in str(caught.value)
+
+
+def test_a_prepared_spec_is_not_prefiltered_again(mixed: Placement) -> None:
+    scheduler = Scheduler(mixed)
+    spec = scheduler.prepare(_spec(POWER))
+    log = list(spec.log)
+    scheduler.schedule(spec, lambda claim: None, prefiltered=True)
+    assert spec.log == log
+
+
+class _NoPowerWanted:
+    def watts_per_used_vcpu(self, provider_uuid: str) -> float | None:
+        raise AssertionError("a single candidate needs no weighing")
+
+
+def test_a_single_candidate_is_chosen_without_asking_the_weighers(placement: Placement) -> None:
+    _host(placement, "only", [])
+    claim = Scheduler(placement, power=_NoPowerWanted()).select_and_claim(_spec())
+    assert claim.provider_name == "only"

@@ -9,11 +9,13 @@ server is "not found"); which fields a member sees is decided once, here, by
 annotations at runtime, and they name closure variables.)
 """
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from wattvisor.api.v1_schemas import (
@@ -42,6 +44,8 @@ from wattvisor.auth import Principal, redact_for
 from wattvisor.compute import Compute, ServerRecord, VolumeRecord
 
 PREFIX = "/v1"
+MAX_WAIT_S = 60.0
+"""The longest ``GET /v1/servers/{id}?wait_s=`` holds a request open."""
 _PATH = re.compile(r"(?<![\w.])/(?:[\w.+@:-]+/)*[\w.+@:-]+")
 _DOMAIN = re.compile(r"domain '[^']*'")
 
@@ -77,8 +81,10 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         principal: Principal, record: ServerRecord, names: dict[str, str] | None = None
     ) -> Server:
         if names is None:
-            # A new server (BUILD, no fault) needs no host names: keeps create cheap.
-            names = compute.hosts.names() if record.host_uuid or record.fault else {}
+            # Host names are for admins and for hiding them in a member's fault: a member's
+            # server without a fault (every poll while it builds) needs no store read.
+            wanted = record.fault or (principal.is_admin and record.host_uuid)
+            names = compute.hosts.names() if wanted else {}
         host = names.get(record.host_uuid or "")
         fault = record.fault if principal.is_admin else member_fault(record.fault, names.values())
         return Server.of(record, host, fault)
@@ -160,8 +166,31 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         return respond(principal, server_view(principal, record), 202)
 
     @router.get("/servers/{server_id}", response_model=Server, tags=["servers"])
-    def show_server(server_id: str, principal: Member) -> JSONResponse:
-        return respond(principal, server_view(principal, servers.get(principal, server_id)))
+    async def show_server(
+        server_id: str,
+        principal: Member,
+        wait_s: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=MAX_WAIT_S,
+                description="when a task is in progress (build, stop, start, delete), answer "
+                "once it has finished or after this many seconds, whichever comes first; "
+                "saves polling",
+            ),
+        ] = 0,
+    ) -> JSONResponse:
+        def look() -> tuple[ServerRecord, Server]:
+            record = servers.get(principal, server_id)
+            return record, server_view(principal, record)
+
+        record, view = await run_in_threadpool(look)
+        task = servers.pending_task(record.uuid) if wait_s > 0 else None
+        if task is not None:
+            # asyncio.wait, unlike wait_for, leaves the task alone when the time is up.
+            await asyncio.wait({asyncio.wrap_future(task)}, timeout=wait_s)
+            _, view = await run_in_threadpool(look)
+        return respond(principal, view)
 
     @router.delete("/servers/{server_id}", response_model=Server, status_code=202, tags=["servers"])
     def delete_server(server_id: str, principal: Member) -> JSONResponse:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 
 from wattvisor.compute.errors import Conflict, HostOperationFailed, InvalidRequest, NotFound
 from wattvisor.compute.hostclient import HostClient, HostFacts
@@ -282,21 +282,34 @@ class HostRegistry:
 
     # -- domain names --------------------------------------------------------------------
 
-    def allocate_domain_name(self, provider_uuid: str) -> str:
-        """The next free domain name on the host from ``instance_name_template``."""
+    def allocate_domain_name(
+        self,
+        provider_uuid: str,
+        record: Callable[[Connection, str], None] | None = None,
+    ) -> str:
+        """The next free domain name on the host from ``instance_name_template``.
+
+        ``record(conn, name)`` runs in the transaction that takes the name, so that the
+        caller can write down its use of the name in the same commit (one write per
+        build instead of two). When the name turns out to be taken on the host, the
+        next one is taken and recorded again.
+        """
         client = self.client(provider_uuid)
         template = self.settings.host.instance_name_template
         for _attempt in range(1000):
             with write_transaction(self.engine) as conn:
-                index = conn.execute(
-                    select(_hosts.c.next_index).where(_hosts.c.provider_uuid == provider_uuid)
-                ).scalar_one()
-                conn.execute(
-                    update(_hosts)
-                    .where(_hosts.c.provider_uuid == provider_uuid)
-                    .values(next_index=index + 1)
+                index = (
+                    conn.execute(
+                        update(_hosts)
+                        .where(_hosts.c.provider_uuid == provider_uuid)
+                        .values(next_index=_hosts.c.next_index + 1)
+                        .returning(_hosts.c.next_index)
+                    ).scalar_one()
+                    - 1
                 )
-            name = str(template % index)
+                name = str(template % index)
+                if record is not None:
+                    record(conn, name)
             if not client.domain_exists(name):
                 return name
             log.info("domain name %s is taken on host %s; trying the next", name, provider_uuid)

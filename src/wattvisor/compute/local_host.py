@@ -283,8 +283,16 @@ class LocalHostClient:
 
 
 def _make_traversable(path: Path) -> None:
-    """mkdir -p 0755 whatever the umask: QEMU runs as its own user and must reach the files."""
-    missing = [p for p in [path, *path.parents] if not p.exists()]
+    """mkdir -p 0755 whatever the umask: QEMU runs as its own user and must reach the files.
+
+    Only the missing tail of the path is looked at (every build creates one directory
+    under an existing one; a stat per ancestor was a measurable share of a build).
+    """
+    missing = []
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
     path.mkdir(parents=True, exist_ok=True)
     for created in missing:
         created.chmod(0o755)

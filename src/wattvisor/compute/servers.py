@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
 from wattvisor.auth import Principal, can_see_project, project_scope
 from wattvisor.compute.catalog import Catalog
@@ -203,15 +203,20 @@ class ServerService:
         image: ImageRecord,
     ) -> None:
         spawned: dict[str, Any] = {}
-        failures: list[str] = []
 
         def spawn(claim: Claim) -> None:
+            def spawning(conn: Connection, domain_name: str) -> None:
+                # Written with the name, so that a restart in the middle knows what to clean up.
+                conn.execute(
+                    update(_servers).where(_servers.c.uuid == record.uuid).values(
+                        task="spawning", host_uuid=claim.provider_uuid, domain_name=domain_name,
+                        updated_at=_now(),
+                    )
+                )  # fmt: skip
+
             try:
-                domain_name = self.hosts.allocate_domain_name(claim.provider_uuid)
                 client = self.hosts.client(claim.provider_uuid)
-                # Recorded first, so that a restart in the middle knows what to clean up.
-                self._update(record.uuid, task="spawning", host_uuid=claim.provider_uuid,
-                             domain_name=domain_name)  # fmt: skip
+                domain_name = self.hosts.allocate_domain_name(claim.provider_uuid, spawning)
                 result = client.spawn(
                     SpawnRequest(
                         server_uuid=record.uuid, display_name=record.name,
@@ -223,20 +228,15 @@ class ServerService:
             except Exception as exc:
                 message = exc.message if isinstance(exc, ComputeError) else str(exc)
                 log.warning("spawning %s on %s failed: %s", record.uuid, claim.provider_name, exc)
-                failures.append(f"{claim.provider_name}: {message}")
                 self._update(record.uuid, task="scheduling", host_uuid=None, domain_name=None)
                 raise SpawnFailed(message) from exc
             spawned.update(host=claim.provider_uuid, domain=result.domain_name,
                            shares=list(result.share_tags))  # fmt: skip
 
         try:
-            self.scheduler.schedule(spec, spawn, consumer_uuid=record.uuid)
+            self.scheduler.schedule(spec, spawn, consumer_uuid=record.uuid, prefiltered=True)
         except NoValidHost as exc:
-            fault = f"no valid host: {exc}"
-            if failures:
-                # The last attempt's NoValidHost only says hosts were excluded; say why.
-                fault = f"spawning failed ({'; '.join(failures)}), then {fault}"
-            self._update(record.uuid, status="ERROR", task=None, fault=fault)
+            self._update(record.uuid, status="ERROR", task=None, fault=f"no valid host: {exc}")
             return
         except Exception as exc:
             log.exception("building server %s failed", record.uuid)
@@ -450,6 +450,14 @@ class ServerService:
         with self._locks_guard:
             if self._pending.get(server_uuid) is future:
                 del self._pending[server_uuid]
+
+    def pending_task(self, server_uuid: str) -> Future[None] | None:
+        """The task last submitted for the server while it has not finished, else None.
+
+        For waiting without a thread (the API's ``wait_s``); never cancel it.
+        """
+        with self._locks_guard:
+            return self._pending.get(server_uuid)
 
     def wait(self, server_uuid: str, timeout_s: float | None = None) -> None:
         """Wait until the task last submitted for the server has finished (tests, CLI)."""

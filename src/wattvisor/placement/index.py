@@ -162,15 +162,17 @@ class ProviderIndex:
 
     def refresh(self) -> None:
         """Bring the index up to the newest committed placement write."""
+        # The common case (nothing changed) costs one plain query, made without the lock
+        # so that readers and this process's own writes do not queue behind it; only a
+        # change pays for a snapshot transaction.
+        with self._engine.connect() as probe:
+            seq = probe.execute(_SEQ_QUERY).scalar_one()
+            probe.rollback()
+        if seq == self._seq:
+            return
         with self._lock:
-            # The common case (nothing changed) costs one plain query; only a change pays
-            # for a snapshot transaction.
-            with self._engine.connect() as probe:
-                seq = probe.execute(_SEQ_QUERY).scalar_one()
-                probe.rollback()
-            if seq == self._seq:
-                return
-            self._reload()
+            if seq != self._seq:
+                self._reload()
 
     def _reload(self) -> None:
         with read_transaction(self._engine) as conn:

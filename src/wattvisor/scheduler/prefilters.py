@@ -153,6 +153,6 @@ def run_prefilters(spec: RequestSpec, settings: SchedulerSettings) -> RequestSpe
         if not item.enabled(settings):
             continue
         for line in item.function(spec):
-            LOG.info("prefilter %s: %s", item.name, line)
+            LOG.debug("prefilter %s: %s", item.name, line)
             spec.log.append(f"{item.name}: {line}")
     return spec

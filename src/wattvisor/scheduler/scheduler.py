@@ -39,12 +39,19 @@ class Claim:
 
 
 class NoValidHost(Exception):
-    """No host can take the request; ``reasons`` says what removed the hosts."""
+    """No host can take the request; ``reasons`` says what removed the hosts and
+    ``spawn_failures`` ("host: error", one per host tried) why spawning failed where
+    a claim had succeeded, so that the message alone explains the failure."""
 
-    def __init__(self, summary: str, reasons: Iterable[str] = ()) -> None:
+    def __init__(
+        self, summary: str, reasons: Iterable[str] = (), spawn_failures: Iterable[str] = ()
+    ) -> None:
         self.summary = summary
         self.reasons = tuple(reasons)
+        self.spawn_failures = tuple(spawn_failures)
         text = summary if not self.reasons else summary + ": " + "; ".join(self.reasons)
+        if self.spawn_failures:
+            text += " (spawn errors: " + "; ".join(self.spawn_failures) + ")"
         super().__init__(text)
 
 
@@ -76,13 +83,15 @@ class Scheduler:
         *,
         exclude: Iterable[str] = (),
         prefiltered: bool = False,
+        spawn_failures: Iterable[str] = (),
     ) -> Claim:
         """Claim the best host for ``spec`` for ``consumer_uuid`` (new uuid when None).
 
-        ``exclude`` lists provider uuids not to use (hosts that already failed this VM).
-        Raises NoValidHost with an explanation when no host fits, InvalidSpec when the
-        flavor and image contradict each other, and ConsumerConflict when the consumer
-        already holds a claim.
+        ``exclude`` lists provider uuids not to use (hosts that already failed this VM),
+        ``spawn_failures`` why they failed, for the explanation. ``prefiltered`` says
+        :meth:`prepare` ran on ``spec`` already. Raises NoValidHost with an explanation
+        when no host fits, InvalidSpec when the flavor and image contradict each other,
+        and ConsumerConflict when the consumer already holds a claim.
         """
         if not prefiltered:
             self.prepare(spec)
@@ -101,7 +110,7 @@ class Scheduler:
         while True:
             host = self.placement.with_candidates(request, choose)
             if host is None:
-                raise self._no_valid_host(spec, excluded)
+                raise self._no_valid_host(spec, excluded, spawn_failures)
             try:
                 generation = self.placement.set_allocations(
                     consumer,
@@ -120,7 +129,7 @@ class Scheduler:
                         f"gave up after {conflicts} claims lost to concurrent requests"
                     ) from exc
                 continue
-            LOG.info("claimed %s on %s for %s", request.resources, host.name, consumer)
+            LOG.debug("claimed %s on %s for %s", request.resources, host.name, consumer)
             return Claim(consumer, host.uuid, host.name, dict(request.resources), generation or 1)
 
     def release(self, claim: Claim) -> None:
@@ -133,14 +142,25 @@ class Scheduler:
         spec: RequestSpec,
         spawn: Callable[[Claim], None],
         consumer_uuid: str | None = None,
+        *,
+        prefiltered: bool = False,
     ) -> Claim:
         """Claim a host and ``spawn`` on it; when spawning raises SpawnFailed, release the
-        claim and try the next host, up to ``max_attempts`` hosts in all."""
-        self.prepare(spec)
+        claim and try the next host, up to ``max_attempts`` hosts in all.
+
+        ``prefiltered`` says :meth:`prepare` ran on ``spec`` already (e.g. to refuse a bad
+        request before recording it), so the prefilters are not run a second time. The
+        NoValidHost raised when every host failed or is excluded carries each host's
+        spawn error.
+        """
+        if not prefiltered:
+            self.prepare(spec)
         failed: list[str] = []
         errors: list[str] = []
         for _attempt in range(self.settings.max_attempts):
-            claim = self.select_and_claim(spec, consumer_uuid, exclude=failed, prefiltered=True)
+            claim = self.select_and_claim(
+                spec, consumer_uuid, exclude=failed, prefiltered=True, spawn_failures=errors
+            )
             consumer_uuid = claim.consumer_uuid
             try:
                 spawn(claim)
@@ -151,16 +171,19 @@ class Scheduler:
                 continue
             return claim
         raise NoValidHost(
-            f"spawning failed on {len(failed)} host(s), the most attempts allowed", errors
+            f"spawning failed on {len(failed)} host(s), the most attempts allowed",
+            spawn_failures=errors,
         )
 
-    def _no_valid_host(self, spec: RequestSpec, excluded: set[str]) -> NoValidHost:
+    def _no_valid_host(
+        self, spec: RequestSpec, excluded: set[str], spawn_failures: Iterable[str]
+    ) -> NoValidHost:
         total, counts = self.placement.explain(spec.candidate_request())
         reasons = [_describe(c, total, spec) for c in counts]
         if excluded:
             reasons.append(f"{len(excluded)} host(s) excluded because spawning failed there")
         wanted = ", ".join(f"{rc}:{n}" for rc, n in sorted(spec.resources.items()))
-        return NoValidHost(f"no valid host among {total} for {wanted}", reasons)
+        return NoValidHost(f"no valid host among {total} for {wanted}", reasons, spawn_failures)
 
 
 def _describe(count: ConstraintCount, total: int, spec: RequestSpec) -> str:

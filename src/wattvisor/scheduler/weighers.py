@@ -173,6 +173,12 @@ def weigh(hosts: CandidateTable, settings: SchedulerSettings, ctx: WeighContext)
 
 
 def best_host(hosts: CandidateTable, settings: SchedulerSettings, ctx: WeighContext) -> int:
-    """Position in ``hosts`` of the host with the highest weight (hosts must not be empty)."""
+    """Position in ``hosts`` of the host with the highest weight (hosts must not be empty).
+
+    A single candidate wins without weighing: nothing is asked of the weighers (whose
+    power source may read the store) when there is no choice to make.
+    """
+    if len(hosts) == 1:
+        return 0
     totals = weigh(hosts, settings, ctx)
     return totals.index(max(totals))

@@ -2,13 +2,20 @@
 
 SQLite runs in WAL mode so readers never block the writer, and every write
 transaction starts with ``BEGIN IMMEDIATE`` so two writers queue on the database
-lock instead of failing half-way when one tries to upgrade a read lock.
+lock instead of failing half-way when one tries to upgrade a read lock. Writers of
+one process also queue on a lock of their own before ``BEGIN IMMEDIATE``: SQLite's
+busy handler polls with sleeps of up to 100 ms, so under many concurrent writers
+a transaction waited far longer than the lock was held, while a lock hands over
+at once. Writers in other processes still meet SQLite's busy timeout.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,72 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 
 _WRITE_OPTION = "wattvisor_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_POOL_SIZE = 16
+SQLITE_POOL_OVERFLOW = 48
+"""SQLite connections are a file handle each: enough for every API and worker thread
+(the API serves sync routes on up to 40 threads) so none waits for a connection."""
+
+
+class WriterQueue:
+    """A re-entrant lock that writers get in the order they asked for it.
+
+    ``threading.Lock`` is not fair: under a steady stream of writers an unlucky one
+    waited 100 ms for a lock held 0.3 ms at a time. Handing the lock to the oldest
+    waiter bounds every wait by the queue in front of it. Re-entrant so that a nested
+    write transaction fails on SQLite's busy timeout, as it did before this lock,
+    instead of deadlocking here.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+        self._waiters: deque[tuple[int, threading.Lock]] = deque()
+
+    def __enter__(self) -> None:
+        me = threading.get_ident()
+        with self._guard:
+            if self._owner == me:
+                self._depth += 1
+                return
+            if self._owner is None:
+                self._owner, self._depth = me, 1
+                return
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiters.append((me, gate))
+        try:
+            gate.acquire()  # the previous owner made this thread the owner, then opened it
+        except BaseException:  # interrupted (KeyboardInterrupt): leave the queue cleanly
+            with self._guard:
+                if (me, gate) in self._waiters:
+                    self._waiters.remove((me, gate))
+                else:
+                    self._hand_over()
+            raise
+
+    def queued(self) -> int:
+        """How many writers wait for the lock now."""
+        with self._guard:
+            return len(self._waiters)
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._guard:
+            self._depth -= 1
+            if not self._depth:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give the lock to the oldest waiter, or free it (``_guard`` held)."""
+        if self._waiters:
+            owner, gate = self._waiters.popleft()
+            self._owner, self._depth = owner, 1
+            gate.release()
+        else:
+            self._owner, self._depth = None, 0
+
+
+_write_locks: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -43,7 +116,10 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("check_same_thread", False)
     connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+    kwargs.setdefault("pool_size", SQLITE_POOL_SIZE)
+    kwargs.setdefault("max_overflow", SQLITE_POOL_OVERFLOW)
     engine = create_engine(url, connect_args=connect_args, **kwargs)
+    _write_locks[engine] = WriterQueue()
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -68,8 +144,13 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that writes: committed on success, rolled back on any exception."""
-    with engine.connect() as conn:
+    """A transaction that writes: committed on success, rolled back on any exception.
+
+    Keep it short and do the reading that does not need the write lock before it:
+    on SQLite every writer of the database waits for it.
+    """
+    lock = _write_locks.get(engine)
+    with lock if lock is not None else nullcontext(), engine.connect() as conn:
         conn.execution_options(**{_WRITE_OPTION: True})
         with conn.begin():
             yield conn
