@@ -284,3 +284,15 @@ def test_token_exhausting_datalog_limits_is_refused_not_a_crash(
     )
     with pytest.raises(TokenMalformed, match="execution limits"):
         verifier.verify(token, operation="read")
+
+
+def test_authorizer_time_budget_survives_a_busy_host() -> None:
+    """biscuit's default budget (1 ms) refused valid tokens when another thread held the CPU."""
+    from biscuit_auth import AuthorizerBuilder
+
+    from wattvisor.auth.tokens import AUTHORIZER_MAX_TIME, _authorizer_limits
+
+    builder = AuthorizerBuilder("allow if true;")
+    assert builder.limits().max_time < AUTHORIZER_MAX_TIME  # the library's default
+    builder.set_limits(_authorizer_limits(builder))
+    assert builder.limits().max_time == AUTHORIZER_MAX_TIME

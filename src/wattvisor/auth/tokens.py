@@ -118,6 +118,19 @@ def format_ttl(ttl: timedelta) -> str:
     return f"{seconds}s"
 
 
+# biscuit's default budget is 1 ms of wall time per evaluation: a busy host (the GIL
+# held by another thread, two cores shared with guests) exceeds it and refuses valid
+# tokens. Facts and iterations stay at their defaults, which bound a hostile token.
+AUTHORIZER_MAX_TIME = timedelta(milliseconds=250)
+
+
+def _authorizer_limits(builder: AuthorizerBuilder) -> object:
+    # limits()/set_limits() exist in biscuit-python 0.4 but not in its type stubs.
+    limits = builder.limits()  # type: ignore[attr-defined]
+    limits.max_time = AUTHORIZER_MAX_TIME
+    return limits
+
+
 def utcnow() -> datetime:
     """The current time in UTC (the default clock of the verifier)."""
     return datetime.now(UTC)
@@ -230,7 +243,9 @@ class TokenVerifier:
             source += " path({path});"
             params["path"] = path
         try:
-            authorizer = AuthorizerBuilder(source, params).build(biscuit)
+            builder = AuthorizerBuilder(source, params)
+            builder.set_limits(_authorizer_limits(builder))  # type: ignore[attr-defined]
+            authorizer = builder.build(biscuit)
             # Identity and expiry from the verified authority block only (the authorizer
             # does not trust facts of attenuation blocks).
             users = [f.terms[0] for f in authorizer.query(Rule("u($u) <- user($u)"))]
