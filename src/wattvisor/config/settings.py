@@ -177,9 +177,15 @@ class EnergySettings(BaseModel):
 class ComputeSettings(BaseModel):
     """How the controller builds, runs and removes servers."""
 
-    workers: int = Field(
-        default=4, ge=1, le=256, description="threads that schedule and spawn servers"
+    workers: int | None = Field(
+        default=None, ge=1, le=256,
+        description="threads that schedule and spawn servers; default one per CPU (2 to 8): "
+        "builds share one interpreter, so more threads than cores only add contention",
     )
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or min(8, max(2, os.cpu_count() or 2))
     stop_timeout_s: float = Field(
         default=30.0, ge=0, description="graceful shutdown wait before a server is powered off"
     )
