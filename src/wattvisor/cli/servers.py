@@ -106,14 +106,20 @@ def _wait(client: ApiClient, server_id: str, label: str, timeout_s: float) -> di
     ) as progress:  # fmt: skip
         task = progress.add_task(f"{label} {server_id}", total=None)
         while True:
-            server: dict[str, Any] = client.call("GET", f"/v1/servers/{server_id}")
+            # The API holds the answer until the task in progress ends (or wait_s passes),
+            # so this loop makes a request per state change, not per tick.
+            left = max(0.0, min(5.0, deadline - time.monotonic()))
+            server: dict[str, Any] = client.call(
+                "GET", f"/v1/servers/{server_id}?wait_s={left:.1f}"
+            )
             status = server["status"]
             progress.update(task, description=f"{label} {server['name']}: {status}")
             if status in FINAL_STATUSES and server.get("task") is None:
                 return server
             if time.monotonic() > deadline:
                 raise _fail(f"server {server_id} is still {status} after {timeout_s:.0f} s")
-            time.sleep(0.25)
+            if server.get("task") is None:
+                time.sleep(0.25)  # BUILD before a worker picked it up: nothing to wait on yet
 
 
 def _server_table(servers: list[dict[str, Any]]) -> Table:
