@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -18,7 +18,9 @@ from fastapi import APIRouter, FastAPI, Request, Response, params
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wattvisor.placement import (
     BadRequest,
@@ -725,30 +727,55 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
     return router
 
 
+class PlacementHeaders:
+    """Placement's request id and microversion headers, on ``/placement`` requests only.
+
+    A plain ASGI middleware: ``@app.middleware("http")`` would wrap every request of
+    the application (``/v1`` too) in Starlette's streaming ``call_next`` machinery.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+            await self.app(scope, receive, send)
+            return
+        request_id = _new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        request = Request(scope)
+        try:
+            version = _microversion(request)
+        except PlacementError as exc:
+            version = Microversion(*MIN_VERSION)
+            response = _error_response(request, exc.status, exc.detail, exc.code)
+            _add_placement_headers(response.headers, request_id, version)
+            await response(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _add_placement_headers(MutableHeaders(scope=message), request_id, version)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _add_placement_headers(
+    headers: MutableHeaders, request_id: str, version: Microversion
+) -> None:
+    headers["openstack-request-id"] = request_id
+    headers[VERSION_HEADER] = f"placement {version}"
+    headers["Vary"] = VERSION_HEADER.lower()
+
+
 def install(
     app: FastAPI, placement: Placement, dependencies: Sequence[params.Depends] = ()
 ) -> None:
     """Mount the Placement API on ``app`` with Placement's headers and error format."""
     app.include_router(build_router(placement, dependencies))
 
-    @app.middleware("http")
-    async def placement_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if not request.url.path.startswith(PREFIX):
-            return await call_next(request)
-        request.state.request_id = _new_request_id()
-        try:
-            version = _microversion(request)
-        except PlacementError as exc:
-            response: Response = _error_response(request, exc.status, exc.detail, exc.code)
-            version = Microversion(*MIN_VERSION)
-        else:
-            response = await call_next(request)
-        response.headers["openstack-request-id"] = request.state.request_id
-        response.headers[VERSION_HEADER] = f"placement {version}"
-        response.headers["Vary"] = VERSION_HEADER.lower()
-        return response
+    app.add_middleware(PlacementHeaders)
 
     @app.exception_handler(PlacementError)
     async def placement_error(request: Request, exc: PlacementError) -> Response:
