@@ -190,3 +190,33 @@ def test_drive_without_shares_has_an_empty_device_list(tmp_path: Path) -> None:
     document = config_drive_metadata_document(_meta(shares=()))
     assert document["devices"] == []
     assert str(uuid.UUID(document["uuid"])) == INSTANCE
+
+
+def _document_on(path: Path) -> Any:
+    iso = pycdlib.PyCdlib()
+    iso.open(str(path))
+    try:
+        return json.loads(_read(iso, "/openstack/latest/meta_data.json"))
+    finally:
+        iso.close()
+
+
+def test_each_drive_carries_only_its_own_document(tmp_path: Path) -> None:
+    """Drives are copies of one cached image: no drive may show another's document."""
+    first = build_config_drive(tmp_path / "a.iso", _meta(name="first"))
+    second = build_config_drive(
+        tmp_path / "b.iso", _meta(uuid="b2a7e6a9-7c55-4bb4-9c39-1f7b5a1b2c3d", name="second")
+    )
+    assert _document_on(first)["name"] == "first"
+    assert _document_on(second) == config_drive_metadata_document(
+        _meta(uuid="b2a7e6a9-7c55-4bb4-9c39-1f7b5a1b2c3d", name="second")
+    )
+
+
+def test_document_larger_than_the_cached_slot_gets_an_image_of_its_own(tmp_path: Path) -> None:
+    from wattvisor.host.configdrive import META_DATA_SLOT
+
+    meta = _meta(meta={f"key-{i}": "v" * 200 for i in range(60)})
+    assert len(json.dumps(config_drive_metadata_document(meta))) > META_DATA_SLOT
+    drive = build_config_drive(tmp_path / "big.iso", meta)
+    assert _document_on(drive) == config_drive_metadata_document(meta)
