@@ -67,3 +67,20 @@ def test_energy_weigher_source_reports_local_host_after_a_sample(node: AllInOne)
     value = power.watts_per_used_vcpu(node.provider_uuid)
     assert value is not None and value > 0
     assert power.watts_per_used_vcpu("another-host") is None
+
+
+def test_freeze_startup_heap_keeps_startup_objects_out_of_collections(node: AllInOne) -> None:
+    import gc
+
+    from wattvisor.allinone import freeze_startup_heap
+
+    node.start()
+    before = gc.get_freeze_count()
+    try:
+        freeze_startup_heap()
+        frozen = gc.get_freeze_count()
+        # The node built above (its app, placement index, services) is now frozen.
+        assert frozen > before + 10_000
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()

@@ -7,6 +7,7 @@ the seam between them stays the small interfaces each package offers.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from collections.abc import Mapping
@@ -34,6 +35,18 @@ from wattvisor.store import make_engine, migrate
 from wattvisor.telemetry import make_metrics_app
 
 log = logging.getLogger(__name__)
+
+
+def freeze_startup_heap() -> None:
+    """Leave what start-up built (modules, schemas, the placement index, caches) out of
+    later garbage collections.
+
+    A full collection walks every tracked object; with the start-up heap in it, each one
+    paused the API's threads for 60-90 ms under load. Call once, after start-up, in a
+    process that then serves until it exits (``wattvisor up``).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class _ReconnectingStats:

@@ -68,7 +68,7 @@ def up(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start wattvisor on this machine with embedded defaults."""
-    from wattvisor.allinone import AllInOne
+    from wattvisor.allinone import AllInOne, freeze_startup_heap
     from wattvisor.energy import EnergySourceError
 
     _configure_logging(verbose)
@@ -120,6 +120,7 @@ def up(
     )
 
     node.start()
+    freeze_startup_heap()
     server = _Server(
         uvicorn.Config(
             node.app, host=settings.api.host, port=settings.api.port,
