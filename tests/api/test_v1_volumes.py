@@ -58,3 +58,24 @@ def test_bad_volume_requests_are_422_with_accepted_values(world: V1World) -> Non
     assert problems["size_gb"]["accepted"] == ">= 1"
     assert "qcow2" in problems["format"]["accepted"]
     assert world.client.get("/v1/volumes", headers=alice).json() == []
+
+
+def test_volume_for_a_server_goes_to_its_host_and_hides_other_projects(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    bob = world.member("bob", "proj-b")
+    server = world.boot(alice)
+    near = world.client.post(
+        "/v1/volumes", json={"name": "d", "size_gb": 1, "server_id": server["id"]}, headers=alice
+    )
+    assert near.status_code == 201, near.text
+    admin_server = world.client.get(f"/v1/servers/{server['id']}", headers=world.admin).json()
+    admin_volume = world.client.get(f"/v1/volumes/{near.json()['id']}", headers=world.admin)
+    assert admin_volume.json()["host"] == admin_server["host"] is not None
+    for who, server_id in ((bob, server["id"]), (alice, "nope")):
+        refused = world.client.post(
+            "/v1/volumes", json={"name": "x", "size_gb": 1, "server_id": server_id}, headers=who
+        )
+        assert refused.status_code == 404
+        assert refused.json()["error"]["message"] == f"server {server_id!r} does not exist"
+    assert world.client.get("/v1/volumes", headers=bob).json() == []
+    assert [v["name"] for v in world.client.get("/v1/volumes", headers=alice).json()] == ["d"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from compute.conftest import second_host_uri
 from compute.principals import ALICE, BOB
 from wattvisor.compute import (
     Compute,
@@ -77,3 +79,42 @@ def test_devices_change_only_on_servers_on_a_host(
     volume = compute.devices.create_volume(ALICE, "data", 1)
     with pytest.raises(Conflict, match="is ERROR"):
         compute.devices.attach_volume(ALICE, server.uuid, volume.id)
+
+
+def test_volume_goes_to_the_host_of_the_server_it_is_for(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None], tmp_path: Path
+) -> None:
+    other = compute.hosts.register_uri(second_host_uri(tmp_path), name="rack-2")
+    [local] = [h for h in compute.hosts.list_all() if h.local]
+    compute.hosts.set_enabled(local.provider_uuid, False)
+    server = compute.servers.create(ALICE, "far", "tiny", kernel_image.id)
+    settle(server.uuid)
+    assert compute.servers.get(ALICE, server.uuid).host_uuid == other.provider_uuid
+
+    # Without a server the volume lands on the local host and cannot follow the server.
+    stray = compute.devices.create_volume(ALICE, "stray", 1)
+    assert stray.host_uuid == local.provider_uuid
+    with pytest.raises(Conflict, match="lives on another host"):
+        compute.devices.attach_volume(ALICE, server.uuid, stray.id)
+
+    near = compute.devices.create_volume(ALICE, "near", 1, server_id=server.uuid)
+    assert near.host_uuid == other.provider_uuid
+    # The attach now reaches the server's host (whose test driver has no hot-plug).
+    with pytest.raises(HostOperationFailed, match="cannot attach"):
+        compute.devices.attach_volume(ALICE, server.uuid, near.id)
+
+
+def test_volume_for_an_unusable_server_is_refused_and_changes_nothing(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    server = compute.servers.create(ALICE, "s", "tiny", kernel_image.id)
+    settle(server.uuid)
+    with pytest.raises(NotFound, match=f"server '{server.uuid}' does not exist"):
+        compute.devices.create_volume(BOB, "x", 1, server_id=server.uuid)
+    with pytest.raises(NotFound, match="server 'nope' does not exist"):
+        compute.devices.create_volume(ALICE, "x", 1, server_id="nope")
+    compute.servers.delete(ALICE, server.uuid)
+    settle(server.uuid)
+    with pytest.raises(Conflict, match="is DELETED and on no host"):
+        compute.devices.create_volume(ALICE, "x", 1, server_id=server.uuid)
+    assert compute.devices.volumes(ALICE) == [] and compute.devices.volumes(BOB) == []

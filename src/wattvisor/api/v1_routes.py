@@ -235,7 +235,9 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
 
     @router.post("/volumes", response_model=Volume, status_code=201, tags=["volumes"])
     def create_volume(body: VolumeCreate, principal: Member) -> JSONResponse:
-        record = devices.create_volume(principal, body.name, body.size_gb, body.format)
+        record = devices.create_volume(
+            principal, body.name, body.size_gb, body.format, server_id=body.server_id
+        )
         return respond(principal, volume_view(record), 201)
 
     @router.get("/volumes/{volume_id}", response_model=Volume, tags=["volumes"])

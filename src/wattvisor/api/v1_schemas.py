@@ -168,6 +168,12 @@ class VolumeCreate(_Request):
     name: str = Field(min_length=1, max_length=255)
     size_gb: int = Field(ge=1, le=16384)
     format: Literal["raw", "qcow2"] = "qcow2"
+    server_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="create the volume on this server's host, so that it can be attached "
+        "to it (volumes are local to their host); default: the controller's own host",
+    )
 
 
 class VolumeAttach(_Request):

@@ -62,8 +62,15 @@ class DeviceService:
         self.settings = settings
 
     def create_volume(
-        self, principal: Principal, name: str, size_gb: int, fmt: str = "qcow2"
+        self,
+        principal: Principal,
+        name: str,
+        size_gb: int,
+        fmt: str = "qcow2",
+        server_id: str | None = None,
     ) -> VolumeRecord:
+        """A volume in the pool of ``server_id``'s host (so it can be attached to that
+        server), else of the default host (the local one)."""
         if fmt not in VOLUME_FORMATS:
             raise InvalidRequest(
                 f"volume format {fmt!r} is not accepted; accepted: {', '.join(VOLUME_FORMATS)}",
@@ -76,7 +83,10 @@ class DeviceService:
             )
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise InvalidRequest(f"volume name {name!r} must be 1-255 characters", name=name)
-        host = self.hosts.default_host()
+        if server_id is None:
+            host = self.hosts.default_host()
+        else:
+            host = self._host_of(principal, server_id)
         volume_id = str(uuidlib.uuid4())
         try:
             path = self.hosts.client(host).create_volume(volume_id, size_gb, fmt)
@@ -94,6 +104,16 @@ class DeviceService:
                 )
             )  # fmt: skip
         return self.volume(principal, volume_id)
+
+    def _host_of(self, principal: Principal, server_id: str) -> str:
+        server = self.servers.get(principal, server_id)
+        if server.status == "DELETED" or server.host_uuid is None:
+            raise Conflict(
+                f"server {server_id!r} is {server.status} and on no host; volumes go next to "
+                "a server once it is ACTIVE or SHUTOFF",
+                server_id=server_id, status=server.status,
+            )  # fmt: skip
+        return server.host_uuid
 
     def volumes(self, principal: Principal) -> list[VolumeRecord]:
         query = select(_volumes).order_by(_volumes.c.created_at, _volumes.c.id)
