@@ -69,6 +69,26 @@ def test_energy_weigher_source_reports_local_host_after_a_sample(node: AllInOne)
     assert power.watts_per_used_vcpu("another-host") is None
 
 
+def test_energy_figure_is_worked_out_once_per_sample(node: AllInOne) -> None:
+    from wattvisor.allinone import LocalHostPower
+
+    power = LocalHostPower(node.sampler, node.placement, node.provider_uuid)
+    node.sampler.sample()
+    node.sampler.sample()
+    idle = power.watts_per_used_vcpu(node.provider_uuid)
+    assert idle is not None
+    node.placement.set_allocations(
+        "8f4c1a2e-0d47-4c5e-9b1e-3f2a6d7c8b90", {node.provider_uuid: {"VCPU": 4}},
+        project_id="p", user_id="u",
+        consumer_generation=None,
+    )  # fmt: skip
+    assert power.watts_per_used_vcpu(node.provider_uuid) == idle  # same sample, same figure
+    node.sampler.sample()
+    latest = node.sampler.latest()
+    assert latest is not None
+    assert power.watts_per_used_vcpu(node.provider_uuid) == latest.host.power_watts / 4
+
+
 def test_freeze_startup_heap_keeps_startup_objects_out_of_collections(node: AllInOne) -> None:
     import gc
 

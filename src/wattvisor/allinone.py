@@ -60,12 +60,18 @@ class _ReconnectingStats:
 
 
 class LocalHostPower:
-    """Measured watts per used vCPU of the local host, for the scheduler's energy weigher."""
+    """Measured watts per used vCPU of the local host, for the scheduler's energy weigher.
+
+    The figure is worked out once per energy sample, with the vCPUs in use when it is
+    first asked for: the weigher runs under the placement index lock on every
+    scheduling, where a store read per request would hold up concurrent ones.
+    """
 
     def __init__(self, sampler: EnergySampler, placement: Placement, provider_uuid: str) -> None:
         self.sampler = sampler
         self.placement = placement
         self.provider_uuid = provider_uuid
+        self._figure: tuple[object, float] | None = None  # (snapshot, watts per used vCPU)
 
     def watts_per_used_vcpu(self, provider_uuid: str) -> float | None:
         if provider_uuid != self.provider_uuid:
@@ -73,8 +79,13 @@ class LocalHostPower:
         snapshot = self.sampler.latest()
         if snapshot is None:
             return None
+        figure = self._figure
+        if figure is not None and figure[0] is snapshot:
+            return figure[1]
         used = self.placement.get_usages(provider_uuid).usages.get("VCPU", 0)
-        return snapshot.host.power_watts / max(1, used)
+        value = snapshot.host.power_watts / max(1, used)
+        self._figure = (snapshot, value)
+        return value
 
     def watts_per_used_vcpu_table(self) -> Mapping[str, float]:
         value = self.watts_per_used_vcpu(self.provider_uuid)
