@@ -534,22 +534,37 @@ class HostDriver:
 
     # -- start-up ----------------------------------------------------------------------
 
-    def upgrade_existing_domains(self, names: Iterable[str] | None = None) -> list[UpgradeReport]:
-        """Give every persistent domain stable ``ua-`` aliases, without restarting it."""
+    def _persistent_definitions(
+        self, names: Iterable[str] | None = None
+    ) -> list[tuple[libvirt.virDomain, str]]:
+        """Each persistent domain (of ``names``, if given) with its inactive XML, read once."""
         wanted = set(names) if names is not None else None
-        reports: list[UpgradeReport] = []
         persistent = libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+        definitions = []
         for dom in self.connection.call(lambda c: c.listAllDomains(persistent)):
             if wanted is not None and dom.name() not in wanted:
                 continue
             try:
-                xml = str(
-                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-                )
+                definitions.append((dom, str(dom.XMLDesc(flags))))
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    continue
-                raise
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise  # else undefined between listing and asking: nothing to upgrade
+        return definitions
+
+    def upgrade_existing_domains(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        definitions: list[tuple[libvirt.virDomain, str]] | None = None,
+    ) -> list[UpgradeReport]:
+        """Give every persistent domain stable ``ua-`` aliases, without restarting it.
+
+        ``definitions`` are ones :meth:`startup` has read already."""
+        reports: list[UpgradeReport] = []
+        if definitions is None:
+            definitions = self._persistent_definitions(names)
+        for dom, xml in definitions:
             try:
                 result = upgrade_domain_xml(xml)
             except GuestXMLError as exc:
@@ -571,7 +586,7 @@ class HostDriver:
     def startup(self) -> StartupReport:
         """What a host does when wattvisor starts: re-mount shares, upgrade old domains."""
         report = StartupReport(uri=self.uri, uri_reason=self.uri_reason)
-        domains = self.list_domains()
+        definitions = self._persistent_definitions()
         if self.settings.share_local_fs:
             try:
                 if self.shares.readonly_mode() is None:
@@ -580,15 +595,17 @@ class HostDriver:
                         "COMPUTE_SHARE_LOCAL_FS is not reported"
                     )
                 else:
-                    names = [
-                        d.name
-                        for d in domains
-                        if d.persistent and self._uses_shares(self.domain(d.uuid, inactive=True))
-                    ]
+                    names = []
+                    for dom, xml in definitions:
+                        try:
+                            if self._uses_shares(Domain.parse(xml)):
+                                names.append(dom.name())
+                        except GuestXMLError as exc:
+                            report.problems.append(f"cannot read domain {dom.name()}: {exc}")
                     report.shares_reestablished = self.shares.reestablish(names)
             except OSError as exc:
                 report.problems.append(f"share mounts not re-established: {exc}")
-        report.upgraded = self.upgrade_existing_domains()
+        report.upgraded = self.upgrade_existing_domains(definitions=definitions)
         return report
 
     def close(self) -> None:
