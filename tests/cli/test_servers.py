@@ -3,83 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
-import pytest
-import uvicorn
-from biscuit_auth import KeyPair
-from typer.testing import CliRunner, Result
-
-from wattvisor.allinone import AllInOne
-from wattvisor.auth import mint_token
-from wattvisor.cli.context import state
-from wattvisor.cli.main import app as cli
-from wattvisor.config import load_settings
-
-runner = CliRunner()
-
-
-@dataclass
-class Served:
-    node: AllInOne
-    env: dict[str, str]
-
-    def run(self, *args: str, **env: str) -> Result:
-        state._settings = None
-        return runner.invoke(cli, list(args), env={**self.env, **env})
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WATTVISOR_")}
-    env.update({
-        "WATTVISOR_DATA_DIR": str(tmp_path / "data"),
-        "WATTVISOR_HOST__LIBVIRT_URI": "test:///default",
-        "WATTVISOR_API__PORT": str(port),
-        "COLUMNS": "250",
-    })  # fmt: skip
-    settings = load_settings(
-        data_dir=tmp_path / "data",
-        host={"libvirt_uri": "test:///default", "virt_type": "qemu",
-              "instance_name_template": f"wvcli-{secrets.token_hex(4)}-%04x"},
-        energy={"source": "model", "interval_s": 0.2},
-        compute={"ready_image": False},
-        api={"port": port},
-    )  # fmt: skip
-    node = AllInOne.build(settings)
-    kernel = tmp_path / "vmlinuz"
-    kernel.write_bytes(b"kernel")
-    node.compute.catalog.create_image("kernel", kernel_path=str(kernel))
-    node.start()
-    server = uvicorn.Server(uvicorn.Config(node.app, host="127.0.0.1", port=port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    try:
-        yield Served(node, env)
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        node.stop()
+from cli.served_api import Served, free_port
 
 
 def test_create_wait_list_show_top_delete(served: Served) -> None:
@@ -119,9 +45,7 @@ def test_api_errors_are_shown_as_the_api_words_them(served: Served) -> None:
 
 def test_a_member_token_sees_its_own_project_only(served: Served) -> None:
     served.run("server", "create", "admins", "--flavor", "tiny", "--image", "kernel", "--wait")
-    keys = KeyPair()
-    served.node.compute.users.register("alice", "proj-a", "member", repr(keys.public_key))
-    token = mint_token(keys.private_key, "alice", timedelta(minutes=10))
+    token = served.member_token("alice", "proj-a")
     mine = served.run("server", "create", "mine", "--flavor", "tiny", "--image", "kernel",
                       "--wait", "--json", WATTVISOR_TOKEN=token)  # fmt: skip
     assert mine.exit_code == 0, mine.output
@@ -130,7 +54,7 @@ def test_a_member_token_sees_its_own_project_only(served: Served) -> None:
 
 
 def test_unreachable_api_is_reported(served: Served) -> None:
-    result = served.run("server", "list", "--url", f"http://127.0.0.1:{_free_port()}")
+    result = served.run("server", "list", "--url", f"http://127.0.0.1:{free_port()}")
     assert result.exit_code == 1 and "cannot reach the API" in result.output
 
 
@@ -179,3 +103,51 @@ def test_admin_registers_a_user_who_then_uses_their_own_key(
 def test_user_create_needs_exactly_one_public_key_source(served: Served) -> None:
     result = served.run("user", "create", "x", "--project", "p")
     assert result.exit_code == 1 and "exactly one of --public-key" in result.output
+
+
+def test_stop_then_start_with_wait_ends_shutoff_then_active(served: Served) -> None:
+    served.run("server", "create", "cycle", "--flavor", "tiny", "--image", "kernel", "--wait")
+    stopped = served.json("server", "stop", "cycle", "--wait", "--json")
+    assert (stopped["status"], stopped["task"]) == ("SHUTOFF", None)
+    assert served.json("server", "show", "cycle", "--json")["status"] == "SHUTOFF"
+    started = served.run("server", "start", stopped["id"], "--wait")
+    assert started.exit_code == 0, started.output
+    assert f"server {stopped['id']}: ACTIVE" in started.output
+    assert served.json("server", "show", "cycle", "--json")["status"] == "ACTIVE"
+
+
+def test_starting_an_active_server_shows_the_api_conflict(served: Served) -> None:
+    served.run("server", "create", "up", "--flavor", "tiny", "--image", "kernel", "--wait")
+    result = served.run("server", "start", "up")
+    assert result.exit_code == 1
+    assert "HTTP 409" in result.output and "ACTIVE" in result.output
+
+
+def test_metadata_is_the_servers_config_drive_document(served: Served) -> None:
+    server = served.json("server", "create", "meta", "--flavor", "tiny", "--image", "kernel",
+                         "--wait", "--json")  # fmt: skip
+    document = served.json("server", "metadata", "meta")
+    assert document["uuid"] == server["id"] and document["name"] == "meta"
+
+
+def test_interface_add_without_hotplug_shows_the_host_error_and_adds_nothing(
+    served: Served,
+) -> None:
+    # libvirt's test driver cannot attach devices: the API answers with the host's error.
+    served.run("server", "create", "nic", "--flavor", "tiny", "--image", "kernel", "--wait")
+    result = served.run("server", "interface-add", "nic", "--model", "e1000")
+    assert result.exit_code == 1
+    assert "not supported by the connection driver" in result.output
+    assert "host_error, HTTP 502" in result.output
+    assert served.json("server", "interfaces", "nic", "--json") == []
+    assert "Alias" in served.run("server", "interfaces", "nic").stdout
+
+
+def test_interface_commands_show_the_api_refusals(served: Served) -> None:
+    served.run("server", "create", "nic", "--flavor", "tiny", "--image", "kernel", "--wait")
+    bad_model = served.run("server", "interface-add", "nic", "--model", "bogus")
+    assert bad_model.exit_code == 1
+    assert "'virtio', 'e1000'" in bad_model.output and "HTTP 422" in bad_model.output
+    missing = served.run("server", "interface-remove", "nic", "ua-nothing")
+    assert missing.exit_code == 1
+    assert "no volume or interface with alias 'ua-nothing'" in missing.output

@@ -21,15 +21,11 @@ from wattvisor.auth.errors import InvalidTTL, InvalidUserName, KeyFileError
 from wattvisor.auth.keys import create_key_pair, default_user_key_path, mint_token_from_file
 from wattvisor.auth.tokens import format_ttl, parse_ttl
 from wattvisor.auth.users import validate_user_name
-from wattvisor.cli.context import err, state
+from wattvisor.cli.context import err, fail, state
 
 keys_app = typer.Typer(help="Ed25519 key pairs that sign your API tokens.", no_args_is_help=True)
 token_app = typer.Typer(help="Biscuit tokens for the wattvisor API.", no_args_is_help=True)
 
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-    return typer.Exit(code)
 
 
 @keys_app.command("create")
@@ -48,9 +44,9 @@ def keys_create(
     try:
         files = create_key_pair(path, force=force)
     except KeyFileError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except OSError as exc:
-        raise _fail(f"cannot write key file {str(path)!r}: {exc.strerror}") from exc
+        raise fail(f"cannot write key file {str(path)!r}: {exc.strerror}") from exc
     err.print(
         f"private key written to {escape(str(files.private_path))} (mode 0600, keep it secret); "
         f"public key in {escape(str(files.public_path))}. Give the public key below to an admin.",
@@ -85,10 +81,10 @@ def token_create(
     try:
         lifetime = parse_ttl(ttl, maximum=maximum)
     except InvalidTTL as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), 2) from exc
     if admin:
         if user is not None and user != settings.auth.admin_user:
-            raise _fail(
+            raise fail(
                 f"--admin signs as the admin user {settings.auth.admin_user!r}; "
                 f"drop --user {user!r} or drop --admin",
                 2,
@@ -96,13 +92,13 @@ def token_create(
         name = settings.auth.admin_user
         key_path = key or settings.admin_key_path
         if not key_path.exists():
-            raise _fail(
+            raise fail(
                 f"no admin key at {str(key_path)!r}; it is created when the controller first "
                 "starts (`wattvisor up`) on this machine, with the same data_dir"
             )
     else:
         if user is None:
-            raise _fail(
+            raise fail(
                 "no user name: pass --user NAME (or set WATTVISOR_USER), or --admin for the "
                 "admin key of this machine",
                 2,
@@ -113,7 +109,7 @@ def token_create(
         validate_user_name(name)
         token = mint_token_from_file(key_path, name, lifetime, read_only=read_only)
     except (KeyFileError, InvalidUserName) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     err.print(
         f"token for {escape(name)}, valid {format_ttl(lifetime)}"
         + (", read-only" if read_only else ""),

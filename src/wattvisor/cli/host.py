@@ -1,19 +1,34 @@
-"""``wattvisor host ...``: what this host is and can do."""
+"""``wattvisor host ...``: what this host is and can do, and the registered hosts (admin).
+
+``traits`` and ``libvirtd-up`` look at this machine directly; ``list``, ``show``,
+``register``, ``enable`` and ``disable`` are thin clients of the admin ``/v1/hosts``
+routes, so the API decides and its error messages are shown as they are.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from wattvisor.cli.api_client import (
+    JsonOption,
+    UrlOption,
+    connect,
+    print_json,
+    print_record,
+    resolve_host,
+)
 from wattvisor.cli.context import err, state
 from wattvisor.host.connection import HostConnectionError
 
 host_app = typer.Typer(
-    help="The local libvirt host: traits, inventory, libvirtd.", no_args_is_help=True
+    help="This libvirt host (traits, libvirtd) and the registered hosts (admin).",
+    no_args_is_help=True,
 )
 out = Console()
 
@@ -78,3 +93,92 @@ def libvirtd_up() -> None:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     out.print(started.summary())
+
+
+# -- registered hosts, over the API (admin) ----------------------------------------------
+
+
+@host_app.command("list")
+def list_hosts(as_json: JsonOption = False, url: UrlOption = None) -> None:
+    """Every registered host with its state, servers and energy source (admin)."""
+    with connect(url) as client:
+        hosts: list[dict[str, Any]] = client.call("GET", "/v1/hosts")
+    if as_json:
+        print_json(hosts)
+        return
+    table = Table("ID", "Name", "URI", "State", "Enabled", "Servers", "Energy", box=None)
+    for h in hosts:
+        enabled = "yes" if h["enabled"] else "no" + (
+            f" ({h['disabled_reason']})" if h.get("disabled_reason") else ""
+        )
+        table.add_row(h["id"], escape(h["name"]), escape(h["libvirt_uri"]), h["state"],
+                      escape(enabled), str(h["servers"]), h["energy_source"])  # fmt: skip
+    out.print(table)
+
+
+@host_app.command("show")
+def show_host(
+    host_id: Annotated[str, typer.Argument(help="Host id or unique name.")],
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
+    """One host: traits, inventory, usage (admin)."""
+    with connect(url) as client:
+        host = client.call("GET", f"/v1/hosts/{resolve_host(client, host_id)}")
+    print_record(host, as_json)
+
+
+@host_app.command("register")
+def register_host(
+    uri: Annotated[str, typer.Argument(help="libvirt URI, e.g. qemu+ssh://host2/system.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Host name (default: the API's).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the host as JSON.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Connect the API to another libvirt host and register it with placement (admin)."""
+    body: dict[str, Any] = {"uri": uri}
+    if name is not None:
+        body["name"] = name
+    with connect(url) as client:
+        host = client.call("POST", "/v1/hosts", body)
+    print_record(host, as_json)
+
+
+@host_app.command("enable")
+def enable_host(
+    host_id: Annotated[str, typer.Argument(help="Host id or unique name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the host as JSON.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Let new servers go to the host again (admin)."""
+    with connect(url) as client:
+        host = client.call("POST", f"/v1/hosts/{resolve_host(client, host_id)}/enable")
+    _print_toggled(host, as_json)
+
+
+@host_app.command("disable")
+def disable_host(
+    host_id: Annotated[str, typer.Argument(help="Host id or unique name.")],
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why, shown in `host list`.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the host as JSON.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Send no new servers to the host; running ones stay (admin)."""
+    body = {"reason": reason} if reason is not None else None
+    with connect(url) as client:
+        host = client.call("POST", f"/v1/hosts/{resolve_host(client, host_id)}/disable", body)
+    _print_toggled(host, as_json)
+
+
+def _print_toggled(host: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(host)
+        return
+    state_text = "enabled" if host["enabled"] else "disabled" + (
+        f" ({host['disabled_reason']})" if host.get("disabled_reason") else ""
+    )
+    err.print(f"host {host['name']} ({host['id']}): {escape(state_text)}")

@@ -11,7 +11,8 @@ from rich.console import Console
 from wattvisor.cli.context import err
 
 image_app = typer.Typer(
-    help="The tiny busybox guest image used by tests and demos.", no_args_is_help=True
+    help="Images: the catalog (list, show, create, delete) and the tiny busybox guest (build).",
+    no_args_is_help=True,
 )
 out = Console()
 

@@ -9,12 +9,15 @@ import typer
 
 from wattvisor import __version__
 from wattvisor.cli.auth import keys_app, token_app
+from wattvisor.cli.catalog import add_image_commands, flavor_app
 from wattvisor.cli.context import state
 from wattvisor.cli.host import host_app
 from wattvisor.cli.image import image_app
-from wattvisor.cli.servers import power_app, server_app
+from wattvisor.cli.power import power_app
+from wattvisor.cli.servers import server_app
 from wattvisor.cli.up import up
 from wattvisor.cli.users import user_app
+from wattvisor.cli.volumes import volume_app
 from wattvisor.cli.xml import xml_app
 
 app = typer.Typer(
@@ -47,10 +50,13 @@ def _root(
 
 app.add_typer(xml_app, name="xml")
 app.add_typer(host_app, name="host")
+add_image_commands(image_app)
 app.add_typer(image_app, name="image")
+app.add_typer(flavor_app, name="flavor")
 app.add_typer(keys_app, name="keys")
 app.add_typer(token_app, name="token")
 app.add_typer(server_app, name="server")
+app.add_typer(volume_app, name="volume")
 app.add_typer(power_app, name="power")
 app.add_typer(user_app, name="user")
 app.command("up")(up)

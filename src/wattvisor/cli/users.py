@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from wattvisor.cli.servers import UrlOption, _client, _fail
+from wattvisor.cli.api_client import UrlOption, connect
+from wattvisor.cli.context import fail
 
 user_app = typer.Typer(help="Users and their public keys (admin).", no_args_is_help=True)
 out = Console()
@@ -17,12 +18,12 @@ out = Console()
 
 def _public_key(value: str | None, key_file: Path | None) -> str:
     if (value is None) == (key_file is None):
-        raise _fail("give the public key with exactly one of --public-key or --public-key-file")
+        raise fail("give the public key with exactly one of --public-key or --public-key-file")
     if key_file is not None:
         try:
             return key_file.read_text().strip()
         except OSError as exc:
-            raise _fail(f"cannot read public key file {str(key_file)!r}: {exc}") from exc
+            raise fail(f"cannot read public key file {str(key_file)!r}: {exc}") from exc
     assert value is not None
     return value.strip()
 
@@ -43,7 +44,7 @@ def create(
     """Register a user; they then mint their own tokens with `wattvisor token create`."""
     body = {"name": name, "project": project, "role": role,
             "public_key": _public_key(public_key, public_key_file)}
-    with _client(url) as client:
+    with connect(url) as client:
         user = client.call("POST", "/v1/users", body)
     out.print(f"user {user['name']} ({user['role']}) in project {user['project']}")
 
@@ -51,7 +52,7 @@ def create(
 @user_app.command("list")
 def list_users(url: UrlOption = None) -> None:
     """Every registered user."""
-    with _client(url) as client:
+    with connect(url) as client:
         users: list[dict[str, Any]] = client.call("GET", "/v1/users")
     table = Table("Name", "Project", "Role")
     for user in users:
@@ -65,6 +66,6 @@ def delete(
     url: UrlOption = None,
 ) -> None:
     """Remove a user; their tokens stop working at once."""
-    with _client(url) as client:
+    with connect(url) as client:
         client.call("DELETE", f"/v1/users/{name}")
     out.print(f"user {name} deleted")

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from wattvisor.cli.context import err
+from wattvisor.cli.context import fail
 from wattvisor.guest import GuestXMLError, SchemaError, upgrade_domain_xml, validate_domain_xml
 
 xml_app = typer.Typer(
@@ -27,10 +26,6 @@ FileArgument = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
-
 
 def _read(file: str) -> bytes:
     """The bytes of FILE (or standard input for ``-``); exit 2 when unreadable."""
@@ -39,7 +34,7 @@ def _read(file: str) -> bytes:
     try:
         return Path(file).read_bytes()
     except OSError as exc:
-        raise _fail(f"cannot read {file!r}: {exc.strerror or exc}") from exc
+        raise fail(f"cannot read {file!r}: {exc.strerror or exc}", 2) from exc
 
 
 def _label(file: str) -> str:
@@ -66,7 +61,7 @@ def upgrade(
     try:
         result = upgrade_domain_xml(data)
     except GuestXMLError as exc:
-        raise _fail(f"{_label(file)}: {exc}") from exc
+        raise fail(f"{_label(file)}: {exc}", 2) from exc
     if check:
         for change in result.changes:
             print(change.describe())
@@ -92,5 +87,5 @@ def validate(file: FileArgument) -> None:
         print(f"{where}: invalid: {exc.detail}")
         raise typer.Exit(1) from exc
     except GuestXMLError as exc:
-        raise _fail(f"{_label(file)}: {exc}") from exc
+        raise fail(f"{_label(file)}: {exc}", 2) from exc
     print("valid")

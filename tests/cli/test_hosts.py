@@ -1,0 +1,81 @@
+"""``wattvisor host list|show|register|enable|disable`` and ``wattvisor power ...`` over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli.served_api import Served, second_host_uri
+
+
+def test_admin_registers_lists_disables_and_enables_hosts(served: Served, tmp_path: Path) -> None:
+    local = served.json("host", "list", "--json")
+    assert [h["name"] for h in local] == ["vm"]
+    uri = second_host_uri(tmp_path)
+    second = served.json("host", "register", uri, "--name", "second", "--json")
+    assert (second["name"], second["libvirt_uri"], second["local"]) == ("second", uri, False)
+    assert {h["id"] for h in served.json("host", "list", "--json")} == {
+        local[0]["id"], second["id"]
+    }
+    assert served.json("host", "show", "second", "--json")["id"] == second["id"]
+
+    disabled = served.run("host", "disable", second["id"], "--reason", "new disks")
+    assert disabled.exit_code == 0, disabled.output
+    shown = served.json("host", "show", second["id"], "--json")
+    assert (shown["enabled"], shown["disabled_reason"]) == (False, "new disks")
+    assert "no (new disks)" in served.run("host", "list").stdout
+    assert served.run("host", "enable", "second").exit_code == 0
+    assert served.json("host", "show", second["id"], "--json")["enabled"] is True
+
+
+def test_host_commands_show_the_api_refusals(served: Served) -> None:
+    again = served.run("host", "register", "test:///default")
+    assert again.exit_code == 1 and "is registered already" in again.output
+    nonsense = served.run("host", "register", "nonsense")
+    assert nonsense.exit_code == 1 and "libvirt URI 'nonsense' is not accepted" in nonsense.output
+    unknown = "00000000-0000-4000-8000-000000000000"
+    missing = served.run("host", "show", unknown)
+    assert missing.exit_code == 1 and f"host '{unknown}' does not exist" in missing.output
+    by_name = served.run("host", "disable", "nowhere")
+    assert by_name.exit_code == 1 and "no host named 'nowhere'" in by_name.output
+
+
+def test_a_member_gets_the_apis_refusal_for_host_commands(served: Served) -> None:
+    host_id = served.json("host", "list", "--json")[0]["id"]
+    token = served.member_token()
+    for args in (("host", "list"), ("host", "show", host_id), ("host", "disable", host_id),
+                 ("host", "enable", host_id), ("host", "register", "test:///default"),
+                 ("power", "host", host_id)):  # fmt: skip
+        result = served.run(*args, WATTVISOR_TOKEN=token)
+        assert result.exit_code == 1, args
+        assert "user 'alice' has role 'member'; this needs role 'admin'" in result.output, args
+        assert "HTTP 403" in result.output, args
+    assert served.json("host", "show", host_id, "--json")["enabled"] is True
+
+
+def test_power_of_a_server_its_project_and_its_host(served: Served) -> None:
+    server = served.json("server", "create", "hot", "--flavor", "tiny", "--image", "kernel",
+                         "--wait", "--json")  # fmt: skip
+    for _ in range(3):  # samples now, instead of waiting for the sampler's interval
+        served.node.sampler.sample()
+    power = served.json("power", "server", "hot", "--json")
+    assert power["subject"] == server["id"] and power["source"] == "estimate"
+    assert len(power["history"]) >= 2
+    shown = served.run("power", "server", "hot", "--history", "2")
+    assert shown.exit_code == 0, shown.output
+    assert "watts" in shown.stdout and "joules" in shown.stdout and "estimate" in shown.stdout
+    samples = shown.stdout.split("recent samples")[1].splitlines()
+    rows = [line for line in samples if line.strip() and "Watts" not in line]
+    assert len(rows) == 2, shown.stdout
+    no_history = served.run("power", "server", "hot", "--history", "0")
+    assert "recent samples" not in no_history.stdout
+    assert served.json("power", "project", server["project"], "--json")["subject"] == "admin"
+    host = served.json("power", "host", server["host_id"], "--json")
+    assert host["subject"] == server["host_id"] and host["servers"] >= 1
+
+
+def test_a_member_sees_only_its_own_projects_power(served: Served) -> None:
+    token = served.member_token("alice", "proj-a")
+    other = served.run("power", "project", "admin", WATTVISOR_TOKEN=token)
+    assert other.exit_code == 1
+    assert "project 'admin' does not exist (not_found, HTTP 404)" in other.output
+    assert served.run("power", "project", "proj-a", WATTVISOR_TOKEN=token).exit_code == 0
