@@ -96,7 +96,7 @@ class ServerService:
         self.scheduler = scheduler
         self.settings = settings
         self._pool = ThreadPoolExecutor(
-            max_workers=settings.compute.worker_count, thread_name_prefix="wattvisor-compute"
+            max_workers=settings.compute.workers, thread_name_prefix="wattvisor-compute"
         )
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()

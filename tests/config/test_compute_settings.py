@@ -1,0 +1,24 @@
+"""Compute settings: how many servers are built at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wattvisor.config import ConfigError, load_settings
+
+
+def test_four_servers_are_built_at_once_by_default(tmp_path: Path) -> None:
+    # Like Nova's max_concurrent_builds: a build mostly waits on libvirt and QEMU.
+    assert load_settings(data_dir=tmp_path).compute.workers == 4
+
+
+def test_build_concurrency_is_configurable_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATTVISOR_COMPUTE__WORKERS", "3")
+    assert load_settings(data_dir=tmp_path).compute.workers == 3
+    monkeypatch.setenv("WATTVISOR_COMPUTE__WORKERS", "0")
+    with pytest.raises(ConfigError, match=r"compute\.workers.*greater than or equal to 1.*'0'"):
+        load_settings(data_dir=tmp_path)
