@@ -262,6 +262,64 @@ def test_key_rotation_invalidates_old_tokens(alice: KeyedUser) -> None:
     assert verifier.verify(new, operation="read").principal.user == "alice"
 
 
+def test_token_accepted_before_a_key_rotation_is_refused_after_it(alice: KeyedUser) -> None:
+    # Checked signatures are remembered; the key they were checked with must still be
+    # the registered one.
+    registry = UserRegistry([alice.user])
+    verifier = TokenVerifier(registry.lookup, clock=lambda: NOW)
+    token = mint_token(alice.keys.private_key, "alice", timedelta(hours=1), now=NOW)
+    assert verifier.verify(token, operation="read").principal.user == "alice"
+    registry.register(
+        RegisteredUser(name="alice", project="proj-a", role="member",
+                       public_key=repr(KeyPair().public_key)),
+        replace=True,
+    )
+    with pytest.raises(TokenSignatureInvalid):
+        verifier.verify(token, operation="read")
+
+
+def test_token_accepted_before_its_user_is_removed_is_refused_after(alice: KeyedUser) -> None:
+    registry = UserRegistry([alice.user])
+    verifier = TokenVerifier(registry.lookup, clock=lambda: NOW)
+    token = mint_token(alice.keys.private_key, "alice", timedelta(hours=1), now=NOW)
+    verifier.verify(token, operation="read")
+    registry.remove("alice")
+    with pytest.raises(TokenUserUnknown, match="'alice', who is not registered"):
+        verifier.verify(token, operation="read")
+
+
+def test_role_change_applies_to_a_token_already_accepted(alice: KeyedUser) -> None:
+    registry = UserRegistry([alice.user])
+    verifier = TokenVerifier(registry.lookup, clock=lambda: NOW)
+    token = mint_token(alice.keys.private_key, "alice", timedelta(hours=1), now=NOW)
+    assert verifier.verify(token, operation="read").principal.role == "member"
+    registry.register(
+        RegisteredUser(name="alice", project="proj-b", role="admin",
+                       public_key=alice.user.public_key),
+        replace=True,
+    )
+    again = verifier.verify(token, operation="read").principal
+    assert (again.role, again.project) == ("admin", "proj-b")
+
+
+def test_remembered_signatures_are_bounded(
+    alice: KeyedUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wattvisor.auth.tokens as tokens
+
+    monkeypatch.setattr(tokens, "SIGNATURE_CACHE_SIZE", 3)
+    verifier = TokenVerifier(UserRegistry([alice.user]).lookup, clock=lambda: NOW)
+    minted = [
+        mint_token(alice.keys.private_key, "alice", timedelta(minutes=m), now=NOW)
+        for m in range(1, 8)
+    ]
+    for token in minted:
+        verifier.verify(token, operation="read")
+    assert list(verifier._signatures) == minted[-3:]
+    # An evicted token is simply checked again.
+    assert verifier.verify(minted[0], operation="read").principal.user == "alice"
+
+
 def test_authority_rule_deriving_another_user_is_refused(
     verifier: TokenVerifier, alice: KeyedUser
 ) -> None:
