@@ -20,6 +20,7 @@ def test_admin_registers_lists_disables_and_enables_hosts(served: Served, tmp_pa
 
     disabled = served.run("host", "disable", second["id"], "--reason", "new disks")
     assert disabled.exit_code == 0, disabled.output
+    assert "disabled (new disks)" in disabled.output
     shown = served.json("host", "show", second["id"], "--json")
     assert (shown["enabled"], shown["disabled_reason"]) == (False, "new disks")
     assert "no (new disks)" in served.run("host", "list").stdout

@@ -108,11 +108,9 @@ def list_hosts(as_json: JsonOption = False, url: UrlOption = None) -> None:
         return
     table = Table("ID", "Name", "URI", "State", "Enabled", "Servers", "Energy", box=None)
     for h in hosts:
-        enabled = "yes" if h["enabled"] else "no" + (
-            f" ({h['disabled_reason']})" if h.get("disabled_reason") else ""
-        )
         table.add_row(h["id"], escape(h["name"]), escape(h["libvirt_uri"]), h["state"],
-                      escape(enabled), str(h["servers"]), h["energy_source"])  # fmt: skip
+                      escape(_enabled(h, "yes", "no")), str(h["servers"]),
+                      h["energy_source"])  # fmt: skip
     out.print(table)
 
 
@@ -178,7 +176,12 @@ def _print_toggled(host: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(host)
         return
-    state_text = "enabled" if host["enabled"] else "disabled" + (
-        f" ({host['disabled_reason']})" if host.get("disabled_reason") else ""
-    )
+    state_text = _enabled(host, "enabled", "disabled")
     err.print(f"host {host['name']} ({host['id']}): {escape(state_text)}")
+
+
+def _enabled(host: dict[str, Any], yes: str, no: str) -> str:
+    """``yes``, or ``no`` with the operator's reason for disabling the host."""
+    if host["enabled"]:
+        return yes
+    return no + (f" ({host['disabled_reason']})" if host.get("disabled_reason") else "")
