@@ -144,3 +144,25 @@ def test_a_guest_qemu_cannot_start_leaves_nothing_behind(
     assert not client.domain_exists(template % 1)
     assert not (compute.hosts.settings.data_dir / "instances" / server.uuid).exists()
     assert host.usage.get("VCPU", 0) == 0
+
+
+def test_an_attach_the_store_cannot_record_is_detached_again(qemu_compute: Compute) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from compute.store_faults import MESSAGE, refused_writes
+
+    compute = qemu_compute
+    server = _boot(compute)
+    volume = compute.devices.create_volume(ALICE, "data", 1, "raw")
+    with (
+        refused_writes(compute.devices.engine, "volumes", "UPDATE", "NEW.status = 'in-use'"),
+        pytest.raises(DBAPIError, match=MESSAGE),
+    ):
+        compute.devices.attach_volume(ALICE, server.uuid, volume.id)
+    for inactive in (False, True):
+        domain = _domain(compute, server, inactive=inactive)
+        assert domain.find_device(alias=volume.alias) is None, inactive
+    assert compute.devices.volume(ALICE, volume.id).status == "available"
+    # And the volume is whole again: it attaches once the store records it.
+    attached = compute.devices.attach_volume(ALICE, server.uuid, volume.id)
+    assert attached.status == "in-use"

@@ -171,6 +171,12 @@ class EnergySampler:
         """The host's recent power and total, oldest first."""
         return self._history.points("host", limit)
 
+    @property
+    def forgotten_vms(self) -> int:
+        """Deleted VMs still listed somewhere (libvirt, a QEMU still exiting), kept ignored."""
+        with self._work:
+            return len(self._forgotten)
+
     # ------------------------------------------------------------- VM lifecycle
 
     def prepare_guest_share(self, vm: VMRecord) -> list[Path]:
@@ -256,6 +262,11 @@ class EnergySampler:
         records = self.inventory.vms()
         forgotten = self._forgotten
         if forgotten:
+            # A deleted VM nothing lists any more cannot come back: stop remembering it,
+            # or the set grows by one UUID per VM ever deleted.
+            seen = {r.uuid.lower() for r in records} | {u.lower() for u in stats or {}}
+            seen |= {i.uuid.lower() for i in scan.qemu.values() if i.uuid is not None}
+            forgotten.intersection_update(seen)
             records = [r for r in records if r.uuid.lower() not in forgotten]
         previous = self._baseline
         interval_s = now - previous.at if previous is not None else 0.0
