@@ -8,15 +8,16 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import libvirt
 import os_traits
 import pytest
 
-from support.guest_domains import unique_domain_name, wait_for_marker
+from support.guest_domains import GuestShare, unique_domain_name, wait_for_marker
 from wattvisor.config import HostSettings
-from wattvisor.guest import Disk, Domain, MemoryBacking, Serial, make_alias
+from wattvisor.guest import Disk, Domain, InstanceMetadata, MemoryBacking, Serial, make_alias
 from wattvisor.host.driver import HostDriver
 from wattvisor.images import GuestImage
 
@@ -53,6 +54,9 @@ def _tiny_guest(host: HostDriver, image: GuestImage, tmp: Path, cmdline: str) ->
         name=name, memory_mib=256, vcpus=1, virt_type="qemu", machine="pc",
         kernel=str(image.kernel), initrd=str(image.initrd), cmdline=cmdline,
         memory_backing=MemoryBacking(),
+        instance_metadata=InstanceMetadata(  # a domain of wattvisor's
+            package_version="0", display_name=name, creation_time=datetime.now(UTC)
+        ),
     )
     domain.add_device(Serial(type="file", source_path=str(tmp / f"{name}.log")))
     return domain
@@ -240,3 +244,35 @@ def test_delete_racing_a_guest_that_powers_itself_off_always_succeeds(
         for share in shares:
             assert not share.data_dir.exists(), attempt
             assert str(share.source_dir) not in mounted and str(share.data_dir) not in mounted
+
+
+def test_startup_leaves_a_foreign_persistent_domain_byte_identical(
+    driver: HostDriver,
+    libvirt_system: libvirt.virConnect,
+    guest_image: GuestImage,
+    world_readable_tmp: Path,
+) -> None:
+    """Another tool's domain on the same libvirtd: not upgraded, re-mounted or reported."""
+    from support.guest_domains import GuestDomainSpec, destroy_and_undefine
+
+    name = unique_domain_name("wvforeign")
+    xml = GuestDomainSpec(
+        name=name, image=guest_image, cmdline=guest_image.cmdline("idle"),
+        serial_log=world_readable_tmp / f"{name}.log",
+        shares=(GuestShare(source_dir=world_readable_tmp / "scaphandre", mount_tag="wvpower"),),
+    ).xml().replace(
+        "<memballoon",
+        f"<disk type='file' device='disk'><source file='{world_readable_tmp}/f.img'/>"
+        "<target dev='vdb' bus='virtio'/><serial>not-ours</serial></disk>\n    <memballoon",
+    )  # fmt: skip
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+    dom = libvirt_system.defineXML(xml)
+    try:
+        before = dom.XMLDesc(flags)
+        report = driver.startup()
+        assert dom.XMLDesc(flags) == before
+        assert name not in report.shares_reestablished
+        assert name not in {r.domain for r in report.upgraded}
+        assert not any(name in problem for problem in report.problems)
+    finally:
+        destroy_and_undefine(dom)

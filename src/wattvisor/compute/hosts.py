@@ -9,7 +9,6 @@ Nova does: servers already there keep running.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -121,8 +120,7 @@ class HostRegistry:
             old = self._clients.get(facts.provider_uuid)
             self._clients[facts.provider_uuid] = client
         if old is not None and old is not client:
-            with contextlib.suppress(Exception):
-                old.close()
+            _close(old, f"the previous client of host {facts.provider_uuid}")
         return facts.provider_uuid
 
     def _register_provider(self, facts: HostFacts, name: str, enabled: bool) -> None:
@@ -320,5 +318,12 @@ class HostRegistry:
             clients = list(self._clients.values())
             self._clients.clear()
         for client in clients:
-            with contextlib.suppress(Exception):
-                client.close()
+            _close(client, f"the client of {client.uri}")
+
+
+def _close(client: HostClient, what: str) -> None:
+    """Close a host client; a failure is logged (with what was closed), never raised."""
+    try:
+        client.close()
+    except Exception as exc:
+        log.warning("closing %s failed: %s", what, exc)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import libvirt
+from lxml import etree
 
 from wattvisor.config import HostSettings, Settings
 from wattvisor.guest import (
@@ -129,7 +130,17 @@ class StartupReport:
     uri_reason: str
     upgraded: list[UpgradeReport] = field(default_factory=list)
     shares_reestablished: list[str] = field(default_factory=list)
+    shares_removed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+
+def is_managed_domain_xml(xml: str) -> bool:
+    """Whether a domain's XML carries wattvisor's instance metadata (wattvisor made it)."""
+    try:
+        root = etree.fromstring(xml.encode())
+    except etree.XMLSyntaxError:
+        return False
+    return root.find(f"metadata/{{{METADATA_NS}}}instance") is not None
 
 
 class HostDriver:
@@ -729,13 +740,17 @@ class HostDriver:
         *,
         definitions: list[tuple[libvirt.virDomain, str]] | None = None,
     ) -> list[UpgradeReport]:
-        """Give every persistent domain stable ``ua-`` aliases, without restarting it.
+        """Give every persistent domain of wattvisor's stable ``ua-`` aliases, without
+        restarting it. Domains without wattvisor's instance metadata are not ours to
+        rewrite and are left alone.
 
         ``definitions`` are ones :meth:`startup` has read already."""
         reports: list[UpgradeReport] = []
         if definitions is None:
             definitions = self._persistent_definitions(names)
         for dom, xml in definitions:
+            if not is_managed_domain_xml(xml):
+                continue
             try:
                 result = upgrade_domain_xml(xml)
             except GuestXMLError as exc:
@@ -755,9 +770,16 @@ class HostDriver:
         self.connection.call(lambda c: c.defineXML(xml))
 
     def startup(self) -> StartupReport:
-        """What a host does when wattvisor starts: re-mount shares, upgrade old domains."""
+        """What a host does when wattvisor starts: re-mount shares, upgrade old domains,
+        remove share mounts and folders no domain owns any more.
+
+        Only domains carrying wattvisor's instance metadata are touched: another
+        tool's domains on the same libvirtd stay exactly as they are. A domain whose
+        shares cannot be re-established is a problem of that domain alone.
+        """
         report = StartupReport(uri=self.uri, uri_reason=self.uri_reason)
         definitions = self._persistent_definitions()
+        managed = [(dom, xml) for dom, xml in definitions if is_managed_domain_xml(xml)]
         if self.settings.share_local_fs:
             try:
                 if self.shares.readonly_mode() is None:
@@ -767,16 +789,24 @@ class HostDriver:
                     )
                 else:
                     names = []
-                    for dom, xml in definitions:
+                    for dom, xml in managed:
                         try:
                             if self._uses_shares(Domain.parse(xml)):
                                 names.append(dom.name())
                         except GuestXMLError as exc:
                             report.problems.append(f"cannot read domain {dom.name()}: {exc}")
-                    report.shares_reestablished = self.shares.reestablish(names)
+                    # Every domain on the host keeps its folder (also transient and foreign
+                    # ones, and those of another wattvisor sharing this libvirtd).
+                    present = {d.name for d in self.list_domains()}
+                    restored = self.shares.reestablish(names, keep=present)
+                    report.shares_reestablished = restored.established
+                    report.shares_removed = [str(p) for p in restored.removed]
+                    for path in report.shares_removed:
+                        log.warning("removed left-over share %s: no domain owns it", path)
+                    report.problems += restored.problems
             except OSError as exc:
                 report.problems.append(f"share mounts not re-established: {exc}")
-        report.upgraded = self.upgrade_existing_domains(definitions=definitions)
+        report.upgraded = self.upgrade_existing_domains(definitions=managed)
         return report
 
     def close(self) -> None:
