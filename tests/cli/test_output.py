@@ -6,10 +6,12 @@ import io
 import json
 from typing import Any, cast
 
+import pytest
 from rich.console import Console
 from sqlalchemy import Table, update
 
 from cli.served_api import Served, free_port
+from wattvisor.cli.context import fail
 from wattvisor.cli.output import Column, table
 from wattvisor.store import write_transaction
 from wattvisor.store.compute_tables import FlavorRow, ServerRow
@@ -48,8 +50,10 @@ def test_on_a_narrow_terminal_ids_stay_whole_and_other_columns_wrap() -> None:
     )
     printed = buffer.getvalue()
     assert ident in printed and "…" not in printed
-    assert LONG_NAME not in printed  # folded over several lines, not cut
-    assert "terminal" in printed and "ACTIVE" in printed
+    header, *lines = printed.splitlines()
+    start, end = header.index("Name"), header.index("Status")
+    assert "".join(line[start:end].strip() for line in lines) == LONG_NAME  # folded, not cut
+    assert "ACTIVE" in lines[0]
 
 
 def test_value_format_prints_the_chosen_columns_space_separated(served: Served) -> None:
@@ -137,3 +141,13 @@ def test_control_characters_from_the_api_never_reach_the_terminal(served: Served
     # JSON keeps the exact name (escaped as JSON does), so scripts get the real value.
     assert json.loads(outputs["json"].stdout)[0]["name"] == EVIL
     assert "\\u202e" in outputs["json"].stdout
+
+
+def test_error_messages_are_plain_text_with_control_characters_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Brackets once made Rich read "[/run/x]" as a closing tag and crash.
+    exit_ = fail("cannot open [/run/x] for [bold]\x1b[31mred\u202e")
+    assert exit_.exit_code == 1
+    printed = capsys.readouterr().err
+    assert printed == "error: cannot open [/run/x] for [bold]\\x1b[31mred\\u202e\n"

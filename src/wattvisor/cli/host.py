@@ -21,7 +21,7 @@ from wattvisor.cli.api_client import (
     connect,
     resolve_host,
 )
-from wattvisor.cli.context import err, fail, say, state
+from wattvisor.cli.context import fail, say, state
 from wattvisor.cli.output import (
     Column,
     ColumnOption,
@@ -186,8 +186,7 @@ def libvirtd_up() -> None:
     try:
         started = ensure_libvirtd()
     except LocalVirtError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     out.print(started.summary())
 
 

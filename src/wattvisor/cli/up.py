@@ -15,8 +15,10 @@ import typer
 import uvicorn
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
-from wattvisor.cli.context import err, state
+from wattvisor.cli.context import err, fail, state
+from wattvisor.cli.safe_text import safe
 from wattvisor.host.connection import HostConnectionError
 
 out = Console()
@@ -87,12 +89,8 @@ def up(
 
     try:
         node = AllInOne.build(settings)
-    except HostConnectionError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    except EnergySourceError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    except (HostConnectionError, EnergySourceError) as exc:
+        raise fail(str(exc)) from exc
 
     driver = node.driver
     out.print(f"libvirt: [bold]{driver.uri}[/bold] ({driver.uri_reason})")
@@ -105,12 +103,12 @@ def up(
     out.print(node.sampler.explanation)
     out.print(node.admin_message)
     flavors = ", ".join(f.name for f in node.compute.catalog.flavors()) or "none"
-    out.print(f"flavors: {flavors}")
+    out.print(f"flavors: {escape(safe(flavors))}")
     out.print(node.ensure_ready_image())
     for name in node.startup.shares_reestablished:
-        out.print(f"re-established read-only share mounts of {name}")
+        out.print(f"re-established read-only share mounts of {escape(safe(name))}")
     for problem in [*node.startup.problems, *node.notes]:
-        out.print(f"[yellow]note:[/yellow] {problem}")
+        out.print(f"[yellow]note:[/yellow] {escape(safe(problem))}")
     base = f"http://{settings.api.host}:{settings.api.port}"
     out.print(
         f"serving {base}: compute API at /v1 (token), placement API at /placement (admin "
