@@ -84,6 +84,9 @@ def test_volumes_are_found_by_unique_name(served: Served) -> None:
     detached = served.run("volume", "detach", "demo", "data1")
     assert detached.exit_code == 1
     assert f"no volume or interface with alias 'ua-{volume['id']}'" in detached.output
+    by_alias = served.run("volume", "detach", "demo", "ua-nothing")
+    assert by_alias.exit_code == 1
+    assert "no volume or interface with alias 'ua-nothing'" in by_alias.output
     deleted = served.run("volume", "delete", "data1")
     assert deleted.exit_code == 0, deleted.output
     assert f"volume {volume['id']} deleted" in deleted.output

@@ -16,7 +16,6 @@ from wattvisor.cli.api_client import (
     UrlOption,
     VolumeArg,
     connect,
-    is_uuid,
     resolve_server,
     resolve_volume,
     segment,
@@ -146,9 +145,9 @@ def detach(
     """Detach a volume from a server; it becomes available again."""
     with connect(url) as client:
         server_id = resolve_server(client, server_id)
-        if volume.startswith(ALIAS_PREFIX) and is_uuid(volume.removeprefix(ALIAS_PREFIX)):
-            alias = volume
-        else:
-            alias = ALIAS_PREFIX + resolve_volume(client, volume)
+        # An alias goes to the API as it is: its refusal lists the server's aliases.
+        alias = volume if volume.startswith(ALIAS_PREFIX) else ALIAS_PREFIX + resolve_volume(
+            client, volume
+        )
         client.call("DELETE", f"/v1/servers/{server_id}/volumes/{segment(alias)}")
     say(f"volume {alias.removeprefix(ALIAS_PREFIX)} detached from server {server_id}")
