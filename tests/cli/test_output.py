@@ -151,3 +151,34 @@ def test_error_messages_are_plain_text_with_control_characters_escaped(
     assert exit_.exit_code == 1
     printed = capsys.readouterr().err
     assert printed == "error: cannot open [/run/x] for [bold]\\x1b[31mred\\u202e\n"
+
+
+def test_every_list_and_show_command_takes_the_format_and_column_options(
+    served: Served,
+) -> None:
+    server = _server(served, "every")
+    volume = served.json("volume", "create", "vol", "--size", "1", "--json")
+    host = served.json("host", "list", "--json")[0]
+    commands = [
+        ("server", "list"), ("server", "show", "every"), ("server", "interfaces", "every"),
+        ("volume", "list"), ("volume", "show", "vol"), ("flavor", "list"),
+        ("flavor", "show", "tiny"), ("image", "list"), ("image", "show", "kernel"),
+        ("host", "list"), ("host", "show", "vm"), ("host", "traits"), ("user", "list"),
+        ("power", "server", "every"), ("power", "project", "admin"), ("power", "host", "vm"),
+        ("power", "top", "--once"),
+    ]  # fmt: skip
+    for args in commands:
+        as_json = served.run(*args, "-f", "json")
+        assert as_json.exit_code == 0, (args, as_json.output)
+        json.loads(as_json.stdout)
+        as_value = served.run(*args, "-f", "value")
+        assert as_value.exit_code == 0, (args, as_value.output)
+    picked = {
+        ("server", "show", "every"): ("id", server["id"]),
+        ("volume", "show", "vol"): ("id", volume["id"]),
+        ("host", "show", "vm"): ("id", host["id"]),
+        ("host", "list"): ("ID", host["id"]),
+        ("power", "server", "every"): ("subject", server["id"]),
+    }
+    for args, (column, expected) in picked.items():
+        assert served.run(*args, "-f", "value", "-c", column).stdout == expected + "\n", args

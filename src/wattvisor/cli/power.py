@@ -54,7 +54,7 @@ TOP_COLUMNS = (
     Column("Status", "status"),
     Column("Watts", "watts", text=lambda w: f"{w:.2f}", right=True),
     Column("Joules", "joules", text=lambda j: f"{j:.1f}", right=True),
-    Column("Source", "source", text=lambda s: s),
+    Column("Source", "source"),
     Column("Measured", "measured", default=False),
     Column("Taken at", "taken_at", default=False),
 )
