@@ -45,7 +45,8 @@ from wattvisor.placement.errors import (
 )
 from wattvisor.placement.index import (
     CandidateTable,
-    ConstraintCount,
+    Check,
+    Elimination,
     ProviderIndex,
     ProviderState,
 )
@@ -832,11 +833,13 @@ class Placement:
             # error here: no provider has it, which the caller explains as such.
             return rank(CandidateTable(self.index, list(self.index.matching(request))))
 
-    def explain(self, request: CandidateRequest) -> tuple[int, list[ConstraintCount]]:
-        """How many providers exist, and what each constraint of ``request`` leaves."""
+    def eliminate(self, checks: Iterable[Check]) -> tuple[int, list[Elimination], int]:
+        """How many providers exist, which of ``checks`` removed how many of them first,
+        and how many pass them all (see ``ProviderIndex.eliminate``)."""
         self.refresh()
         with self.index.lock:
-            return len(self.index.providers), self.index.explain(request)
+            eliminated, remaining = self.index.eliminate(checks)
+            return len(self.index.providers), eliminated, remaining
 
     def _check_request(self, request: CandidateRequest) -> None:
         unknown_rc = sorted(
