@@ -51,7 +51,10 @@ from wattvisor.placement.index import (
     ProviderState,
 )
 from wattvisor.placement.names import (
+    CUSTOM_NAME_RULE,
+    CUSTOM_PREFIX,
     is_custom_name,
+    shown_name,
     standard_resource_classes,
     standard_traits,
 )
@@ -228,10 +231,10 @@ class Placement:
         """
         wanted_traits = frozenset(traits)
         for trait in wanted_traits:
-            if is_custom_name(trait):
+            if trait.startswith(CUSTOM_PREFIX):
                 self.ensure_custom_trait(trait)
         for rc in inventories:
-            if is_custom_name(rc):
+            if rc.startswith(CUSTOM_PREFIX):
                 self.ensure_custom_resource_class(rc)
         for _attempt in range(ENSURE_RETRIES):
             try:
@@ -379,8 +382,8 @@ class Placement:
         """Create the custom trait ``name``; returns False when it existed already."""
         if not is_custom_name(name):
             raise BadRequest(
-                f"The trait name {name!r} is not a valid custom trait; custom traits must "
-                "match ^CUSTOM_[A-Z0-9_]+$"
+                f"The trait name {shown_name(name)} is not a valid custom trait; custom "
+                f"traits must match {CUSTOM_NAME_RULE}"
             )
         return self._ensure_named(_custom_trait, name)
 
@@ -434,8 +437,8 @@ class Placement:
             return False
         if not is_custom_name(name):
             raise BadRequest(
-                f"The resource class name {name!r} is not a valid custom resource class; "
-                "custom resource classes must match ^CUSTOM_[A-Z0-9_]+$"
+                f"The resource class name {shown_name(name)} is not a valid custom resource "
+                f"class; custom resource classes must match {CUSTOM_NAME_RULE}"
             )
         return self._ensure_named(_custom_rc, name)
 
