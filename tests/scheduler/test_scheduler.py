@@ -19,6 +19,7 @@ from wattvisor.scheduler import (
     Scheduler,
     SpawnFailed,
     build_request_spec,
+    flavor_resources,
 )
 
 SMALL = Flavor("small", vcpus=1, memory_mb=512, root_gb=1)
@@ -445,3 +446,32 @@ def test_a_single_candidate_is_chosen_without_asking_the_weighers(placement: Pla
     _host(placement, "only", [])
     claim = Scheduler(placement, power=_NoPowerWanted()).select_and_claim(_spec())
     assert claim.provider_name == "only"
+
+
+def test_resources_extra_specs_replace_and_add_to_the_flavor_amounts() -> None:
+    flavor = Flavor(
+        "tuned", vcpus=2, memory_mb=1024, root_gb=10,
+        extra_specs={"resources:VCPU": "4", "resources:DISK_GB": "0",
+                     "resources1:MEMORY_MB": "512", "resources2:CUSTOM_FPGA": "1"},
+    )  # fmt: skip
+    assert flavor_resources(flavor) == {"VCPU": 4, "MEMORY_MB": 1536, "CUSTOM_FPGA": 1}
+
+
+def test_a_stored_flavor_with_a_negative_resource_amount_is_refused_at_boot() -> None:
+    flavor = Flavor("old", 1, 512, extra_specs={"resources:VCPU": "-1"})
+    with pytest.raises(InvalidSpec, match=r"resources:VCPU='-1' is not accepted"):
+        flavor_resources(flavor)
+
+
+def test_numbered_trait_groups_constrain_the_host_like_unnumbered_ones(mixed: Placement) -> None:
+    flavor = Flavor(
+        "grouped", 1, 512, 1,
+        extra_specs={"resources1:VCPU": "1", "trait1:COMPUTE_NET_VIF_MODEL_E1000": "required"},
+    )  # fmt: skip
+    spec = _spec(flavor)
+    claim = Scheduler(mixed).select_and_claim(spec)
+    assert claim.provider_name == "e1000"
+    assert spec.resources["VCPU"] == 2
+    assert spec.reasons["COMPUTE_NET_VIF_MODEL_E1000"] == (
+        "flavor extra spec trait1:COMPUTE_NET_VIF_MODEL_E1000=required"
+    )
