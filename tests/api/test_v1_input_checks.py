@@ -98,3 +98,16 @@ def test_moving_a_user_into_a_bad_project_changes_nothing(world: V1World) -> Non
     )  # fmt: skip
     _error(moved, 400)
     assert world.client.get("/v1/me", headers=alice).json()["project"] == "proj-a"
+
+
+def test_parts_of_a_deleted_server_are_gone(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    sid = world.boot(alice)["id"]
+    assert world.client.get(f"/v1/servers/{sid}/metadata", headers=alice).status_code == 200
+    assert world.client.delete(f"/v1/servers/{sid}", headers=alice).status_code == 202
+    assert world.wait_server(sid, alice)["status"] == "DELETED"
+    for part in ("metadata", "power", "interfaces", "volumes"):
+        for who in (alice, world.admin):
+            response = world.client.get(f"/v1/servers/{sid}/{part}", headers=who)
+            assert _error(response, 404)["code"] == "not_found", part
+    assert world.client.get(f"/v1/servers/{sid}", headers=alice).json()["status"] == "DELETED"
