@@ -111,3 +111,39 @@ def test_parts_of_a_deleted_server_are_gone(world: V1World) -> None:
             response = world.client.get(f"/v1/servers/{sid}/{part}", headers=who)
             assert _error(response, 404)["code"] == "not_found", part
     assert world.client.get(f"/v1/servers/{sid}", headers=alice).json()["status"] == "DELETED"
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/servers", "GET, OPTIONS, POST"),
+        ("/v1/servers/some-id", "DELETE, GET, OPTIONS"),
+        ("/v1/servers/some-id/volumes", "GET, OPTIONS, POST"),
+        ("/v1/flavors/tiny", "DELETE, GET, OPTIONS"),
+        ("/v1/users/bob", "DELETE, GET, OPTIONS, PUT"),
+    ],
+)
+def test_options_lists_every_method_of_the_path(world: V1World, path: str, allow: str) -> None:
+    response = world.client.options(path)
+    assert response.status_code == 204
+    assert response.headers["Allow"] == allow
+
+
+def test_a_wrong_method_is_a_405_with_the_whole_allow_list(world: V1World) -> None:
+    wrong = world.client.put("/v1/servers", headers=world.admin)
+    error = _error(wrong, 405)
+    assert wrong.headers["Allow"] == "GET, OPTIONS, POST"
+    assert error["details"]["allowed"] == "GET, OPTIONS, POST"
+    assert "allowed: GET, OPTIONS, POST" in error["message"]
+
+
+def test_placement_405_carries_allow_in_placement_shape(world: V1World) -> None:
+    response = world.client.patch(
+        "/placement/resource_providers", headers={**world.admin, "OpenStack-API-Version":
+                                                   "placement 1.39"},
+    )  # fmt: skip
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"
+    assert response.json()["errors"][0]["status"] == 405
+    options = world.client.options("/placement/resource_providers/x/traits")
+    assert options.status_code == 405 and options.headers["Allow"] == "DELETE, GET, PUT"
