@@ -196,3 +196,10 @@ def test_isolated_request_groups_that_no_single_host_can_meet_are_refused() -> N
         validate_flavor_extra_specs(specs)
     validate_flavor_extra_specs({**specs, "group_policy": "none"})
     validate_flavor_extra_specs({"resources1:VCPU": "1", "group_policy": "isolate"})
+
+
+def test_power_metrics_with_their_host_trait_forbidden_is_refused_when_saved() -> None:
+    specs = {"hw:power_metrics": "true", "trait:COMPUTE_SHARE_LOCAL_FS": "forbidden"}
+    with pytest.raises(InvalidSpec, match="power metrics need a host with COMPUTE_SHARE_LOCAL_FS"):
+        validate_flavor_extra_specs(specs)
+    validate_flavor_extra_specs({**specs, "hw:power_metrics": "false"})

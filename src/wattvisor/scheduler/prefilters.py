@@ -27,9 +27,11 @@ from wattvisor.scheduler.validation import (
     grouped_specs,
     parse_bool,
 )
+from wattvisor.scheduler.validation import (
+    SHARE_TRAIT as SHARE_TRAIT,
+)
 
 LOG = logging.getLogger(__name__)
-SHARE_TRAIT = "COMPUTE_SHARE_LOCAL_FS"
 
 PrefilterFunction = Callable[[RequestSpec], list[str]]
 

@@ -159,6 +159,8 @@ TRAIT_PROPERTIES: dict[str, TraitProperty] = {
 }
 POWER_METRICS_IMAGE_KEY = "hw_power_metrics"
 POWER_METRICS_FLAVOR_KEY = "hw:power_metrics"
+# The trait a host needs to share a VM's energy counters read-only (see prefilters).
+SHARE_TRAIT = "COMPUTE_SHARE_LOCAL_FS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,6 +558,14 @@ def flavor_problems(extra_specs: Mapping[str, str]) -> list[Problem | str]:
                 f"{FLAVOR_SOURCE}s {earlier[0]}={earlier[1]} and {key}={wanted} contradict "
                 f"each other: a host either has {spec.name} or it does not"
             )
+    share = traits.get(SHARE_TRAIT)
+    power_metrics = parse_bool(str(extra_specs.get(POWER_METRICS_FLAVOR_KEY, "")))
+    if power_metrics and share is not None and share[1] == "forbidden":
+        problems.append(
+            f"{FLAVOR_SOURCE}s {POWER_METRICS_FLAVOR_KEY}="
+            f"{extra_specs[POWER_METRICS_FLAVOR_KEY]} and {share[0]}=forbidden contradict "
+            f"each other: power metrics need a host with {SHARE_TRAIT}"
+        )
     policy = str(extra_specs.get(GROUP_POLICY_KEY, "")).strip()
     if policy == "isolate" and len(groups) > 1:
         problems.append(
