@@ -23,7 +23,9 @@ from wattvisor.allinone import AllInOne
 from wattvisor.auth import mint_token
 from wattvisor.cli.context import state
 from wattvisor.cli.main import app as cli
+from wattvisor.compute import LocalHostClient
 from wattvisor.config import load_settings
+from wattvisor.host.driver import HostDriver
 
 runner = CliRunner()
 Scope = MutableMapping[str, Any]
@@ -73,15 +75,22 @@ class Served:
         return json.loads(result.stdout)
 
 
-def second_host_uri(directory: Path) -> str:
-    """A libvirt test-driver URI with a node file of its own, i.e. another host."""
+def add_test_driver_host(served: Served, directory: Path, name: str) -> str:
+    """Another host on libvirt's test driver (a node file of its own); returns its id.
+
+    Added in process, as the controller adds a host it drives itself: an admin may not
+    register a URI that makes libvirt read a file.
+    """
     node = directory / f"node-{secrets.token_hex(4)}.xml"
     node.write_text(
         "<node><cpu><mode>fixed</mode><nodes>1</nodes><sockets>1</sockets>"
         "<cores>4</cores><threads>1</threads><active>4</active><mhz>2000</mhz>"
         "<model>x86_64</model></cpu><memory>8388608</memory></node>"
     )
-    return f"test://{node}"
+    settings = served.node.settings
+    remote = settings.host.model_copy(update={"share_local_fs": {}})
+    driver = HostDriver(remote, settings.data_dir, uri=f"test://{node}")
+    return served.node.compute.hosts.add(LocalHostClient(driver), name=name)
 
 
 def free_port() -> int:

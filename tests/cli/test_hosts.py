@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import socket
 
-from cli.served_api import Served, second_host_uri
+import libvirt
+import pytest
+
+from cli.served_api import Served
 
 
-def test_admin_registers_lists_disables_and_enables_hosts(served: Served, tmp_path: Path) -> None:
+@pytest.mark.libvirtd
+def test_admin_registers_lists_disables_and_enables_hosts(
+    served: Served, libvirt_system: libvirt.virConnect
+) -> None:
     local = served.json("host", "list", "--json")
-    assert [h["name"] for h in local] == ["vm"]
-    uri = second_host_uri(tmp_path)
+    assert [h["name"] for h in local] == [socket.gethostname()]
+    uri = "qemu:///system"
     second = served.json("host", "register", uri, "--name", "second", "--json")
     assert (second["name"], second["libvirt_uri"], second["local"]) == ("second", uri, False)
     assert {h["id"] for h in served.json("host", "list", "--json")} == {
@@ -33,6 +39,9 @@ def test_host_commands_show_the_api_refusals(served: Served) -> None:
     assert again.exit_code == 1 and "is registered already" in again.output
     nonsense = served.run("host", "register", "nonsense")
     assert nonsense.exit_code == 1 and "libvirt URI 'nonsense' is not accepted" in nonsense.output
+    shadow = served.run("host", "register", "test:///etc/shadow")
+    assert shadow.exit_code == 1 and "HTTP 422" in shadow.output
+    assert "test driver reads the file" in shadow.output and "root:" not in shadow.output
     unknown = "00000000-0000-4000-8000-000000000000"
     missing = served.run("host", "show", unknown)
     assert missing.exit_code == 1 and f"host '{unknown}' does not exist" in missing.output

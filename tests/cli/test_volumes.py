@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli.served_api import Served, second_host_uri
+from cli.served_api import Served, add_test_driver_host
 
 
 def _server(served: Served, name: str) -> dict[str, str]:
@@ -17,7 +17,7 @@ def test_volume_created_with_server_lands_on_that_servers_host(
     served: Served, tmp_path: Path
 ) -> None:
     # The server goes to a second host, so the default (local) host would be the wrong one.
-    second = served.json("host", "register", second_host_uri(tmp_path), "--name", "second",
+    second = served.json("host", "show", add_test_driver_host(served, tmp_path, "second"),
                          "--json")  # fmt: skip
     assert served.run("host", "disable", "vm").exit_code == 0
     server = _server(served, "db")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wattvisor.auth import ADMIN_ONLY
 from wattvisor.compute import (
@@ -24,6 +24,7 @@ from wattvisor.compute import (
     VolumeRecord,
 )
 from wattvisor.compute.power import ServerPowerView
+from wattvisor.host.libvirt_uris import ACCEPTED, check_host_uri
 
 
 class _Request(BaseModel):
@@ -269,7 +270,12 @@ class Me(BaseModel):
 
 
 class HostRegister(_Request):
-    uri: str = Field(min_length=3, description="libvirt URI, e.g. qemu+ssh://host2/system")
+    uri: str = Field(description=f"libvirt URI of the host; accepted: {ACCEPTED}")
+
+    @field_validator("uri")
+    @classmethod
+    def _accepted_uri(cls, value: str) -> str:
+        return check_host_uri(value)
     name: str | None = Field(default=None, min_length=1, max_length=200)
 
 

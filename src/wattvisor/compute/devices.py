@@ -242,7 +242,7 @@ class DeviceService:
             return [_volume(row) for row in rows]
 
     def server_volumes(self, principal: Principal, server_id: str) -> list[VolumeRecord]:
-        return self._server_volumes(self.servers.get(principal, server_id).uuid)
+        return self._server_volumes(self.servers.get_live(principal, server_id).uuid)
 
     # --------------------------------------------------------------- interfaces
 
@@ -282,7 +282,7 @@ class DeviceService:
         return next(i for i in self.interfaces(principal, server_id) if i.id == port_id)
 
     def interfaces(self, principal: Principal, server_id: str) -> list[InterfaceRecord]:
-        server = self.servers.get(principal, server_id)
+        server = self.servers.get_live(principal, server_id)
         with read_transaction(self.engine) as conn:
             rows = conn.execute(
                 select(_interfaces)

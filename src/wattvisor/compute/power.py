@@ -46,7 +46,7 @@ class PowerService:
         self.hosts = hosts
 
     def server_power(self, principal: Principal, server_id: str) -> PowerView:
-        server = self.servers.get(principal, server_id)
+        server = self.servers.get_live(principal, server_id)
         if server.host_uuid is None:
             return PowerView(server.uuid, 0.0, 0.0, "none", False, None)
         client = self.hosts.client(server.host_uuid)
