@@ -28,14 +28,26 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_host_traits_json_lists_traits_and_inventory(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["host", "traits", "--json"], env=_env(tmp_path))
+def test_host_traits_local_json_lists_traits_and_inventory_labelled_as_local(
+    tmp_path: Path,
+) -> None:
+    result = runner.invoke(app, ["host", "traits", "--local", "--json"], env=_env(tmp_path))
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["uri"] == "test:///default"
+    assert (doc["source"], doc["uri"]) == ("local", "test:///default")
     assert "COMPUTE_STORAGE_BUS_VIRTIO" in doc["traits"]
     assert doc["inventory"]["VCPU"] > 0
     assert any("static" in note for note in doc["notes"])
+    assert any("not asked of the running service" in note for note in doc["notes"])
+    table = runner.invoke(app, ["host", "traits", "--local"], env=_env(tmp_path))
+    assert "traits discovered here from this shell's settings" in table.stdout
+    assert "COMPUTE_SHARE_LOCAL_FS is not listed" in table.stdout
+
+
+def test_host_traits_without_a_service_says_so_and_offers_local(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["host", "traits"], env=_env(tmp_path))
+    assert result.exit_code == 1
+    assert "no token" in result.output and "host traits --local" in result.output
 
 
 def test_bad_setting_is_refused_with_value_and_accepted_values(tmp_path: Path) -> None:
@@ -58,7 +70,7 @@ def test_config_file_settings_reach_the_host(tmp_path: Path) -> None:
     config = tmp_path / "wattvisor.toml"
     config.write_text('[host]\nvirt_type = "qemu"\n')
     result = runner.invoke(
-        app, ["--config", str(config), "host", "traits", "--json"], env=_env(tmp_path)
+        app, ["--config", str(config), "host", "traits", "--local", "--json"], env=_env(tmp_path)
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["virt_type"] == "qemu"

@@ -89,3 +89,28 @@ def test_a_member_sees_only_its_own_projects_power(served: Served) -> None:
     assert other.exit_code == 1
     assert "project 'admin' does not exist (not_found, HTTP 404)" in other.output
     assert served.run("power", "project", "proj-a", WATTVISOR_TOKEN=token).exit_code == 0
+
+
+def test_host_traits_are_what_the_running_service_registered(served: Served) -> None:
+    [local] = served.json("host", "list", "--json")
+    placement = served.node.placement
+    # A trait only placement knows about: a discovery in this shell could never report it.
+    placement.ensure_custom_trait("CUSTOM_REGISTERED_ONLY")
+    registered = placement.get_provider_traits(local["id"])
+    placement.set_provider_traits(
+        local["id"], registered.generation, registered.traits | {"CUSTOM_REGISTERED_ONLY"}
+    )
+    document = served.json("host", "traits", "--json")
+    assert (document["source"], document["id"]) == ("registered", local["id"])
+    assert "CUSTOM_REGISTERED_ONLY" in document["traits"]
+    assert document["traits"] == sorted(served.json("host", "show", "vm", "--json")["traits"])
+    assert document["inventory"]["VCPU"] > 0
+    table = served.run("host", "traits")
+    assert "registered with the running service's placement" in table.stdout
+    assert "CUSTOM_REGISTERED_ONLY" in table.stdout
+    assert served.json("host", "traits", "vm", "--json")["id"] == local["id"]
+    local_view = served.json("host", "traits", "--local", "--json")
+    assert local_view["source"] == "local"
+    assert "CUSTOM_REGISTERED_ONLY" not in local_view["traits"]
+    member = served.run("host", "traits", WATTVISOR_TOKEN=served.member_token())
+    assert member.exit_code == 1 and "HTTP 403" in member.output

@@ -23,6 +23,7 @@ from wattvisor.compute import (
     UserRecord,
     VolumeRecord,
 )
+from wattvisor.compute.power import ServerPowerView
 from wattvisor.host.libvirt_uris import ACCEPTED, check_host_uri
 
 
@@ -335,4 +336,26 @@ class Power(BaseModel):
                 PowerSample(taken_at=p.taken_at, watts=p.power_watts, joules=p.energy_joules_total)
                 for p in view.history
             ],
+        )  # fmt: skip
+
+
+class ServerPower(BaseModel):
+    """A server's latest power figures, one row of ``GET /v1/power/servers``."""
+
+    id: str
+    name: str
+    project: str
+    status: str
+    watts: float = Field(description="average power over the last sample interval")
+    joules: float = Field(description="energy since the server was first measured")
+    source: str = Field(description="rapl, scaphandre, estimate (model), or none")
+    measured: bool = Field(description="false until the host's sampler has seen the server")
+    taken_at: float | None = Field(description="Unix time of the sample")
+
+    @classmethod
+    def of(cls, view: ServerPowerView) -> ServerPower:
+        return cls(
+            id=view.server_uuid, name=view.name, project=view.project, status=view.status,
+            watts=view.watts, joules=view.joules, source=view.source, measured=view.measured,
+            taken_at=view.taken_at,
         )  # fmt: skip

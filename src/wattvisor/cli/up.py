@@ -15,8 +15,10 @@ import typer
 import uvicorn
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
-from wattvisor.cli.context import err, state
+from wattvisor.cli.context import err, fail, state
+from wattvisor.cli.safe_text import safe
 from wattvisor.config import Settings
 from wattvisor.host.connection import HostConnectionError
 
@@ -88,8 +90,7 @@ def _check_metrics_listener(settings: Settings) -> None:
         if settings.metrics.bearer_token_file is not None:
             read_bearer_token(settings.metrics.bearer_token_file)
     except MetricsListenerError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
 
 
 def up(
@@ -118,12 +119,8 @@ def up(
 
     try:
         node = AllInOne.build(settings)
-    except HostConnectionError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    except EnergySourceError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    except (HostConnectionError, EnergySourceError) as exc:
+        raise fail(str(exc)) from exc
 
     driver = node.driver
     out.print(f"libvirt: [bold]{driver.uri}[/bold] ({driver.uri_reason})")
@@ -136,18 +133,17 @@ def up(
     out.print(node.sampler.explanation)
     out.print(node.admin_message)
     flavors = ", ".join(f.name for f in node.compute.catalog.flavors()) or "none"
-    out.print(f"flavors: {flavors}")
+    out.print(f"flavors: {escape(safe(flavors))}")
     out.print(node.ensure_ready_image())
     for name in node.startup.shares_reestablished:
-        out.print(f"re-established read-only share mounts of {name}")
+        out.print(f"re-established read-only share mounts of {escape(safe(name))}")
     for problem in [*node.startup.problems, *node.notes]:
-        out.print(f"[yellow]note:[/yellow] {problem}")
+        out.print(f"[yellow]note:[/yellow] {escape(safe(problem))}")
     try:
         metrics = node.start_metrics_listener()
     except MetricsListenerError as exc:
         node.stop()
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     guard = (
         f"bearer token from {settings.metrics.bearer_token_file}"
         if metrics.token_required

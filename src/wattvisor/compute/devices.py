@@ -123,15 +123,37 @@ class DeviceService:
         with read_transaction(self.engine) as conn:
             return [_volume(row) for row in conn.execute(query)]
 
-    def volume(self, principal: Principal, volume_id: str) -> VolumeRecord:
+    def volume(
+        self, principal: Principal, volume_id: str, project: str | None = None
+    ) -> VolumeRecord:
+        """A volume by id, or by name among the volumes ``principal`` may see (of
+        ``project`` only, if given).
+
+        A name several of them carry is refused with their ids, so that the caller
+        can pick one; another project's volume is "not found" either way."""
         with read_transaction(self.engine) as conn:
             row = conn.execute(select(_volumes).where(_volumes.c.id == volume_id)).first()
-        if row is None or not can_see_project(principal, row.project):
+            if row is None or not can_see_project(principal, row.project):
+                named = select(_volumes).where(_volumes.c.name == volume_id)
+                scope = project_scope(principal) or project
+                if scope is not None:
+                    named = named.where(_volumes.c.project == scope)
+                rows = conn.execute(named.order_by(_volumes.c.created_at, _volumes.c.id)).all()
+                if len(rows) > 1:
+                    ids = [r.id for r in rows]
+                    raise Conflict(
+                        f"{len(rows)} volumes are named {volume_id!r}; give one of their ids: "
+                        + ", ".join(ids),
+                        name=volume_id, ids=ids,
+                    )  # fmt: skip
+                row = rows[0] if rows else None
+        if row is None:
             raise NotFound(f"volume {volume_id!r} does not exist", volume_id=volume_id)
         return _volume(row)
 
     def delete_volume(self, principal: Principal, volume_id: str) -> None:
         volume = self.volume(principal, volume_id)
+        volume_id = volume.id  # it may have been given by name
         if volume.status != "available":
             raise Conflict(
                 f"volume {volume_id!r} is attached to server {volume.server_uuid}; detach it first",
@@ -149,7 +171,8 @@ class DeviceService:
     def attach_volume(self, principal: Principal, server_id: str, volume_id: str) -> VolumeRecord:
         """Attach as a virtio disk with serial = volume id and alias ``ua-<volume id>``."""
         with self._device_change(principal, server_id) as server:
-            volume = self.volume(principal, volume_id)
+            volume = self.volume(principal, volume_id, project=server.project)
+            volume_id = volume.id  # it may have been given by name
             if volume.project != server.project:
                 raise NotFound(f"volume {volume_id!r} does not exist", volume_id=volume_id)
             if volume.status != "available":
