@@ -32,7 +32,7 @@ from wattvisor.host.driver import HostDriver, StartupReport
 from wattvisor.host.vm_inventory import LibvirtVMInventory
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine, migrate
-from wattvisor.telemetry import make_metrics_app
+from wattvisor.telemetry import MetricsListener, serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class AllInOne:
     admin_message: str
     compute: Compute
     notes: list[str] = field(default_factory=list)
+    metrics: MetricsListener | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> AllInOne:
@@ -159,9 +160,6 @@ class AllInOne:
             routers=[build_v1_router(compute, authenticated, admin_only)],
         )
         install_auth_errors(app)
-        metrics = make_metrics_app(sampler, compat_series=settings.energy.compat_series)
-        # An ASGI app on an exact route (mount() would redirect /metrics to /metrics/).
-        app.add_route("/metrics", metrics)  # type: ignore[arg-type]
         app.state.driver = driver
         app.state.sampler = sampler
         app.state.compute = compute
@@ -190,7 +188,29 @@ class AllInOne:
         self.sampler.start()
         self.compute.start(self.settings.compute.power_sync_interval_s)
 
+    def start_metrics_listener(self) -> MetricsListener:
+        """Serve ``/metrics`` on ``metrics.listen``, apart from the API (see telemetry.listener).
+
+        Separate from :meth:`start` so that only ``wattvisor up`` binds the metrics
+        address; raises :class:`wattvisor.telemetry.MetricsListenerError` with what to change.
+        """
+        if self.metrics is None:
+            metrics = self.settings.metrics
+            host, port = metrics.address
+            self.metrics = serve_metrics(
+                self.sampler,
+                host=host,
+                port=port,
+                compat_series=self.settings.energy.compat_series,
+                process_pids=metrics.process_pids,
+                bearer_token_file=metrics.bearer_token_file,
+            )
+        return self.metrics
+
     def stop(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         self.sampler.stop()
         self.compute.close()
         self.driver.close()

@@ -434,6 +434,39 @@ def test_app_without_a_service_migrates_its_own_sqlite_store(tmp_path: Path) -> 
     assert (tmp_path / "data" / "wattvisor.db").exists()
 
 
+def test_custom_names_over_255_characters_are_a_400_and_nothing_is_created(
+    client: TestClient,
+) -> None:
+    too_long = "CUSTOM_" + "X" * 300
+    for path in ("traits", "resource_classes"):
+        error = _error(client.put(f"/placement/{path}/{too_long}", headers=H), 400)
+        assert "307 characters" in error["detail"] and "at most 255" in error["detail"]
+        assert client.get(f"/placement/{path}/{too_long}", headers=H).status_code == 404
+    assert client.put(f"/placement/traits/CUSTOM_{'X' * 248}", headers=H).status_code == 201
+
+
+def test_consumer_strings_longer_than_the_columns_are_a_400(client: TestClient) -> None:
+    rp = _provider(client, "cn1", VCPU=4)
+    consumer = str(uuid.uuid4())
+    body = {
+        "allocations": {rp: {"resources": {"VCPU": 1}}},
+        "project_id": "p",
+        "user_id": "u",
+        "consumer_generation": None,
+        "consumer_type": "INSTANCE",
+    }
+    for key, value, rule in (
+        ("project_id", "p" * 256, "1-255 characters"),
+        ("consumer_type", "A" * 256, "at most 255 characters"),
+    ):
+        response = client.put(
+            f"/placement/allocations/{consumer}", json={**body, key: value}, headers=H
+        )
+        detail = _error(response, 400)["detail"]
+        assert key in detail and rule in detail and "(256 characters)" in detail
+    assert client.get(f"/placement/allocations/{consumer}", headers=H).json()["allocations"] == {}
+
+
 def test_custom_trait_delete_rules(client: TestClient) -> None:
     rp = _provider(client, "cn1")
     client.put("/placement/traits/CUSTOM_GOLD", headers=H)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 import socket
-from pathlib import Path
+
+import libvirt
+import pytest
 
 from api.v1_world import V1World
-
-
-def _node_uri(directory: Path) -> str:
-    node = directory / f"node-{secrets.token_hex(4)}.xml"
-    node.write_text(
-        "<node><cpu><mode>fixed</mode><nodes>1</nodes><sockets>1</sockets><cores>2</cores>"
-        "<threads>1</threads><active>2</active><mhz>2000</mhz><model>x86_64</model></cpu>"
-        "<memory>4194304</memory></node>"
-    )
-    return f"test://{node}"
 
 
 def test_admin_lists_the_local_host_with_details(world: V1World) -> None:
@@ -44,23 +35,55 @@ def test_host_power_after_samples(world: V1World) -> None:
     assert len(body["history"]) >= 1
 
 
-def test_register_a_second_host_by_uri(world: V1World, tmp_path: Path) -> None:
-    uri = _node_uri(tmp_path)
+@pytest.mark.libvirtd
+def test_register_a_second_host_by_uri(world: V1World, libvirt_system: libvirt.virConnect) -> None:
     response = world.client.post(
-        "/v1/hosts", json={"uri": uri, "name": "rack-2"}, headers=world.admin
+        "/v1/hosts", json={"uri": "qemu:///system", "name": "rack-2"}, headers=world.admin
     )
     assert response.status_code == 201, response.text
     host = response.json()
-    assert host["name"] == "rack-2" and host["inventory"]["VCPU"] == 2
+    assert host["name"] == "rack-2" and host["inventory"]["VCPU"] > 0
     assert host["energy_source"] == "none" and host["local"] is False
+    assert host["state"] == "up"
     names = {h["name"] for h in world.client.get("/v1/hosts", headers=world.admin).json()}
     assert names == {socket.gethostname(), "rack-2"}
-    again = world.client.post("/v1/hosts", json={"uri": uri}, headers=world.admin)
+    again = world.client.post("/v1/hosts", json={"uri": "qemu:///system"}, headers=world.admin)
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
-    bad = world.client.post("/v1/hosts", json={"uri": "qemu+tcp://no.such.host.invalid/system"},
-                            headers=world.admin)  # fmt: skip
-    assert bad.status_code == 502 and bad.json()["error"]["code"] == "host_error"
     assert len(world.client.get("/v1/hosts", headers=world.admin).json()) == 2
+
+
+def test_registering_a_host_file_as_a_uri_reads_nothing(world: V1World) -> None:
+    """test:///<file> made libvirt parse the file and answer with its first line."""
+    admin_key = world.node.settings.admin_key_path
+    first_line = admin_key.read_text().splitlines()[0]
+    for uri in (f"test://{admin_key}", "test:///etc/shadow", "test:///etc/hostname",
+                f"qemu:///system?socket={admin_key}", "qemu+ssh://h/system?keyfile=/etc/shadow",
+                "qemu:///session", "nonsense"):  # fmt: skip
+        response = world.client.post("/v1/hosts", json={"uri": uri}, headers=world.admin)
+        assert response.status_code == 422, (uri, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "invalid_request"
+        assert f"libvirt URI {uri!r} is not accepted" in error["message"]
+        assert "qemu:///system, qemu+ssh://[user@]host[:port]/system" in error["message"]
+        assert "exactly test:///default" in error["message"]
+        assert first_line not in response.text and "root:" not in response.text
+    assert len(world.client.get("/v1/hosts", headers=world.admin).json()) == 1
+
+
+def test_an_unreachable_host_gets_a_summary_not_libvirts_message(world: V1World) -> None:
+    uri = "qemu+tcp://no.such.host.invalid/system"
+    response = world.client.post("/v1/hosts", json={"uri": uri}, headers=world.admin)
+    assert response.status_code == 502 and response.json()["error"]["code"] == "host_error"
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"host {uri!r} could not be reached (libvirt error 38 ")
+    assert "resolve" not in response.text.lower() and "16509" not in response.text
+    assert len(world.client.get("/v1/hosts", headers=world.admin).json()) == 1
+
+
+def test_members_cannot_register_hosts(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    response = world.client.post("/v1/hosts", json={"uri": "test:///etc/shadow"}, headers=alice)
+    assert response.status_code == 403
 
 
 def test_disabled_host_takes_no_new_servers(world: V1World) -> None:

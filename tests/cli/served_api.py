@@ -8,8 +8,8 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,15 +23,40 @@ from wattvisor.allinone import AllInOne
 from wattvisor.auth import mint_token
 from wattvisor.cli.context import state
 from wattvisor.cli.main import app as cli
+from wattvisor.compute import LocalHostClient
 from wattvisor.config import load_settings
+from wattvisor.host.driver import HostDriver
 
 runner = CliRunner()
+Scope = MutableMapping[str, Any]
+Asgi = Callable[[Scope, Any, Any], Awaitable[None]]
+
+
+class RequestLog:
+    """The app behind a list of the ``METHOD path?query`` of every HTTP request it got."""
+
+    def __init__(self, app: Asgi) -> None:
+        self.app = app
+        self.requests: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").decode()
+            line = f"{scope['method']} {scope['path']}"
+            self.requests.append(f"{line}?{query}" if query else line)
+        await self.app(scope, receive, send)
 
 
 @dataclass
 class Served:
     node: AllInOne
     env: dict[str, str]
+    api: uvicorn.Server
+    log: RequestLog = field(repr=False)
+
+    def stop_api(self) -> None:
+        """Stop serving HTTP (the service itself keeps running), as if the API died."""
+        self.api.should_exit = True
 
     def run(self, *args: str, **env: str) -> Result:
         state._settings = None
@@ -50,15 +75,22 @@ class Served:
         return json.loads(result.stdout)
 
 
-def second_host_uri(directory: Path) -> str:
-    """A libvirt test-driver URI with a node file of its own, i.e. another host."""
+def add_test_driver_host(served: Served, directory: Path, name: str) -> str:
+    """Another host on libvirt's test driver (a node file of its own); returns its id.
+
+    Added in process, as the controller adds a host it drives itself: an admin may not
+    register a URI that makes libvirt read a file.
+    """
     node = directory / f"node-{secrets.token_hex(4)}.xml"
     node.write_text(
         "<node><cpu><mode>fixed</mode><nodes>1</nodes><sockets>1</sockets>"
         "<cores>4</cores><threads>1</threads><active>4</active><mhz>2000</mhz>"
         "<model>x86_64</model></cpu><memory>8388608</memory></node>"
     )
-    return f"test://{node}"
+    settings = served.node.settings
+    remote = settings.host.model_copy(update={"share_local_fs": {}})
+    driver = HostDriver(remote, settings.data_dir, uri=f"test://{node}")
+    return served.node.compute.hosts.add(LocalHostClient(driver), name=name)
 
 
 def free_port() -> int:
@@ -90,7 +122,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     kernel.write_bytes(b"kernel")
     node.compute.catalog.create_image("kernel", kernel_path=str(kernel))
     node.start()
-    server = uvicorn.Server(uvicorn.Config(node.app, host="127.0.0.1", port=port,
+    log = RequestLog(node.app)
+    server = uvicorn.Server(uvicorn.Config(log, host="127.0.0.1", port=port,
                                            log_level="warning"))  # fmt: skip
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -99,7 +132,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         assert time.monotonic() < deadline, "the API did not start"
         time.sleep(0.05)
     try:
-        yield Served(node, env)
+        yield Served(node, env, server, log)
     finally:
         server.should_exit = True
         thread.join(30)

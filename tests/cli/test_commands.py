@@ -28,14 +28,26 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_host_traits_json_lists_traits_and_inventory(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["host", "traits", "--json"], env=_env(tmp_path))
+def test_host_traits_local_json_lists_traits_and_inventory_labelled_as_local(
+    tmp_path: Path,
+) -> None:
+    result = runner.invoke(app, ["host", "traits", "--local", "--json"], env=_env(tmp_path))
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["uri"] == "test:///default"
+    assert (doc["source"], doc["uri"]) == ("local", "test:///default")
     assert "COMPUTE_STORAGE_BUS_VIRTIO" in doc["traits"]
     assert doc["inventory"]["VCPU"] > 0
     assert any("static" in note for note in doc["notes"])
+    assert any("not asked of the running service" in note for note in doc["notes"])
+    table = runner.invoke(app, ["host", "traits", "--local"], env=_env(tmp_path))
+    assert "traits discovered here from this shell's settings" in table.stdout
+    assert "COMPUTE_SHARE_LOCAL_FS is not listed" in table.stdout
+
+
+def test_host_traits_without_a_service_says_so_and_offers_local(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["host", "traits"], env=_env(tmp_path))
+    assert result.exit_code == 1
+    assert "no token" in result.output and "host traits --local" in result.output
 
 
 def test_bad_setting_is_refused_with_value_and_accepted_values(tmp_path: Path) -> None:
@@ -58,7 +70,7 @@ def test_config_file_settings_reach_the_host(tmp_path: Path) -> None:
     config = tmp_path / "wattvisor.toml"
     config.write_text('[host]\nvirt_type = "qemu"\n')
     result = runner.invoke(
-        app, ["--config", str(config), "host", "traits", "--json"], env=_env(tmp_path)
+        app, ["--config", str(config), "host", "traits", "--local", "--json"], env=_env(tmp_path)
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["virt_type"] == "qemu"
@@ -80,18 +92,32 @@ def _get(url: str, deadline: float) -> httpx.Response:
             time.sleep(0.2)
 
 
+def _refused(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=5)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
 def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
+    token_file = tmp_path / "metrics.token"
+    token_file.write_text("scrape-token\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "wattvisor.cli", "up", "--port", str(port)],
         env=_env(tmp_path, COLUMNS="250", WATTVISOR_ENERGY__INTERVAL_S="0.5",
-                 WATTVISOR_ENERGY__SOURCE="model"),
+                 WATTVISOR_ENERGY__SOURCE="model",
+                 WATTVISOR_METRICS__LISTEN=f"127.0.0.1:{metrics_port}",
+                 WATTVISOR_METRICS__BEARER_TOKEN_FILE=str(token_file)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     assert proc.stdout is not None
     lines: list[str] = []
+    base = f"http://127.0.0.1:{port}"
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -101,7 +127,6 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
             lines.append(line)
             if "Ctrl-C" in line:
                 break
-        base = f"http://127.0.0.1:{port}"
         anonymous = _get(f"{base}/placement/resource_providers", time.monotonic() + 30)
         assert anonymous.status_code == 401
         assert anonymous.json()["error"]["code"] == "missing_credentials"
@@ -115,10 +140,13 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
             f"{base}/placement/resource_providers/{provider['uuid']}/traits", headers=auth
         )
         assert "COMPUTE_STORAGE_BUS_VIRTIO" in traits.json()["traits"]
+        assert httpx.get(f"{base}/metrics").status_code == 404  # not on the API's port
+        assert httpx.get(metrics_url).status_code == 401
+        scrape = {"Authorization": "Bearer scrape-token"}
         metrics = ""
         deadline = time.monotonic() + 30
         while "wattvisor_host_power_watts" not in metrics and time.monotonic() < deadline:
-            metrics = _get(f"{base}/metrics", deadline).text
+            metrics = httpx.get(metrics_url, headers=scrape).text
             time.sleep(0.3)
         assert 'wattvisor_energy_source_info{source="estimate"}' in metrics
         assert "wattvisor_host_power_watts" in metrics
@@ -129,9 +157,43 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
     assert code == 0, output
     assert "libvirt: test:///default (configured by host.libvirt_uri)" in output
     assert "placement API at /placement" in output
+    assert f"Prometheus metrics at {metrics_url} (bearer token from {token_file})" in output
+    assert "scrape-token" not in output
     assert "host.share_local_fs not configured: sharing" in output  # the embedded default
     assert "estimate" in output  # no RAPL here: the CPU model, said plainly
     assert "stopped" in output
+    assert _refused(f"{base}/v1/flavors") and _refused(metrics_url)
+
+
+def test_up_refuses_a_busy_metrics_address_before_starting(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        result = runner.invoke(
+            app, ["up", "--port", str(_free_port())],
+            env=_env(tmp_path, COLUMNS="250", WATTVISOR_METRICS__LISTEN=f"127.0.0.1:{taken}"),
+        )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"metrics.listen http://127.0.0.1:{taken}/metrics is already in use" in result.output
+    assert not (tmp_path / "data" / "wattvisor.db").exists()  # nothing was started
+
+
+def test_up_refuses_metrics_on_the_api_port_and_a_missing_token_file(tmp_path: Path) -> None:
+    port = _free_port()
+    same = runner.invoke(app, ["up", "--port", str(port)],
+                         env=_env(tmp_path, COLUMNS="250",
+                                  WATTVISOR_METRICS__LISTEN=f"127.0.0.1:{port}"))
+    assert same.exit_code == 1 and "is the API's own address" in same.output
+    missing = tmp_path / "no.token"
+    result = runner.invoke(
+        app, ["up", "--port", str(port)],
+        env=_env(tmp_path, COLUMNS="250", WATTVISOR_METRICS__LISTEN="127.0.0.1:0",
+                 WATTVISOR_METRICS__BEARER_TOKEN_FILE=str(missing)),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"metrics.bearer_token_file '{missing}' cannot be read" in result.output
+    assert not (tmp_path / "data" / "wattvisor.db").exists()
 
 
 def test_up_refuses_a_busy_port_with_a_clear_message(tmp_path: Path) -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import socket
 
-from cli.served_api import Served, second_host_uri
+import libvirt
+import pytest
+
+from cli.served_api import Served
 
 
-def test_admin_registers_lists_disables_and_enables_hosts(served: Served, tmp_path: Path) -> None:
+@pytest.mark.libvirtd
+def test_admin_registers_lists_disables_and_enables_hosts(
+    served: Served, libvirt_system: libvirt.virConnect
+) -> None:
     local = served.json("host", "list", "--json")
-    assert [h["name"] for h in local] == ["vm"]
-    uri = second_host_uri(tmp_path)
+    assert [h["name"] for h in local] == [socket.gethostname()]
+    uri = "qemu:///system"
     second = served.json("host", "register", uri, "--name", "second", "--json")
     assert (second["name"], second["libvirt_uri"], second["local"]) == ("second", uri, False)
     assert {h["id"] for h in served.json("host", "list", "--json")} == {
@@ -33,6 +39,9 @@ def test_host_commands_show_the_api_refusals(served: Served) -> None:
     assert again.exit_code == 1 and "is registered already" in again.output
     nonsense = served.run("host", "register", "nonsense")
     assert nonsense.exit_code == 1 and "libvirt URI 'nonsense' is not accepted" in nonsense.output
+    shadow = served.run("host", "register", "test:///etc/shadow")
+    assert shadow.exit_code == 1 and "HTTP 422" in shadow.output
+    assert "test driver reads the file" in shadow.output and "root:" not in shadow.output
     unknown = "00000000-0000-4000-8000-000000000000"
     missing = served.run("host", "show", unknown)
     assert missing.exit_code == 1 and f"host '{unknown}' does not exist" in missing.output
@@ -80,3 +89,28 @@ def test_a_member_sees_only_its_own_projects_power(served: Served) -> None:
     assert other.exit_code == 1
     assert "project 'admin' does not exist (not_found, HTTP 404)" in other.output
     assert served.run("power", "project", "proj-a", WATTVISOR_TOKEN=token).exit_code == 0
+
+
+def test_host_traits_are_what_the_running_service_registered(served: Served) -> None:
+    [local] = served.json("host", "list", "--json")
+    placement = served.node.placement
+    # A trait only placement knows about: a discovery in this shell could never report it.
+    placement.ensure_custom_trait("CUSTOM_REGISTERED_ONLY")
+    registered = placement.get_provider_traits(local["id"])
+    placement.set_provider_traits(
+        local["id"], registered.generation, registered.traits | {"CUSTOM_REGISTERED_ONLY"}
+    )
+    document = served.json("host", "traits", "--json")
+    assert (document["source"], document["id"]) == ("registered", local["id"])
+    assert "CUSTOM_REGISTERED_ONLY" in document["traits"]
+    assert document["traits"] == sorted(served.json("host", "show", "vm", "--json")["traits"])
+    assert document["inventory"]["VCPU"] > 0
+    table = served.run("host", "traits")
+    assert "registered with the running service's placement" in table.stdout
+    assert "CUSTOM_REGISTERED_ONLY" in table.stdout
+    assert served.json("host", "traits", "vm", "--json")["id"] == local["id"]
+    local_view = served.json("host", "traits", "--local", "--json")
+    assert local_view["source"] == "local"
+    assert "CUSTOM_REGISTERED_ONLY" not in local_view["traits"]
+    member = served.run("host", "traits", WATTVISOR_TOKEN=served.member_token())
+    assert member.exit_code == 1 and "HTTP 403" in member.output

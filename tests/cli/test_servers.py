@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
 from cli.served_api import Served, free_port
+from wattvisor.auth import Principal
+from wattvisor.cli.wait_progress import WaitProgress
+
+ADMIN = Principal("admin", "admin", "admin")
 
 
 def test_create_wait_list_show_top_delete(served: Served) -> None:
@@ -151,3 +164,116 @@ def test_interface_commands_show_the_api_refusals(served: Served) -> None:
     missing = served.run("server", "interface-remove", "nic", "ua-nothing")
     assert missing.exit_code == 1
     assert "no volume or interface with alias 'ua-nothing'" in missing.output
+
+
+def test_waits_report_each_status_change_with_elapsed_time_on_stderr(served: Served) -> None:
+    created = served.run("server", "create", "prog", "--flavor", "tiny", "--image", "kernel",
+                         "--wait", "--json")  # fmt: skip
+    assert created.exit_code == 0, created.output
+    server = json.loads(created.stdout)  # stdout holds the result alone
+    assert f"server prog accepted: id {server['id']}, BUILD (scheduling)" in created.stderr
+    assert re.search(r"^ *\d+\.\d s  building prog: ACTIVE$", created.stderr, re.M), created.stderr
+    stopped = served.run("server", "stop", "prog", "--wait")
+    assert re.search(r"^ *\d+\.\d s  stopping prog: SHUTOFF$", stopped.stderr, re.M), stopped.stderr
+    deleted = served.run("server", "delete", "prog", "--wait")
+    assert re.search(r"^ *\d+\.\d s  deleting prog: DELETED$", deleted.stderr, re.M), deleted.stderr
+
+
+def test_a_long_wait_off_a_terminal_says_it_is_still_going(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    progress = WaitProgress("stopping", heartbeat_s=0.0)
+    with progress:
+        progress.update({"name": "slow", "status": "ACTIVE", "task": "stopping"})
+        progress.update({"name": "slow", "status": "ACTIVE", "task": "stopping"})
+        progress.update({"name": "slow", "status": "SHUTOFF", "task": None})
+    lines = [line.split(" s  ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert lines == ["stopping slow: ACTIVE (stopping)", "stopping slow: still ACTIVE (stopping)",
+                     "stopping slow: SHUTOFF"]  # fmt: skip
+
+
+def test_create_wait_prints_the_new_id_before_the_api_goes_away(served: Served) -> None:
+    # Every worker is kept busy by a stop waiting for a server lock the test holds, so
+    # the new server stays BUILD while the CLI waits; then the API stops answering.
+    servers = served.node.compute.servers
+    workers = served.node.settings.compute.workers
+    busy = [served.json("server", "create", f"busy{i}", "--flavor", "tiny", "--image", "kernel",
+                        "--wait", "--json")["id"] for i in range(workers)]  # fmt: skip
+    locks = [servers.lock_for(server_id) for server_id in busy]
+    for lock in locks:
+        lock.acquire()
+    found: list[str] = []
+
+    def stop_api_once_accepted() -> None:
+        deadline = time.monotonic() + 30
+        while not found and time.monotonic() < deadline:
+            found.extend(s.uuid for s in servers.list_all(ADMIN) if s.name == "late")
+            time.sleep(0.05)
+        served.stop_api()
+
+    stopper = threading.Thread(target=stop_api_once_accepted)
+    try:
+        for server_id in busy:
+            assert served.run("server", "stop", server_id).exit_code == 0
+        stopper.start()
+        result = served.run("server", "create", "late", "--flavor", "tiny", "--image", "kernel",
+                            "--wait")  # fmt: skip
+    finally:
+        stopper.join(60)
+        for lock in locks:
+            lock.release()
+    assert found, "the server was never created"
+    assert result.exit_code == 1 and "cannot reach the API" in result.output
+    assert f"server late accepted: id {found[0]}" in result.stderr
+
+
+def test_power_top_fetches_every_servers_figures_in_one_request(served: Served) -> None:
+    made = [served.json("server", "create", name, "--flavor", "tiny", "--image", "kernel",
+                        "--wait", "--json") for name in ("p1", "p2", "p3")]  # fmt: skip
+    served.node.sampler.sample()
+    served.node.sampler.sample()
+    served.log.requests.clear()
+    table = served.run("power", "top", "--once")
+    assert table.exit_code == 0, table.output
+    assert served.log.requests == ["GET /v1/power/servers"]
+    assert all(server["id"] in table.stdout for server in made)
+    assert "servers by watts at" in table.stdout and "Watts" in table.stdout
+    as_json = served.run("power", "top", "--once", "--json")
+    [line] = as_json.stdout.splitlines()  # one JSON document per refresh, on one line
+    rows = json.loads(line)
+    assert {r["id"] for r in rows} == {s["id"] for s in made}
+    assert {(r["source"], r["measured"]) for r in rows} == {("estimate", True)}
+    values = served.run("power", "top", "--once", "-f", "value", "-c", "Name", "-c", "source")
+    assert sorted(values.stdout.splitlines()) == ["p1 estimate", "p2 estimate", "p3 estimate"]
+    member = served.run("power", "top", "--once", "--json",
+                        WATTVISOR_TOKEN=served.member_token())  # fmt: skip
+    assert json.loads(member.stdout) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_power_top_in_a_pipe_prints_each_refresh_and_ends_cleanly_on_a_signal(
+    served: Served, sig: signal.Signals
+) -> None:
+    server = served.json("server", "create", "piped", "--flavor", "tiny", "--image", "kernel",
+                         "--wait", "--json")  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wattvisor.cli", "power", "top", "--interval", "0.2"],
+        env=served.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while sum(server["id"] in line for line in seen) < 2 and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                seen.append(proc.stdout.readline())
+        assert sum(server["id"] in line for line in seen) >= 2, seen  # two refreshes
+    finally:
+        proc.send_signal(sig)
+        rest, errors = proc.communicate(timeout=30)
+    assert proc.returncode == 0, errors
+    assert "Traceback" not in errors
+    printed = [line for line in ("".join(seen) + rest).splitlines() if line.strip()]
+    assert sum("servers by watts at" in line for line in printed) >= 2
+    assert server["id"] in printed[-1]  # the last table is there whole, down to its row

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli.served_api import Served, second_host_uri
+from cli.served_api import Served, add_test_driver_host
 
 
 def _server(served: Served, name: str) -> dict[str, str]:
@@ -17,7 +17,7 @@ def test_volume_created_with_server_lands_on_that_servers_host(
     served: Served, tmp_path: Path
 ) -> None:
     # The server goes to a second host, so the default (local) host would be the wrong one.
-    second = served.json("host", "register", second_host_uri(tmp_path), "--name", "second",
+    second = served.json("host", "show", add_test_driver_host(served, tmp_path, "second"),
                          "--json")  # fmt: skip
     assert served.run("host", "disable", "vm").exit_code == 0
     server = _server(served, "db")
@@ -71,3 +71,36 @@ def test_detach_takes_the_volume_id_or_its_alias(served: Served) -> None:
         result = served.run("volume", "detach", "web", given)
         assert result.exit_code == 1
         assert f"no volume or interface with alias 'ua-{volume['id']}'" in result.output
+
+
+def test_volumes_are_found_by_unique_name(served: Served) -> None:
+    _server(served, "demo")
+    volume = served.json("volume", "create", "data1", "--size", "1", "--json")
+    assert served.json("volume", "show", "data1", "--json")["id"] == volume["id"]
+    # The name reaches the host call (the test driver then refuses the hot-plug).
+    attached = served.run("volume", "attach", "demo", "data1")
+    assert attached.exit_code == 1 and "does not exist" not in attached.output
+    assert "host_error, HTTP 502" in attached.output
+    detached = served.run("volume", "detach", "demo", "data1")
+    assert detached.exit_code == 1
+    assert f"no volume or interface with alias 'ua-{volume['id']}'" in detached.output
+    by_alias = served.run("volume", "detach", "demo", "ua-nothing")
+    assert by_alias.exit_code == 1
+    assert "no volume or interface with alias 'ua-nothing'" in by_alias.output
+    deleted = served.run("volume", "delete", "data1")
+    assert deleted.exit_code == 0, deleted.output
+    assert f"volume {volume['id']} deleted" in deleted.output
+    assert served.json("volume", "list", "--json") == []
+
+
+def test_an_ambiguous_volume_name_is_refused_with_the_matching_ids(served: Served) -> None:
+    first = served.json("volume", "create", "dup", "--size", "1", "--json")
+    second = served.json("volume", "create", "dup", "--size", "1", "--json")
+    for args in (("volume", "show", "dup"), ("volume", "delete", "dup")):
+        result = served.run(*args)
+        assert result.exit_code == 1, args
+        assert "2 volumes are named 'dup'" in result.output and "HTTP 409" in result.output
+        assert first["id"] in result.output and second["id"] in result.output
+    assert len(served.json("volume", "list", "--json")) == 2
+    missing = served.run("volume", "show", "nothing")
+    assert missing.exit_code == 1 and "volume 'nothing' does not exist" in missing.output

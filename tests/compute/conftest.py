@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wattvisor.compute import Compute, ImageRecord, LocalHostClient
+from wattvisor.compute import Compute, HostRecord, ImageRecord, LocalHostClient
 from wattvisor.config import Settings, load_settings
 from wattvisor.host.driver import HostDriver
 from wattvisor.placement import Placement
@@ -26,6 +26,19 @@ def second_host_uri(directory: Path, cores: int = 4) -> str:
         "<model>x86_64</model></cpu><memory>8388608</memory></node>"
     )
     return f"test://{node}"
+
+
+def add_test_driver_host(
+    compute: Compute, directory: Path, name: str, cores: int = 4
+) -> HostRecord:
+    """Another host on libvirt's test driver with a node file of its own.
+
+    It is added the way the controller adds a host it drives itself, not registered by
+    URI: an admin may not register a URI that makes libvirt read a file.
+    """
+    settings = compute.hosts.settings
+    driver = HostDriver(settings.host, settings.data_dir, uri=second_host_uri(directory, cores))
+    return compute.hosts.get(compute.hosts.add(LocalHostClient(driver), name=name))
 
 
 @pytest.fixture

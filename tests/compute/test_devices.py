@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compute.conftest import second_host_uri
+from compute.conftest import add_test_driver_host
 from compute.principals import ALICE, BOB
 from wattvisor.compute import (
     Compute,
@@ -84,7 +84,7 @@ def test_devices_change_only_on_servers_on_a_host(
 def test_volume_goes_to_the_host_of_the_server_it_is_for(
     compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None], tmp_path: Path
 ) -> None:
-    other = compute.hosts.register_uri(second_host_uri(tmp_path), name="rack-2")
+    other = add_test_driver_host(compute, tmp_path, "rack-2")
     [local] = [h for h in compute.hosts.list_all() if h.local]
     compute.hosts.set_enabled(local.provider_uuid, False)
     server = compute.servers.create(ALICE, "far", "tiny", kernel_image.id)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from compute.principals import ADMIN, ALICE, BOB
 from wattvisor.compute import Compute, ImageRecord, NotFound
@@ -34,3 +36,39 @@ def test_host_power_of_an_unknown_host_is_not_found(compute: Compute) -> None:
     assert compute.power.host_power(host.provider_uuid).source == "none"
     with pytest.raises(NotFound):
         compute.power.host_power("no-such-host")
+
+
+def test_servers_power_lists_what_the_principal_may_see_with_one_store_query(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    made = {
+        principal.project: [compute.servers.create(principal, f"s{i}", "tiny", kernel_image.id)
+                            for i in range(3)]
+        for principal in (ALICE, BOB)
+    }  # fmt: skip
+    for servers in made.values():
+        for server in servers:
+            settle(server.uuid)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(compute.servers.engine, "before_cursor_execute", seen)
+    try:
+        views = compute.power.servers_power(ALICE)
+    finally:
+        event.remove(compute.servers.engine, "before_cursor_execute", seen)
+    assert sorted(v.server_uuid for v in views) == sorted(s.uuid for s in made["proj-a"])
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1, statements
+    # No meter on this host: listed, but said plainly to be unmeasured.
+    assert {(v.source, v.measured, v.watts) for v in views} == {("none", False, 0.0)}
+    everyone = compute.power.servers_power(ADMIN)
+    assert {v.project for v in everyone} == {"proj-a", "proj-b"} and len(everyone) == 6
+    assert {v.project for v in compute.power.servers_power(ADMIN, "proj-b")} == {"proj-b"}
+    with pytest.raises(NotFound, match="project 'proj-a'"):
+        compute.power.servers_power(BOB, "proj-a")
+    compute.servers.delete(ALICE, made["proj-a"][0].uuid)
+    settle(made["proj-a"][0].uuid)
+    assert len(compute.power.servers_power(ALICE)) == 2

@@ -180,15 +180,45 @@ def test_qemu_found_by_name_alone_is_matched_to_the_inventory(host: Host) -> Non
     assert snap.vms[UUID_B].energy_joules_total == pytest.approx(5.0)
 
 
-def test_domain_unknown_to_inventory_is_still_a_vm(host: Host) -> None:
+def test_domain_unknown_to_inventory_counts_as_host_processes(host: Host) -> None:
     host.stats.set(UUID_B, "foreign", 0)
+    host.proc.add_process(
+        300, "qemu-system-x86",
+        ["/usr/bin/qemu-system-x86_64", "-name", "guest=foreign", "-uuid", UUID_B],
+    )  # fmt: skip
     sampler = host.sampler()
     sampler.sample()
-    host.interval(10.0, vm_ns={UUID_B: 5 * 10**8})
+    host.interval(10.0, cpu={300: 50}, vm_ns={UUID_B: 5 * 10**8})
     snap = sampler.sample()
     assert snap is not None
-    assert (snap.vms[UUID_B].domain, snap.vms[UUID_B].project) == ("foreign", "")
-    assert snap.vms[UUID_B].energy_joules_total == pytest.approx(5.0)
+    assert snap.vms == {} and snap.projects == {}
+    assert snap.interval.process_joules == {300: pytest.approx(5.0)}
+    assert snap.host.other_processes_energy_joules_total == pytest.approx(5.0)
+
+
+def test_domain_listed_as_not_wattvisors_is_never_a_vm(host: Host) -> None:
+    """Someone else's guest: its QEMU is a host process, and a counter an older version
+    kept for it (by name and uuid) is dropped."""
+    host.start_vm(UUID_A, "instance-1", 200)
+    host.start_vm(UUID_B, "their-db", 300, project="")
+    sampler = host.sampler()
+    sampler.sample()
+    host.interval(20.0, cpu={300: 100}, vm_ns={UUID_A: 10**9, UUID_B: 10**9})
+    older = sampler.sample()
+    assert older is not None and set(older.vms) == {UUID_A, UUID_B}  # as before the upgrade
+
+    host.inventory.put(VMRecord(UUID_B, "their-db", managed=False))
+    host.interval(20.0, busy=150, idle=50, cpu={50: 50, 300: 100},
+                  vm_ns={UUID_A: 10**9, UUID_B: 10**9})  # fmt: skip
+    snap = sampler.sample()
+    assert snap is not None
+    assert set(snap.vms) == {UUID_A} and set(snap.projects) == {"proj-1"}
+    # 15 J active over 2 s (VM A) + 0.5 s (bash) + 1 s (their QEMU, from procfs).
+    assert snap.interval.vm_joules == {UUID_A: pytest.approx(15.0 * 1 / 2.5)}
+    assert snap.interval.process_joules == {50: pytest.approx(3.0), 300: pytest.approx(6.0)}
+    assert sampler.vm_history(UUID_B) == []
+    state = (host.tmp_path / "state" / "energy.json").read_text()
+    assert UUID_B not in state and "their-db" not in state
 
 
 def test_restarted_domain_counts_its_new_cpu_time(host: Host) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +26,15 @@ from wattvisor.guest import (
     make_alias,
 )
 
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "libvirt-9.0-domains"
+# ../shared/corpus next to the repository; WATTVISOR_CORPUS names it for a checkout
+# that lives elsewhere (a git worktree).
+CORPUS = (
+    Path(
+        os.environ.get("WATTVISOR_CORPUS")
+        or Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
+    )
+    / "libvirt-9.0-domains"
+)
 INSTANCE_UUID = "7f0e2c1a-5b8d-4c3e-9a71-0d2f4b6c8e10"
 VOLUME_ID = "0b1c2d3e-4f50-4617-8283-94a5b6c7d8e9"
 PORT_ID = "9e8d7c6b-5a49-4837-a625-140f2e3d4c5b"

@@ -181,9 +181,12 @@ def test_new_elements_go_where_libvirt_puts_them_and_keep_the_indentation() -> N
     assert [c.tag for c in root if isinstance(c.tag, str)][:3] == ["name", "uuid", "title"]
     disk_children = [c.tag for c in root.find("devices/disk") if isinstance(c.tag, str)]
     # Right after the last sibling libvirt writes before them; unknown children stay put.
-    assert disk_children == ["driver", "source", "target", "serial", "alias", "unknown-child",
+    # An alias also goes after a child the model does not know: libvirt writes every
+    # element of a device before the device info (boot, alias, ..., address).
+    assert disk_children == ["driver", "source", "target", "serial", "unknown-child", "alias",
                              "address"]  # fmt: skip
-    assert '\n      <serial>abc</serial>\n      <alias name="ua-abc"/>\n' in domain.to_xml()
+    assert "\n      <serial>abc</serial>\n      <unknown-child" in domain.to_xml()
+    assert '<unknown-child answer="42"/>\n      <alias name="ua-abc"/>\n' in domain.to_xml()
     # Removing what was added gives back the original document, byte for byte.
     domain.title = None
     disk.serial = None

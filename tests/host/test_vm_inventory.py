@@ -46,14 +46,15 @@ def test_power_metrics_guest_is_listed_with_project_and_share_dir(driver: HostDr
     ident = _define(driver, meta)
     records = {r.uuid: r for r in LibvirtVMInventory(driver).vms()}
     record = records[ident]
-    assert record.project == project
+    assert record.project == project and record.managed
     assert record.power_metrics
     assert record.share_dirs == (Path("/var/lib/wv-power"),)
 
 
-def test_guest_without_metadata_has_no_power_metrics(driver: HostDriver) -> None:
+def test_guest_without_metadata_is_listed_as_not_wattvisors(driver: HostDriver) -> None:
     ident = _define(driver, None)
     record = {r.uuid: r for r in LibvirtVMInventory(driver).vms()}[ident]
+    assert not record.managed
     assert not record.power_metrics and record.project == "" and record.share_dirs == ()
 
 

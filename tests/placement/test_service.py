@@ -125,6 +125,25 @@ def test_custom_trait_needs_custom_prefix(placement: Placement) -> None:
         placement.ensure_custom_trait("GOLD")
 
 
+def test_custom_names_longer_than_255_characters_are_refused_and_not_stored(
+    placement: Placement,
+) -> None:
+    longest = "CUSTOM_" + "A" * 248
+    assert placement.ensure_custom_trait(longest)
+    assert placement.ensure_custom_resource_class(longest)
+    too_long = "CUSTOM_" + "A" * 300
+    with pytest.raises(BadRequest, match=r"307 characters.*at most 255 characters"):
+        placement.ensure_custom_trait(too_long)
+    with pytest.raises(BadRequest, match=r"307 characters.*at most 255 characters"):
+        placement.ensure_custom_resource_class(too_long)
+    rp = str(uuid.uuid4())
+    with pytest.raises(BadRequest, match="at most 255 characters"):
+        placement.ensure_provider(rp, "long", {"VCPU": Inventory(total=1)}, [too_long])
+    assert too_long not in placement.list_traits(starts_with="CUSTOM_")
+    assert too_long not in placement.list_resource_classes()
+    assert placement.list_providers(uuid=rp) == []
+
+
 def test_allocation_shows_in_usages_and_consumer(placement: Placement) -> None:
     rp = _host(placement)
     consumer = _claim(placement, rp, VCPU=2, MEMORY_MB=1024)

@@ -19,6 +19,7 @@ from wattvisor.scheduler import (
     Scheduler,
     SpawnFailed,
     build_request_spec,
+    flavor_resources,
 )
 
 SMALL = Flavor("small", vcpus=1, memory_mb=512, root_gb=1)
@@ -143,22 +144,113 @@ def test_no_valid_host_says_what_removed_the_hosts(mixed: Placement) -> None:
     spec = _spec(flavor, {"hw_vif_model": "e1000"})
     with pytest.raises(NoValidHost) as caught:
         Scheduler(mixed).select_and_claim(spec)
-    text = str(caught.value)
-    assert (
-        "1 of 4 hosts have COMPUTE_NET_VIF_MODEL_E1000 (required by image property "
-        "hw_vif_model=e1000), 1 left" in text
+    assert caught.value.reasons == (
+        "3 hosts lack COMPUTE_NET_VIF_MODEL_E1000 (required by image property "
+        "hw_vif_model=e1000)",
+        "1 host lacks COMPUTE_SHARE_LOCAL_FS (required by flavor extra spec "
+        "hw:power_metrics=true)",
     )
-    assert (
-        "1 of 4 hosts have COMPUTE_SHARE_LOCAL_FS "
-        "(required by flavor extra spec hw:power_metrics=true), 0 left" in text
-    )
-    assert "4 of 4 hosts have room for VCPU:1" in text
 
 
 def test_no_host_with_room_is_explained(mixed: Placement) -> None:
     big = Flavor("huge", vcpus=64, memory_mb=512)
-    with pytest.raises(NoValidHost, match="0 of 3 hosts have room for VCPU:64"):
+    with pytest.raises(NoValidHost) as caught:
         Scheduler(mixed).select_and_claim(_spec(big))
+    assert caught.value.reasons == (
+        "3 hosts lack room for VCPU:64 (flavor huge requests 64, the largest free is 8)",
+    )
+
+
+def test_a_full_enabled_host_is_blamed_on_capacity_not_on_the_disabled_hosts_check(
+    placement: Placement,
+) -> None:
+    _host(placement, "only", ["HW_ARCH_X86_64"], vcpus=8)
+    with pytest.raises(NoValidHost) as caught:
+        Scheduler(placement).select_and_claim(_spec(Flavor("big", vcpus=64, memory_mb=512)))
+    text = str(caught.value)
+    assert text == (
+        "no valid host among 1 for MEMORY_MB:512, VCPU:64: 1 host lacks room for VCPU:64 "
+        "(flavor big requests 64, the largest free is 8)"
+    )
+    assert "DISABLED" not in text
+
+
+def test_a_disabled_host_is_blamed_on_being_disabled_even_when_it_is_also_full(
+    placement: Placement,
+) -> None:
+    _host(placement, "off", ["COMPUTE_STATUS_DISABLED"], vcpus=2)
+    _host(placement, "full", [], vcpus=2)
+    with pytest.raises(NoValidHost) as caught:
+        Scheduler(placement).select_and_claim(_spec(Flavor("four", vcpus=4, memory_mb=512)))
+    assert caught.value.reasons == (
+        "1 host is disabled by an operator (COMPUTE_STATUS_DISABLED)",
+        "1 host lacks room for VCPU:4 (flavor four requests 4, the largest free is 2)",
+    )
+
+
+def test_every_host_is_blamed_on_the_first_check_it_fails(placement: Placement) -> None:
+    """Disabled status, then traits (required, forbidden), then each resource class."""
+    _host(placement, "disabled", ["COMPUTE_STATUS_DISABLED", "CUSTOM_GOLD"], vcpus=64)
+    _host(placement, "no-gold", [], vcpus=64, memory_mb=65536)
+    _host(placement, "gpu", ["CUSTOM_GOLD", "CUSTOM_GPU"], vcpus=64, memory_mb=65536)
+    _host(placement, "small-ram", ["CUSTOM_GOLD"], vcpus=64, memory_mb=4096)
+    _host(placement, "few-cpus", ["CUSTOM_GOLD"], vcpus=4, memory_mb=65536)
+    flavor = Flavor(
+        "gold",
+        vcpus=16,
+        memory_mb=16384,
+        extra_specs={"trait:CUSTOM_GOLD": "required", "trait:CUSTOM_GPU": "forbidden"},
+    )
+    with pytest.raises(NoValidHost) as caught:
+        Scheduler(placement).select_and_claim(_spec(flavor))
+    assert caught.value.reasons == (
+        "1 host is disabled by an operator (COMPUTE_STATUS_DISABLED)",
+        "1 host lacks CUSTOM_GOLD (required by flavor extra spec trait:CUSTOM_GOLD=required)",
+        "1 host has CUSTOM_GPU (forbidden by flavor extra spec trait:CUSTOM_GPU=forbidden)",
+        "1 host lacks room for MEMORY_MB:16384 (flavor gold requests 16384, the largest free "
+        "is 4096)",
+        "1 host lacks room for VCPU:16 (flavor gold requests 16, the largest free is 4)",
+    )
+    assert "no valid host among 5 " in str(caught.value)
+
+
+def test_capacity_blame_counts_what_is_already_allocated_and_missing_inventory(
+    placement: Placement,
+) -> None:
+    busy = _host(placement, "busy", [], vcpus=8)
+    bare = str(uuid.uuid5(uuid.NAMESPACE_DNS, "bare"))
+    placement.ensure_provider(
+        bare, "bare", {"VCPU": Inventory(total=8), "MEMORY_MB": Inventory(total=8192)}, []
+    )
+    placement.set_allocations(
+        str(uuid.uuid4()), {busy: {"VCPU": 6}}, project_id="p", user_id="u",
+        consumer_generation=None,
+    )  # fmt: skip
+    with pytest.raises(NoValidHost) as caught:
+        Scheduler(placement).select_and_claim(_spec(Flavor("four", 4, 512, root_gb=1)))
+    assert caught.value.reasons == (
+        "1 host lacks room for DISK_GB:1 (flavor four requests 1, no DISK_GB at all)",
+        "1 host lacks room for VCPU:4 (flavor four requests 4, the largest free is 2)",
+    )
+
+
+def test_largest_free_is_bounded_by_the_largest_single_allocation(placement: Placement) -> None:
+    rp = str(uuid.uuid5(uuid.NAMESPACE_DNS, "capped"))
+    placement.ensure_provider(
+        rp, "capped",
+        {"VCPU": Inventory(total=64, max_unit=4), "MEMORY_MB": Inventory(total=8192)}, [],
+    )  # fmt: skip
+    with pytest.raises(NoValidHost) as caught:
+        Scheduler(placement).select_and_claim(_spec(Flavor("eight", 8, 512)))
+    assert caught.value.reasons == (
+        "1 host lacks room for VCPU:8 (flavor eight requests 8, the largest free is 4)",
+    )
+
+
+def test_no_host_registered_is_said_plainly(placement: Placement) -> None:
+    with pytest.raises(NoValidHost) as caught:
+        Scheduler(placement).select_and_claim(_spec())
+    assert caught.value.reasons == ("no host is registered",)
 
 
 def test_free_ram_weigher_spreads_memory(placement: Placement) -> None:
@@ -308,9 +400,8 @@ def test_energy_weigher_uses_a_whole_table_when_offered(placement: Placement) ->
 def test_hypervisor_nobody_reports_is_no_valid_host_not_an_error(mixed: Placement) -> None:
     with pytest.raises(NoValidHost) as caught:
         Scheduler(mixed).select_and_claim(_spec(image={"hypervisor_type": "xen"}))
-    assert (
-        "0 of 3 hosts have CUSTOM_HYPERVISOR_XEN (required by image property "
-        "hypervisor_type=xen), 0 left" in str(caught.value)
+    assert caught.value.reasons == (
+        "3 hosts lack CUSTOM_HYPERVISOR_XEN (required by image property hypervisor_type=xen)",
     )
 
 
@@ -335,7 +426,7 @@ def test_spawn_failure_on_the_only_host_names_the_error_in_no_valid_host(
         "only: domain 'instance-1' failed to start: cannot open console.log",
     )
     assert "only: domain 'instance-1' failed to start: cannot open console.log" in str(caught.value)
-    assert "1 host(s) excluded because spawning failed there" in str(caught.value)
+    assert caught.value.reasons == ("1 host failed to spawn this server and was not retried",)
 
 
 def test_a_prepared_spec_is_not_prefiltered_again(mixed: Placement) -> None:
@@ -355,3 +446,32 @@ def test_a_single_candidate_is_chosen_without_asking_the_weighers(placement: Pla
     _host(placement, "only", [])
     claim = Scheduler(placement, power=_NoPowerWanted()).select_and_claim(_spec())
     assert claim.provider_name == "only"
+
+
+def test_resources_extra_specs_replace_and_add_to_the_flavor_amounts() -> None:
+    flavor = Flavor(
+        "tuned", vcpus=2, memory_mb=1024, root_gb=10,
+        extra_specs={"resources:VCPU": "4", "resources:DISK_GB": "0",
+                     "resources1:MEMORY_MB": "512", "resources2:CUSTOM_FPGA": "1"},
+    )  # fmt: skip
+    assert flavor_resources(flavor) == {"VCPU": 4, "MEMORY_MB": 1536, "CUSTOM_FPGA": 1}
+
+
+def test_a_stored_flavor_with_a_negative_resource_amount_is_refused_at_boot() -> None:
+    flavor = Flavor("old", 1, 512, extra_specs={"resources:VCPU": "-1"})
+    with pytest.raises(InvalidSpec, match=r"resources:VCPU='-1' is not accepted"):
+        flavor_resources(flavor)
+
+
+def test_numbered_trait_groups_constrain_the_host_like_unnumbered_ones(mixed: Placement) -> None:
+    flavor = Flavor(
+        "grouped", 1, 512, 1,
+        extra_specs={"resources1:VCPU": "1", "trait1:COMPUTE_NET_VIF_MODEL_E1000": "required"},
+    )  # fmt: skip
+    spec = _spec(flavor)
+    claim = Scheduler(mixed).select_and_claim(spec)
+    assert claim.provider_name == "e1000"
+    assert spec.resources["VCPU"] == 2
+    assert spec.reasons["COMPUTE_NET_VIF_MODEL_E1000"] == (
+        "flavor extra spec trait1:COMPUTE_NET_VIF_MODEL_E1000=required"
+    )

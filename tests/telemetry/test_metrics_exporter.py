@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from telemetry.conftest import sampled_host
 from wattvisor.energy import DomainCpu, EnergySampler, InMemoryVMInventory
 from wattvisor.energy.sources import UtilisationModelSource
-from wattvisor.telemetry import (
-    make_metrics_app,
-    make_metrics_registry,
-    make_metrics_wsgi_app,
-    serve_metrics,
-)
+from wattvisor.telemetry import make_metrics_registry
 
 BUSY_VM = "aaaaaaaa-1111-4111-8111-000000000001"
 IDLE_VM = "bbbbbbbb-2222-4222-8222-000000000002"
@@ -28,8 +22,9 @@ IDLE_VM = "bbbbbbbb-2222-4222-8222-000000000002"
 Series = dict[str, list[tuple[dict[str, str], float]]]
 
 
-def _samples(sampler: EnergySampler, *, compat: bool = False) -> Series:
-    text = generate_latest(make_metrics_registry(sampler, compat_series=compat)).decode()
+def _samples(sampler: EnergySampler, *, compat: bool = False, pids: bool = False) -> Series:
+    registry = make_metrics_registry(sampler, compat_series=compat, process_pids=pids)
+    text = generate_latest(registry).decode()
     found: Series = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -61,12 +56,32 @@ def test_vm_series_are_labelled_by_instance_domain_project(sampler: EnergySample
     assert set(projects) == {"project-a", "project-b"}
 
 
-def test_process_series_carry_no_command_line(sampler: EnergySampler) -> None:
+def test_process_series_carry_no_command_line_and_no_pid(sampler: EnergySampler) -> None:
     series = _samples(sampler)
     (labels, value), = series["wattvisor_process_power_watts"]
-    assert labels == {"pid": "77", "comm": "rsync (copy)", "source": "rapl"}
+    assert labels == {"comm": "rsync (copy)", "source": "rapl"}
     assert value == pytest.approx(80.0 * 0.4 / 4.4 / 2)
     assert "secret" not in generate_latest(make_metrics_registry(sampler)).decode()
+
+
+def test_process_pids_only_when_the_operator_asks(sampler: EnergySampler) -> None:
+    series = _samples(sampler, pids=True)
+    (labels, _value), = series["wattvisor_process_power_watts"]
+    assert labels == {"pid": "77", "comm": "rsync (copy)", "source": "rapl"}
+
+
+def test_processes_of_one_name_are_summed_without_pids(tmp_path: Path) -> None:
+    sampler = sampled_host(tmp_path, twin_rsync=True)
+    (labels, value), = _samples(sampler)["wattvisor_process_power_watts"]
+    assert labels == {"comm": "rsync (copy)", "source": "rapl"}
+    # rsync 0.4 s + its twin 0.4 s of 4.8 s CPU time, of 80 J active over 2 s.
+    assert value == pytest.approx(80.0 * 0.8 / 4.8 / 2)
+    by_pid = _samples(sampler, pids=True)["wattvisor_process_power_watts"]
+    assert sorted(labels["pid"] for labels, _ in by_pid) == ["77", "78"]
+    compat = _samples(sampler, compat=True)["scaph_process_power_consumption_microwatts"]
+    hosts = [(labels, v) for labels, v in compat if not labels["vmname"]]
+    assert hosts == [({"pid": "", "exe": "rsync (copy)", "cmdline": "rsync (copy)",
+                       "vmname": ""}, pytest.approx(value * 1e6))]
 
 
 def test_model_figures_are_labelled_estimate(model_sampler: EnergySampler) -> None:
@@ -110,20 +125,6 @@ def test_scrape_does_not_sample(sampler: EnergySampler) -> None:
     assert len(sampler.host_history()) == 1
 
 
-def test_wsgi_app_and_own_port_serve_the_same_text(sampler: EnergySampler) -> None:
-    app = make_metrics_wsgi_app(sampler)
-    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://agent") as client:
-        via_wsgi = client.get("/metrics").text
-    server = serve_metrics(sampler, host="127.0.0.1", port=0)
-    try:
-        via_port = httpx.get(f"http://127.0.0.1:{server.port}/metrics").text
-    finally:
-        server.stop()
-    assert "wattvisor_vm_power_watts" in via_wsgi
-    # Only the timestamp-free lines can differ: none here, the snapshot did not change.
-    assert via_port == via_wsgi
-
-
 class _StuckHypervisor:
     """Domain stats that hang until released, like an unresponsive libvirtd."""
 
@@ -151,20 +152,3 @@ def test_scrape_answers_while_the_sampler_waits_on_libvirt(sampler: EnergySample
     finally:
         stuck.release.set()
         worker.join(30)
-
-
-def test_metrics_app_serves_exactly_the_metrics_route_of_an_api(sampler: EnergySampler) -> None:
-    from fastapi import FastAPI
-
-    api = FastAPI()
-    api.add_route("/metrics", make_metrics_app(sampler))
-
-    async def scrape() -> httpx.Response:
-        transport = httpx.ASGITransport(app=api)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            return await client.get("/metrics")
-
-    reply = asyncio.run(scrape())
-    assert reply.status_code == 200
-    assert reply.headers["content-type"].startswith("text/plain")
-    assert "wattvisor_vm_energy_joules_total{" in reply.text

@@ -1,12 +1,13 @@
-"""A real Prometheus server scrapes the exporter and answers PromQL about VMs."""
+"""A real Prometheus server scrapes the metrics listener (with its bearer token from a
+``credentials_file``) and answers PromQL about VMs."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from wattvisor.energy import EnergySampler
-from wattvisor.telemetry import make_metrics_app, prometheus_scrape_job
+from wattvisor.telemetry import prometheus_scrape_job, serve_metrics
 
 PROMETHEUS = "/usr/bin/prometheus"
 BUSY_VM = "aaaaaaaa-1111-4111-8111-000000000001"
@@ -31,30 +31,31 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def exporter_port(sampler: EnergySampler) -> Iterator[int]:
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(make_metrics_app(sampler), host="127.0.0.1", port=port,
-                       log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "exporter did not start"
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "metrics.token"
+    path.write_text(secrets.token_urlsafe(32) + "\n")
+    path.chmod(0o600)  # Prometheus runs as this test's user here
+    return path
 
 
 @pytest.fixture
-def prometheus_url(tmp_path: Path, exporter_port: int) -> Iterator[str]:
+def exporter_port(sampler: EnergySampler, token_file: Path) -> Iterator[int]:
+    """The product's own metrics listener, asking for the token."""
+    listener = serve_metrics(sampler, host="127.0.0.1", port=0, bearer_token_file=token_file)
+    try:
+        assert httpx.get(listener.url).status_code == 401
+        yield listener.port
+    finally:
+        listener.stop()
+
+
+@pytest.fixture
+def prometheus_url(tmp_path: Path, exporter_port: int, token_file: Path) -> Iterator[str]:
     assert shutil.which(PROMETHEUS) or Path(PROMETHEUS).exists(), "Debian package prometheus"
     config = tmp_path / "prometheus.yml"
-    job = prometheus_scrape_job([f"127.0.0.1:{exporter_port}"], scrape_interval_s=1)
+    job = prometheus_scrape_job(
+        [f"127.0.0.1:{exporter_port}"], scrape_interval_s=1, credentials_file=token_file
+    )
     config.write_text(json.dumps({"scrape_configs": [job]}))
     port = _free_port()
     log = (tmp_path / "prometheus.log").open("wb")

@@ -12,9 +12,9 @@ from wattvisor.telemetry import TargetGroup, prometheus_scrape_job, write_file_s
 
 def test_file_sd_lists_targets_with_labels(tmp_path: Path) -> None:
     path = tmp_path / "sd" / "wattvisor.json"
-    write_file_sd(path, [TargetGroup(("10.0.0.5:8774", "10.0.0.6:8774"), {"region": "eu"})])
+    write_file_sd(path, [TargetGroup(("10.0.0.5:9464", "10.0.0.6:9464"), {"region": "eu"})])
     assert json.loads(path.read_text()) == [
-        {"targets": ["10.0.0.5:8774", "10.0.0.6:8774"], "labels": {"region": "eu"}}
+        {"targets": ["10.0.0.5:9464", "10.0.0.6:9464"], "labels": {"region": "eu"}}
     ]
     assert sorted(p.name for p in path.parent.iterdir()) == ["wattvisor.json"]
 
@@ -41,3 +41,10 @@ def test_scrape_job_keeps_the_vm_instance_label() -> None:
     assert job["static_configs"] == [{"targets": ["10.0.0.5:8774"]}]
     with pytest.raises(ValueError, match="host:port"):
         prometheus_scrape_job([])
+
+
+def test_scrape_job_sends_the_metrics_token_from_a_file(tmp_path: Path) -> None:
+    token = tmp_path / "metrics.token"
+    job = prometheus_scrape_job(["10.0.0.5:9464"], credentials_file=token)
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
+    assert "authorization" not in prometheus_scrape_job(["10.0.0.5:9464"])

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, FastAPI, params
 
 from wattvisor.api import placement_routes
+from wattvisor.api.allowed_methods import AllowedMethods
 from wattvisor.api.v1_errors import install_v1_errors
 from wattvisor.config.settings import Settings
 from wattvisor.placement import Placement
@@ -43,4 +44,5 @@ def create_app(
     for router in routers:
         app.include_router(router)
     install_v1_errors(app)
+    app.add_middleware(AllowedMethods, router=app.router)
     return app

@@ -36,6 +36,7 @@ from wattvisor.placement import (
 )
 from wattvisor.placement.entities import MAX_INT
 from wattvisor.placement.errors import CODE_QUERY_BAD_VALUE
+from wattvisor.placement.names import MAX_NAME_LENGTH, shown_name
 from wattvisor.placement.service import ConsumerAllocationUpdate
 
 PREFIX = "/placement"
@@ -252,11 +253,21 @@ def _consumer_update(
     else:
         consumer_type = body.get("consumer_type", DEFAULT_CONSUMER_TYPE)
     for key, value in (("project_id", project_id), ("user_id", user_id)):
-        if not isinstance(value, str) or not 1 <= len(value) <= 255:
-            raise BadRequest(f"JSON does not validate: {key} must be a string: {value!r}")
-    if not isinstance(consumer_type, str) or not _CONSUMER_TYPE_RE.match(consumer_type):
+        if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LENGTH:
+            shown = shown_name(value) if isinstance(value, str) else repr(value)
+            raise BadRequest(
+                f"JSON does not validate: {key} must be a string of 1-{MAX_NAME_LENGTH} "
+                f"characters, got {shown}"
+            )
+    if (
+        not isinstance(consumer_type, str)
+        or len(consumer_type) > MAX_NAME_LENGTH
+        or not _CONSUMER_TYPE_RE.match(consumer_type)
+    ):
+        shown = shown_name(consumer_type) if isinstance(consumer_type, str) else repr(consumer_type)
         raise BadRequest(
-            f"JSON does not validate: consumer_type {consumer_type!r} must match ^[A-Z0-9_]+$"
+            f"JSON does not validate: consumer_type {shown} must match ^[A-Z0-9_]+$, at most "
+            f"{MAX_NAME_LENGTH} characters"
         )
     allocations: dict[str, dict[str, int]] = {}
     for rp_uuid, entry in raw.items():

@@ -33,6 +33,7 @@ from wattvisor.api.v1_schemas import (
     Power,
     Server,
     ServerCreate,
+    ServerPower,
     User,
     UserCreate,
     UserUpdate,
@@ -302,6 +303,17 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     def project_power(project_id: str, principal: Member) -> Power:
         """The sum over the project's servers on every host."""
         return Power.of(power.project_power(principal, project_id))
+
+    @router.get("/power/servers", response_model=list[ServerPower], tags=["power"])
+    def servers_power(
+        principal: Member,
+        project: Annotated[
+            str | None,
+            Query(min_length=1, description="only this project's servers (members: their own)"),
+        ] = None,
+    ) -> list[ServerPower]:
+        """Every server you may see with its latest watts and joules, highest first."""
+        return [ServerPower.of(v) for v in power.servers_power(principal, project)]
 
     # -- hosts (admin) -----------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wattvisor.auth import ADMIN_ONLY
 from wattvisor.compute import (
@@ -23,6 +23,8 @@ from wattvisor.compute import (
     UserRecord,
     VolumeRecord,
 )
+from wattvisor.compute.power import ServerPowerView
+from wattvisor.host.libvirt_uris import ACCEPTED, check_host_uri
 
 
 class _Request(BaseModel):
@@ -268,7 +270,12 @@ class Me(BaseModel):
 
 
 class HostRegister(_Request):
-    uri: str = Field(min_length=3, description="libvirt URI, e.g. qemu+ssh://host2/system")
+    uri: str = Field(description=f"libvirt URI of the host; accepted: {ACCEPTED}")
+
+    @field_validator("uri")
+    @classmethod
+    def _accepted_uri(cls, value: str) -> str:
+        return check_host_uri(value)
     name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
@@ -329,4 +336,26 @@ class Power(BaseModel):
                 PowerSample(taken_at=p.taken_at, watts=p.power_watts, joules=p.energy_joules_total)
                 for p in view.history
             ],
+        )  # fmt: skip
+
+
+class ServerPower(BaseModel):
+    """A server's latest power figures, one row of ``GET /v1/power/servers``."""
+
+    id: str
+    name: str
+    project: str
+    status: str
+    watts: float = Field(description="average power over the last sample interval")
+    joules: float = Field(description="energy since the server was first measured")
+    source: str = Field(description="rapl, scaphandre, estimate (model), or none")
+    measured: bool = Field(description="false until the host's sampler has seen the server")
+    taken_at: float | None = Field(description="Unix time of the sample")
+
+    @classmethod
+    def of(cls, view: ServerPowerView) -> ServerPower:
+        return cls(
+            id=view.server_uuid, name=view.name, project=view.project, status=view.status,
+            watts=view.watts, joules=view.joules, source=view.source, measured=view.measured,
+            taken_at=view.taken_at,
         )  # fmt: skip

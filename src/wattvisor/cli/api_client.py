@@ -8,7 +8,6 @@ the API's, and its error messages reach the user as they are.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -19,9 +18,6 @@ from urllib.parse import quote
 
 import httpx
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from wattvisor.auth.errors import KeyFileError
 from wattvisor.auth.keys import mint_token_from_file
@@ -31,10 +27,9 @@ UrlOption = Annotated[
     str | None,
     typer.Option("--url", envvar="WATTVISOR_URL", help="API address (default from settings)."),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ServerArg = Annotated[str, typer.Argument(help="Server id or unique name.")]
+VolumeArg = Annotated[str, typer.Argument(help="Volume id or unique name.")]
 
-out = Console()
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
@@ -122,26 +117,10 @@ def resolve_host(client: ApiClient, ident: str) -> str:
     return _resolve(client, ident, "host")
 
 
-def print_json(value: Any) -> None:
-    out.print_json(json.dumps(value))
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
-
-
-def print_record(record: dict[str, Any], as_json: bool) -> None:
-    """One API object: JSON as the API sent it, or a two-column table of its fields."""
-    if as_json:
-        print_json(record)
-        return
-    table = Table(box=None, show_header=False)
-    for key, value in record.items():
-        table.add_row(key, escape(_shown(value)))
-    out.print(table)
+def resolve_volume(client: ApiClient, ident: str) -> str:
+    """A volume id from an id or a unique name; the API looks names up among the volumes
+    the caller may see and refuses an ambiguous one with the matching ids."""
+    if is_uuid(ident):
+        return ident
+    volume: dict[str, Any] = client.call("GET", f"/v1/volumes/{segment(ident)}")
+    return str(volume["id"])

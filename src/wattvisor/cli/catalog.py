@@ -12,19 +12,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from wattvisor.cli.api_client import (
-    JsonOption,
-    UrlOption,
-    connect,
-    out,
-    print_json,
-    print_record,
-    segment,
-)
-from wattvisor.cli.context import err, fail
+from wattvisor.cli.api_client import UrlOption, connect, segment
+from wattvisor.cli.context import fail, say
+from wattvisor.cli.output import Column, ColumnOption, FormatOption, JsonOption, Output
 
 flavor_app = typer.Typer(
     help="Flavors: the sizes and extra specs servers are made with.", no_args_is_help=True
@@ -46,38 +37,57 @@ def parse_pairs(values: list[str], option: str, example: str) -> dict[str, str]:
     return pairs
 
 
-def _pairs(mapping: dict[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in mapping.items())
+FLAVOR_COLUMNS = (
+    Column("ID", "id", ident=True),
+    Column("Name", "name"),
+    Column("vCPUs", "vcpus", right=True),
+    Column("RAM MiB", "ram_mb", right=True),
+    Column("Disk GiB", "disk_gb", right=True),
+    Column("Extra specs", "extra_specs"),
+    Column("Swap MiB", "swap_mb", right=True, default=False),
+    Column("Ephemeral GiB", "ephemeral_gb", right=True, default=False),
+)
+IMAGE_COLUMNS = (
+    Column("ID", "id", ident=True),
+    Column("Name", "name"),
+    Column("Boot", "boot"),
+    Column("Format", "disk_format"),
+    Column("Properties", "properties"),
+    Column("Cmdline", "cmdline", default=False),
+)
 
 
 # -- flavors ----------------------------------------------------------------------------
 
 
 @flavor_app.command("list")
-def list_flavors(as_json: JsonOption = False, url: UrlOption = None) -> None:
+def list_flavors(
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
     """Every flavor, with its extra specs."""
+    output = Output.of(fmt, columns, as_json)
+    output.pick(FLAVOR_COLUMNS)
     with connect(url) as client:
         flavors: list[dict[str, Any]] = client.call("GET", "/v1/flavors")
-    if as_json:
-        print_json(flavors)
-        return
-    table = Table("ID", "Name", "vCPUs", "RAM MiB", "Disk GiB", "Extra specs", box=None)
-    for f in flavors:
-        table.add_row(f["id"], escape(f["name"]), str(f["vcpus"]), str(f["ram_mb"]),
-                      str(f["disk_gb"]), escape(_pairs(f["extra_specs"])))  # fmt: skip
-    out.print(table)
+    output.rows(flavors, FLAVOR_COLUMNS)
 
 
 @flavor_app.command("show")
 def show_flavor(
     flavor: Annotated[str, typer.Argument(help="Flavor id or name.")],
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """One flavor."""
+    output = Output.of(fmt, columns, as_json)
     with connect(url) as client:
         found = client.call("GET", f"/v1/flavors/{segment(flavor)}")
-    print_record(found, as_json)
+    output.record(found)
 
 
 @flavor_app.command("create")
@@ -97,7 +107,7 @@ def create_flavor(
     flavor_id: Annotated[
         str | None, typer.Option("--id", help="Flavor id (default: one the API makes).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the flavor as JSON.")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """Create a flavor (admin); the API checks the extra specs."""
@@ -109,7 +119,7 @@ def create_flavor(
         body["id"] = flavor_id
     with connect(url) as client:
         created = client.call("POST", "/v1/flavors", body)
-    print_record(created, as_json)
+    Output.of(None, None, as_json).record(created)
 
 
 @flavor_app.command("delete")
@@ -120,35 +130,38 @@ def delete_flavor(
     """Delete a flavor (admin)."""
     with connect(url) as client:
         client.call("DELETE", f"/v1/flavors/{segment(flavor)}")
-    err.print(f"flavor {flavor} deleted")
+    say(f"flavor {flavor} deleted")
 
 
 # -- images -----------------------------------------------------------------------------
 
 
-def list_images(as_json: JsonOption = False, url: UrlOption = None) -> None:
+def list_images(
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
     """Every image in the catalog."""
+    output = Output.of(fmt, columns, as_json)
+    output.pick(IMAGE_COLUMNS)
     with connect(url) as client:
         images: list[dict[str, Any]] = client.call("GET", "/v1/images")
-    if as_json:
-        print_json(images)
-        return
-    table = Table("ID", "Name", "Boot", "Format", "Properties", box=None)
-    for i in images:
-        table.add_row(i["id"], escape(i["name"]), i["boot"], i.get("disk_format") or "",
-                      escape(_pairs(i["properties"])))  # fmt: skip
-    out.print(table)
+    output.rows(images, IMAGE_COLUMNS)
 
 
 def show_image(
     image: Annotated[str, typer.Argument(help="Image id or name.")],
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """One image (host paths are shown to admins only)."""
+    output = Output.of(fmt, columns, as_json)
     with connect(url) as client:
         found = client.call("GET", f"/v1/images/{segment(image)}")
-    print_record(found, as_json)
+    output.record(found)
 
 
 def create_image(
@@ -168,7 +181,7 @@ def create_image(
         list[str] | None,
         typer.Option("--property", help="KEY=VALUE, repeatable, e.g. hw_vif_model=virtio."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the image as JSON.")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """Register an image (admin): a kernel (+ initrd, cmdline) or a disk; paths are host paths."""
@@ -179,7 +192,7 @@ def create_image(
     body.update({k: v for k, v in fields.items() if v is not None})
     with connect(url) as client:
         created = client.call("POST", "/v1/images", body)
-    print_record(created, as_json)
+    Output.of(None, None, as_json).record(created)
 
 
 def delete_image(
@@ -189,7 +202,7 @@ def delete_image(
     """Delete an image from the catalog (admin)."""
     with connect(url) as client:
         client.call("DELETE", f"/v1/images/{segment(image)}")
-    err.print(f"image {image} deleted")
+    say(f"image {image} deleted")
 
 
 def add_image_commands(app: typer.Typer) -> None:

@@ -6,17 +6,27 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
+from wattvisor.cli.safe_text import safe
 from wattvisor.config import ConfigError, Settings, load_settings
 
-err = Console(stderr=True)
+err = Console(stderr=True, highlight=False)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``message`` as an error; the caller raises the returned exit."""
-    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    """Print ``message`` as an error; the caller raises the returned exit.
+
+    The message often quotes the API, i.e. other people's names: it is printed as
+    plain text (no Rich markup) with control characters escaped."""
+    err.print(Text.assemble(("error:", "red"), " ", safe(message)), soft_wrap=True)
     return typer.Exit(code)
+
+
+def say(message: str) -> None:
+    """An informational line on stderr, unwrapped, as plain text with control characters
+    escaped (stdout stays for what scripts read)."""
+    err.print(Text(safe(message)), soft_wrap=True)
 
 
 class State:
@@ -30,8 +40,7 @@ class State:
             try:
                 self._settings = load_settings(self.config_file)
             except ConfigError as exc:
-                err.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(2) from exc
+                raise fail(str(exc), 2) from exc
         return self._settings
 
 

@@ -1,43 +1,144 @@
-"""``wattvisor host ...``: what this host is and can do, and the registered hosts (admin).
+"""``wattvisor host ...``: what a host is and can do, and the registered hosts (admin).
 
-``traits`` and ``libvirtd-up`` look at this machine directly; ``list``, ``show``,
-``register``, ``enable`` and ``disable`` are thin clients of the admin ``/v1/hosts``
-routes, so the API decides and its error messages are shown as they are.
+``list``, ``show``, ``register``, ``enable``, ``disable`` and ``traits`` are thin
+clients of the admin ``/v1/hosts`` routes, so the API decides and its error
+messages are shown as they are. ``traits`` shows what the running service
+registered with placement; ``traits --local`` and ``libvirtd-up`` look at this
+machine directly, with this shell's settings.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from wattvisor.cli.api_client import (
-    JsonOption,
     UrlOption,
     connect,
-    print_json,
-    print_record,
     resolve_host,
 )
-from wattvisor.cli.context import err, state
+from wattvisor.cli.context import fail, say, state
+from wattvisor.cli.output import (
+    Column,
+    ColumnOption,
+    FormatOption,
+    JsonOption,
+    Output,
+    OutputFormat,
+    console,
+    print_line,
+    table,
+)
+from wattvisor.cli.safe_text import safe
+from wattvisor.cli.up import DEFAULT_POWER_TAG
 from wattvisor.host.connection import HostConnectionError
 
 host_app = typer.Typer(
-    help="This libvirt host (traits, libvirtd) and the registered hosts (admin).",
+    help="Registered hosts (admin), their traits, and this machine's libvirtd.",
     no_args_is_help=True,
 )
+HOST_COLUMNS = (
+    Column("ID", "id", ident=True),
+    Column("Name", "name"),
+    Column("URI", "libvirt_uri", ident=True),
+    Column("State", "state"),
+    Column("Enabled", "enabled", get=lambda h: _enabled(h, "yes", "no")),
+    Column("Servers", "servers", right=True),
+    Column("Energy", "energy_source"),
+    Column("Local", "local", default=False),
+)
+TRAIT_COLUMNS = (Column("Trait", "trait", ident=True),)
 out = Console()
 
 
 @host_app.command("traits")
 def traits(
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+    host: Annotated[
+        str | None,
+        typer.Argument(help="Host id or unique name (default: the controller's own host)."),
+    ] = None,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Discover this machine's traits with this shell's settings instead of "
+            "asking the running service (they can differ: virt_type, share_local_fs).",
+        ),
+    ] = False,
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
 ) -> None:
-    """Print the capability traits this host reports to placement."""
+    """The capability traits and inventory a host registered with placement (admin).
+
+    This is what the scheduler matches servers against. --local instead works them
+    out here, from this shell's settings, and says so."""
+    output = Output.of(fmt, columns, as_json)
+    if local:
+        if host is not None:
+            raise fail(f"--local describes this machine; drop the host {host!r} or --local", 2)
+        document = _discovered_here()
+    else:
+        try:
+            document = _registered(host, url)
+        except typer.Exit:
+            say("(without a running service, `wattvisor host traits --local` works the traits "
+                "out here from this shell's settings)")  # fmt: skip
+            raise
+    if output.fmt is not OutputFormat.table or output.columns:
+        output.record(document)
+        return
+    rows = [{"trait": name} for name in document["traits"]]
+    console().print(table(rows, TRAIT_COLUMNS, _traits_title(document)))
+    inventory = " ".join(f"{k}={v}" for k, v in document["inventory"].items())
+    print_line(f"inventory: {inventory}")
+    for note in document["notes"]:
+        console().print(Text.assemble(("note:", "yellow"), " ", safe(note)), soft_wrap=True)
+
+
+def _traits_title(document: dict[str, Any]) -> str:
+    if document["source"] == "registered":
+        return (f"traits host {document['name']} ({document['id']}) registered with the running "
+                "service's placement")  # fmt: skip
+    return (f"traits discovered here from this shell's settings ({document['uri']}, "
+            f"virt_type={document['virt_type']}), not asked of the running service")  # fmt: skip
+
+
+def _registered(host: str | None, url: str | None) -> dict[str, Any]:
+    """What the running service registered for ``host`` (default: its local host)."""
+    with connect(url) as client:
+        if host is None:
+            hosts: list[dict[str, Any]] = client.call("GET", "/v1/hosts")
+            local_hosts = [h for h in hosts if h.get("local")]
+            if not local_hosts:
+                raise fail(
+                    "the service has no local host registered; name one of its hosts "
+                    f"({', '.join(h['name'] for h in hosts) or 'none'}) or use --local"
+                )
+            host_id = local_hosts[0]["id"]
+        else:
+            host_id = resolve_host(client, host)
+        found: dict[str, Any] = client.call("GET", f"/v1/hosts/{host_id}")
+        base = str(client.http.base_url)
+    return {
+        "source": "registered",
+        "id": found["id"],
+        "name": found["name"],
+        "uri": found["libvirt_uri"],
+        "virt_type": None,
+        "traits": sorted(found["traits"]),
+        "inventory": found["inventory"],
+        "notes": [f"as registered with placement by the service at {base}"],
+    }
+
+
+def _discovered_here() -> dict[str, Any]:
+    """This machine's traits worked out now, with this shell's settings."""
     from wattvisor.host.driver import HostDriver
 
     settings = state.settings()
@@ -47,39 +148,34 @@ def traits(
         names = sorted(driver.traits())
         inventory = driver.inventory()
     except HostConnectionError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     finally:
         driver.close()
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "uri": driver.uri,
-                    "virt_type": settings.host.virt_type,
-                    "traits": names,
-                    "inventory": {
-                        "VCPU": inventory.vcpu,
-                        "MEMORY_MB": inventory.memory_mb,
-                        "DISK_GB": inventory.disk_gb,
-                    },
-                    "notes": list(caps.notes),
-                },
-                indent=2,
-            )
+    notes = [
+        "discovered from this shell's settings, not asked of the running service; "
+        "`wattvisor host traits` without --local shows what the service registered",
+        *caps.notes,
+    ]
+    if not settings.host.share_local_fs:
+        notes.append(
+            "host.share_local_fs is not set in these settings, so COMPUTE_SHARE_LOCAL_FS is "
+            f"not listed; `wattvisor up` shares {settings.data_dir / 'power-metrics'} as "
+            f"'{DEFAULT_POWER_TAG}' by default"
         )
-        return
-    table = Table(title=f"traits of {driver.uri} (virt_type={settings.host.virt_type})")
-    table.add_column("trait")
-    for name in names:
-        table.add_row(name)
-    out.print(table)
-    out.print(
-        f"inventory: VCPU={inventory.vcpu} MEMORY_MB={inventory.memory_mb} "
-        f"DISK_GB={inventory.disk_gb}"
-    )
-    for note in caps.notes:
-        out.print(f"[yellow]note:[/yellow] {note}")
+    return {
+        "source": "local",
+        "id": None,
+        "name": None,
+        "uri": driver.uri,
+        "virt_type": settings.host.virt_type,
+        "traits": names,
+        "inventory": {
+            "VCPU": inventory.vcpu,
+            "MEMORY_MB": inventory.memory_mb,
+            "DISK_GB": inventory.disk_gb,
+        },
+        "notes": notes,
+    }
 
 
 @host_app.command("libvirtd-up")
@@ -90,8 +186,7 @@ def libvirtd_up() -> None:
     try:
         started = ensure_libvirtd()
     except LocalVirtError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     out.print(started.summary())
 
 
@@ -99,31 +194,33 @@ def libvirtd_up() -> None:
 
 
 @host_app.command("list")
-def list_hosts(as_json: JsonOption = False, url: UrlOption = None) -> None:
+def list_hosts(
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
     """Every registered host with its state, servers and energy source (admin)."""
+    output = Output.of(fmt, columns, as_json)
+    output.pick(HOST_COLUMNS)
     with connect(url) as client:
         hosts: list[dict[str, Any]] = client.call("GET", "/v1/hosts")
-    if as_json:
-        print_json(hosts)
-        return
-    table = Table("ID", "Name", "URI", "State", "Enabled", "Servers", "Energy", box=None)
-    for h in hosts:
-        table.add_row(h["id"], escape(h["name"]), escape(h["libvirt_uri"]), h["state"],
-                      escape(_enabled(h, "yes", "no")), str(h["servers"]),
-                      h["energy_source"])  # fmt: skip
-    out.print(table)
+    output.rows(hosts, HOST_COLUMNS)
 
 
 @host_app.command("show")
 def show_host(
     host_id: Annotated[str, typer.Argument(help="Host id or unique name.")],
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """One host: traits, inventory, usage (admin)."""
+    output = Output.of(fmt, columns, as_json)
     with connect(url) as client:
         host = client.call("GET", f"/v1/hosts/{resolve_host(client, host_id)}")
-    print_record(host, as_json)
+    output.record(host)
 
 
 @host_app.command("register")
@@ -132,7 +229,7 @@ def register_host(
     name: Annotated[
         str | None, typer.Option("--name", help="Host name (default: the API's).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the host as JSON.")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """Connect the API to another libvirt host and register it with placement (admin)."""
@@ -141,13 +238,13 @@ def register_host(
         body["name"] = name
     with connect(url) as client:
         host = client.call("POST", "/v1/hosts", body)
-    print_record(host, as_json)
+    Output.of(None, None, as_json).record(host)
 
 
 @host_app.command("enable")
 def enable_host(
     host_id: Annotated[str, typer.Argument(help="Host id or unique name.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the host as JSON.")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """Let new servers go to the host again (admin)."""
@@ -162,7 +259,7 @@ def disable_host(
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why, shown in `host list`.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the host as JSON.")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """Send no new servers to the host; running ones stay (admin)."""
@@ -174,13 +271,12 @@ def disable_host(
 
 def _print_toggled(host: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print_json(host)
+        Output.of(None, None, True).record(host)
         return
-    state_text = _enabled(host, "enabled", "disabled")
-    err.print(f"host {host['name']} ({host['id']}): {escape(state_text)}")
+    say(f"host {host['name']} ({host['id']}): {_enabled(host, 'enabled', 'disabled')}")
 
 
-def _enabled(host: dict[str, Any], yes: str, no: str) -> str:
+def _enabled(host: Mapping[str, Any], yes: str, no: str) -> str:
     """``yes``, or ``no`` with the operator's reason for disabling the host."""
     if host["enabled"]:
         return yes

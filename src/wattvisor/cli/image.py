@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from wattvisor.cli.context import err
+from wattvisor.cli.context import fail
 
 image_app = typer.Typer(
     help="Images: the catalog (list, show, create, delete) and the tiny busybox guest (build).",
@@ -29,6 +29,5 @@ def build(
     try:
         image = ensure_guest_image(cache_dir)
     except GuestImageError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     out.print(image.summary())

@@ -1,32 +1,44 @@
 """``wattvisor power ...``: power and energy of servers, projects and hosts over ``/v1``.
 
 Register with ``app.add_typer(power_app, name="power")``. The figures are the
-API's (``GET /v1/servers/{id}/power``, ``/v1/projects/{p}/power``,
-``/v1/hosts/{id}/power``); nothing is computed here.
+API's (``GET /v1/power/servers``, ``/v1/servers/{id}/power``,
+``/v1/projects/{p}/power``, ``/v1/hosts/{id}/power``); nothing is computed here.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
 from rich.live import Live
-from rich.markup import escape
-from rich.table import Table
 
 from wattvisor.cli.api_client import (
     ApiClient,
-    JsonOption,
     ServerArg,
     UrlOption,
     connect,
-    out,
-    print_json,
     resolve_host,
     resolve_server,
     segment,
+)
+from wattvisor.cli.output import (
+    Column,
+    ColumnOption,
+    FormatOption,
+    JsonOption,
+    Output,
+    OutputFormat,
+    console,
+    print_json,
+    table,
 )
 
 power_app = typer.Typer(
@@ -35,6 +47,22 @@ power_app = typer.Typer(
 HistoryOption = Annotated[
     int, typer.Option("--history", min=0, help="How many recent samples to list.")
 ]
+TOP_COLUMNS = (
+    Column("ID", "id", ident=True),
+    Column("Name", "name"),
+    Column("Project", "project"),
+    Column("Status", "status"),
+    Column("Watts", "watts", text=lambda w: f"{w:.2f}", right=True),
+    Column("Joules", "joules", text=lambda j: f"{j:.1f}", right=True),
+    Column("Source", "source"),
+    Column("Measured", "measured", default=False),
+    Column("Taken at", "taken_at", default=False),
+)
+SAMPLE_COLUMNS = (
+    Column("Taken at (UTC)", "taken_at", text=lambda t: _time(t, precise=True)),
+    Column("Watts", "watts", text=lambda w: f"{w:.2f}", right=True),
+    Column("Joules", "joules", text=lambda j: f"{j:.1f}", right=True),
+)
 
 
 def _time(unix: float | None, precise: bool = False) -> str:
@@ -46,101 +74,154 @@ def _time(unix: float | None, precise: bool = False) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _print_power(power: dict[str, Any], history: int, as_json: bool) -> None:
-    """A power reading: the summary, then its last ``history`` samples, newest first."""
-    if as_json:
-        print_json(power)
+def _print_power(power: dict[str, Any], history: int, output: Output) -> None:
+    """A power reading: its fields, then (in a table) its last ``history`` samples, newest first."""
+    if output.fmt is not OutputFormat.table:
+        output.record(power)
         return
-    summary = Table(box=None, show_header=False)
-    summary.add_row("subject", escape(power["subject"]))
-    summary.add_row("watts", f"{power['watts']:.2f}")
-    summary.add_row("joules", f"{power['joules']:.1f}")
-    summary.add_row("source", power["source"] + ("" if power["measured"] else " (not measured)"))
-    summary.add_row("servers", str(power["servers"]))
-    summary.add_row("taken at", _time(power["taken_at"]))
-    out.print(summary)
+    summary = {k: v for k, v in power.items() if k != "history"}
+    summary["watts"] = f"{power['watts']:.2f}"
+    summary["joules"] = f"{power['joules']:.1f}"
+    if not power["measured"]:
+        summary["source"] = f"{power['source']} (not measured)"
+    summary["taken_at"] = _time(power["taken_at"])
+    output.record(summary)
     samples = power["history"][-history:] if history else []
-    if samples:
-        table = Table("Taken at (UTC)", "Watts", "Joules", title="recent samples", box=None)
-        for sample in reversed(samples):
-            table.add_row(_time(sample["taken_at"], precise=True), f"{sample['watts']:8.2f}",
-                          f"{sample['joules']:12.1f}")  # fmt: skip
-        out.print(table)
+    if samples and not output.columns:
+        console().print(table(list(reversed(samples)), SAMPLE_COLUMNS, "recent samples"))
 
 
 @power_app.command("server")
 def server_power(
     server_id: ServerArg,
     history: HistoryOption = 10,
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """A server's power, energy and recent samples."""
+    output = Output.of(fmt, columns, as_json)
     with connect(url) as client:
         power = client.call("GET", f"/v1/servers/{resolve_server(client, server_id)}/power")
-    _print_power(power, history, as_json)
+    _print_power(power, history, output)
 
 
 @power_app.command("project")
 def project_power(
     project: Annotated[str, typer.Argument(help="Project id.")],
     history: HistoryOption = 10,
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """A project's power and energy, summed over every host."""
+    output = Output.of(fmt, columns, as_json)
     with connect(url) as client:
         power = client.call("GET", f"/v1/projects/{segment(project)}/power")
-    _print_power(power, history, as_json)
+    _print_power(power, history, output)
 
 
 @power_app.command("host")
 def host_power(
     host_id: Annotated[str, typer.Argument(help="Host id or unique name.")],
     history: HistoryOption = 10,
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """A host's power and energy (admin)."""
+    output = Output.of(fmt, columns, as_json)
     with connect(url) as client:
         power = client.call("GET", f"/v1/hosts/{resolve_host(client, host_id)}/power")
-    _print_power(power, history, as_json)
+    _print_power(power, history, output)
 
 
-def _power_table(client: ApiClient) -> Table:
-    rows = []
-    for server in client.call("GET", "/v1/servers"):
-        if server["status"] == "DELETED":
-            continue
-        power = client.call("GET", f"/v1/servers/{server['id']}/power")
-        rows.append((power["watts"], power["joules"], power["source"], server))
-    rows.sort(key=lambda row: row[0], reverse=True)
-    table = Table("Server", "Name", "Status", "Watts", "Joules", "Source", box=None)
-    for watts, joules, source, server in rows:
-        table.add_row(
-            server["id"], escape(server["name"]), server["status"], f"{watts:8.2f}",
-            f"{joules:12.1f}", source,
-        )  # fmt: skip
-    return table
+# -- top ----------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """SIGTERM arrived: end ``power top`` as Ctrl-C does."""
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _servers_power(client: ApiClient, project: str | None) -> list[dict[str, Any]]:
+    """Every visible server's latest figures, highest watts first: one request."""
+    query = f"?project={segment(project)}" if project is not None else ""
+    rows: list[dict[str, Any]] = client.call("GET", f"/v1/power/servers{query}")
+    return rows
+
+
+def _title() -> str:
+    return f"servers by watts at {datetime.now(UTC).strftime('%H:%M:%S UTC')}"
+
+
+def _print_refresh(output: Output, rows: list[dict[str, Any]]) -> None:
+    """One refresh off a terminal: a table with the time, JSON on one line, or values."""
+    if output.fmt is OutputFormat.json:
+        picked = output.pick(TOP_COLUMNS)
+        data = [{c.key: c.value(r) for c in picked} for r in rows] if output.columns else rows
+        print_json(data, indent=None)
+    elif output.fmt is OutputFormat.value:
+        output.rows(rows, TOP_COLUMNS)
+    else:
+        console().print(table(rows, output.pick(TOP_COLUMNS), _title()))
+        sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 @power_app.command("top")
 def top(
     interval: Annotated[
-        float, typer.Option("--interval", "-n", help="Seconds between updates.")
+        float, typer.Option("--interval", "-n", min=0.1, help="Seconds between updates.")
     ] = 2.0,
     once: Annotated[bool, typer.Option("--once", help="Print one table and exit.")] = False,
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Only this project's servers.")
+    ] = None,
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
+    as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
-    """Servers by power, refreshed live (Ctrl-C to stop)."""
-    with connect(url) as client:
-        if once:
-            out.print(_power_table(client))
-            return
-        with Live(_power_table(client), console=out, refresh_per_second=4) as live:
-            try:
+    """Servers by power, refreshed every --interval until Ctrl-C or SIGTERM.
+
+    On a terminal the table is redrawn in place; elsewhere (a pipe, a file, a log)
+    each refresh is printed after the last one, a JSON array per line with -f json.
+    Ending it leaves the last figures printed."""
+    output = Output.of(fmt, columns, as_json)
+    output.pick(TOP_COLUMNS)
+    live_view = output.fmt is OutputFormat.table and console().is_terminal and not once
+    with connect(url) as client, _stop_on_sigterm():
+        try:
+            if not live_view:
+                while True:
+                    _print_refresh(output, _servers_power(client, project))
+                    if once:
+                        return
+                    time.sleep(interval)
+            rows = _servers_power(client, project)
+            picked = output.pick(TOP_COLUMNS)
+            with Live(table(rows, picked, _title()), console=console(), auto_refresh=False) as live:
                 while True:
                     time.sleep(interval)
-                    live.update(_power_table(client))
-            except KeyboardInterrupt:
-                pass
+                    live.update(table(_servers_power(client, project), picked, _title()),
+                                refresh=True)  # fmt: skip
+        except (KeyboardInterrupt, _Stop):
+            pass

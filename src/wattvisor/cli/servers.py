@@ -7,27 +7,30 @@ and its error messages are shown as they are.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from wattvisor.cli.api_client import (
     ApiClient,
-    JsonOption,
     ServerArg,
     UrlOption,
     connect,
-    out,
-    print_json,
-    print_record,
     resolve_server,
     segment,
 )
-from wattvisor.cli.context import err, fail
+from wattvisor.cli.context import fail, say
+from wattvisor.cli.output import (
+    Column,
+    ColumnOption,
+    FormatOption,
+    JsonOption,
+    Output,
+    created,
+    print_json,
+    yes_no,
+)
+from wattvisor.cli.wait_progress import FINAL_STATUSES, describe, wait_for
 
 __all__ = ["FINAL_STATUSES", "server_app"]
 
@@ -35,42 +38,54 @@ server_app = typer.Typer(
     help="Servers: create, list, show, stop, start, delete; their interfaces and metadata.",
     no_args_is_help=True,
 )
-FINAL_STATUSES = frozenset({"ACTIVE", "SHUTOFF", "ERROR", "DELETED"})
+SERVER_COLUMNS = (
+    Column("ID", "id", ident=True),
+    Column("Name", "name"),
+    Column("Status", "status"),
+    Column("Task", "task"),
+    Column("Flavor", "flavor_name"),
+    Column("Image", "image_name"),
+    Column("Power metrics", "power_metrics", text=yes_no),
+    Column("Created", "created_at", text=created),
+    Column("Flavor ID", "flavor_id", ident=True, default=False),
+    Column("Image ID", "image_id", ident=True, default=False),
+    Column("Project", "project", default=False),
+    Column("Fault", "fault", default=False),
+)
+INTERFACE_COLUMNS = (
+    Column("Alias", "alias", ident=True),
+    Column("MAC", "mac", ident=True),
+    Column("Model", "model"),
+    Column("Kind", "kind"),
+    Column("Created", "created_at", text=created),
+    Column("ID", "id", ident=True, default=False),
+)
 
 
-def _wait(client: ApiClient, server_id: str, label: str, timeout_s: float) -> dict[str, Any]:
-    """Poll the server with a spinner until it settles (no task, a final status)."""
-    deadline = time.monotonic() + timeout_s
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=err, transient=True,
-    ) as progress:  # fmt: skip
-        task = progress.add_task(f"{label} {server_id}", total=None)
-        while True:
-            # The API holds the answer until the task in progress ends (or wait_s passes),
-            # so this loop makes a request per state change, not per tick.
-            left = max(0.0, min(5.0, deadline - time.monotonic()))
-            server: dict[str, Any] = client.call(
-                "GET", f"/v1/servers/{server_id}?wait_s={left:.1f}"
-            )
-            status = server["status"]
-            progress.update(task, description=f"{label} {server['name']}: {status}")
-            if status in FINAL_STATUSES and server.get("task") is None:
-                return server
-            if time.monotonic() > deadline:
-                raise fail(f"server {server_id} is still {status} after {timeout_s:.0f} s")
-            if server.get("task") is None:
-                time.sleep(0.25)  # BUILD before a worker picked it up: nothing to wait on yet
+def _catalog_names(client: ApiClient) -> tuple[dict[str, str], dict[str, str]]:
+    """Flavor and image names by id (two requests, whatever the number of servers)."""
+    flavors = {f["id"]: f["name"] for f in client.call("GET", "/v1/flavors")}
+    images = {i["id"]: i["name"] for i in client.call("GET", "/v1/images")}
+    return flavors, images
 
 
-def _server_table(servers: list[dict[str, Any]]) -> Table:
-    table = Table("ID", "Name", "Status", "Task", "Power metrics", "Created", box=None)
-    for s in servers:
-        table.add_row(
-            s["id"], escape(s["name"]), s["status"], s.get("task") or "",
-            "yes" if s["power_metrics"] else "no", s["created_at"][:19].replace("T", " "),
-        )  # fmt: skip
-    return table
+def with_names(
+    server: dict[str, Any], flavors: dict[str, str], images: dict[str, str]
+) -> dict[str, Any]:
+    """``server`` with ``flavor_name`` after ``flavor_id`` and ``image_name`` after ``image_id``
+    (empty when the flavor or image has been deleted since)."""
+    named: dict[str, Any] = {}
+    for key, value in server.items():
+        named[key] = value
+        if key == "flavor_id":
+            named["flavor_name"] = flavors.get(value, "")
+        elif key == "image_id":
+            named["image_name"] = images.get(value, "")
+    return named
+
+
+def _named(client: ApiClient, server: dict[str, Any]) -> dict[str, Any]:
+    return with_names(server, *_catalog_names(client))
 
 
 @server_app.command("create")
@@ -83,53 +98,65 @@ def create(
     ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until ACTIVE or ERROR.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 300.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the server as JSON.")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
-    """Create a server; with --wait, follow it until it is ACTIVE (exit 1 on ERROR)."""
+    """Create a server; with --wait, follow it until it is ACTIVE (exit 1 on ERROR).
+
+    The new server's id is printed on stderr as soon as the API accepts it, so it is
+    known even if the wait is cut short."""
+    output = Output.of(None, None, as_json)
     body: dict[str, Any] = {"name": name, "flavor": flavor, "image": image}
     if power_metrics:
         body["power_metrics"] = True
     with connect(url) as client:
         server = client.call("POST", "/v1/servers", body)
         if wait:
-            server = _wait(client, server["id"], "building", timeout)
-    print_record(server, as_json)
+            say(f"server {server['name']} accepted: id {server['id']}, {describe(server)}")
+            server = wait_for(client, server["id"], "building", timeout)
+        server = _named(client, server)
+    output.record(server)
     if server["status"] == "ERROR":
         raise fail(f"server {server['id']} failed: {server.get('fault')}")
 
 
 @server_app.command("list")
 def list_servers(
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """Your project's servers (every project's for an admin)."""
+    output = Output.of(fmt, columns, as_json)
+    output.pick(SERVER_COLUMNS)
     with connect(url) as client:
-        servers = client.call("GET", "/v1/servers")
-    if as_json:
-        print_json(servers)
-    else:
-        out.print(_server_table(servers))
+        servers: list[dict[str, Any]] = client.call("GET", "/v1/servers")
+        flavors, images = _catalog_names(client)
+    output.rows([with_names(s, flavors, images) for s in servers], SERVER_COLUMNS)
 
 
 @server_app.command("show")
 def show(
     server_id: ServerArg,
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
-    """One server with its status and fault."""
+    """One server with its status, fault, and flavor and image names next to their ids."""
+    output = Output.of(fmt, columns, as_json)
     with connect(url) as client:
         server = client.call("GET", f"/v1/servers/{resolve_server(client, server_id)}")
-    print_record(server, as_json)
+        server = _named(client, server)
+    output.record(server)
 
 
 @server_app.command("delete")
 def delete(
     server_id: ServerArg,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it is DELETED.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout")] = 120.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 120.0,
     url: UrlOption = None,
 ) -> None:
     """Delete a server (its guest, resources, files and energy total)."""
@@ -137,9 +164,8 @@ def delete(
         server_id = resolve_server(client, server_id)
         server = client.call("DELETE", f"/v1/servers/{server_id}")
         if wait:
-            server = _wait(client, server_id, "deleting", timeout)
-    err.print(f"server {server_id}: {server['status']}" + (f" ({server['task']})"
-              if server.get("task") else ""))  # fmt: skip
+            server = wait_for(client, server_id, "deleting", timeout)
+    say(f"server {server_id}: {describe(server)}")
 
 
 def _power_action(
@@ -150,12 +176,11 @@ def _power_action(
         server_id = resolve_server(client, ident)
         server = client.call("POST", f"/v1/servers/{server_id}/{action}")
         if wait:
-            server = _wait(client, server_id, label, timeout)
+            server = wait_for(client, server_id, label, timeout)
     if as_json:
         print_json(server)
     else:
-        err.print(f"server {server_id}: {server['status']}" + (f" ({server['task']})"
-                  if server.get("task") else ""))  # fmt: skip
+        say(f"server {server_id}: {describe(server)}")
     if server["status"] == "ERROR":
         raise fail(f"server {server_id} failed: {server.get('fault')}")
 
@@ -205,37 +230,35 @@ def interface_add(
         str | None,
         typer.Option("--model", "-m", help="NIC model, e.g. virtio, e1000 (default: the API's)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the interface as JSON.")] = False,
+    as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """Add a NIC (generated MAC, alias ua-<port id>) on the configured network."""
+    output = Output.of(None, None, as_json)
     body = {"model": model} if model is not None else None
     with connect(url) as client:
         interface = client.call(
             "POST", f"/v1/servers/{resolve_server(client, server_id)}/interfaces", body
         )
-    print_record(interface, as_json)
+    output.record(interface)
 
 
 @server_app.command("interfaces")
 def interfaces(
     server_id: ServerArg,
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
     """The NICs added to a server, with the aliases `interface-remove` takes."""
+    output = Output.of(fmt, columns, as_json)
+    output.pick(INTERFACE_COLUMNS)
     with connect(url) as client:
         found: list[dict[str, Any]] = client.call(
             "GET", f"/v1/servers/{resolve_server(client, server_id)}/interfaces"
         )
-    if as_json:
-        print_json(found)
-        return
-    table = Table("Alias", "MAC", "Model", "Kind", "Created", box=None)
-    for i in found:
-        table.add_row(i["alias"], i["mac"], i["model"], i["kind"],
-                      i["created_at"][:19].replace("T", " "))  # fmt: skip
-    out.print(table)
+    output.rows(found, INTERFACE_COLUMNS)
 
 
 @server_app.command("interface-remove")
@@ -248,4 +271,4 @@ def interface_remove(
     with connect(url) as client:
         server_id = resolve_server(client, server_id)
         client.call("DELETE", f"/v1/servers/{server_id}/interfaces/{segment(alias)}")
-    err.print(f"server {server_id}: interface {alias} removed")
+    say(f"server {server_id}: interface {alias} removed")

@@ -15,8 +15,11 @@ import typer
 import uvicorn
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
-from wattvisor.cli.context import err, state
+from wattvisor.cli.context import err, fail, state
+from wattvisor.cli.safe_text import safe
+from wattvisor.config import Settings
 from wattvisor.host.connection import HostConnectionError
 
 out = Console()
@@ -63,6 +66,33 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _check_metrics_listener(settings: Settings) -> None:
+    """The metrics address and token file, checked before start-up does anything else."""
+    from wattvisor.telemetry.listener import (
+        MetricsListenerError,
+        check_listen_address,
+        read_bearer_token,
+    )
+
+    host, port = settings.metrics.address
+    wildcard = {"0.0.0.0", "::"}
+    if port == settings.api.port and (
+        host == settings.api.host or host in wildcard or settings.api.host in wildcard
+    ):
+        err.print(
+            f"[red]error:[/red] metrics.listen {settings.metrics.listen!r} is the API's own "
+            f"address ({settings.api.host}:{settings.api.port}); metrics are served apart "
+            "from the API, so give metrics.listen another port"
+        )
+        raise typer.Exit(1)
+    try:
+        check_listen_address(host, port)
+        if settings.metrics.bearer_token_file is not None:
+            read_bearer_token(settings.metrics.bearer_token_file)
+    except MetricsListenerError as exc:
+        raise fail(str(exc)) from exc
+
+
 def up(
     port: Annotated[int | None, typer.Option("--port", help="API port (default api.port).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -70,12 +100,14 @@ def up(
     """Start wattvisor on this machine with embedded defaults."""
     from wattvisor.allinone import AllInOne, freeze_startup_heap
     from wattvisor.energy import EnergySourceError
+    from wattvisor.telemetry import MetricsListenerError
 
     _configure_logging(verbose)
     settings = state.settings()
     if port is not None:
         settings.api.port = port
     _check_port_free(settings.api.host, settings.api.port)
+    _check_metrics_listener(settings)
     if not settings.host.share_local_fs:
         # Embedded default, so --power-metrics works out of the box on this one machine.
         power_dir = settings.data_dir / "power-metrics"
@@ -87,12 +119,8 @@ def up(
 
     try:
         node = AllInOne.build(settings)
-    except HostConnectionError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    except EnergySourceError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    except (HostConnectionError, EnergySourceError) as exc:
+        raise fail(str(exc)) from exc
 
     driver = node.driver
     out.print(f"libvirt: [bold]{driver.uri}[/bold] ({driver.uri_reason})")
@@ -105,17 +133,27 @@ def up(
     out.print(node.sampler.explanation)
     out.print(node.admin_message)
     flavors = ", ".join(f.name for f in node.compute.catalog.flavors()) or "none"
-    out.print(f"flavors: {flavors}")
+    out.print(f"flavors: {escape(safe(flavors))}")
     out.print(node.ensure_ready_image())
     for name in node.startup.shares_reestablished:
-        out.print(f"re-established read-only share mounts of {name}")
+        out.print(f"re-established read-only share mounts of {escape(safe(name))}")
     for problem in [*node.startup.problems, *node.notes]:
-        out.print(f"[yellow]note:[/yellow] {problem}")
+        out.print(f"[yellow]note:[/yellow] {escape(safe(problem))}")
+    try:
+        metrics = node.start_metrics_listener()
+    except MetricsListenerError as exc:
+        node.stop()
+        raise fail(str(exc)) from exc
+    guard = (
+        f"bearer token from {settings.metrics.bearer_token_file}"
+        if metrics.token_required
+        else "no token: anyone who reaches the address can scrape"
+    )
+    out.print(f"Prometheus metrics at {metrics.url} ({guard})")
     base = f"http://{settings.api.host}:{settings.api.port}"
     out.print(
         f"serving {base}: compute API at /v1 (token), placement API at /placement (admin "
-        "token), Prometheus metrics at /metrics, "
-        f"OpenAPI at /openapi.json; store {settings.store_url.split('://')[0]}; "
+        f"token), OpenAPI at /openapi.json; store {settings.store_url.split('://')[0]}; "
         "press Ctrl-C to stop"
     )
 

@@ -6,14 +6,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from wattvisor.cli.api_client import UrlOption, connect
+from wattvisor.cli.api_client import UrlOption, connect, segment
 from wattvisor.cli.context import fail
+from wattvisor.cli.output import (
+    Column,
+    ColumnOption,
+    FormatOption,
+    JsonOption,
+    Output,
+    created,
+    print_line,
+)
 
 user_app = typer.Typer(help="Users and their public keys (admin).", no_args_is_help=True)
-out = Console()
+USER_COLUMNS = (
+    Column("Name", "name", ident=True),
+    Column("Project", "project", ident=True),
+    Column("Role", "role"),
+    Column("Created", "created_at", text=created),
+    Column("Public key", "public_key", ident=True, default=False),
+)
 
 
 def _public_key(value: str | None, key_file: Path | None) -> str:
@@ -46,18 +59,22 @@ def create(
             "public_key": _public_key(public_key, public_key_file)}
     with connect(url) as client:
         user = client.call("POST", "/v1/users", body)
-    out.print(f"user {user['name']} ({user['role']}) in project {user['project']}")
+    print_line(f"user {user['name']} ({user['role']}) in project {user['project']}")
 
 
 @user_app.command("list")
-def list_users(url: UrlOption = None) -> None:
+def list_users(
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
     """Every registered user."""
+    output = Output.of(fmt, columns, as_json)
+    output.pick(USER_COLUMNS)
     with connect(url) as client:
         users: list[dict[str, Any]] = client.call("GET", "/v1/users")
-    table = Table("Name", "Project", "Role")
-    for user in users:
-        table.add_row(user["name"], user["project"], user["role"])
-    out.print(table)
+    output.rows(users, USER_COLUMNS)
 
 
 @user_app.command("delete")
@@ -67,5 +84,5 @@ def delete(
 ) -> None:
     """Remove a user; their tokens stop working at once."""
     with connect(url) as client:
-        client.call("DELETE", f"/v1/users/{name}")
-    out.print(f"user {name} deleted")
+        client.call("DELETE", f"/v1/users/{segment(name)}")
+    print_line(f"user {name} deleted")

@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Engine, Table, delete, insert, select
 
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
+from wattvisor.compute.identifiers import check_flavor_id
 from wattvisor.compute.records import FlavorRecord, ImageRecord
 from wattvisor.scheduler import InvalidSpec, validate_flavor_extra_specs, validate_image_properties
 from wattvisor.store import read_transaction, write_transaction
@@ -63,6 +64,8 @@ class Catalog:
         except InvalidSpec as exc:
             raise InvalidRequest(str(exc), problems=_problems(exc)) from exc
         _check_name("flavor", name)
+        if flavor_id is not None:
+            check_flavor_id(flavor_id)
         for field, value, low in (
             ("vcpus", vcpus, 1), ("ram_mb", ram_mb, 16), ("disk_gb", disk_gb, 0),
             ("swap_mb", swap_mb, 0), ("ephemeral_gb", ephemeral_gb, 0),
@@ -78,13 +81,20 @@ class Catalog:
             disk_gb=disk_gb, swap_mb=swap_mb, ephemeral_gb=ephemeral_gb, extra_specs=specs,
         )  # fmt: skip
         with write_transaction(self.engine) as conn:
+            # Flavors are found by id or by name: neither may be another flavor's either.
             same = conn.execute(
-                select(_flavors).where((_flavors.c.name == name) | (_flavors.c.id == record.id))
+                select(_flavors).where(
+                    _flavors.c.name.in_((name, record.id)) | _flavors.c.id.in_((name, record.id))
+                )
             ).first()
             if same is not None:
                 if exist_ok and same.name == name:
                     return _flavor(same)
-                raise Conflict(f"flavor {name!r} (or id {record.id}) exists already", name=name)
+                raise Conflict(
+                    f"flavor {name!r} (id {record.id}) clashes with flavor {same.name!r} "
+                    f"(id {same.id}): flavors are found by id or name, so each must be unique",
+                    name=name,
+                )
             conn.execute(
                 insert(_flavors).values(
                     id=record.id, name=name, vcpus=vcpus, ram_mb=ram_mb, disk_gb=disk_gb,

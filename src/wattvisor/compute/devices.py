@@ -180,20 +180,40 @@ class DeviceService:
         with read_transaction(self.engine) as conn:
             return [_volume(row) for row in conn.execute(query)]
 
-    def volume(self, principal: Principal, volume_id: str) -> VolumeRecord:
+    def volume(
+        self, principal: Principal, volume_id: str, project: str | None = None
+    ) -> VolumeRecord:
+        """A volume by id, or by name among the volumes ``principal`` may see (of
+        ``project`` only, if given).
+
+        A name several of them carry is refused with their ids, so that the caller
+        can pick one; another project's volume is "not found" either way."""
         with read_transaction(self.engine) as conn:
+            visible = _volumes.c.status != CREATING
             row = conn.execute(
-                select(_volumes).where(
-                    (_volumes.c.id == volume_id) & (_volumes.c.status != CREATING)
-                )
+                select(_volumes).where((_volumes.c.id == volume_id) & visible)
             ).first()
-        if row is None or not can_see_project(principal, row.project):
+            if row is None or not can_see_project(principal, row.project):
+                named = select(_volumes).where((_volumes.c.name == volume_id) & visible)
+                scope = project_scope(principal) or project
+                if scope is not None:
+                    named = named.where(_volumes.c.project == scope)
+                rows = conn.execute(named.order_by(_volumes.c.created_at, _volumes.c.id)).all()
+                if len(rows) > 1:
+                    ids = [r.id for r in rows]
+                    raise Conflict(
+                        f"{len(rows)} volumes are named {volume_id!r}; give one of their ids: "
+                        + ", ".join(ids),
+                        name=volume_id, ids=ids,
+                    )  # fmt: skip
+                row = rows[0] if rows else None
+        if row is None:
             raise NotFound(f"volume {volume_id!r} does not exist", volume_id=volume_id)
         return _volume(row)
 
     def delete_volume(self, principal: Principal, volume_id: str) -> None:
         """Delete an available volume; holds the volume's lock, so an attach cannot slip in."""
-        self.volume(principal, volume_id)
+        volume_id = self.volume(principal, volume_id).id  # it may have been given by name
         with self._volume_locks.hold(volume_id):
             volume = self.volume(principal, volume_id)
             if volume.status != "available":
@@ -215,41 +235,45 @@ class DeviceService:
 
     def attach_volume(self, principal: Principal, server_id: str, volume_id: str) -> VolumeRecord:
         """Attach as a virtio disk with serial = volume id and alias ``ua-<volume id>``."""
-        self.volume(principal, volume_id)  # a missing volume is refused before any lock
-        with (
-            self._device_change(principal, server_id) as server,
-            self._volume_locks.hold(volume_id),
-        ):
-            volume = self.volume(principal, volume_id)
-            if volume.project != server.project:
-                raise NotFound(f"volume {volume_id!r} does not exist", volume_id=volume_id)
-            if volume.status != "available":
-                raise Conflict(
-                    f"volume {volume_id!r} is in use by server {volume.server_uuid}",
-                    volume_id=volume_id, server_id=volume.server_uuid,
-                )  # fmt: skip
-            if volume.host_uuid != server.host_uuid:
-                raise Conflict(
-                    f"volume {volume_id!r} lives on another host than server {server_id!r}; "
-                    "volumes are local to their host",
-                    volume_id=volume_id, server_id=server_id,
-                )  # fmt: skip
-            domain = server.domain_name or ""
-            self._host_call(
-                server,
-                lambda c: c.attach_volume(
-                    domain, VolumeAttachment(volume.id, volume.path, volume.format)
-                ),
+        with self._device_change(principal, server_id) as server:
+            volume_id = self.volume(principal, volume_id, project=server.project).id  # or name
+            with self._volume_locks.hold(volume_id):
+                return self._attach_volume(principal, server, server_id, volume_id)
+
+    def _attach_volume(
+        self, principal: Principal, server: ServerRecord, server_id: str, volume_id: str
+    ) -> VolumeRecord:
+        """Attach under the server's and the volume's lock; undone when not recorded."""
+        volume = self.volume(principal, volume_id, project=server.project)
+        if volume.project != server.project:
+            raise NotFound(f"volume {volume_id!r} does not exist", volume_id=volume_id)
+        if volume.status != "available":
+            raise Conflict(
+                f"volume {volume_id!r} is in use by server {volume.server_uuid}",
+                volume_id=volume_id, server_id=volume.server_uuid,
+            )  # fmt: skip
+        if volume.host_uuid != server.host_uuid:
+            raise Conflict(
+                f"volume {volume_id!r} lives on another host than server {server_id!r}; "
+                "volumes are local to their host",
+                volume_id=volume_id, server_id=server_id,
+            )  # fmt: skip
+        domain = server.domain_name or ""
+        self._host_call(
+            server,
+            lambda c: c.attach_volume(
+                domain, VolumeAttachment(volume.id, volume.path, volume.format)
+            ),
+        )
+        with _undo_on_failure(
+            f"volume {volume_id}: detaching it from server {server.uuid} again",
+            lambda: self._host_call(server, lambda c: c.detach_by_alias(domain, volume.alias)),
+        ), write_transaction(self.engine) as conn:
+            conn.execute(
+                update(_volumes)
+                .where(_volumes.c.id == volume_id)
+                .values(status="in-use", server_uuid=server.uuid)
             )
-            with _undo_on_failure(
-                f"volume {volume_id}: detaching it from server {server.uuid} again",
-                lambda: self._host_call(server, lambda c: c.detach_by_alias(domain, volume.alias)),
-            ), write_transaction(self.engine) as conn:
-                conn.execute(
-                    update(_volumes)
-                    .where(_volumes.c.id == volume_id)
-                    .values(status="in-use", server_uuid=server.uuid)
-                )
         return self.volume(principal, volume_id)
 
     def detach(self, principal: Principal, server_id: str, alias: str) -> None:
@@ -321,7 +345,7 @@ class DeviceService:
             return [_volume(row) for row in rows]
 
     def server_volumes(self, principal: Principal, server_id: str) -> list[VolumeRecord]:
-        return self._server_volumes(self.servers.get(principal, server_id).uuid)
+        return self._server_volumes(self.servers.get_live(principal, server_id).uuid)
 
     # --------------------------------------------------------------- interfaces
 
@@ -370,7 +394,7 @@ class DeviceService:
         return next(i for i in self.interfaces(principal, server_id) if i.id == port_id)
 
     def interfaces(self, principal: Principal, server_id: str) -> list[InterfaceRecord]:
-        server = self.servers.get(principal, server_id)
+        server = self.servers.get_live(principal, server_id)
         with read_transaction(self.engine) as conn:
             rows = conn.execute(
                 select(_interfaces)

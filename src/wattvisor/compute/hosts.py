@@ -20,7 +20,9 @@ from wattvisor.compute.errors import Conflict, HostOperationFailed, InvalidReque
 from wattvisor.compute.hostclient import HostClient, HostFacts
 from wattvisor.compute.records import HostRecord
 from wattvisor.config.settings import Settings
+from wattvisor.host.connection import libvirt_error_summary
 from wattvisor.host.driver import Inventory
+from wattvisor.host.libvirt_uris import HostURIError, check_host_uri
 from wattvisor.placement import ConcurrentUpdate, Placement
 from wattvisor.placement import NotFound as PlacementNotFound
 from wattvisor.placement.entities import Inventory as PlacementInventory
@@ -35,6 +37,14 @@ HostClientFactory = Callable[[str], HostClient]
 
 _hosts = cast(Table, HostRow.__table__)
 _servers = cast(Table, ServerRow.__table__)
+
+
+def _close_quietly(client: HostClient) -> None:
+    """Close a host client; a failure is logged with the host's URI, never raised."""
+    try:
+        client.close()
+    except Exception:
+        log.warning("closing the client of %s failed", client.uri, exc_info=True)
 
 
 def placement_inventories(
@@ -120,7 +130,7 @@ class HostRegistry:
             old = self._clients.get(facts.provider_uuid)
             self._clients[facts.provider_uuid] = client
         if old is not None and old is not client:
-            _close(old, f"the previous client of host {facts.provider_uuid}")
+            _close_quietly(old)
         return facts.provider_uuid
 
     def _register_provider(self, facts: HostFacts, name: str, enabled: bool) -> None:
@@ -135,21 +145,33 @@ class HostRegistry:
         )
 
     def register_uri(self, uri: str, name: str | None = None) -> HostRecord:
-        """Connect to another libvirt host by URI and register it (admin)."""
+        """Connect to another libvirt host by URI and register it (admin).
+
+        Only the URIs of :func:`check_host_uri` are opened. When the host cannot be
+        reached, the answer gives libvirt's error code and domain; libvirt's message,
+        which can quote host files, goes to the log only.
+        """
         if self.client_factory is None:
             raise InvalidRequest("this controller cannot open hosts by URI", uri=uri)
-        if not uri or "://" not in uri:
-            raise InvalidRequest(
-                f"libvirt URI {uri!r} is not accepted; use e.g. 'qemu+ssh://host/system'",
-                uri=uri,
-            )
+        try:
+            check_host_uri(uri)
+        except HostURIError as exc:
+            raise InvalidRequest(str(exc), uri=uri) from exc
         if any(c.uri == uri for c in self.clients()):
             raise Conflict(f"a host with libvirt URI {uri!r} is registered already", uri=uri)
+        client: HostClient | None = None
         try:
             client = self.client_factory(uri)
             facts_uuid = client.facts().provider_uuid
         except Exception as exc:
-            raise HostOperationFailed(f"cannot connect to {uri!r}: {exc}", uri=uri) from exc
+            log.warning("host %s could not be reached: %s", uri, exc, exc_info=exc)
+            if client is not None:
+                _close_quietly(client)
+            raise HostOperationFailed(
+                f"host {uri!r} could not be reached ({libvirt_error_summary(exc)}); "
+                "libvirt's message is in the controller's log",
+                uri=uri,
+            ) from exc
         if facts_uuid in self._clients:
             client.close()
             raise Conflict(
@@ -172,9 +194,18 @@ class HostRegistry:
             if row.provider_uuid in self._clients or self.client_factory is None:
                 continue
             try:
+                check_host_uri(row.libvirt_uri)
+            except HostURIError as exc:
+                problems.append(f"host {row.name} is not reconnected: {exc}")
+                continue
+            try:
                 self.add(self.client_factory(row.libvirt_uri), name=row.name)
             except Exception as exc:
-                problems.append(f"host {row.name} ({row.libvirt_uri}) is unreachable: {exc}")
+                log.warning("host %s (%s) is unreachable: %s", row.name, row.libvirt_uri, exc)
+                problems.append(
+                    f"host {row.name} ({row.libvirt_uri}) is unreachable "
+                    f"({libvirt_error_summary(exc)}; libvirt's message is in the log)"
+                )
         return problems
 
     # -- lookups -------------------------------------------------------------------------
@@ -318,12 +349,4 @@ class HostRegistry:
             clients = list(self._clients.values())
             self._clients.clear()
         for client in clients:
-            _close(client, f"the client of {client.uri}")
-
-
-def _close(client: HostClient, what: str) -> None:
-    """Close a host client; a failure is logged (with what was closed), never raised."""
-    try:
-        client.close()
-    except Exception as exc:
-        log.warning("closing %s failed: %s", what, exc)
+            _close_quietly(client)

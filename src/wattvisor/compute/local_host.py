@@ -31,6 +31,7 @@ from wattvisor.energy.inventory import VMRecord
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
 from wattvisor.guest import Disk, Interface, ShareMeta, make_alias
 from wattvisor.host.configdrive import ConfigDriveMetadata, build_config_drive
+from wattvisor.host.connection import libvirt_error_summary
 from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostDriver, HostError
 from wattvisor.host.shares import PreparedShare
 
@@ -76,10 +77,12 @@ class LocalHostClient:
         )
 
     def state(self) -> str:
+        """``up``, or ``down:`` with libvirt's error code and domain (its message is logged)."""
         try:
             self.driver.libvirt_version()
         except Exception as exc:
-            return f"down: {exc}"
+            log.warning("host %s does not answer: %s", self.driver.uri, exc)
+            return f"down: {libvirt_error_summary(exc)}"
         return "up"
 
     def domain_exists(self, domain_name: str) -> bool:

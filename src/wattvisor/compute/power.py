@@ -6,13 +6,36 @@ host; a host's is its whole meter (admins only). Reading never triggers a sample
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from wattvisor.auth import Principal, can_see_project
-from wattvisor.compute.errors import NotFound
+from sqlalchemy import Table, select
+
+from wattvisor.auth import Principal, can_see_project, project_scope
+from wattvisor.compute.errors import HostOperationFailed, NotFound
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.records import PowerView
 from wattvisor.compute.servers import ServerService
+from wattvisor.energy.snapshot import EnergySnapshot
+from wattvisor.store import read_transaction
+from wattvisor.store.compute_tables import ServerRow
+
+_servers = cast(Table, ServerRow.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPowerView:
+    """One row of "servers by watts": a server's latest figures, without history."""
+
+    server_uuid: str
+    name: str
+    project: str
+    status: str
+    watts: float
+    joules: float
+    source: str
+    measured: bool
+    taken_at: float | None
 
 
 class PowerService:
@@ -23,7 +46,7 @@ class PowerService:
         self.hosts = hosts
 
     def server_power(self, principal: Principal, server_id: str) -> PowerView:
-        server = self.servers.get(principal, server_id)
+        server = self.servers.get_live(principal, server_id)
         if server.host_uuid is None:
             return PowerView(server.uuid, 0.0, 0.0, "none", False, None)
         client = self.hosts.client(server.host_uuid)
@@ -36,6 +59,55 @@ class PowerService:
             source=snapshot.source, measured=True, taken_at=snapshot.taken_at,
             history=tuple(client.vm_history(server.uuid)), servers=1,
         )  # fmt: skip
+
+    def servers_power(
+        self, principal: Principal, project: str | None = None
+    ) -> list[ServerPowerView]:
+        """Every server ``principal`` may see (of ``project`` if given), highest watts first.
+
+        One store query for the servers and one snapshot per host, however many
+        servers there are: ``power top`` asks for this every refresh. A host that is
+        not connected gives its servers ``source="none"`` instead of failing the list.
+        """
+        if project is not None and not can_see_project(principal, project):
+            raise NotFound(f"project {project!r} does not exist", project=project)
+        wanted = project if project is not None else project_scope(principal)
+        query = select(
+            _servers.c.uuid, _servers.c.name, _servers.c.project, _servers.c.status,
+            _servers.c.host_uuid,
+        ).where(_servers.c.status != "DELETED")  # fmt: skip
+        if wanted is not None:
+            query = query.where(_servers.c.project == wanted)
+        with read_transaction(self.servers.engine) as conn:
+            rows = conn.execute(query).all()
+        meters: dict[str, tuple[EnergySnapshot | None, str]] = {}
+        views = []
+        for row in rows:
+            snapshot, source = None, "none"
+            if row.host_uuid is not None:
+                if row.host_uuid not in meters:
+                    meters[row.host_uuid] = self._meter(row.host_uuid)
+                snapshot, source = meters[row.host_uuid]
+            vm = snapshot.vms.get(row.uuid.lower()) if snapshot is not None else None
+            views.append(
+                ServerPowerView(
+                    server_uuid=row.uuid, name=row.name, project=row.project, status=row.status,
+                    watts=vm.power_watts if vm else 0.0,
+                    joules=vm.energy_joules_total if vm else 0.0,
+                    source=snapshot.source if vm and snapshot else source, measured=vm is not None,
+                    taken_at=snapshot.taken_at if vm and snapshot else None,
+                )
+            )  # fmt: skip
+        views.sort(key=lambda v: (-v.watts, v.name, v.server_uuid))
+        return views
+
+    def _meter(self, provider_uuid: str) -> tuple[EnergySnapshot | None, str]:
+        """A host's latest snapshot and energy source; none for a host not connected here."""
+        try:
+            client = self.hosts.client(provider_uuid)
+        except HostOperationFailed:
+            return None, "none"
+        return client.energy_snapshot(), client.energy_source()
 
     def project_power(self, principal: Principal, project: str) -> PowerView:
         """The sum over every host's latest sample for the project."""

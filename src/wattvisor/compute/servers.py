@@ -137,6 +137,17 @@ class ServerService:
             raise NotFound(f"server {server_id!r} does not exist", server_id=server_id)
         return record
 
+    def get_live(self, principal: Principal, server_id: str) -> ServerRecord:
+        """Like :meth:`get`, but a DELETED server is NotFound too: what belonged to it
+        (metadata, power, devices) is gone, only its record remains to show how it ended."""
+        record = self.get(principal, server_id)
+        if record.status == "DELETED":
+            raise NotFound(
+                f"server {server_id!r} is deleted; only GET /v1/servers/{{id}} still shows it",
+                server_id=server_id,
+            )
+        return record
+
     def _load(self, server_id: str) -> ServerRecord | None:
         with read_transaction(self.engine) as conn:
             row = conn.execute(select(_servers).where(_servers.c.uuid == server_id)).first()
@@ -574,7 +585,7 @@ class ServerService:
 
     def metadata_document(self, principal: Principal, server_id: str) -> dict[str, Any]:
         """The server's ``meta_data.json`` as its config drive carries it."""
-        record = self.get(principal, server_id)
+        record = self.get_live(principal, server_id)
         try:
             meta = ConfigDriveMetadata(
                 uuid=record.uuid, name=record.name, project_id=record.project,

@@ -8,6 +8,7 @@ variables (nested sections joined with ``__``), the TOML file named by
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -24,6 +25,7 @@ from pydantic_settings import (
 
 DEFAULT_DATA_DIR = Path("/var/lib/wattvisor")
 _MOUNT_TAG = re.compile(r"^[A-Za-z0-9_.-]{1,36}$")
+_LISTEN_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 
 
 class ConfigError(ValueError):
@@ -231,6 +233,57 @@ class AuthSettings(BaseModel):
     )
 
 
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 in brackets) as ``(host, port)``; a ValueError says what is accepted."""
+    accepted = (
+        "use host:port, e.g. '127.0.0.1:9464', '0.0.0.0:9464' or '[::1]:9464' "
+        "(IPv6 in brackets; port 0 picks a free one)"
+    )
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"listen address {value!r} is not accepted; {accepted}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            host = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            raise ValueError(
+                f"listen address {value!r} has no valid IPv6 address in brackets; {accepted}"
+            ) from None
+    elif not _LISTEN_HOST.match(host):
+        raise ValueError(f"listen address {value!r} is not accepted; {accepted}")
+    return host, int(port_text)
+
+
+class MetricsSettings(BaseModel):
+    """The Prometheus listener: its own address, apart from the API, optionally behind a token."""
+
+    listen: str = Field(
+        default="127.0.0.1:9464",
+        description="host:port of the /metrics listener (IPv6 in brackets); loopback by default",
+    )
+    bearer_token_file: Path | None = Field(
+        default=None,
+        description="file holding the token scrapes must send as 'Authorization: Bearer "
+        "<token>' (Prometheus: authorization.credentials_file); unset: no token asked",
+    )
+    process_pids: bool = Field(
+        default=False,
+        description="label wattvisor_process_power_watts with each process's pid; off, the "
+        "top processes are summed by command name",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` of :attr:`listen`."""
+        return parse_listen_address(self.listen)
+
+
 class Settings(BaseSettings):
     """All of wattvisor's settings."""
 
@@ -248,6 +301,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -259,15 +259,17 @@ class EnergySampler:
         cpu = read_cpu_times(self.procfs_root)
         scan = self._scanner.scan()
         stats = self.domain_stats.domain_cpu() if self.domain_stats is not None else None
-        records = self.inventory.vms()
+        listed = self.inventory.vms()
         forgotten = self._forgotten
         if forgotten:
             # A deleted VM nothing lists any more cannot come back: stop remembering it,
             # or the set grows by one UUID per VM ever deleted.
-            seen = {r.uuid.lower() for r in records} | {u.lower() for u in stats or {}}
+            seen = {r.uuid.lower() for r in listed} | {u.lower() for u in stats or {}}
             seen |= {i.uuid.lower() for i in scan.qemu.values() if i.uuid is not None}
             forgotten.intersection_update(seen)
-            records = [r for r in records if r.uuid.lower() not in forgotten]
+        records = [r for r in listed if r.managed and r.uuid.lower() not in forgotten]
+        if len(records) != len(listed):
+            self._drop_unmanaged({r.uuid.lower() for r in listed if not r.managed})
         previous = self._baseline
         interval_s = now - previous.at if previous is not None else 0.0
         busy = 0.0
@@ -285,9 +287,11 @@ class EnergySampler:
 
         by_uuid: dict[str, VMRecord] = {r.uuid.lower(): r for r in records}
         by_name: dict[str, str] = {r.domain: u for u, r in by_uuid.items()}
-        stats = stats or {}
-        if forgotten:
-            stats = {u: d for u, d in stats.items() if u not in forgotten}
+        # VMs are what the inventory lists as wattvisor's now, or counted before (stopped
+        # or migrated away). Any other domain's CPU time stays with its QEMU process, a
+        # host process like any other.
+        vms = (by_uuid.keys() | self._ledger.vms.keys()) - forgotten
+        stats = {u: d for u, d in (stats or {}).items() if u in vms}
         stats_by_name = {d.name: u for u, d in stats.items()}
 
         qemu_uuid: dict[int, str] = {}
@@ -295,7 +299,7 @@ class EnergySampler:
             uuid = identity.uuid
             if uuid is None and identity.name is not None:
                 uuid = by_name.get(identity.name) or stats_by_name.get(identity.name)
-            if uuid is not None and uuid not in forgotten:
+            if uuid is not None and uuid in vms:
                 qemu_uuid[pid] = uuid
         ownership = QemuOwnership(scan, self._cgroups) if qemu_uuid else None
         self._cgroups.prune(scan.processes)
@@ -353,14 +357,8 @@ class EnergySampler:
             if record is not None:
                 labels[uuid] = (record.domain, record.project)
             else:
-                known = self._ledger.vms.get(uuid)
-                name = stats[uuid].name if uuid in stats else (known.domain if known else "")
-                if not name:
-                    name = next(
-                        (i.name or "" for p, i in scan.qemu.items() if qemu_uuid.get(p) == uuid),
-                        "",
-                    )
-                labels[uuid] = (name, known.project if known else "")
+                known = self._ledger.vms[uuid]  # in vms, so counted before
+                labels[uuid] = (known.domain, known.project)
         for uuid, record in by_uuid.items():
             labels.setdefault(uuid, (record.domain, record.project))
         self._ledger.add(interval, labels)
@@ -370,6 +368,13 @@ class EnergySampler:
         self._latest = snapshot
         self._record_history(snapshot)
         return snapshot
+
+    def _drop_unmanaged(self, uuids: set[str]) -> None:
+        """Drop counters an older version kept for domains that are not wattvisor's."""
+        for uuid in uuids & self._ledger.vms.keys():
+            self._ledger.forget(uuid)
+            self._history.drop(f"vm:{uuid}")
+            log.info("dropped the energy counter of domain %s: it is not wattvisor's", uuid)
 
     def _record_history(self, snap: EnergySnapshot) -> None:
         history = self._history

@@ -8,8 +8,7 @@ model creates land where libvirt would put them. Every device has ``alias``, the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from wattvisor.guest.aliases import is_user_alias, validate_alias
 from wattvisor.guest.errors import DuplicateAliasError, GuestXMLError, NotADomainError
@@ -21,12 +20,75 @@ from wattvisor.guest.xmlmodel import (
     StrProperty,
     XMLObject,
     YesNoProperty,
+    insert_after,
     parse_xml,
     remove_child,
 )
 
-# Where the per-device info libvirt formats last goes (virDomainDeviceInfoFormat).
-_DEVICE_INFO_TAIL = ("boot", "alias", "address", "acpi")
+# The children every device shares, in the order libvirt's virDomainDeviceInfoFormat
+# writes them (src/conf/domain_conf.c). Each device formatter writes its own elements
+# first and these after them; the few elements a formatter writes after the device info
+# are listed after DEVICE_INFO in that kind's order below.
+DEVICE_INFO = ("boot", "alias", "master", "rom", "acpi", "address")
+
+# Child order per device kind, from libvirt's formatters (virDomainDiskDefFormat,
+# virDomainNetDefFormat, virDomainFSDefFormat, virDomainHostdevDefFormat,
+# virDomainRedirdevDefFormat, virDomainRNGDefFormat, virDomainShmemDefFormat, ...).
+# libxml2 validates domain.rng's <interleave> only when the elements of one group stay
+# together, so a child inserted between a device's own elements (an <alias> between
+# <source> and <teaming> of a <hostdev>) makes a valid document invalid.
+DEVICE_ORDERS: dict[str, tuple[str, ...]] = {
+    "disk": (
+        "driver", "auth", "source", "backingStore", "backenddomain", "geometry", "blockio",
+        "mirror", "target", "iotune", "throttlefilters", "readonly", "shareable",
+        "transient", "serial", "wwn", "vendor", "product", "encryption", *DEVICE_INFO,
+        "privateData",
+    ),
+    "interface": (
+        "mac", "source", "vlan", "virtualport", "bandwidth", "port", "actual", "ip", "route",
+        "portForward", "script", "downscript", "backenddomain", "target", "guest", "model",
+        "driver", "backend", "filterref", "tune", "teaming", "link", "mtu", "tapfd",
+        "coalesce", *DEVICE_INFO, "privateData",
+    ),
+    "filesystem": (
+        "driver", "binary", "idmap", "source", "target", "readonly", *DEVICE_INFO,
+        "space_hard_limit", "space_soft_limit",
+    ),
+    "hostdev": (
+        "driver", "source", "origstates", "teaming", "readonly", "shareable", *DEVICE_INFO,
+    ),
+    "redirdev": ("source", "protocol", "log", *DEVICE_INFO),
+    "rng": ("rate", "backend", "driver", *DEVICE_INFO),
+    "shmem": ("model", "size", "server", "msi", *DEVICE_INFO),
+    "video": ("driver", "model", *DEVICE_INFO),
+    "serial": ("source", "protocol", "log", "target", *DEVICE_INFO),
+    "console": ("source", "protocol", "log", "target", *DEVICE_INFO),
+    "memballoon": ("stats", *DEVICE_INFO, "driver"),
+    "sound": ("codec", "audio", *DEVICE_INFO, "driver"),
+}  # fmt: skip
+
+
+def _after_alias(kind: str) -> frozenset[str]:
+    order = DEVICE_ORDERS.get(kind, DEVICE_INFO)
+    return frozenset(order[order.index("alias") + 1 :])
+
+
+_AFTER_ALIAS: dict[str, frozenset[str]] = {kind: _after_alias(kind) for kind in DEVICE_ORDERS}
+_AFTER_ALIAS_ANY = _after_alias("")
+
+
+def alias_anchor(device: Element) -> Element | None:
+    """The child a new ``<alias>`` goes right after (None: it goes first).
+
+    That is the last child libvirt writes before the device info's alias. A child the
+    order tables do not know counts as one of the device's own elements, which libvirt
+    always writes before the device info, so an alias never splits them.
+    """
+    after = _AFTER_ALIAS.get(str(device.tag), _AFTER_ALIAS_ANY)
+    for child in device.iterchildren(reversed=True):
+        if isinstance(child.tag, str) and child.tag not in after:
+            return child
+    return None
 
 
 class AliasProperty(StrProperty):
@@ -59,7 +121,10 @@ class AliasProperty(StrProperty):
                         f"device alias {value!r} is already used by <{other.tag}> in this "
                         "domain; aliases must be unique within a domain"
                     )
-        super().write(elem, value, ranks if elem.tag in ranks else _GENERIC_RANKS)
+        node = self.path.find(elem)
+        if node is None:
+            node = insert_after(elem, elem.makeelement("alias"), alias_anchor(elem))
+        node.set("name", value)
 
 
 class Device(XMLObject):
@@ -87,24 +152,6 @@ class Device(XMLObject):
         return alias if alias is not None and is_user_alias(alias) else None
 
 
-class _AnyDeviceOrder(Mapping[Any, Mapping[Any, int]]):
-    """Order table for device kinds without a class: alias/address go last."""
-
-    _tail: ClassVar[dict[Any, int]] = {tag: rank for rank, tag in enumerate(_DEVICE_INFO_TAIL)}
-
-    def __getitem__(self, key: Any) -> Mapping[Any, int]:
-        return self._tail
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-_GENERIC_RANKS = _AnyDeviceOrder()
-
-
 def device_alias(element: Element) -> str | None:
     """The alias name of a device element, or None."""
     node = next(element.iterchildren("alias"), None)
@@ -117,13 +164,9 @@ class Disk(Device):
     __slots__ = ()
     TAG = "disk"
     ORDER: ClassVar = {
-        "disk": (
-            "driver", "auth", "source", "backingStore", "backenddomain", "geometry",
-            "blockio", "target", "iotune", "readonly", "shareable", "transient", "serial",
-            "wwn", "vendor", "product", "encryption", "boot", "alias", "address",
-        ),
+        "disk": DEVICE_ORDERS["disk"],
         "source": ("host", "snapshot", "config", "auth", "encryption", "reservations"),
-    }  # fmt: skip
+    }
 
     type = StrProperty("@type")
     device = StrProperty("@device")
@@ -183,13 +226,7 @@ class Interface(Device):
 
     __slots__ = ()
     TAG = "interface"
-    ORDER: ClassVar = {
-        "interface": (
-            "mac", "source", "vlan", "virtualport", "ip", "route", "script", "downscript",
-            "backenddomain", "target", "guest", "model", "driver", "backend", "filterref",
-            "tune", "teaming", "link", "mtu", "coalesce", "rom", "boot", "alias", "address",
-        ),
-    }  # fmt: skip
+    ORDER: ClassVar = {"interface": DEVICE_ORDERS["interface"]}
 
     type = StrProperty("@type")
     mac = StrProperty("./mac/@address")
@@ -228,7 +265,7 @@ class Video(Device):
     __slots__ = ()
     TAG = "video"
     ORDER: ClassVar = {
-        "video": ("driver", "model", "alias", "address"),
+        "video": DEVICE_ORDERS["video"],
         "model": ("acceleration", "resolution"),
     }
 
@@ -260,12 +297,9 @@ class Filesystem(Device):
     __slots__ = ()
     TAG = "filesystem"
     ORDER: ClassVar = {
-        "filesystem": (
-            "driver", "binary", "source", "target", "readonly", "space_hard_limit",
-            "space_soft_limit", "boot", "alias", "address",
-        ),
-        "binary": ("cache", "sandbox", "lock", "thread_pool"),
-    }  # fmt: skip
+        "filesystem": DEVICE_ORDERS["filesystem"],
+        "binary": ("cache", "sandbox", "lock", "thread_pool", "openfiles"),
+    }
 
     type = StrProperty("@type")
     accessmode = StrProperty("@accessmode")
@@ -310,10 +344,7 @@ class _CharDevice(Device):
     """Common shape of ``<serial>`` and ``<console>``: a pty or a file on the host."""
 
     __slots__ = ()
-    ORDER: ClassVar = {
-        "serial": ("source", "protocol", "log", "target", "alias", "address"),
-        "console": ("source", "protocol", "log", "target", "alias", "address"),
-    }
+    ORDER: ClassVar = {"serial": DEVICE_ORDERS["serial"], "console": DEVICE_ORDERS["console"]}
 
     type = StrProperty("@type")
     source_path = StrProperty("./source/@path")
@@ -362,9 +393,7 @@ class Hostdev(Device):
 
     __slots__ = ()
     TAG = "hostdev"
-    ORDER: ClassVar = {
-        "hostdev": ("driver", "source", "origstates", "rom", "boot", "alias", "address")
-    }
+    ORDER: ClassVar = {"hostdev": DEVICE_ORDERS["hostdev"]}
 
     mode = StrProperty("@mode")
     type = StrProperty("@type")

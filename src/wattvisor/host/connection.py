@@ -35,7 +35,46 @@ _DEAD_CONNECTION_CODES = frozenset(
 
 
 class HostConnectionError(RuntimeError):
-    """libvirt cannot be reached at the configured URI; the message says what to do."""
+    """libvirt cannot be reached at the configured URI; the message says what to do.
+
+    It carries libvirt's error code and domain, never libvirt's message: that text can
+    quote the files a URI names (the test driver prints their first line), so it only
+    goes to the log.
+    """
+
+
+def _constant_names(prefix: str, skip: frozenset[str] = frozenset()) -> dict[int, str]:
+    return {
+        value: name
+        for name, value in vars(libvirt).items()
+        if name.startswith(prefix) and name not in skip and isinstance(value, int)
+    }
+
+
+# VIR_ERR_NONE/WARNING/ERROR are error levels, not codes.
+_ERROR_CODES = _constant_names("VIR_ERR_", frozenset({"VIR_ERR_NONE", "VIR_ERR_WARNING",
+                                                      "VIR_ERR_ERROR"}))  # fmt: skip
+_ERROR_DOMAINS = _constant_names("VIR_FROM_")
+
+
+def libvirt_error_summary(exc: BaseException) -> str:
+    """What went wrong without libvirt's message: its error code and domain, by number and name.
+
+    Follows ``__cause__``/``__context__`` to the libvirt error underneath; for any other
+    failure it is the exception's type.
+    """
+    seen: BaseException | None = exc
+    for _depth in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, libvirt.libvirtError):
+            code, domain = seen.get_error_code(), seen.get_error_domain()
+            return (
+                f"libvirt error {code} ({_ERROR_CODES.get(code, 'unknown')}) from domain "
+                f"{domain} ({_ERROR_DOMAINS.get(domain, 'unknown')})"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 def _quiet_libvirt_errors() -> None:
@@ -85,9 +124,11 @@ class HostConnection:
         try:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
+            log.warning("cannot connect to libvirt at %s: %s", self.uri, exc.get_error_message())
             raise HostConnectionError(
-                f"cannot connect to libvirt at {self.uri!r}: {exc.get_error_message()}; "
-                "check that libvirtd runs (`make libvirtd`) or set host.libvirt_uri"
+                f"cannot connect to libvirt at {self.uri!r} ({libvirt_error_summary(exc)}; "
+                "libvirt's message is in the log); check that libvirtd runs (`make libvirtd`) "
+                "or set host.libvirt_uri"
             ) from exc
         log.info("connected to libvirt at %s", self.uri)
         return conn

@@ -2,7 +2,9 @@
 
 Each sample asks for the list of domains (one cheap call); a domain's instance
 metadata (project, power-metrics shares) is read once, when its UUID first
-appears, because it does not change for the life of the guest.
+appears, because it does not change for the life of the guest. A domain without
+wattvisor's metadata is listed as not managed: someone else's guest, whose name
+and uuid wattvisor's figures never show.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class LibvirtVMInventory:
         except (libvirt.libvirtError, GuestXMLError):
             meta = None
         if meta is None:
-            return VMRecord(uuid=uuid, domain=dom.name())
+            return VMRecord(uuid=uuid, domain=dom.name(), managed=False)
         dirs = tuple(
             self._dirs_by_tag[share.tag]
             for share in meta.shares

@@ -26,7 +26,7 @@ from wattvisor.placement.errors import (
     PlacementError,
     ProviderInUse,
 )
-from wattvisor.placement.index import ConstraintCount, ProviderState
+from wattvisor.placement.index import Check, Elimination, ProviderState
 from wattvisor.placement.query import parse_required, parse_resources
 from wattvisor.placement.service import (
     Candidate,
@@ -41,13 +41,14 @@ __all__ = [
     "CandidateRequest",
     "CandidateResult",
     "CapacityExceeded",
+    "Check",
     "ConcurrentUpdate",
     "Conflict",
-    "ConstraintCount",
     "ConsumerAllocationUpdate",
     "ConsumerAllocations",
     "ConsumerConflict",
     "DuplicateName",
+    "Elimination",
     "Inventory",
     "InventoryInUse",
     "NotFound",

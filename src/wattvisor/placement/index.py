@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
 from sqlalchemy import Connection, Engine, Table, select
 
@@ -120,20 +120,35 @@ class CandidateTable:
 
 
 @dataclass(frozen=True, slots=True)
-class ConstraintCount:
-    """How many providers satisfy one constraint on its own (``matching``), and how many
-    remain once it and every constraint listed before it are applied (``remaining``).
+class Check:
+    """One constraint a provider can fail, for explaining why none was chosen.
 
-    ``kind`` is ``resource`` (``name`` is a resource class, ``amount`` set), ``required``,
-    ``forbidden`` (``name`` is a trait) or ``any_of`` (``names`` holds the traits).
+    ``kind`` is ``excluded`` (the providers in ``uuids``, e.g. hosts that failed to
+    spawn the request), ``required`` or ``forbidden`` (``name`` is a trait), ``any_of``
+    (``names`` holds the traits) or ``resource`` (``name`` is a resource class and
+    ``amount`` the amount requested).
     """
 
-    kind: str
-    name: str
-    matching: int
-    remaining: int
+    kind: Literal["excluded", "required", "forbidden", "any_of", "resource"]
+    name: str = ""
     amount: int = 0
     names: tuple[str, ...] = ()
+    uuids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Elimination:
+    """The providers one check removed that no earlier check had removed.
+
+    For a resource check, ``largest`` is the most of the class any of them could
+    take in one allocation (free capacity bounded by ``max_unit``; 0 without
+    inventory of the class) and ``without_inventory`` how many have none at all.
+    """
+
+    check: Check
+    removed: int
+    largest: int = 0
+    without_inventory: int = 0
 
 
 class ProviderIndex:
@@ -401,32 +416,41 @@ class ProviderIndex:
             result -= self.with_trait(trait)
         return result
 
-    def explain(self, request: CandidateRequest) -> list[ConstraintCount]:
-        """Apply the constraints of ``request`` one by one and count what each leaves."""
-        total = len(self.providers)
+    def eliminate(self, checks: Iterable[Check]) -> tuple[list[Elimination], int]:
+        """Apply ``checks`` in order and attribute each provider to the first one it fails.
+
+        Returns one entry per check (``removed`` may be 0) and how many providers pass
+        them all. Call with ``lock`` held, after ``refresh()``.
+        """
         remaining = set(self.providers)
-        out: list[ConstraintCount] = []
-        members: set[int] | frozenset[int]
-        for rc, amount in sorted(request.resources.items()):
-            members = self.fitting(rc, amount)
-            remaining &= members
-            out.append(ConstraintCount("resource", rc, len(members), len(remaining), amount))
-        for trait in sorted(request.traits.required):
-            members = self.with_trait(trait)
-            remaining &= members
-            out.append(ConstraintCount("required", trait, len(members), len(remaining)))
-        for group in request.traits.any_of:
-            members = self.with_any_trait(group)
-            remaining &= members
-            names = tuple(sorted(group))
-            out.append(
-                ConstraintCount("any_of", ",".join(names), len(members), len(remaining), 0, names)
-            )
-        for trait in sorted(request.traits.forbidden):
-            members = self.with_trait(trait)
-            remaining -= members
-            out.append(ConstraintCount("forbidden", trait, total - len(members), len(remaining)))
-        return out
+        out: list[Elimination] = []
+        for check in checks:
+            if check.kind == "excluded":
+                removed = {self.by_uuid[u] for u in check.uuids if u in self.by_uuid}
+            elif check.kind == "required":
+                removed = remaining - self.with_trait(check.name)
+            elif check.kind == "forbidden":
+                removed = remaining & self.with_trait(check.name)
+            elif check.kind == "any_of":
+                removed = remaining - self.with_any_trait(check.names)
+            else:
+                removed = remaining - self.fitting(check.name, check.amount)
+            removed &= remaining
+            remaining -= removed
+            if check.kind != "resource":
+                out.append(Elimination(check, len(removed)))
+                continue
+            largest, without = 0, 0
+            for pid in removed:
+                state = self.providers[pid]
+                inventory = state.inventories.get(check.name)
+                if inventory is None:
+                    without += 1
+                    continue
+                free = int(state.free(check.name))
+                largest = max(largest, min(free, inventory.max_unit))
+            out.append(Elimination(check, len(removed), largest, without))
+        return out, len(remaining)
 
     def summary(self, provider_id: int) -> ProviderSummary:
         return self.providers[provider_id].summary()

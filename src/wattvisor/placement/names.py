@@ -1,5 +1,7 @@
 """Names of resource classes and traits: the standard ones come from os-resource-classes
-and os-traits, custom ones must be spelled ``CUSTOM_[A-Z0-9_]+`` and be created first."""
+and os-traits, custom ones must be spelled ``CUSTOM_[A-Z0-9_]+``, be at most 255
+characters long (as in OpenStack Placement, and the width of the name columns) and be
+created first."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ from functools import cache
 import os_resource_classes
 import os_traits
 
+CUSTOM_PREFIX = "CUSTOM_"
 CUSTOM_NAME = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
+MAX_NAME_LENGTH = 255
+CUSTOM_NAME_RULE = f"^CUSTOM_[A-Z0-9_]+$, at most {MAX_NAME_LENGTH} characters"
 
 
 @cache
@@ -23,4 +28,12 @@ def standard_resource_classes() -> frozenset[str]:
 
 
 def is_custom_name(name: str) -> bool:
-    return bool(CUSTOM_NAME.match(name))
+    """Whether ``name`` is a well-formed custom trait or resource class name."""
+    return isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and bool(CUSTOM_NAME.match(name))
+
+
+def shown_name(name: str, limit: int = 80) -> str:
+    """``name`` quoted for an error message, cut (with its length said) when long."""
+    if len(name) <= limit:
+        return repr(name)
+    return f"{name[:limit]!r}... ({len(name)} characters)"

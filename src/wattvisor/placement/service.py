@@ -45,12 +45,16 @@ from wattvisor.placement.errors import (
 )
 from wattvisor.placement.index import (
     CandidateTable,
-    ConstraintCount,
+    Check,
+    Elimination,
     ProviderIndex,
     ProviderState,
 )
 from wattvisor.placement.names import (
+    CUSTOM_NAME_RULE,
+    CUSTOM_PREFIX,
     is_custom_name,
+    shown_name,
     standard_resource_classes,
     standard_traits,
 )
@@ -227,10 +231,10 @@ class Placement:
         """
         wanted_traits = frozenset(traits)
         for trait in wanted_traits:
-            if is_custom_name(trait):
+            if trait.startswith(CUSTOM_PREFIX):
                 self.ensure_custom_trait(trait)
         for rc in inventories:
-            if is_custom_name(rc):
+            if rc.startswith(CUSTOM_PREFIX):
                 self.ensure_custom_resource_class(rc)
         for _attempt in range(ENSURE_RETRIES):
             try:
@@ -378,8 +382,8 @@ class Placement:
         """Create the custom trait ``name``; returns False when it existed already."""
         if not is_custom_name(name):
             raise BadRequest(
-                f"The trait name {name!r} is not a valid custom trait; custom traits must "
-                "match ^CUSTOM_[A-Z0-9_]+$"
+                f"The trait name {shown_name(name)} is not a valid custom trait; custom "
+                f"traits must match {CUSTOM_NAME_RULE}"
             )
         return self._ensure_named(_custom_trait, name)
 
@@ -433,8 +437,8 @@ class Placement:
             return False
         if not is_custom_name(name):
             raise BadRequest(
-                f"The resource class name {name!r} is not a valid custom resource class; "
-                "custom resource classes must match ^CUSTOM_[A-Z0-9_]+$"
+                f"The resource class name {shown_name(name)} is not a valid custom resource "
+                f"class; custom resource classes must match {CUSTOM_NAME_RULE}"
             )
         return self._ensure_named(_custom_rc, name)
 
@@ -832,11 +836,13 @@ class Placement:
             # error here: no provider has it, which the caller explains as such.
             return rank(CandidateTable(self.index, list(self.index.matching(request))))
 
-    def explain(self, request: CandidateRequest) -> tuple[int, list[ConstraintCount]]:
-        """How many providers exist, and what each constraint of ``request`` leaves."""
+    def eliminate(self, checks: Iterable[Check]) -> tuple[int, list[Elimination], int]:
+        """How many providers exist, which of ``checks`` removed how many of them first,
+        and how many pass them all (see ``ProviderIndex.eliminate``)."""
         self.refresh()
         with self.index.lock:
-            return len(self.index.providers), self.index.explain(request)
+            eliminated, remaining = self.index.eliminate(checks)
+            return len(self.index.providers), eliminated, remaining
 
     def _check_request(self, request: CandidateRequest) -> None:
         unknown_rc = sorted(

@@ -24,11 +24,14 @@ from wattvisor.scheduler.validation import (
     Problem,
     accepted_values,
     canonical_value,
+    grouped_specs,
     parse_bool,
+)
+from wattvisor.scheduler.validation import (
+    SHARE_TRAIT as SHARE_TRAIT,
 )
 
 LOG = logging.getLogger(__name__)
-SHARE_TRAIT = "COMPUTE_SHARE_LOCAL_FS"
 
 PrefilterFunction = Callable[[RequestSpec], list[str]]
 
@@ -112,26 +115,30 @@ def power_metrics(spec: RequestSpec) -> list[str]:
 
 @prefilter("explicit_traits_prefilter")
 def explicit_traits(spec: RequestSpec) -> list[str]:
-    """``trait:NAME=required|forbidden`` in flavor extra specs and image properties."""
+    """``trait[N]:NAME=required|forbidden`` in flavor extra specs and ``trait:NAME`` in
+    image properties. A numbered group's traits apply to the host like the unnumbered
+    ones: every wattvisor host is a single resource provider."""
+    wanted: list[tuple[str, str, str, str]] = []  # source, key, trait, value
+    for flavor_spec in grouped_specs(spec.flavor.extra_specs):
+        if flavor_spec.kind == "trait":
+            wanted.append(
+                ("flavor extra spec", flavor_spec.key, flavor_spec.name, flavor_spec.value)
+            )
+    for key, raw in sorted(spec.image.properties.items()):
+        if key.startswith(TRAIT_SPEC_PREFIX):
+            wanted.append(("image property", key, key[len(TRAIT_SPEC_PREFIX) :], str(raw)))
     log = []
-    for source, values in (
-        ("flavor extra spec", spec.flavor.extra_specs),
-        ("image property", spec.image.properties),
-    ):
-        for key, raw in sorted(values.items()):
-            if not key.startswith(TRAIT_SPEC_PREFIX):
-                continue
-            trait = key[len(TRAIT_SPEC_PREFIX) :]
-            value = str(raw).strip().lower()
-            reason = f"{source} {key}={raw}"
-            if value == "required":
-                spec.require(trait, reason)
-                log.append(f"required {trait} because {reason}")
-            elif value == "forbidden":
-                spec.forbid(trait, reason)
-                log.append(f"forbade {trait} because {reason}")
-            else:
-                raise InvalidSpec([Problem(source, key, str(raw), ("required", "forbidden"))])
+    for source, key, trait, raw in wanted:
+        value = raw.strip().lower()
+        reason = f"{source} {key}={raw}"
+        if value == "required":
+            spec.require(trait, reason)
+            log.append(f"required {trait} because {reason}")
+        elif value == "forbidden":
+            spec.forbid(trait, reason)
+            log.append(f"forbade {trait} because {reason}")
+        else:
+            raise InvalidSpec([Problem(source, key, raw, ("required", "forbidden"))])
     return log
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from wattvisor.placement.entities import CandidateRequest, TraitQuery
-from wattvisor.scheduler.validation import InvalidSpec
+from wattvisor.scheduler.validation import InvalidSpec, Problem, grouped_specs
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +76,34 @@ class RequestSpec:
 
 def flavor_resources(flavor: Flavor) -> dict[str, int]:
     """Placement resources of a flavor: VCPU, MEMORY_MB and DISK_GB (root + ephemeral +
-    swap rounded up to GiB); zero amounts are left out as Placement rejects them."""
+    swap rounded up to GiB), each replaced by a ``resources:<CLASS>=N`` extra spec when
+    there is one (N=0 drops the class, as in Nova), plus the amounts of ``resources<N>:``
+    extra specs. A wattvisor host is a single resource provider, so every numbered
+    request group lands on the same host as the unnumbered one and the amounts add up.
+    Zero amounts are left out, as Placement rejects them."""
     disk = flavor.root_gb + flavor.ephemeral_gb + math.ceil(flavor.swap_mb / 1024)
     resources = {"VCPU": flavor.vcpus, "MEMORY_MB": flavor.memory_mb, "DISK_GB": disk}
+    numbered: dict[str, int] = {}
+    problems: list[Problem | str] = []
+    for spec in grouped_specs(flavor.extra_specs):
+        if spec.kind != "resources":
+            continue
+        try:
+            amount = int(spec.value.strip())
+        except ValueError:
+            amount = -1
+        if amount < 0:
+            problems.append(
+                Problem("flavor extra spec", spec.key, spec.value, ("an integer >= 0",))
+            )
+        elif spec.group:
+            numbered[spec.name] = numbered.get(spec.name, 0) + amount
+        else:
+            resources[spec.name] = amount
+    if problems:
+        raise InvalidSpec(problems)
+    for rc, amount in numbered.items():
+        resources[rc] = resources.get(rc, 0) + amount
     return {rc: amount for rc, amount in resources.items() if amount > 0}
 
 

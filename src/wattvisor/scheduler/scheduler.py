@@ -14,13 +14,12 @@ from wattvisor.config.settings import SchedulerSettings
 from wattvisor.placement import (
     CapacityExceeded,
     ConcurrentUpdate,
-    ConstraintCount,
     ConsumerConflict,
     NotFound,
     Placement,
 )
-from wattvisor.placement.index import CandidateTable, ProviderState
-from wattvisor.scheduler.prefilters import run_prefilters
+from wattvisor.placement.index import CandidateTable, Check, Elimination, ProviderState
+from wattvisor.scheduler.prefilters import DISABLED_TRAIT, run_prefilters
 from wattvisor.scheduler.request_spec import RequestSpec
 from wattvisor.scheduler.weighers import HostPowerSource, WeighContext, best_host
 
@@ -178,28 +177,68 @@ class Scheduler:
     def _no_valid_host(
         self, spec: RequestSpec, excluded: set[str], spawn_failures: Iterable[str]
     ) -> NoValidHost:
-        total, counts = self.placement.explain(spec.candidate_request())
-        reasons = [_describe(c, total, spec) for c in counts]
-        if excluded:
-            reasons.append(f"{len(excluded)} host(s) excluded because spawning failed there")
+        total, eliminated, passed = self.placement.eliminate(elimination_checks(spec, excluded))
+        reasons = [_describe(e, spec) for e in eliminated if e.removed]
+        if total == 0:
+            reasons.append("no host is registered")
+        elif passed:
+            reasons.append(
+                f"{_hosts(passed)} passed every check when checked again (their free "
+                "capacity changed meanwhile); try again"
+            )
         wanted = ", ".join(f"{rc}:{n}" for rc, n in sorted(spec.resources.items()))
         return NoValidHost(f"no valid host among {total} for {wanted}", reasons, spawn_failures)
 
 
-def _describe(count: ConstraintCount, total: int, spec: RequestSpec) -> str:
-    removed = f"{count.remaining} left"
-    if count.kind == "resource":
-        what = f"have room for {count.name}:{count.amount}"
-        why = f" (flavor {spec.flavor.name})"
-    elif count.kind == "required":
-        what = f"have {count.name}"
-        reason = spec.reasons.get(count.name)
+def elimination_checks(spec: RequestSpec, excluded: Iterable[str] = ()) -> list[Check]:
+    """The checks a host must pass, in the order a NoValidHost explanation blames them.
+
+    A host is blamed on the first check it fails: first what rules it out for any
+    request (an operator disabled it, it failed to spawn this server), then what it
+    cannot offer (each required or forbidden trait), last what it lacks only for now
+    (room for each resource class). So "1 host is disabled" is said only of a host
+    that is, and a full host is blamed on the class it lacks room for.
+    """
+    checks: list[Check] = []
+    if DISABLED_TRAIT in spec.forbidden:
+        checks.append(Check("forbidden", DISABLED_TRAIT))
+    if excluded:
+        checks.append(Check("excluded", uuids=frozenset(excluded)))
+    checks.extend(Check("required", trait) for trait in sorted(spec.required))
+    checks.extend(
+        Check("forbidden", trait) for trait in sorted(spec.forbidden) if trait != DISABLED_TRAIT
+    )
+    checks.extend(Check("resource", rc, amount) for rc, amount in sorted(spec.resources.items()))
+    return checks
+
+
+def _hosts(count: int) -> str:
+    return f"{count} host" if count == 1 else f"{count} hosts"
+
+
+def _describe(elimination: Elimination, spec: RequestSpec) -> str:
+    check, count = elimination.check, elimination.removed
+    hosts = _hosts(count)
+    one = count == 1
+    if check.kind == "excluded":
+        return f"{hosts} failed to spawn this server and {'was' if one else 'were'} not retried"
+    if check.kind == "forbidden" and check.name == DISABLED_TRAIT:
+        return f"{hosts} {'is' if one else 'are'} disabled by an operator ({DISABLED_TRAIT})"
+    if check.kind == "required":
+        reason = spec.reasons.get(check.name)
         why = f" (required by {reason})" if reason else ""
-    elif count.kind == "forbidden":
-        what = f"lack {count.name}"
-        reason = spec.reasons.get("!" + count.name)
+        return f"{hosts} {'lacks' if one else 'lack'} {check.name}{why}"
+    if check.kind == "forbidden":
+        reason = spec.reasons.get("!" + check.name)
         why = f" (forbidden by {reason})" if reason else ""
+        return f"{hosts} {'has' if one else 'have'} {check.name}{why}"
+    if check.kind == "any_of":
+        return f"{hosts} {'has' if one else 'have'} none of {', '.join(check.names)}"
+    if elimination.without_inventory == count:
+        room = f"no {check.name} at all"
     else:
-        what = f"have one of {', '.join(count.names)}"
-        why = ""
-    return f"{count.matching} of {total} hosts {what}{why}, {removed}"
+        room = f"the largest free is {elimination.largest}"
+    return (
+        f"{hosts} {'lacks' if one else 'lack'} room for {check.name}:{check.amount} "
+        f"(flavor {spec.flavor.name} requests {check.amount}, {room})"
+    )

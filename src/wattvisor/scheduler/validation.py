@@ -2,18 +2,32 @@
 
 Values are checked when a flavor or image is saved, so a typo is reported to the person
 who made it ("hw_vif_model='virtio-net' is not accepted; accepted: e1000, ...") instead of
-surfacing at boot time as an unexplained "no valid host". Keys the schema does not know
-are left alone: they belong to other parts of the system.
+surfacing at boot time as an unexplained "no valid host".
+
+Flavor extra specs follow Nova's schema (``nova/api/validation/extra_specs``) for the
+namespaces that mean something on a libvirt host, plus wattvisor's own
+``hw:power_metrics``: every key must be a known one, and an unknown key is refused with
+the namespaces that exist. ``resources[N]:<CLASS>`` and ``trait[N]:<TRAIT>`` are what the
+scheduler asks placement for; the other keys are checked and kept with the flavor (and
+the guest's metadata) for the operator's own tooling. Image properties are free-form
+(Glance's); only the ones the scheduler reads are checked.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 
-from wattvisor.placement.names import is_custom_name, standard_traits
+from wattvisor.placement.entities import MAX_INT
+from wattvisor.placement.names import (
+    CUSTOM_NAME_RULE,
+    is_custom_name,
+    shown_name,
+    standard_resource_classes,
+    standard_traits,
+)
 
 TRUE_SPELLINGS = frozenset({"1", "t", "true", "on", "y", "yes"})
 FALSE_SPELLINGS = frozenset({"0", "f", "false", "off", "n", "no"})
@@ -145,6 +159,8 @@ TRAIT_PROPERTIES: dict[str, TraitProperty] = {
 }
 POWER_METRICS_IMAGE_KEY = "hw_power_metrics"
 POWER_METRICS_FLAVOR_KEY = "hw:power_metrics"
+# The trait a host needs to share a VM's energy counters read-only (see prefilters).
+SHARE_TRAIT = "COMPUTE_SHARE_LOCAL_FS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +171,14 @@ class Problem:
     key: str
     value: str
     accepted: tuple[str, ...]
+    reason: str = "is not accepted"
+    accepted_label: str = "accepted"
 
     def __str__(self) -> str:
         accepted = ", ".join(self.accepted)
-        return f"{self.source} {self.key}={self.value!r} is not accepted; accepted: {accepted}"
+        key = self.key if _SHOWN_KEY.fullmatch(self.key) else shown_name(self.key, 64)
+        value = shown_name(self.value, 64)
+        return f"{self.source} {key}={value} {self.reason}; {self.accepted_label}: {accepted}"
 
 
 class InvalidSpec(ValueError):
@@ -211,15 +231,354 @@ _BOOL_ACCEPTED = tuple(sorted(TRUE_SPELLINGS)) + tuple(sorted(FALSE_SPELLINGS))
 _TRAIT_NAME = re.compile(r"^[A-Z0-9_]+$")
 
 
-def _check_trait_spec(source: str, key: str, value: str) -> list[Problem]:
-    name = key[len(TRAIT_SPEC_PREFIX) :]
+def _check_trait_spec(source: str, key: str, value: str, name: str | None = None) -> list[Problem]:
+    name = key[len(TRAIT_SPEC_PREFIX) :] if name is None else name
     problems = []
     if not (name in standard_traits() or is_custom_name(name)):
         problems.append(
-            Problem(source, key, value, ("trait:<os-traits name>", "trait:CUSTOM_<A-Z0-9_>"))
-        )
+            Problem(
+                source, key, value, ("<os-traits name>", f"CUSTOM_ name ({CUSTOM_NAME_RULE})"),
+                reason="names no trait",
+            )
+        )  # fmt: skip
     if str(value).strip().lower() not in TRAIT_SPEC_VALUES:
         problems.append(Problem(source, key, value, TRAIT_SPEC_VALUES))
+    return problems
+
+
+# -- flavor extra specs -----------------------------------------------------------------
+
+FLAVOR_SOURCE = "flavor extra spec"
+# Nova's limits for extra spec keys and values (its flavor extra spec API schema).
+_SPEC_KEY = re.compile(r"[a-zA-Z0-9_:. -]{1,255}")
+_SHOWN_KEY = re.compile(r"[\w:.-]{1,64}")
+MAX_SPEC_VALUE_LENGTH = 255
+# resources<group>: and trait<group>: take an optional request group suffix (Nova's).
+_GROUPED_KEY = re.compile(r"(resources|trait)([a-zA-Z0-9_-]{1,64})?:(.*)", re.DOTALL)
+_CPU_LIST = r"\^?\d+((-\d+)?(,\^?\d+(-\d+)?)?)*"
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRule:
+    """What values one key accepts: a test and how to say what passes it."""
+
+    accepted: tuple[str, ...]
+    test: Callable[[str], bool]
+
+
+def _boolean() -> ValueRule:
+    return ValueRule(_BOOL_ACCEPTED, lambda v: parse_bool(v) is not None)
+
+
+def _integer(low: int | None = None, high: int | None = None) -> ValueRule:
+    def test(value: str) -> bool:
+        text = value.strip()
+        if not re.fullmatch(r"[+-]?\d{1,12}", text):
+            return False
+        number = int(text)
+        return (low is None or number >= low) and (high is None or number <= high)
+
+    if low is not None and high is not None:
+        shown = f"an integer from {low} to {high}"
+    elif low is not None:
+        shown = f"an integer >= {low}"
+    else:
+        shown = "an integer"
+    return ValueRule((shown,), test)
+
+
+def _one_of(*choices: str) -> ValueRule:
+    return ValueRule(choices, lambda v: v in choices)
+
+
+def _matching(pattern: str, shown: str) -> ValueRule:
+    compiled = re.compile(pattern)
+    return ValueRule((shown,), lambda v: compiled.fullmatch(v) is not None)
+
+
+def _text() -> ValueRule:
+    """Free text (filters of the aggregate and capabilities namespaces)."""
+    return ValueRule(
+        ("printable text",), lambda v: bool(v.strip()) and v.isprintable()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SpecKey:
+    """One accepted key (``shown`` as people write it) and the values it takes."""
+
+    shown: str
+    pattern: re.Pattern[str]
+    value: ValueRule
+
+
+def _key(shown: str, value: ValueRule, **parameters: str) -> SpecKey:
+    """``shown`` with ``<name>`` placeholders, each matching ``parameters[name]``."""
+    pattern = re.escape(shown)
+    for name, regex in parameters.items():
+        pattern = pattern.replace(re.escape(f"<{name}>"), f"(?:{regex})")
+    return SpecKey(shown, re.compile(pattern), value)
+
+
+def _quota_keys() -> list[SpecKey]:
+    keys = [
+        _key("quota:cpu_shares", _integer(0)),
+        _key("quota:cpu_period", _integer(0)),
+        _key("quota:cpu_quota", _integer()),
+    ]
+    for stat in ("read", "write", "total"):
+        for metric in ("bytes", "iops"):
+            keys.append(_key(f"quota:disk_{stat}_{metric}_sec", _integer(0)))
+    for direction in ("inbound", "outbound"):
+        for metric in ("average", "peak", "burst"):
+            keys.append(_key(f"quota:vif_{direction}_{metric}", _integer(0)))
+    return keys
+
+
+_CAPABILITIES = (
+    "id", "uuid", "service_id", "host", "vcpus", "memory_mb", "local_gb", "vcpus_used",
+    "memory_mb_used", "local_gb_used", "hypervisor_type", "hypervisor_version",
+    "hypervisor_hostname", "free_ram_mb", "free_disk_gb", "current_workload", "running_vms",
+    "disk_available_least", "host_ip", "mapped", "cpu_allocation_ratio",
+    "ram_allocation_ratio", "disk_allocation_ratio", "total_usable_ram_mb",
+    "total_usable_disk_gb", "disk_mb_used", "free_disk_mb", "vcpus_total", "num_instances",
+    "num_io_ops", "failed_builds", "aggregates", "cell_uuid", "updated",
+)  # fmt: skip
+_CAPABILITIES_WITH_FILTER = (
+    "cpu_info", "metrics", "stats", "numa_topology", "supported_hv_specs",
+    "pci_device_pools", "nodename", "pci_stats", "supported_instances", "limits",
+    "instances",
+)  # fmt: skip
+
+# The namespaces of Nova's extra spec schema that apply to a libvirt host (not vmware:,
+# powervm:, accel:), with the keys and values Nova accepts in each.
+FLAVOR_NAMESPACES: dict[str, list[SpecKey]] = {
+    "hw": [
+        _key(POWER_METRICS_FLAVOR_KEY, _boolean()),
+        _key("hw:cpu_realtime", _boolean()),
+        _key("hw:cpu_realtime_mask", _matching(_CPU_LIST, "a CPU list such as ^0-1")),
+        _key("hw:hide_hypervisor_id", _boolean()),
+        _key("hw:cpu_policy", _one_of("dedicated", "shared", "mixed")),
+        _key("hw:cpu_thread_policy", _one_of("prefer", "isolate", "require")),
+        _key("hw:emulator_threads_policy", _one_of("isolate", "share")),
+        _key("hw:cpu_dedicated_mask", _matching(_CPU_LIST, "a CPU list such as ^0-1")),
+        _key(
+            "hw:mem_page_size",
+            _matching(
+                r"(large|small|any|\d+([kKMGT]i?)?(b|bit|B)?)",
+                "large, small, any or a size such as 2MB",
+            ),
+        ),
+        _key("hw:locked_memory", _boolean()),
+        _key("hw:numa_nodes", _integer(1)),
+        _key("hw:numa_cpus.<N>", _matching(_CPU_LIST, "a CPU list such as 0-3"), N=r"\d+"),
+        _key("hw:numa_mem.<N>", _integer(1), N=r"\d+"),
+        _key("hw:pci_numa_affinity_policy", _one_of("required", "preferred", "legacy", "socket")),
+        _key("hw:cpu_sockets", _integer(1)),
+        _key("hw:cpu_cores", _integer(1)),
+        _key("hw:cpu_threads", _integer(1)),
+        _key("hw:cpu_max_sockets", _integer(1)),
+        _key("hw:cpu_max_cores", _integer(1)),
+        _key("hw:cpu_max_threads", _integer(1)),
+        _key("hw:boot_menu", _boolean()),
+        _key("hw:vif_multiqueue_enabled", _boolean()),
+        _key("hw:mem_encryption", _boolean()),
+        _key("hw:mem_encryption_model", _one_of("amd-sev", "amd-sev-es", "amd-sev-snp")),
+        _key("hw:pmem", _matching(r"([a-zA-Z0-9_]+(,)?)+", "comma-separated labels")),
+        _key("hw:pmu", _boolean()),
+        _key("hw:serial_port_count", _integer(0)),
+        _key("hw:tpm_model", _one_of("tpm-tis", "tpm-crb")),
+        _key("hw:tpm_version", _one_of("1.2", "2.0")),
+        _key("hw:tpm_secret_security", _one_of("user", "host", "deployment")),
+        _key("hw:watchdog_action", _one_of("none", "pause", "poweroff", "reset", "disabled")),
+        _key("hw:viommu_model", _one_of("intel", "smmuv3", "virtio", "auto")),
+        _key("hw:virtio_packed_ring", _boolean()),
+        _key(
+            "hw:sound_model",
+            _one_of("sb16", "es1370", "pcspk", "ac97", "ich6", "ich9", "usb", "virtio"),
+        ),
+        _key("hw:usb_model", _one_of("none", "nec-xhci", "qemu-xhci")),
+        _key("hw:redirected_usb_ports", _integer(0, 15)),
+        _key("hw:ephemeral_encryption", _boolean()),
+        _key("hw:ephemeral_encryption_format", _one_of("plain", "luks", "luksv2")),
+    ],
+    "hw_rng": [
+        _key("hw_rng:allowed", _boolean()),
+        _key("hw_rng:rate_bytes", _integer(0)),
+        _key("hw_rng:rate_period", _integer(0)),
+    ],
+    "hw_video": [_key("hw_video:ram_max_mb", _integer(0))],
+    "quota": _quota_keys(),
+    "aggregate_instance_extra_specs": [
+        _key("aggregate_instance_extra_specs:<key>", _text(), key=r".+"),
+    ],
+    "capabilities": [_key(f"capabilities:{name}", _text()) for name in _CAPABILITIES]
+    + [
+        _key(f"capabilities:{name}<filter>", _text(), filter=r"(:\w+)*")
+        for name in _CAPABILITIES_WITH_FILTER
+    ],
+    "pci_passthrough": [
+        _key(
+            "pci_passthrough:alias",
+            _matching(r"[^:]+:\d+(?:\s*,\s*[^:]+:\d+)*", "ALIAS:COUNT[,ALIAS:COUNT...]"),
+        )
+    ],
+    "os": [_key("os:secure_boot", _one_of("disabled", "required"))],
+}
+GROUP_POLICY_KEY = "group_policy"
+# Keys without a namespace that Nova knows.
+FLAVOR_PLAIN_KEYS: dict[str, SpecKey] = {
+    GROUP_POLICY_KEY: _key(GROUP_POLICY_KEY, _one_of("isolate", "none")),
+    "hide_hypervisor_id": _key("hide_hypervisor_id", _boolean()),
+}
+KNOWN_NAMESPACES: tuple[str, ...] = tuple(
+    sorted([f"{ns}:" for ns in FLAVOR_NAMESPACES] + ["resources[N]:", "trait[N]:"])
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupedSpec:
+    """A ``resources[N]:<CLASS>`` or ``trait[N]:<TRAIT>`` extra spec, taken apart."""
+
+    key: str
+    kind: str  # "resources" or "trait"
+    group: str  # "" for the unnumbered group
+    name: str
+    value: str
+
+
+def grouped_spec(key: str, value: str) -> GroupedSpec | None:
+    """``key`` as a resources/trait request (None for every other key)."""
+    match = _GROUPED_KEY.fullmatch(key)
+    if match is None:
+        return None
+    return GroupedSpec(key, match.group(1), match.group(2) or "", match.group(3), value)
+
+
+def grouped_specs(extra_specs: Mapping[str, str]) -> list[GroupedSpec]:
+    """Every resources/trait extra spec of a flavor, sorted by key."""
+    found = (grouped_spec(k, str(v)) for k, v in sorted(extra_specs.items()))
+    return [g for g in found if g is not None]
+
+
+def _resource_problems(spec: GroupedSpec) -> list[Problem]:
+    problems = []
+    if not (spec.name in standard_resource_classes() or is_custom_name(spec.name)):
+        problems.append(
+            Problem(
+                FLAVOR_SOURCE, spec.key, spec.value,
+                ("<os-resource-classes name>", f"CUSTOM_ name ({CUSTOM_NAME_RULE})"),
+                reason="names no resource class",
+            )
+        )  # fmt: skip
+    if not _integer(0, MAX_INT).test(spec.value):
+        problems.append(
+            Problem(FLAVOR_SOURCE, spec.key, spec.value, (f"an integer from 0 to {MAX_INT}",))
+        )
+    return problems
+
+
+def _key_problem(key: str, value: str) -> Problem | None:
+    """The problem with one key that is not resources/trait, or None."""
+    namespace, sep, _ = key.partition(":")
+    if not sep:
+        rule = FLAVOR_PLAIN_KEYS.get(key)
+        if rule is None:
+            return Problem(
+                FLAVOR_SOURCE, key, value, (*KNOWN_NAMESPACES, *FLAVOR_PLAIN_KEYS),
+                reason="is not a known extra spec",
+                accepted_label="known namespaces and keys",
+            )  # fmt: skip
+        return None if rule.value.test(value) else Problem(
+            FLAVOR_SOURCE, key, value, rule.value.accepted
+        )  # fmt: skip
+    keys = FLAVOR_NAMESPACES.get(namespace)
+    if keys is None:
+        return Problem(
+            FLAVOR_SOURCE, key, value, KNOWN_NAMESPACES,
+            reason=f"is in no known namespace ({namespace}: is not one)",
+            accepted_label="known namespaces",
+        )  # fmt: skip
+    for rule in keys:
+        if rule.pattern.fullmatch(key):
+            if rule.value.test(value):
+                return None
+            return Problem(FLAVOR_SOURCE, key, value, rule.value.accepted)
+    return Problem(
+        FLAVOR_SOURCE, key, value, tuple(rule.shown for rule in keys),
+        reason=f"is not a known {namespace}: key",
+        accepted_label=f"known {namespace}: keys",
+    )  # fmt: skip
+
+
+def flavor_problems(extra_specs: Mapping[str, str]) -> list[Problem | str]:
+    """Every problem with flavor ``extra_specs`` (empty when they are all acceptable)."""
+    problems: list[Problem | str] = []
+    groups: set[str] = set()
+    traits: dict[str, tuple[str, str]] = {}
+    for key, raw in sorted(extra_specs.items()):
+        value = str(raw)
+        if not isinstance(key, str) or not _SPEC_KEY.fullmatch(key):
+            problems.append(
+                Problem(
+                    FLAVOR_SOURCE, str(key), value,
+                    ("keys of 1-255 characters from a-z A-Z 0-9 _ - : . and space",),
+                    reason="has a key that is not accepted",
+                )
+            )  # fmt: skip
+            continue
+        if len(value) > MAX_SPEC_VALUE_LENGTH:
+            problems.append(
+                Problem(
+                    FLAVOR_SOURCE, key, value,
+                    (f"values of at most {MAX_SPEC_VALUE_LENGTH} characters",),
+                    reason="is too long",
+                )
+            )  # fmt: skip
+            continue
+        spec = grouped_spec(key, value)
+        if spec is None:
+            problem = _key_problem(key, value)
+            if problem is not None:
+                problems.append(problem)
+            continue
+        if spec.group:
+            groups.add(spec.group)
+        if spec.kind == "resources":
+            problems.extend(_resource_problems(spec))
+            continue
+        found = _check_trait_spec(FLAVOR_SOURCE, key, value, spec.name)
+        problems.extend(found)
+        if found:
+            continue
+        wanted = value.strip().lower()
+        earlier = traits.setdefault(spec.name, (key, wanted))
+        if earlier[1] != wanted:
+            problems.append(
+                f"{FLAVOR_SOURCE}s {earlier[0]}={earlier[1]} and {key}={wanted} contradict "
+                f"each other: a host either has {spec.name} or it does not"
+            )
+    share = traits.get(SHARE_TRAIT)
+    power_metrics = parse_bool(str(extra_specs.get(POWER_METRICS_FLAVOR_KEY, "")))
+    if power_metrics and share is not None and share[1] == "forbidden":
+        problems.append(
+            f"{FLAVOR_SOURCE}s {POWER_METRICS_FLAVOR_KEY}="
+            f"{extra_specs[POWER_METRICS_FLAVOR_KEY]} and {share[0]}=forbidden contradict "
+            f"each other: power metrics need a host with {SHARE_TRAIT}"
+        )
+    policy = str(extra_specs.get(GROUP_POLICY_KEY, "")).strip()
+    if policy == "isolate" and len(groups) > 1:
+        problems.append(
+            Problem(
+                FLAVOR_SOURCE, GROUP_POLICY_KEY, policy,
+                ("none (or at most one numbered request group)",),
+                reason=(
+                    f"can never be met: isolate puts each of the {len(groups)} numbered "
+                    "request groups on a different resource provider, and every wattvisor "
+                    "host is a single provider"
+                ),
+            )
+        )  # fmt: skip
     return problems
 
 
@@ -235,18 +594,6 @@ def image_problems(properties: Mapping[str, str]) -> list[Problem]:
                 problems.append(Problem("image property", key, str(value), _BOOL_ACCEPTED))
         elif key.startswith(TRAIT_SPEC_PREFIX):
             problems.extend(_check_trait_spec("image property", key, str(value)))
-    return problems
-
-
-def flavor_problems(extra_specs: Mapping[str, str]) -> list[Problem]:
-    """Every problem with flavor ``extra_specs`` (empty when they are all acceptable)."""
-    problems: list[Problem] = []
-    for key, value in sorted(extra_specs.items()):
-        if key == POWER_METRICS_FLAVOR_KEY:
-            if parse_bool(str(value)) is None:
-                problems.append(Problem("flavor extra spec", key, str(value), _BOOL_ACCEPTED))
-        elif key.startswith(TRAIT_SPEC_PREFIX):
-            problems.extend(_check_trait_spec("flavor extra spec", key, str(value)))
     return problems
 
 

@@ -10,13 +10,10 @@ existing dashboards.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Iterator
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, make_asgi_app, make_wsgi_app, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -42,9 +39,16 @@ class SnapshotProvider(Protocol):
 class EnergyCollector(Collector):
     """Renders one snapshot per scrape; the series set is bounded by VMs + top-N processes."""
 
-    def __init__(self, provider: SnapshotProvider, *, compat_series: bool = False) -> None:
+    def __init__(
+        self,
+        provider: SnapshotProvider,
+        *,
+        compat_series: bool = False,
+        process_pids: bool = False,
+    ) -> None:
         self._provider = provider
         self._compat = compat_series
+        self._pids = process_pids
 
     def describe(self) -> list[Metric]:
         # Returning nothing keeps registration from calling collect() early.
@@ -62,9 +66,10 @@ class EnergyCollector(Collector):
             return
         yield from self._host(snap)
         yield from self._vms(snap)
-        yield from self._processes(snap)
+        processes = _by_pid(snap) if self._pids else _by_comm(snap)
+        yield from self._processes(snap, processes)
         if self._compat:
-            yield from self._compatibility(snap)
+            yield from self._compatibility(snap, processes)
 
     @staticmethod
     def _host(snap: EnergySnapshot) -> Iterator[Metric]:
@@ -148,19 +153,26 @@ class EnergyCollector(Collector):
         yield project_power
         yield project_energy
 
-    @staticmethod
-    def _processes(snap: EnergySnapshot) -> Iterator[Metric]:
+    def _processes(
+        self, snap: EnergySnapshot, processes: list[tuple[str, str, float]]
+    ) -> Iterator[Metric]:
+        labels = ["pid", "comm", "source"] if self._pids else ["comm", "source"]
         gauge = GaugeMetricFamily(
             "wattvisor_process_power_watts",
-            "Power of the most power-hungry non-VM host processes (top N only).",
-            labels=["pid", "comm", "source"],
+            "Power of the most power-hungry non-VM host processes (top N only"
+            + ("" if self._pids else ", summed by command name")
+            + ").",
+            labels=labels,
         )
-        for process in snap.top_processes:
-            gauge.add_metric([str(process.pid), process.comm, snap.source], process.power_watts)
+        for pid, comm, watts in processes:
+            values = [pid, comm, snap.source] if self._pids else [comm, snap.source]
+            gauge.add_metric(values, watts)
         yield gauge
 
     @staticmethod
-    def _compatibility(snap: EnergySnapshot) -> Iterator[Metric]:
+    def _compatibility(
+        snap: EnergySnapshot, processes: list[tuple[str, str, float]]
+    ) -> Iterator[Metric]:
         value_source = _SCAPH_VALUE_SOURCE.get(snap.source, snap.source)
         host = GaugeMetricFamily(
             "scaph_host_power_microwatts",
@@ -174,8 +186,8 @@ class EnergyCollector(Collector):
             "Power of a process, in microwatts (scaphandre-compatible; VMs as qemu processes).",
             labels=["pid", "exe", "cmdline", "vmname"],
         )
-        for top in snap.top_processes:
-            process.add_metric([str(top.pid), top.comm, top.comm, ""], top.power_watts * 1e6)
+        for pid, comm, watts in processes:
+            process.add_metric([pid, comm, comm, ""], watts * 1e6)
         for vm in snap.vms.values():
             if vm.running:
                 # scaphandre renders argv without separators; OpenNebula greps nameguest=NAME,
@@ -194,67 +206,29 @@ class EnergyCollector(Collector):
         yield vm_gauge
 
 
+def _by_pid(snap: EnergySnapshot) -> list[tuple[str, str, float]]:
+    return [(str(p.pid), p.comm, p.power_watts) for p in snap.top_processes]
+
+
+def _by_comm(snap: EnergySnapshot) -> list[tuple[str, str, float]]:
+    """Top processes summed by command name, so that leaving out the pid keeps series unique."""
+    watts: dict[str, float] = {}
+    for top in snap.top_processes:
+        watts[top.comm] = watts.get(top.comm, 0.0) + top.power_watts
+    return [("", comm, value) for comm, value in watts.items()]
+
+
 def make_metrics_registry(
-    provider: SnapshotProvider, *, compat_series: bool = False
+    provider: SnapshotProvider, *, compat_series: bool = False, process_pids: bool = False
 ) -> CollectorRegistry:
-    """A registry holding only wattvisor's energy series (no process/GC defaults)."""
+    """A registry holding only wattvisor's energy series (no process/GC defaults).
+
+    ``process_pids`` labels the top processes with their pids. It is off by default: a pid
+    is a new series whenever a process restarts (churn in Prometheus' index for no added
+    meaning), and it tells whoever can scrape which pid to look at.
+    """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EnergyCollector(provider, compat_series=compat_series))
-    return registry
-
-
-class MetricsApp:
-    """ASGI app answering any path with the exposition text.
-
-    It is a callable object rather than a function so that Starlette/FastAPI treat
-    it as an ASGI app on an exact route: ``api.add_route("/metrics", app)`` serves
-    ``/metrics`` itself, where ``api.mount("/metrics", app)`` would first redirect
-    to ``/metrics/``.
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self._app = make_asgi_app(registry)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self._app(scope, receive, send)
-
-
-def make_metrics_app(provider: SnapshotProvider, *, compat_series: bool = False) -> MetricsApp:
-    """ASGI app serving the exposition text; route ``/metrics`` of the API server to it."""
-    return MetricsApp(make_metrics_registry(provider, compat_series=compat_series))
-
-
-def make_metrics_wsgi_app(
-    provider: SnapshotProvider, *, compat_series: bool = False
-) -> Callable[..., Any]:
-    """WSGI twin of :func:`make_metrics_app` for WSGI servers."""
-    return make_wsgi_app(make_metrics_registry(provider, compat_series=compat_series))
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsServer:
-    """A running ``/metrics`` listener on its own port."""
-
-    host: str
-    port: int
-    _server: WSGIServer
-    _thread: threading.Thread
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-
-def serve_metrics(
-    provider: SnapshotProvider, *, host: str, port: int, compat_series: bool = False
-) -> MetricsServer:
-    """Serve ``/metrics`` on its own port, for an agent that runs without the API server.
-
-    ``port=0`` picks a free port; the returned handle says which.
-    """
-    server, thread = start_http_server(
-        port, addr=host, registry=make_metrics_registry(provider, compat_series=compat_series)
+    registry.register(
+        EnergyCollector(provider, compat_series=compat_series, process_pids=process_pids)
     )
-    return MetricsServer(host, int(server.server_port), server, thread)
+    return registry

@@ -29,15 +29,20 @@ def prometheus_scrape_job(
     scrape_interval_s: float = 2.0,
     metrics_path: str = "/metrics",
     labels: Mapping[str, str] | None = None,
+    credentials_file: Path | None = None,
 ) -> dict[str, Any]:
-    """One ``scrape_configs`` entry for the given ``host:port`` targets."""
+    """One ``scrape_configs`` entry for the given ``host:port`` targets.
+
+    ``credentials_file`` is the file holding the token of ``metrics.bearer_token_file``
+    (a copy Prometheus' user can read); Prometheus sends it as ``Authorization: Bearer``.
+    """
     if not targets:
         raise ValueError("a scrape job needs at least one 'host:port' target")
     seconds = f"{scrape_interval_s:g}s"
     static: dict[str, Any] = {"targets": list(targets)}
     if labels:
         static["labels"] = dict(labels)
-    return {
+    job: dict[str, Any] = {
         "job_name": job_name,
         "honor_labels": True,
         "scrape_interval": seconds,
@@ -45,6 +50,9 @@ def prometheus_scrape_job(
         "metrics_path": metrics_path,
         "static_configs": [static],
     }
+    if credentials_file is not None:
+        job["authorization"] = {"type": "Bearer", "credentials_file": str(credentials_file)}
+    return job
 
 
 @dataclass(frozen=True, slots=True)
