@@ -33,7 +33,7 @@ from wattvisor.compute.errors import (
 )
 from wattvisor.compute.hostclient import InterfaceAttachment, VolumeAttachment
 from wattvisor.compute.hosts import HostRegistry
-from wattvisor.compute.keyed_locks import KeyedLocks
+from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
 from wattvisor.compute.records import InterfaceRecord, ServerRecord, VolumeRecord
 from wattvisor.compute.servers import ServerService
 from wattvisor.config.settings import Settings
@@ -127,9 +127,9 @@ class DeviceService:
             )
         return self.volume(principal, volume_id)
 
-    def lock_for_volume(self, volume_id: str) -> contextlib.AbstractContextManager[bool]:
-        """The lock serialising attach, detach and delete of one volume (``with`` block)."""
-        return self._volume_locks.hold(volume_id)
+    def lock_for_volume(self, volume_id: str) -> KeyedLock:
+        """The lock serialising attach, detach and delete of one volume."""
+        return self._volume_locks.lock(volume_id)
 
     def _forget_creating(self, volume_id: str) -> None:
         with write_transaction(self.engine) as conn:

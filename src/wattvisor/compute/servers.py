@@ -10,7 +10,6 @@ project's server looks exactly like a missing one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import uuid as uuidlib
@@ -48,7 +47,7 @@ from wattvisor.compute.hostclient import (
     SpawnRequest,
 )
 from wattvisor.compute.hosts import HostRegistry
-from wattvisor.compute.keyed_locks import KeyedLocks
+from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
 from wattvisor.compute.records import (
     FlavorRecord,
     ImageRecord,
@@ -505,10 +504,10 @@ class ServerService:
 
     # ------------------------------------------------------------------ workers
 
-    def lock_for(self, server_uuid: str) -> contextlib.AbstractContextManager[bool]:
-        """The lock serialising every change of one server (tasks and device changes),
-        held for a ``with`` block; it exists only while someone holds or awaits it."""
-        return self._locks.hold(server_uuid)
+    def lock_for(self, server_uuid: str) -> KeyedLock:
+        """The lock serialising every change of one server (tasks and device changes);
+        it takes room only while someone holds or awaits it."""
+        return self._locks.lock(server_uuid)
 
     @property
     def locks_in_use(self) -> int:
