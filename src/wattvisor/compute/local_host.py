@@ -219,7 +219,11 @@ class LocalHostClient:
                         pool.setAutostart(1)
                 if not pool.isActive():
                     _make_traversable(self.volumes_dir)
-                    pool.create(0)
+                    try:
+                        pool.create(0)
+                    except libvirt.libvirtError:
+                        if not pool.isActive():  # else started meanwhile: what was asked
+                            raise
                 return pool
 
             return self.driver.connection.call(ensure)
@@ -247,6 +251,8 @@ class LocalHostClient:
         try:
             volume.delete(0)
         except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return  # deleted meanwhile: what was asked
             raise HostError(f"cannot delete volume {path}: {exc.get_error_message()}") from exc
 
     # -- devices -------------------------------------------------------------------------
