@@ -100,6 +100,7 @@ def up(
     """Start wattvisor on this machine with embedded defaults."""
     from wattvisor.allinone import AllInOne, freeze_startup_heap
     from wattvisor.energy import EnergySourceError
+    from wattvisor.host.qemu_access import DataDirUnreachable
     from wattvisor.telemetry import MetricsListenerError
 
     _configure_logging(verbose)
@@ -119,7 +120,7 @@ def up(
 
     try:
         node = AllInOne.build(settings)
-    except (HostConnectionError, EnergySourceError) as exc:
+    except (HostConnectionError, EnergySourceError, DataDirUnreachable) as exc:
         raise fail(str(exc)) from exc
 
     driver = node.driver
