@@ -62,7 +62,7 @@ class _ReconnectingStats:
 
 
 class LocalHostPower:
-    """Measured watts per used vCPU of the local host, for the scheduler's energy weigher.
+    """Watts per used vCPU of the local host (metered or estimated), for the energy weigher.
 
     The figure is worked out once per energy sample, with the vCPUs in use when it is
     first asked for: the weigher runs under the placement index lock on every

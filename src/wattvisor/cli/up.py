@@ -32,6 +32,9 @@ def _configure_logging(verbose: bool) -> None:
         format="%(message)s",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
     )
+    # Schema upgrades run on every start; Alembic's step-by-step INFO lines are noise
+    # unless asked for. Its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _check_port_free(host: str, port: int) -> None:
