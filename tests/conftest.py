@@ -25,8 +25,9 @@ from wattvisor.images import GuestImage, GuestImageError, ensure_guest_image
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine
 
-# PostgreSQL server (session) and store_url (one per backend) fixtures.
-pytest_plugins = ("support.postgres",)
+# PostgreSQL server (session) and store_url (one per backend) fixtures; skips fail in CI
+# unless marked skip_by_design; pytester runs small suites to test that policy.
+pytest_plugins = ("support.postgres", "support.strict_skips", "pytester")
 
 SYSTEM_URI = localvirt.SYSTEM_URI
 
