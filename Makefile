@@ -9,7 +9,7 @@ setup:
 	@./scripts/setup.sh
 
 libvirtd: setup
-	@$(BIN)/wattvisor host libvirtd-up
+	@$(BIN)/wattvisor dev libvirtd-up
 
 guest-image: setup
 	@$(BIN)/wattvisor image build

@@ -95,6 +95,7 @@ BINARIES: tuple[Binary, ...] = (
     Binary("gzip", "gzip", "tests", "unpacks the initramfs"),
     Binary("mount", "mount", "tests", "bind-mounts in the share tests"),
     Binary("sleep", "coreutils", "tests", "a harmless process to signal"),
+    Binary("make", "make", "tests", "runs the Makefile's targets in the strict-mode test"),
 )  # fmt: skip
 
 

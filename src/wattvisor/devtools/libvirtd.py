@@ -1,4 +1,4 @@
-"""Bring up a real libvirtd + virtlogd on this machine without systemd.
+"""Bring up a real libvirtd + virtlogd on this machine without systemd (development only).
 
 Development boxes and CI machines have the libvirt daemon and its QEMU driver
 installed (``make setup``) but usually no service manager to start them, and
@@ -440,7 +440,7 @@ def _wait_until_answers(uri: str, timeout_s: float, started: list[DaemonProcess]
 
 
 def libvirtd_up_summary(uri: str = SYSTEM_URI, timeout_s: float = 60.0) -> str:
-    """Ensure a daemon for ``make run`` / ``wattvisor host libvirtd-up`` and describe it.
+    """Ensure a daemon for ``make run`` / ``wattvisor dev libvirtd-up`` and describe it.
 
     The daemons started here are meant to outlive the command, so no lock is held.
     """
