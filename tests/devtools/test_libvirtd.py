@@ -154,3 +154,24 @@ def test_dev_command_reports_the_running_daemon_and_starts_nothing(
     assert result.exit_code == 0, result.output
     assert "libvirtd already answers on qemu:///system; nothing started" in result.output
     assert CliRunner().invoke(app, ["host", "libvirtd-up"]).exit_code != 0  # moved to `dev`
+
+
+def test_a_program_installed_after_a_process_started_is_seen_as_newer(
+    sleeper: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """How `dev libvirtd-up` knows a running libvirtd predates iptables."""
+    installed_later = tmp_path / "iptables"
+    installed_later.write_text("#!/bin/sh\n")
+    link = tmp_path / "iptables-link"
+    link.symlink_to(installed_later)
+    assert dev_libvirtd.process_started_before(sleeper.pid, installed_later)
+    assert dev_libvirtd.process_started_before(sleeper.pid, link)
+    assert not dev_libvirtd.process_started_before(sleeper.pid, Path("/bin/sh"))
+    assert not dev_libvirtd.process_started_before(sleeper.pid, tmp_path / "missing")
+
+
+def test_summary_carries_notes_about_the_running_daemon() -> None:
+    running = StartedDaemons(uri=dev_libvirtd.SYSTEM_URI, already_running=True,
+                             notes=("libvirtd (pid 7) started before iptables",))  # fmt: skip
+    assert running.summary().endswith("nothing started; note: libvirtd (pid 7) started before "
+                                      "iptables")  # fmt: skip

@@ -104,9 +104,9 @@ class _Module:
             mod, name = self.spawners[func.id]
             return _SPAWNERS[mod][name]
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-            mod = self.modules.get(func.value.id)
-            if mod in _SPAWNERS and func.attr in _SPAWNERS[mod]:
-                return _SPAWNERS[mod][func.attr]
+            module = self.modules.get(func.value.id)
+            if module is not None and func.attr in _SPAWNERS.get(module, {}):
+                return _SPAWNERS[module][func.attr]
         return None
 
     def calls_of(self, function: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.Call]:

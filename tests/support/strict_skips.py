@@ -29,7 +29,7 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, None]:
     outcome = yield
-    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    report: pytest.TestReport = outcome.get_result()
     if not report.skipped or hasattr(report, "wasxfail") or not in_ci():
         return
     if item.get_closest_marker(MARKER) is not None:
