@@ -49,7 +49,8 @@ install_missing() {
 }
 
 install_missing "${BUILD_PACKAGES[@]}"
-mapfile -t RUNTIME_PACKAGES < <(python3 "$BINARIES_MODULE")
+runtime=$(python3 "$BINARIES_MODULE")  # fails the script if the list cannot be read
+mapfile -t RUNTIME_PACKAGES <<< "$runtime"
 install_missing "${RUNTIME_PACKAGES[@]}"
 
 # libvirtd picks its firewall backend when it starts: a daemon that was already running

@@ -82,7 +82,7 @@ def test_setup_installs_the_package_of_every_program() -> None:
     assert printed == binaries.debian_packages()
     assert {"qemu-utils", "iptables", "dnsmasq-base"} <= set(printed)
     setup = (REPO / "scripts/setup.sh").read_text()
-    assert 'python3 "$BINARIES_MODULE"' in setup
+    assert 'runtime=$(python3 "$BINARIES_MODULE")' in setup
     assert "BINARIES_MODULE=src/wattvisor/host/binaries.py" in setup
     assert "--no-install-recommends" in setup and "policy-rc.d" in setup
 
