@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 from biscuit_auth import Biscuit, KeyPair, UnverifiedBiscuit
 
-from wattvisor.auth import RegisteredUser, TokenVerifier, UserRegistry, mint_token
+from support.user_registry import UserRegistry
+from wattvisor.auth import RegisteredUser, TokenVerifier, mint_token
 
 USERS = 10_000
 ITERATIONS = 2_000

@@ -92,9 +92,12 @@ def test_power_views_of_server_and_project(world: V1World) -> None:
     assert power.status_code == 200, power.text
     body = power.json()
     assert body["subject"] == sid and body["source"] == "estimate"
-    assert set(body) >= {"watts", "joules", "measured", "taken_at", "history"}
+    assert set(body) >= {"watts", "joules", "sampled", "measured", "taken_at", "history"}
+    # The CPU-utilisation model gives a figure; it never claims to have measured it.
+    assert (body["sampled"], body["measured"]) == (True, False)
     project = world.client.get("/v1/projects/proj-a/power", headers=alice).json()
-    assert project["subject"] == "proj-a"
+    assert project["subject"] == "proj-a" and project["source"] == "estimate"
+    assert (project["sampled"], project["measured"]) == (True, False)
     assert world.client.get("/v1/projects/proj-a/power", headers=world.admin).status_code == 200
 
 

@@ -11,7 +11,8 @@ from biscuit_auth import Biscuit, BiscuitBuilder, BlockBuilder, KeyPair
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
-from wattvisor.auth import Principal, UserRegistry, can_see_project, mint_token, redact_for
+from support.user_registry import UserRegistry
+from wattvisor.auth import Principal, can_see_project, mint_token, redact_for
 from wattvisor.auth.fastapi import (
     install_auth_errors,
     make_admin_dependency,

@@ -11,10 +11,10 @@ import pytest
 from auth_users import NOW
 from biscuit_auth import PublicKey
 
+from support.user_registry import UserRegistry
 from wattvisor.auth import (
     KeyFileError,
     TokenVerifier,
-    UserRegistry,
     admin_user,
     bootstrap_admin,
     create_key_pair,

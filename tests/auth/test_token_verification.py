@@ -8,6 +8,7 @@ import pytest
 from auth_users import NOW, KeyedUser
 from biscuit_auth import Biscuit, BiscuitBuilder, BlockBuilder, KeyPair
 
+from support.user_registry import UserRegistry
 from wattvisor.auth import (
     AuthError,
     RegisteredUser,
@@ -21,7 +22,6 @@ from wattvisor.auth import (
     TokenUserMismatch,
     TokenUserUnknown,
     TokenVerifier,
-    UserRegistry,
     mint_token,
 )
 

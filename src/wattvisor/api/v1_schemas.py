@@ -321,8 +321,15 @@ class Power(BaseModel):
     subject: str = Field(description="server id, project or host id")
     watts: float = Field(description="average power over the last sample interval")
     joules: float = Field(description="energy since the subject was first measured")
-    source: str = Field(description="rapl, scaphandre, estimate (model), or none")
-    measured: bool
+    source: str = Field(
+        description="rapl, scaphandre, estimate (CPU-utilisation model), or none; several "
+        "joined by '+' when a project's hosts use different sources"
+    )
+    sampled: bool = Field(description="the energy sampler has a figure for the subject")
+    measured: bool = Field(
+        description="the figure was read from a meter (rapl, scaphandre); false for an "
+        "estimate and before the first sample"
+    )
     taken_at: float | None = Field(description="Unix time of the sample")
     servers: int
     history: list[PowerSample]
@@ -331,7 +338,8 @@ class Power(BaseModel):
     def of(cls, view: PowerView) -> Power:
         return cls(
             subject=view.subject, watts=view.watts, joules=view.joules, source=view.source,
-            measured=view.measured, taken_at=view.taken_at, servers=view.servers,
+            sampled=view.sampled, measured=view.measured, taken_at=view.taken_at,
+            servers=view.servers,
             history=[
                 PowerSample(taken_at=p.taken_at, watts=p.power_watts, joules=p.energy_joules_total)
                 for p in view.history
@@ -348,14 +356,18 @@ class ServerPower(BaseModel):
     status: str
     watts: float = Field(description="average power over the last sample interval")
     joules: float = Field(description="energy since the server was first measured")
-    source: str = Field(description="rapl, scaphandre, estimate (model), or none")
-    measured: bool = Field(description="false until the host's sampler has seen the server")
+    source: str = Field(description="rapl, scaphandre, estimate (CPU-utilisation model), or none")
+    sampled: bool = Field(description="the host's sampler has a figure for the server")
+    measured: bool = Field(
+        description="the figure was read from a meter (rapl, scaphandre); false for an "
+        "estimate and before the first sample"
+    )
     taken_at: float | None = Field(description="Unix time of the sample")
 
     @classmethod
     def of(cls, view: ServerPowerView) -> ServerPower:
         return cls(
             id=view.server_uuid, name=view.name, project=view.project, status=view.status,
-            watts=view.watts, joules=view.joules, source=view.source, measured=view.measured,
-            taken_at=view.taken_at,
+            watts=view.watts, joules=view.joules, source=view.source, sampled=view.sampled,
+            measured=view.measured, taken_at=view.taken_at,
         )  # fmt: skip

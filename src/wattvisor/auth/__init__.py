@@ -63,7 +63,6 @@ from wattvisor.auth.users import (
     RegisteredUser,
     Role,
     UserLookup,
-    UserRegistry,
     normalize_public_key,
     validate_user_name,
 )
@@ -97,7 +96,6 @@ __all__ = [
     "TokenUserUnknown",
     "TokenVerifier",
     "UserLookup",
-    "UserRegistry",
     "VerifiedToken",
     "admin_user",
     "attenuate",

@@ -188,8 +188,8 @@ class VerifiedToken:
 class TokenVerifier:
     """Checks a bearer token and returns the registered user behind it.
 
-    ``lookup_user`` is the registry (the store's user table, or
-    :meth:`~wattvisor.auth.users.UserRegistry.lookup`); it decides role and project.
+    ``lookup_user`` is the registry (the store's user table); it decides role and
+    project.
     ``clock`` exists for tests and benchmarks that need a fixed "now".
     """
 
