@@ -26,7 +26,6 @@ from wattvisor.auth.errors import (
     TokenNoUser,
     TokenSignatureInvalid,
     TokenUserMismatch,
-    TokenUserUnknown,
 )
 from wattvisor.auth.keys import (
     AdminBootstrap,
@@ -94,7 +93,6 @@ __all__ = [
     "TokenNoUser",
     "TokenSignatureInvalid",
     "TokenUserMismatch",
-    "TokenUserUnknown",
     "TokenVerifier",
     "UserLookup",
     "UserRegistry",
