@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Engine, Table, delete, insert, select
 
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import FlavorRecord, ImageRecord
 from wattvisor.scheduler import InvalidSpec, validate_flavor_extra_specs, validate_image_properties
 from wattvisor.store import read_transaction, write_transaction
@@ -88,6 +89,8 @@ class Catalog:
         exist_ok: bool = False,
     ) -> FlavorRecord:
         specs = {str(k): str(v) for k, v in (extra_specs or {}).items()}
+        _check_texts("flavor extra spec", specs)
+        require_printable("flavor id", flavor_id)
         try:
             validate_flavor_extra_specs(specs)
         except InvalidSpec as exc:
@@ -158,6 +161,10 @@ class Catalog:
         exist_ok: bool = False,
     ) -> ImageRecord:
         props = {str(k): str(v) for k, v in (properties or {}).items()}
+        _check_texts("image property", props)
+        for field, text in (("cmdline", cmdline), ("kernel_path", kernel_path),
+                            ("initrd_path", initrd_path), ("disk_path", disk_path)):  # fmt: skip
+            require_printable(f"image {field}", text)
         try:
             validate_image_properties(props)
         except InvalidSpec as exc:
@@ -239,6 +246,13 @@ class Catalog:
 def _check_name(kind: str, name: str) -> None:
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
         raise InvalidRequest(f"{kind} name {name!r} must be 1-255 characters", name=name)
+    require_printable(f"{kind} name", name)
+
+
+def _check_texts(kind: str, values: Mapping[str, str]) -> None:
+    for key, value in values.items():
+        require_printable(f"{kind} key", key)
+        require_printable(f"{kind} {key!r}", value)
 
 
 def _flavor(row: Any) -> FlavorRecord:

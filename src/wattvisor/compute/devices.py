@@ -29,6 +29,7 @@ from wattvisor.compute.errors import (
 )
 from wattvisor.compute.hostclient import InterfaceAttachment, VolumeAttachment
 from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import InterfaceRecord, ServerRecord, VolumeRecord
 from wattvisor.compute.servers import ServerService
 from wattvisor.config.settings import Settings
@@ -83,6 +84,7 @@ class DeviceService:
             )
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise InvalidRequest(f"volume name {name!r} must be 1-255 characters", name=name)
+        require_printable("volume name", name)
         if server_id is None:
             host = self.hosts.default_host()
         else:

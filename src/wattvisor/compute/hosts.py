@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 
 from wattvisor.compute.errors import Conflict, HostOperationFailed, InvalidRequest, NotFound
 from wattvisor.compute.hostclient import HostClient, HostFacts
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import HostRecord
 from wattvisor.config.settings import Settings
 from wattvisor.host.driver import Inventory
@@ -138,6 +139,8 @@ class HostRegistry:
 
     def register_uri(self, uri: str, name: str | None = None) -> HostRecord:
         """Connect to another libvirt host by URI and register it (admin)."""
+        require_printable("libvirt URI", uri)
+        require_printable("host name", name)
         if self.client_factory is None:
             raise InvalidRequest("this controller cannot open hosts by URI", uri=uri)
         if not uri or "://" not in uri:
@@ -257,6 +260,7 @@ class HostRegistry:
         self, provider_uuid: str, enabled: bool, reason: str | None = None
     ) -> HostRecord:
         """Let a host take new servers again, or stop it from taking any."""
+        require_printable("disabled reason", reason)
         self.get(provider_uuid)
         for _attempt in range(10):
             current = self.placement.get_provider_traits(provider_uuid)

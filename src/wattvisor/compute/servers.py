@@ -36,6 +36,7 @@ from wattvisor.compute.hostclient import (
     SpawnRequest,
 )
 from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import (
     FlavorRecord,
     ImageRecord,
@@ -142,6 +143,7 @@ class ServerService:
         """Check the request, record the server as BUILD and hand it to a worker."""
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise InvalidRequest(f"server name {name!r} must be 1-255 characters", name=name)
+        require_printable("server name", name)
         flavor_record = self.catalog.flavor(flavor)
         image_record = self.catalog.image(image)
         spec = self._request_spec(principal, flavor_record, image_record, power_metrics)

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, Table, delete, insert, select, update
 
 from wattvisor.auth import InvalidPublicKey, InvalidUserName, RegisteredUser
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import UserRecord
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import UserRow
@@ -62,6 +63,8 @@ class UserStore:
         self, name: str, project: str, role: str, public_key: str, *, replace: bool = False
     ) -> UserRecord:
         """Add a user (or, with ``replace``, change its key, role or project)."""
+        require_printable("user name", name)
+        require_printable("project", project)
         try:
             user = RegisteredUser(name, project, role, public_key)  # type: ignore[arg-type]
         except (InvalidUserName, InvalidPublicKey, ValueError) as exc:
