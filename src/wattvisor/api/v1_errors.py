@@ -14,7 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wattvisor.api.request_ids import request_id
+from wattvisor.auth import Principal
 from wattvisor.compute import ComputeError
+from wattvisor.compute.names import visible
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +63,26 @@ def _accepted(error: dict[str, Any]) -> str | None:
     return None
 
 
+def echoed(value: Any) -> Any:
+    """A refused value as an error may show it: numbers as they are, text cut short and
+    with control and format characters escaped (the body itself may be a megabyte)."""
+    if value is None or isinstance(value, bool | float) or (
+        isinstance(value, int) and abs(value) < 10**18
+    ):
+        return value
+    return visible(value if isinstance(value, str) else repr(value)[:200])
+
+
 def validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     problems = []
     for error in exc.errors():
-        loc = [str(p) for p in error.get("loc", ())]
+        loc = [visible(str(p)) for p in error.get("loc", ())]
         field = ".".join(loc[1:] if loc and loc[0] in ("body", "query", "path") else loc)
-        value = error.get("input")
         problem: dict[str, Any] = {
             "field": field or "body",
             "in": loc[0] if loc else "body",
-            "message": error.get("msg", "invalid"),
-            "value": value if isinstance(value, str | int | float | bool | None) else str(value),
+            "message": visible(str(error.get("msg", "invalid")), 300),
+            "value": echoed(error.get("input")),
         }
         accepted = _accepted(error)
         if accepted is not None:
@@ -125,9 +137,16 @@ def install_v1_errors(app: FastAPI) -> None:
         )
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        rid = request_id(request)
+        log.exception(
+            "request %s: unexpected error on %s %s", rid, request.method, request.url.path
+        )
         return error_response(
-            500, "internal_error", f"the server failed on {request.method} {request.url.path}"
+            500,
+            "internal_error",
+            f"the server failed on {request.method} {request.url.path}; an admin can find "
+            f"why under request id {rid}",
+            {"request_id": rid},
         )
 
     app.add_exception_handler(ComputeError, compute_error)
