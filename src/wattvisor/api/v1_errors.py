@@ -1,6 +1,13 @@
 """One error shape for everything outside ``/placement``: ``{"error": {"code", "message",
 "details"}}``, for the service's errors, request validation, unknown routes and methods,
-and unexpected failures alike. ``/placement`` keeps Placement's own format."""
+and unexpected failures alike. ``/placement`` keeps Placement's own format.
+
+This is also where members and admins part: an error carrying a host's own words
+(host names, paths, libvirt domain names) reaches admins as it is, and members as a
+plain statement of what failed plus the request id, under which the full text is
+logged. The choice is made by the sender's role, never by filtering the text. Values
+echoed from a refused request are cut short and shown with control characters escaped.
+"""
 
 from __future__ import annotations
 
@@ -91,13 +98,36 @@ def validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     return problems
 
 
+def _is_admin(request: Request) -> bool:
+    """Whether the request was sent by an admin (unknown senders count as members)."""
+    principal = getattr(request.state, "principal", None)
+    return isinstance(principal, Principal) and principal.is_admin
+
+
 def install_v1_errors(app: FastAPI) -> None:
     """Give every non-Placement error the API's shape (call after the Placement routes)."""
     placement_handler = app.exception_handlers.get(StarletteHTTPException)
 
     async def compute_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ComputeError)
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        if not exc.host_detail:
+            return error_response(exc.status, exc.code, exc.message, exc.details)
+        rid = request_id(request)
+        log.warning(
+            "request %s: %s %s failed on a host: %s (%s)",
+            rid, request.method, request.url.path, exc.message, exc.details,
+        )  # fmt: skip
+        if _is_admin(request):
+            return error_response(
+                exc.status, exc.code, exc.message, {**exc.details, "request_id": rid}
+            )
+        return error_response(
+            exc.status,
+            exc.code,
+            f"{exc.public_message}; an admin can find what the host said under request id "
+            f"{rid}",
+            {"request_id": rid},
+        )
 
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -95,7 +95,10 @@ class DeviceService:
         except ComputeError:
             raise
         except Exception as exc:
-            raise HostOperationFailed(f"creating volume {name!r} failed: {exc}") from exc
+            raise HostOperationFailed(
+                f"creating volume {name!r} failed: {exc}",
+                public=f"creating volume {name!r} failed on its host",
+            ) from exc
         now = _now()
         with write_transaction(self.engine) as conn:
             conn.execute(
@@ -144,7 +147,11 @@ class DeviceService:
         except ComputeError:
             raise
         except Exception as exc:
-            raise HostOperationFailed(f"deleting volume {volume_id!r} failed: {exc}") from exc
+            raise HostOperationFailed(
+                f"deleting volume {volume_id!r} failed: {exc}",
+                public=f"deleting volume {volume_id!r} failed on its host",
+                volume_id=volume_id,
+            ) from exc
         with write_transaction(self.engine) as conn:
             conn.execute(delete(_volumes).where(_volumes.c.id == volume_id))
 
@@ -171,6 +178,7 @@ class DeviceService:
                     server.domain_name or "",
                     VolumeAttachment(volume.id, volume.path, volume.format),
                 ),
+                f"attaching volume {volume.id!r} to server {server.uuid!r}",
             )
             with write_transaction(self.engine) as conn:
                 conn.execute(
@@ -204,7 +212,11 @@ class DeviceService:
                     f"aliases: {', '.join(aliases) or '(none)'}",
                     alias=alias,
                 )
-            self._host_call(server, lambda c: c.detach_by_alias(server.domain_name or "", alias))
+            self._host_call(
+                server,
+                lambda c: c.detach_by_alias(server.domain_name or "", alias),
+                f"detaching {alias!r} from server {server.uuid!r}",
+            )
             with write_transaction(self.engine) as conn:
                 if volume is not None:
                     conn.execute(
@@ -250,6 +262,7 @@ class DeviceService:
                 lambda c: c.attach_interface(
                     server.domain_name or "", InterfaceAttachment(port_id, mac, kind, source, model)
                 ),
+                f"adding a {model} interface to server {server.uuid!r}",
             )
             with write_transaction(self.engine) as conn:
                 conn.execute(
@@ -284,13 +297,20 @@ class DeviceService:
                 )  # fmt: skip
             yield server
 
-    def _host_call(self, server: ServerRecord, call: Callable[[Any], None]) -> None:
+    def _host_call(self, server: ServerRecord, call: Callable[[Any], None], what: str) -> None:
+        """Run ``call`` on the server's host; ``what`` names the change for members."""
         try:
             call(self.hosts.client(server.host_uuid or ""))
+        except HostOperationFailed as exc:
+            raise HostOperationFailed(
+                exc.message, public=f"{what} failed: {exc.public}", **exc.details
+            ) from exc
         except ComputeError:
             raise
         except Exception as exc:
-            raise HostOperationFailed(str(exc), server_id=server.uuid) from exc
+            raise HostOperationFailed(
+                str(exc), public=f"{what} failed on the server's host", server_id=server.uuid
+            ) from exc
 
 
 def _volume(row: Any) -> VolumeRecord:

@@ -194,6 +194,7 @@ class HostRegistry:
         if client is None:
             raise HostOperationFailed(
                 f"host {provider_uuid} is not connected to this controller",
+                public="the host is not connected to this controller",
                 host_uuid=provider_uuid,
             )
         return client
@@ -317,7 +318,10 @@ class HostRegistry:
             if not client.domain_exists(name):
                 return name
             log.info("domain name %s is taken on host %s; trying the next", name, provider_uuid)
-        raise HostOperationFailed(f"no free domain name on host {provider_uuid}")
+        raise HostOperationFailed(
+            f"no free domain name on host {provider_uuid}",
+            public="the host has no free domain name left",
+        )
 
     def close(self) -> None:
         with self._lock:
