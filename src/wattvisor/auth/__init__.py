@@ -38,6 +38,7 @@ from wattvisor.auth.keys import (
     load_private_key,
     mint_token_from_file,
     public_key_of,
+    rotate_admin_key,
 )
 from wattvisor.auth.policy import (
     ADMIN_ONLY,
@@ -114,5 +115,6 @@ __all__ = [
     "project_scope",
     "public_key_of",
     "redact_for",
+    "rotate_admin_key",
     "validate_user_name",
 ]
