@@ -170,3 +170,28 @@ def test_catalog_changes_made_through_another_engine_are_seen_at_once(
         here.image("linux")
     there.create_flavor("m1", 2, 512)  # the same name again, changed
     assert here.flavor("m1").vcpus == 2
+
+
+def test_a_lost_store_connection_does_not_break_the_checks(postgres_server: Any) -> None:
+    # The generation check keeps a connection open; a restarted server or a dropped
+    # connection must cost one reconnect, not a failed request.
+    from wattvisor.store import migrate
+
+    url = postgres_server.create_database()
+    migrate(url)
+    engine = make_engine(url)
+    try:
+        users = UserStore(engine)
+        users.register("alice", "proj-a", "member", _key())
+        assert users.lookup("alice") is not None
+        with engine.connect() as conn:
+            killed = conn.exec_driver_sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).scalar()
+        assert killed
+        assert users.lookup("alice") is not None
+        users.delete("alice")
+        assert users.lookup("alice") is None
+    finally:
+        engine.dispose()

@@ -26,7 +26,12 @@ from wattvisor.compute.records import FlavorRecord, ImageRecord
 from wattvisor.scheduler import InvalidSpec, validate_flavor_extra_specs, validate_image_properties
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import FlavorRow, ImageRow
-from wattvisor.store.generations import CATALOG, bump_generation, read_generation
+from wattvisor.store.generations import (
+    CATALOG,
+    bump_generation,
+    current_generation,
+    read_generation,
+)
 
 _flavors = cast(Table, FlavorRow.__table__)
 _images = cast(Table, ImageRow.__table__)
@@ -57,12 +62,12 @@ class Catalog:
 
     def _current(self) -> _Snapshot:
         """The catalog as the store holds it now: the cached one while its generation holds."""
+        cached = self._snapshot
+        if cached is not None and cached.generation == current_generation(self.engine, CATALOG):
+            return cached
         with read_transaction(self.engine) as conn:
+            # The rows and the generation from one snapshot, so the rows belong to it.
             generation = read_generation(conn, CATALOG)
-            cached = self._snapshot
-            if cached is not None and cached.generation == generation:
-                return cached
-            # Read in the same snapshot as the generation, so the rows belong to it.
             flavors = conn.execute(select(_flavors).order_by(_flavors.c.name)).all()
             images = conn.execute(select(_images).order_by(_images.c.name)).all()
         snapshot = _Snapshot(

@@ -14,7 +14,12 @@ from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import UserRecord
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import UserRow
-from wattvisor.store.generations import USERS, bump_generation, read_generation
+from wattvisor.store.generations import (
+    USERS,
+    bump_generation,
+    current_generation,
+    read_generation,
+)
 
 _users = cast(Table, UserRow.__table__)
 
@@ -39,12 +44,13 @@ class UserStore:
         self._lock = threading.Lock()
 
     def lookup(self, name: str) -> RegisteredUser | None:
+        generation = current_generation(self.engine, USERS)
+        with self._lock:
+            if generation == self._generation and name in self._cache:
+                return self._cache[name]
         with read_transaction(self.engine) as conn:
+            # The row and the generation from one snapshot, so the answer belongs to it.
             generation = read_generation(conn, USERS)
-            with self._lock:
-                if generation == self._generation and name in self._cache:
-                    return self._cache[name]
-            # Read in the same snapshot as the generation, so the answer belongs to it.
             row = conn.execute(select(_users).where(_users.c.name == name)).first()
         user = None
         if row is not None:
