@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from biscuit_auth import KeyPair
 
 from api.served_app import serving
 from api.v1_world import V1World
@@ -51,10 +52,19 @@ def test_old_admin_tokens_are_refused_right_after_rotation(
     assert api.get("/v1/me", headers=_bearer(old)).json()["role"] == "admin"
     assert api.get("/placement/traits", headers=_bearer(old)).status_code == 200
 
+    # An admin the old key's holder may have made for themselves is pointed out.
+    made = api.post(
+        "/v1/users", headers=_bearer(old),
+        json={"name": "backdoor", "project": "x", "role": "admin",
+              "public_key": repr(KeyPair().public_key)},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+
     rotated = _rotate_in_another_process(world)
     assert rotated.returncode == 0, rotated.stderr
     new_public = rotated.stdout.strip()
     assert new_public.startswith("ed25519/") and "ed25519-private" not in rotated.stderr
+    assert "other users with role admin: backdoor" in " ".join(rotated.stderr.split())
 
     for path in ("/v1/me", "/v1/hosts", "/placement/traits"):
         refused = api.get(path, headers=_bearer(old))

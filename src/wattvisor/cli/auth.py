@@ -97,6 +97,11 @@ def keys_rotate_admin() -> None:
         raise fail(f"the store cannot be updated, so the admin key is unchanged: {exc}") from exc
     except OSError as exc:
         raise fail(f"cannot write next to {str(path)!r}: {exc.strerror}; nothing changed") from exc
+    else:
+        # Whoever held the old key may have made admins of their own: name them.
+        others = [
+            u.name for u in users.list_all() if u.role == "admin" and u.name != auth.admin_user
+        ]
     finally:
         engine.dispose()
     err.print(
@@ -105,6 +110,12 @@ def keys_rotate_admin() -> None:
         "controllers too; mint a new one with `wattvisor token create --admin`.",
         soft_wrap=True,
     )
+    if others:
+        err.print(
+            f"other users with role admin: {escape(', '.join(others))}; remove any you do not "
+            "know (`wattvisor user delete NAME`), their keys are not affected by this rotation",
+            soft_wrap=True,
+        )
     sys.stdout.write(files.public_key + "\n")
 
 
