@@ -25,8 +25,15 @@ def upgrade() -> None:
     )
     op.bulk_insert(generations, [{"name": "users", "value": 0}, {"name": "catalog", "value": 0}])
     op.add_column("servers", sa.Column("fault_detail", sa.Text(), nullable=True))
+    # Faults written before may hold a host's words: they become the admin's detail, and
+    # members read a statement that says so.
+    op.execute(
+        "UPDATE servers SET fault_detail = fault, fault = 'the server failed; an admin "
+        "sees the host''s own message in the server''s fault' WHERE fault IS NOT NULL"
+    )
 
 
 def downgrade() -> None:
+    op.execute("UPDATE servers SET fault = fault_detail WHERE fault_detail IS NOT NULL")
     op.drop_column("servers", "fault_detail")
     op.drop_table("cache_generations")
