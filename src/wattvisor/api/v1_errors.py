@@ -149,14 +149,15 @@ def install_v1_errors(app: FastAPI) -> None:
             handler: Callable[[Request, Exception], Awaitable[Response]] = placement_handler  # type: ignore[assignment]
             return await handler(request, exc)
         status = exc.status_code
-        details: dict[str, Any] = {"method": request.method, "path": request.url.path}
+        path = visible(request.url.path, 200)
+        details: dict[str, Any] = {"method": request.method, "path": path}
         if isinstance(exc.detail, dict) and "error" in exc.detail:
             return JSONResponse(exc.detail, status_code=status, headers=exc.headers)
         if status == 404:
-            message = f"no such resource: {request.method} {request.url.path}"
+            message = f"no such resource: {request.method} {path}"
         elif status == 405:
             allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
-            message = f"method {request.method} is not allowed on {request.url.path}"
+            message = f"method {request.method} is not allowed on {path}"
             if allowed:
                 details["allowed"] = allowed
                 message += f"; allowed: {allowed}"
@@ -174,8 +175,8 @@ def install_v1_errors(app: FastAPI) -> None:
         return error_response(
             500,
             "internal_error",
-            f"the server failed on {request.method} {request.url.path}; an admin can find "
-            f"why under request id {rid}",
+            f"the server failed on {request.method} {visible(request.url.path, 200)}; an admin "
+            f"can find why under request id {rid}",
             {"request_id": rid},
         )
 
