@@ -149,7 +149,10 @@ class Server(BaseModel):
     image_id: str
     status: Literal["BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETED"]
     task: str | None
-    fault: str | None
+    fault: str | None = Field(
+        description="why the server is in ERROR or its last task failed: for members in "
+        "words without host names, paths or domains; for admins the host's own message"
+    )
     power_metrics: bool
     mount_tags: list[str] = Field(description="virtiofs tags the guest can mount")
     created_at: datetime
