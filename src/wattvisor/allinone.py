@@ -18,11 +18,7 @@ from fastapi import Depends, FastAPI
 
 from wattvisor.api.app import create_app
 from wattvisor.api.v1_routes import build_v1_router
-from wattvisor.auth.fastapi import (
-    install_auth_errors,
-    make_admin_dependency,
-    make_auth_dependency,
-)
+from wattvisor.auth.fastapi import Authenticator, make_admin_dependency
 from wattvisor.auth.keys import bootstrap_admin
 from wattvisor.compute import Compute, HostClient, LocalHostClient, UserStore
 from wattvisor.compute import placement_inventories as placement_inventories
@@ -157,15 +153,16 @@ class AllInOne:
         if settings.compute.default_flavors:
             compute.ensure_default_flavors()
 
-        authenticated = make_auth_dependency(compute.users.lookup, settings.auth)
+        authenticator = Authenticator(compute.users.lookup, settings.auth)
+        authenticated = authenticator.dependency
         admin_only = make_admin_dependency(authenticated)
         app = create_app(
             settings,
             placement=placement,
             placement_dependencies=[Depends(admin_only)],
             routers=[build_v1_router(compute, authenticated, admin_only)],
+            authenticator=authenticator,
         )
-        install_auth_errors(app)
         app.state.driver = driver
         app.state.sampler = sampler
         app.state.compute = compute

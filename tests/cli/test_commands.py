@@ -131,7 +131,7 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
                 break
         anonymous = _get(f"{base}/placement/resource_providers", time.monotonic() + 30)
         assert anonymous.status_code == 401
-        assert anonymous.json()["error"]["code"] == "missing_credentials"
+        assert anonymous.json()["errors"][0]["code"] == "missing_credentials"  # Placement's shape
         minted = runner.invoke(app, ["token", "create", "--admin"], env=_env(tmp_path))
         assert minted.exit_code == 0, minted.output
         auth = {"Authorization": f"Bearer {minted.stdout.strip()}"}

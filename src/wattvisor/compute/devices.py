@@ -29,6 +29,7 @@ from wattvisor.compute.errors import (
 )
 from wattvisor.compute.hostclient import InterfaceAttachment, VolumeAttachment
 from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import InterfaceRecord, ServerRecord, VolumeRecord
 from wattvisor.compute.servers import ServerService
 from wattvisor.config.settings import Settings
@@ -83,6 +84,7 @@ class DeviceService:
             )
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise InvalidRequest(f"volume name {name!r} must be 1-255 characters", name=name)
+        require_printable("volume name", name)
         if server_id is None:
             host = self.hosts.default_host()
         else:
@@ -93,7 +95,10 @@ class DeviceService:
         except ComputeError:
             raise
         except Exception as exc:
-            raise HostOperationFailed(f"creating volume {name!r} failed: {exc}") from exc
+            raise HostOperationFailed(
+                f"creating volume {name!r} failed: {exc}",
+                public=f"creating volume {name!r} failed on its host",
+            ) from exc
         now = _now()
         with write_transaction(self.engine) as conn:
             conn.execute(
@@ -164,7 +169,11 @@ class DeviceService:
         except ComputeError:
             raise
         except Exception as exc:
-            raise HostOperationFailed(f"deleting volume {volume_id!r} failed: {exc}") from exc
+            raise HostOperationFailed(
+                f"deleting volume {volume_id!r} failed: {exc}",
+                public=f"deleting volume {volume_id!r} failed on its host",
+                volume_id=volume_id,
+            ) from exc
         with write_transaction(self.engine) as conn:
             conn.execute(delete(_volumes).where(_volumes.c.id == volume_id))
 
@@ -192,6 +201,7 @@ class DeviceService:
                     server.domain_name or "",
                     VolumeAttachment(volume.id, volume.path, volume.format),
                 ),
+                f"attaching volume {volume.id!r} to server {server.uuid!r}",
             )
             with write_transaction(self.engine) as conn:
                 conn.execute(
@@ -225,7 +235,11 @@ class DeviceService:
                     f"aliases: {', '.join(aliases) or '(none)'}",
                     alias=alias,
                 )
-            self._host_call(server, lambda c: c.detach_by_alias(server.domain_name or "", alias))
+            self._host_call(
+                server,
+                lambda c: c.detach_by_alias(server.domain_name or "", alias),
+                f"detaching {alias!r} from server {server.uuid!r}",
+            )
             with write_transaction(self.engine) as conn:
                 if volume is not None:
                     conn.execute(
@@ -271,6 +285,7 @@ class DeviceService:
                 lambda c: c.attach_interface(
                     server.domain_name or "", InterfaceAttachment(port_id, mac, kind, source, model)
                 ),
+                f"adding a {model} interface to server {server.uuid!r}",
             )
             with write_transaction(self.engine) as conn:
                 conn.execute(
@@ -305,13 +320,20 @@ class DeviceService:
                 )  # fmt: skip
             yield server
 
-    def _host_call(self, server: ServerRecord, call: Callable[[Any], None]) -> None:
+    def _host_call(self, server: ServerRecord, call: Callable[[Any], None], what: str) -> None:
+        """Run ``call`` on the server's host; ``what`` names the change for members."""
         try:
             call(self.hosts.client(server.host_uuid or ""))
+        except HostOperationFailed as exc:
+            raise HostOperationFailed(
+                exc.message, public=f"{what} failed: {exc.public}", **exc.details
+            ) from exc
         except ComputeError:
             raise
         except Exception as exc:
-            raise HostOperationFailed(str(exc), server_id=server.uuid) from exc
+            raise HostOperationFailed(
+                str(exc), public=f"{what} failed on the server's host", server_id=server.uuid
+            ) from exc
 
 
 def _volume(row: Any) -> VolumeRecord:

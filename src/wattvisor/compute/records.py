@@ -76,6 +76,8 @@ class ServerRecord:
     shares: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    fault_detail: str | None = None
+    """``fault`` in the host's own words (host names, paths, domains): for admins only."""
 
 
 @dataclass(frozen=True, slots=True)

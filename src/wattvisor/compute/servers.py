@@ -36,6 +36,7 @@ from wattvisor.compute.hostclient import (
     SpawnRequest,
 )
 from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import (
     FlavorRecord,
     ImageRecord,
@@ -153,6 +154,7 @@ class ServerService:
         """Check the request, record the server as BUILD and hand it to a worker."""
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise InvalidRequest(f"server name {name!r} must be 1-255 characters", name=name)
+        require_printable("server name", name)
         flavor_record = self.catalog.flavor(flavor)
         image_record = self.catalog.image(image)
         spec = self._request_spec(principal, flavor_record, image_record, power_metrics)
@@ -247,11 +249,17 @@ class ServerService:
         try:
             self.scheduler.schedule(spec, spawn, consumer_uuid=record.uuid, prefiltered=True)
         except NoValidHost as exc:
-            self._update(record.uuid, status="ERROR", task=None, fault=f"no valid host: {exc}")
+            self._update(
+                record.uuid, status="ERROR", task=None, fault=_no_valid_host_fault(exc),
+                fault_detail=f"no valid host: {exc}",
+            )  # fmt: skip
             return
         except Exception as exc:
             log.exception("building server %s failed", record.uuid)
-            self._update(record.uuid, status="ERROR", task=None, fault=f"build failed: {exc}")
+            self._update(
+                record.uuid, status="ERROR", task=None, fault=f"build failed: {_ADMIN_SEES}",
+                fault_detail=f"build failed: {exc}",
+            )  # fmt: skip
             return
         self._update(
             record.uuid, status="ACTIVE", task=None, fault=None, host_uuid=spawned["host"],
@@ -387,7 +395,10 @@ class ServerService:
                 self._update(server_uuid, status="ACTIVE", task=None, fault=None)
         except Exception as exc:
             log.warning("%s of server %s failed: %s", action, server_uuid, exc)
-            self._update(server_uuid, task=None, fault=f"{action} failed: {exc}")
+            self._update(
+                server_uuid, task=None, fault=f"{action} failed on its host: {_ADMIN_SEES}",
+                fault_detail=f"{action} failed: {exc}",
+            )  # fmt: skip
 
     def delete(self, principal: Principal, server_id: str) -> ServerRecord:
         record = self.get(principal, server_id)
@@ -406,7 +417,11 @@ class ServerService:
                 self.hosts.client(record.host_uuid).delete(record.uuid, record.domain_name)
         except Exception as exc:
             log.warning("deleting server %s failed: %s", server_uuid, exc)
-            self._update(server_uuid, status="ERROR", task=None, fault=f"delete failed: {exc}")
+            self._update(
+                server_uuid, status="ERROR", task=None,
+                fault=f"delete failed on its host: {_ADMIN_SEES}",
+                fault_detail=f"delete failed: {exc}",
+            )  # fmt: skip
             return
         self.scheduler.release(Claim(record.uuid, record.host_uuid or "", "", {}, 0))
         with write_transaction(self.engine) as conn:
@@ -478,6 +493,9 @@ class ServerService:
             future.result(timeout_s)
 
     def _update(self, server_uuid: str, **values: Any) -> None:
+        """Write ``values``; a new ``fault`` without a ``fault_detail`` says all there is."""
+        if "fault" in values:
+            values.setdefault("fault_detail", None)
         values["updated_at"] = _now()
         with write_transaction(self.engine) as conn:
             conn.execute(update(_servers).where(_servers.c.uuid == server_uuid).values(**values))
@@ -499,6 +517,20 @@ class ServerService:
         except ConfigDriveError as exc:  # pragma: no cover - names were checked at create
             raise InvalidRequest(str(exc)) from exc
         return config_drive_metadata_document(meta)
+
+
+_ADMIN_SEES = "an admin sees the host's own message in the server's fault"
+
+
+def _no_valid_host_fault(exc: NoValidHost) -> str:
+    """NoValidHost in words for members: what removed the hosts (counts, traits, flavor),
+    without the hosts' names or their spawn errors, which are the admin's fault detail."""
+    text = f"no valid host: {exc.summary}"
+    if exc.reasons:
+        text += ": " + "; ".join(exc.reasons)
+    if exc.spawn_failures:
+        text += f" ({_ADMIN_SEES})"
+    return text
 
 
 def _spawn_flavor(flavor: FlavorRecord) -> SpawnFlavor:
@@ -524,4 +556,5 @@ def _server(row: Any) -> ServerRecord:
         fault=row.fault, host_uuid=row.host_uuid, domain_name=row.domain_name,
         power_metrics=bool(row.power_metrics), shares=tuple(row.shares or ()),
         created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
+        fault_detail=row.fault_detail,
     )  # fmt: skip
