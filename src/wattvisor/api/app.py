@@ -53,11 +53,12 @@ def create_app(
     for router in routers:
         app.include_router(router)
     install_v1_errors(app)
-    app.add_middleware(AllowedMethods, router=app.router)
-    # The last added runs first: ids, then the token, then the body cap.
+    # The last added runs first: ids, then the methods a path allows (OPTIONS and 405
+    # say no more than /openapi.json), then the token, then the body cap.
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     if authenticator is not None:
         install_auth_errors(app)
         app.add_middleware(AuthenticateFirst, authenticator=authenticator)
+    app.add_middleware(AllowedMethods, router=app.router)
     app.add_middleware(RequestIds)
     return app

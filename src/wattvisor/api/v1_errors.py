@@ -88,7 +88,7 @@ def validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
         problem: dict[str, Any] = {
             "field": field or "body",
             "in": loc[0] if loc else "body",
-            "message": visible(str(error.get("msg", "invalid")), 300),
+            "message": visible(str(error.get("msg", "invalid")), 1000),
             "value": echoed(error.get("input")),
         }
         accepted = _accepted(error)
