@@ -70,9 +70,9 @@ class UserStore:
         self, name: str, project: str, role: str, public_key: str, *, replace: bool = False
     ) -> UserRecord:
         """Add a user (or, with ``replace``, change its key, role or project)."""
-        check_project_id(project)
         require_printable("user name", name)
         require_printable("project", project)
+        check_project_id(project)
         try:
             user = RegisteredUser(name, project, role, public_key)  # type: ignore[arg-type]
         except (InvalidUserName, InvalidPublicKey, ValueError) as exc:
