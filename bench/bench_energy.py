@@ -15,15 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from wattvisor.energy import EnergySampler, InMemoryVMInventory, VMRecord
-from wattvisor.energy.procfs import ProcessScanner
-from wattvisor.energy.sources import RaplSource
-from wattvisor.energy.synthetic import (
+from support.synthetic_host import (
+    InMemoryVMInventory,
     ManualClock,
     SyntheticDomainStats,
     SyntheticPowercap,
     SyntheticProc,
 )
+from wattvisor.energy import EnergySampler, VMRecord
+from wattvisor.energy.procfs import ProcessScanner
+from wattvisor.energy.sources import RaplSource
 
 PROCESSES = 1_000
 VMS = 200

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import libvirt
 
-from wattvisor.host import localvirt
+from wattvisor.devtools import libvirtd as dev_libvirtd
 from wattvisor.images import ensure_guest_image
-
-_TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
 def run() -> None:
-    sys.path.insert(0, str(_TESTS))
     from support.guest_domains import GuestDomainSpec, unique_domain_name, wait_for_marker
 
     with tempfile.TemporaryDirectory(prefix="wvbench-") as tmp:
@@ -36,8 +32,8 @@ def run() -> None:
     print(f"   initrd {image.initrd.stat().st_size / 1e6:.1f} MB, kernel "
           f"{image.kernel.stat().st_size / 1e6:.1f} MB ({image.kernel_package})")
 
-    daemons = localvirt.ensure_libvirtd()
-    conn = libvirt.open(localvirt.SYSTEM_URI)
+    daemons = dev_libvirtd.ensure_libvirtd()
+    conn = libvirt.open(dev_libvirtd.SYSTEM_URI)
     try:
         with tempfile.TemporaryDirectory(prefix="wvbench-", dir="/var/tmp") as tmp:
             Path(tmp).chmod(0o755)

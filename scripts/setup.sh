@@ -4,34 +4,63 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(
-    libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-    qemu-system-x86 busybox-static cpio
-    gcc python3-dev python3-venv
-    postgresql prometheus
+# What the build of .venv needs (compilers, headers) and libvirt's QEMU driver (a
+# library, not a program). Every program the code, tests and benchmarks run, with its
+# package, is listed once in src/wattvisor/host/binaries.py; this script reads it there.
+BUILD_PACKAGES=(
+    python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon-driver-qemu
 )
+BINARIES_MODULE=src/wattvisor/host/binaries.py
 
-missing=()
-for pkg in "${DEB_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+export DEBIAN_FRONTEND=noninteractive
+policy=/usr/sbin/policy-rc.d
+added_policy=""
+updated=""
+trap '[ -n "$added_policy" ] && rm -f "$policy"' EXIT
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+# install_missing PACKAGE...: apt-get install those not installed yet; sets $newly.
+install_missing() {
+    local pkg missing=()
+    newly=()
+    for pkg in "$@"; do
+        installed "$pkg" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -gt 0 ] || return 0
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
         exit 1
     fi
     echo "setup: installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
     # Packages such as postgresql and prometheus start their own service on install;
     # wattvisor and its tests start what they need themselves, so keep those off.
-    policy=/usr/sbin/policy-rc.d
-    added_policy=""
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && added_policy=1
     fi
-    trap '[ -n "$added_policy" ] && rm -f "$policy"' EXIT
-    apt-get update -q
+    if [ -z "$updated" ]; then
+        apt-get update -q
+        updated=1
+    fi
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    newly=("${missing[@]}")
+}
+
+install_missing "${BUILD_PACKAGES[@]}"
+runtime=$(python3 "$BINARIES_MODULE")  # fails the script if the list cannot be read
+mapfile -t RUNTIME_PACKAGES <<< "$runtime"
+install_missing "${RUNTIME_PACKAGES[@]}"
+
+# libvirtd picks its firewall backend when it starts: a daemon that was already running
+# when iptables arrived keeps failing to start networks until it is restarted.
+if [[ " ${newly[*]} " == *" iptables "* ]]; then
+    pid=$(cat /run/libvirtd.pid 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        echo "setup: libvirtd (pid $pid) started before iptables was installed; libvirt" \
+             "networks fail until it restarts: stop it, then run \`make libvirtd\`" >&2
+    fi
 fi
 
 PYTHON=${PYTHON:-python3}

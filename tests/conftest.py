@@ -20,30 +20,31 @@ import pytest
 
 from support.availability import unavailable
 from support.guest_domains import destroy_and_undefine
-from wattvisor.host import localvirt
+from wattvisor.devtools import libvirtd as dev_libvirtd
 from wattvisor.images import GuestImage, GuestImageError, ensure_guest_image
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine
 
-# PostgreSQL server (session) and store_url (one per backend) fixtures.
-pytest_plugins = ("support.postgres",)
+# PostgreSQL server (session) and store_url (one per backend) fixtures; skips fail in CI
+# unless marked skip_by_design; pytester runs small suites to test that policy.
+pytest_plugins = ("support.postgres", "support.strict_skips", "pytester")
 
-SYSTEM_URI = localvirt.SYSTEM_URI
+SYSTEM_URI = dev_libvirtd.SYSTEM_URI
 
 
 @pytest.fixture(scope="session")
 def libvirt_system() -> Iterator[libvirt.virConnect]:
     """An open connection to a real ``qemu:///system`` libvirtd.
 
-    The daemon is started (via :mod:`wattvisor.host.localvirt`) only when none
+    The daemon is started (via :mod:`wattvisor.devtools.libvirtd`) only when none
     answers, and at the end of the session only what was started here is
     stopped, and only when no other process still relies on it.
     """
-    if os.geteuid() != 0 and not localvirt.libvirtd_answers(SYSTEM_URI):
+    if os.geteuid() != 0 and not dev_libvirtd.libvirtd_answers(SYSTEM_URI):
         unavailable("no libvirtd answers on qemu:///system and starting one needs root")
     try:
-        started = localvirt.ensure_libvirtd(SYSTEM_URI)
-    except localvirt.LocalVirtError as exc:
+        started = dev_libvirtd.ensure_libvirtd(SYSTEM_URI)
+    except dev_libvirtd.LocalVirtError as exc:
         unavailable(f"libvirtd could not be started: {exc}")
     conn = libvirt.open(SYSTEM_URI)
     try:

@@ -18,17 +18,15 @@ from fastapi import Depends, FastAPI
 
 from wattvisor.api.app import create_app
 from wattvisor.api.v1_routes import build_v1_router
-from wattvisor.auth.fastapi import (
-    install_auth_errors,
-    make_admin_dependency,
-    make_auth_dependency,
-)
+from wattvisor.auth.fastapi import Authenticator, make_admin_dependency
 from wattvisor.auth.keys import bootstrap_admin
 from wattvisor.compute import Compute, HostClient, LocalHostClient, UserStore
 from wattvisor.compute import placement_inventories as placement_inventories
 from wattvisor.config import Settings
 from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
+from wattvisor.host import binaries
 from wattvisor.host.driver import HostDriver, StartupReport
+from wattvisor.host.qemu_access import check_data_dir, runs_local_system_qemu
 from wattvisor.host.vm_inventory import LibvirtVMInventory
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine, migrate
@@ -60,7 +58,7 @@ class _ReconnectingStats:
 
 
 class LocalHostPower:
-    """Measured watts per used vCPU of the local host, for the scheduler's energy weigher.
+    """Watts per used vCPU of the local host (metered or estimated), for the energy weigher.
 
     The figure is worked out once per energy sample, with the vCPUs in use when it is
     first asked for: the weigher runs under the placement index lock on every
@@ -111,8 +109,11 @@ class AllInOne:
 
     @classmethod
     def build(cls, settings: Settings) -> AllInOne:
+        """Wire every part; refuses (``DataDirUnreachable``) before touching the host or
+        the store when QEMU could not open the files it would be given under data_dir."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         driver = HostDriver.from_settings(settings)
+        check_data_dir(settings.data_dir, driver.uri)
         startup = driver.startup()
 
         engine = make_engine(settings.store_url)
@@ -143,6 +144,8 @@ class AllInOne:
         )
         compute.hosts.add(LocalHostClient(driver, sampler), name=socket.gethostname(), local=True)
         notes = list(driver.capabilities().notes)
+        if runs_local_system_qemu(driver.uri):
+            notes += [b.missing_message() for b in binaries.missing("host")]
         notes += compute.hosts.reconnect()
         notes += compute.servers.recover()
         notes += compute.devices.recover()
@@ -151,15 +154,16 @@ class AllInOne:
         if settings.compute.default_flavors:
             compute.ensure_default_flavors()
 
-        authenticated = make_auth_dependency(compute.users.lookup, settings.auth)
+        authenticator = Authenticator(compute.users.lookup, settings.auth)
+        authenticated = authenticator.dependency
         admin_only = make_admin_dependency(authenticated)
         app = create_app(
             settings,
             placement=placement,
             placement_dependencies=[Depends(admin_only)],
             routers=[build_v1_router(compute, authenticated, admin_only)],
+            authenticator=authenticator,
         )
-        install_auth_errors(app)
         app.state.driver = driver
         app.state.sampler = sampler
         app.state.compute = compute

@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 from auth_users import NOW, KeyedUser, keyed_user
 
-from wattvisor.auth import TokenVerifier, UserRegistry
+from support.user_registry import UserRegistry
+from wattvisor.auth import TokenVerifier
 
 
 @pytest.fixture

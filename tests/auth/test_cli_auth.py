@@ -11,11 +11,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from support.user_registry import UserRegistry
 from wattvisor.auth import (
     RegisteredUser,
     TokenCheckFailed,
     TokenVerifier,
-    UserRegistry,
     admin_user,
     ensure_admin_key,
 )

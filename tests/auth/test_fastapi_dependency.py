@@ -1,4 +1,5 @@
-"""Authentication over HTTP: 401 with a precise code per refusal, 404 across projects."""
+"""Authentication over HTTP: 401 with a precise code per refusal, 403 when a valid token's
+own checks refuse the request, 404 across projects."""
 
 
 import logging
@@ -11,7 +12,8 @@ from biscuit_auth import Biscuit, BiscuitBuilder, BlockBuilder, KeyPair
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
-from wattvisor.auth import Principal, UserRegistry, can_see_project, mint_token, redact_for
+from support.user_registry import UserRegistry
+from wattvisor.auth import Principal, can_see_project, mint_token, redact_for
 from wattvisor.auth.fastapi import (
     install_auth_errors,
     make_admin_dependency,
@@ -69,6 +71,15 @@ def _refused(response: Any, code: str) -> dict[str, Any]:
     assert set(body["error"]) == {"code", "message", "details"}
     error: dict[str, Any] = body["error"]
     assert error["code"] == code, body
+    return error
+
+
+def _out_of_scope(response: Any) -> dict[str, Any]:
+    assert response.status_code == 403, response.text
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer") and 'error="insufficient_scope"' in challenge
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == "insufficient_scope", error
     return error
 
 
@@ -138,6 +149,26 @@ def test_other_users_key_is_refused(client: TestClient, bob: KeyedUser) -> None:
     assert error["details"]["user"] == "alice"
 
 
+def test_unknown_and_known_user_names_get_the_same_answer(
+    client: TestClient, registry: UserRegistry, alice: KeyedUser
+) -> None:
+    def refusal(name: str) -> tuple[int, str, Any]:
+        token = mint_token(KeyPair().private_key, name, timedelta(hours=1), now=NOW)
+        response = client.get("/v1/servers/s-a", headers={"Authorization": f"Bearer {token}"})
+        challenge = response.headers["www-authenticate"].replace(name, "<name>")
+        return response.status_code, challenge, response.json()
+
+    known = refusal("alice")  # registered, but the token is signed with another key
+    unknown = refusal("mallory")  # never registered
+    assert known[0] == unknown[0] == 401
+    assert known[1] == unknown[1]
+    known_error, unknown_error = known[2]["error"], unknown[2]["error"]
+    assert known_error["code"] == unknown_error["code"] == "token_signature_invalid"
+    assert known_error["message"].replace("'alice'", "'mallory'") == unknown_error["message"]
+    assert known_error["details"] == {"user": "alice"}
+    assert unknown_error["details"] == {"user": "mallory"}
+
+
 def test_missing_expiry_is_refused(client: TestClient, alice: KeyedUser) -> None:
     token = BiscuitBuilder('user("alice");').build(alice.keys.private_key).to_base64()
     _refused(
@@ -173,7 +204,7 @@ def test_user_only_in_attenuation_block_is_refused(
 def test_read_only_token_reads_but_cannot_delete(client: TestClient, alice: KeyedUser) -> None:
     headers = {"Authorization": f"Bearer {_token(alice, read_only=True)}"}
     assert client.get("/v1/servers/s-a", headers=headers).status_code == 200
-    error = _refused(client.delete("/v1/servers/s-a", headers=headers), "token_check_failed")
+    error = _out_of_scope(client.delete("/v1/servers/s-a", headers=headers))
     assert 'operation("read")' in error["message"]
     assert error["details"]["operation"] == "write"
 
@@ -184,7 +215,7 @@ def test_token_attenuated_by_its_holder_is_honoured(client: TestClient, alice: K
     ).to_base64()
     headers = {"Authorization": f"Bearer {narrowed}"}
     assert client.get("/v1/servers/s-a", headers=headers).status_code == 200
-    _refused(client.delete("/v1/servers/s-a", headers=headers), "token_check_failed")
+    _out_of_scope(client.delete("/v1/servers/s-a", headers=headers))
 
 
 def test_member_gets_403_on_admin_routes_and_admin_gets_in(

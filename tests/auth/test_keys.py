@@ -11,10 +11,10 @@ import pytest
 from auth_users import NOW
 from biscuit_auth import PublicKey
 
+from support.user_registry import UserRegistry
 from wattvisor.auth import (
     KeyFileError,
     TokenVerifier,
-    UserRegistry,
     admin_user,
     bootstrap_admin,
     create_key_pair,
@@ -22,6 +22,7 @@ from wattvisor.auth import (
     load_private_key,
     mint_token_from_file,
     public_key_of,
+    rotate_admin_key,
 )
 from wattvisor.config.settings import Settings
 
@@ -138,3 +139,37 @@ def test_first_start_creates_the_admin_key_under_the_data_dir_and_says_where(
     again = bootstrap_admin(settings)
     assert not again.files.created and again.user == first.user
     assert "using" in again.message
+
+
+def test_rotating_the_admin_key_registers_the_new_key_then_replaces_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "admin.key"
+    old = ensure_admin_key(path)
+    registered: list[str] = []
+    files = rotate_admin_key(path, registered.append)
+    assert registered == [files.public_key] != [old.public_key]
+    assert public_key_of(load_private_key(path)) == files.public_key
+    assert files.public_path.read_text().strip() == files.public_key
+    assert _mode(path) == 0o600 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "admin.key", "admin.key.pub",
+    ]  # fmt: skip
+
+
+def test_a_rotation_the_store_refuses_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "admin.key"
+    ensure_admin_key(path)
+    before = (path.read_bytes(), (tmp_path / "admin.key.pub").read_bytes())
+
+    def refuse(public_key: str) -> None:
+        raise RuntimeError("store unreachable")
+
+    with pytest.raises(RuntimeError, match="store unreachable"):
+        rotate_admin_key(path, refuse)
+    assert (path.read_bytes(), (tmp_path / "admin.key.pub").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["admin.key", "admin.key.pub"]
+
+
+def test_rotating_without_an_admin_key_says_where_it_comes_from(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="wattvisor up"):
+        rotate_admin_key(tmp_path / "admin.key", lambda key: None)

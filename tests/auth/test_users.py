@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from biscuit_auth import KeyPair
 
+from support.user_registry import UserRegistry
 from wattvisor.auth import (
     InvalidPublicKey,
     InvalidUserName,
     RegisteredUser,
-    UserRegistry,
     normalize_public_key,
 )
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -129,7 +131,7 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
                 break
         anonymous = _get(f"{base}/placement/resource_providers", time.monotonic() + 30)
         assert anonymous.status_code == 401
-        assert anonymous.json()["error"]["code"] == "missing_credentials"
+        assert anonymous.json()["errors"][0]["code"] == "missing_credentials"  # Placement's shape
         minted = runner.invoke(app, ["token", "create", "--admin"], env=_env(tmp_path))
         assert minted.exit_code == 0, minted.output
         auth = {"Authorization": f"Bearer {minted.stdout.strip()}"}
@@ -163,6 +165,7 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
     assert "estimate" in output  # no RAPL here: the CPU model, said plainly
     assert "stopped" in output
     assert _refused(f"{base}/v1/flavors") and _refused(metrics_url)
+    _assert_startup_says_each_thing_once(output)
 
 
 def test_up_refuses_a_busy_metrics_address_before_starting(tmp_path: Path) -> None:
@@ -194,6 +197,18 @@ def test_up_refuses_metrics_on_the_api_port_and_a_missing_token_file(tmp_path: P
     assert result.exit_code == 1
     assert f"metrics.bearer_token_file '{missing}' cannot be read" in result.output
     assert not (tmp_path / "data" / "wattvisor.db").exists()
+
+
+def _assert_startup_says_each_thing_once(output: str) -> None:
+    startup = output.split("press Ctrl-C to stop")[0]
+    # Log lines start with a time column ("[12/02/26 05:53:54] INFO ..."), blank when repeated.
+    lines = [re.sub(r"^\s*(\[[^]]*\])?\s*", "", line) for line in startup.splitlines()]
+    repeated = [line for line, n in Counter(filter(None, lines)).items() if n > 1]
+    assert not repeated, startup
+    assert startup.count("energy source") == 1, startup
+    assert "connected to libvirt" not in startup, startup  # the "libvirt:" line says it
+    for alembic_line in ("Context impl", "Will assume", "Running upgrade"):
+        assert alembic_line not in output, output
 
 
 def test_up_refuses_a_busy_port_with_a_clear_message(tmp_path: Path) -> None:

@@ -72,7 +72,9 @@ def test_power_of_a_server_its_project_and_its_host(served: Served) -> None:
     assert len(power["history"]) >= 2
     shown = served.run("power", "server", "hot", "--history", "2")
     assert shown.exit_code == 0, shown.output
-    assert "watts" in shown.stdout and "joules" in shown.stdout and "estimate" in shown.stdout
+    assert "watts" in shown.stdout and "joules" in shown.stdout
+    assert "estimate (not measured)" in shown.stdout
+    assert power["measured"] is False and power["sampled"] is True
     samples = shown.stdout.split("recent samples")[1].splitlines()
     rows = [line for line in samples if line.strip() and "Watts" not in line]
     assert len(rows) == 2, shown.stdout

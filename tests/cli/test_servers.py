@@ -242,7 +242,7 @@ def test_power_top_fetches_every_servers_figures_in_one_request(served: Served) 
     [line] = as_json.stdout.splitlines()  # one JSON document per refresh, on one line
     rows = json.loads(line)
     assert {r["id"] for r in rows} == {s["id"] for s in made}
-    assert {(r["source"], r["measured"]) for r in rows} == {("estimate", True)}
+    assert {(r["source"], r["sampled"], r["measured"]) for r in rows} == {("estimate", True, False)}
     values = served.run("power", "top", "--once", "-f", "value", "-c", "Name", "-c", "source")
     assert sorted(values.stdout.splitlines()) == ["p1 estimate", "p2 estimate", "p3 estimate"]
     member = served.run("power", "top", "--once", "--json",

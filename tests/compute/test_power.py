@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event
 
 from compute.principals import ADMIN, ALICE, BOB
-from wattvisor.compute import Compute, ImageRecord, NotFound
+from wattvisor.compute import Compute, ImageRecord, NotFound, PowerView
 
 
 def test_server_on_a_host_without_a_meter_is_reported_unmeasured(
@@ -19,13 +19,14 @@ def test_server_on_a_host_without_a_meter_is_reported_unmeasured(
     settle(server.uuid)
     view = compute.power.server_power(ALICE, server.uuid)
     assert view.subject == server.uuid
-    assert (view.measured, view.source, view.watts, view.joules) == (False, "none", 0.0, 0.0)
+    assert (view.sampled, view.measured, view.source) == (False, False, "none")
+    assert (view.watts, view.joules) == (0.0, 0.0)
     with pytest.raises(NotFound):
         compute.power.server_power(BOB, server.uuid)
 
 
 def test_project_power_is_visible_to_its_members_and_admins_only(compute: Compute) -> None:
-    assert compute.power.project_power(ALICE, "proj-a").measured is False
+    assert compute.power.project_power(ALICE, "proj-a").sampled is False
     assert compute.power.project_power(ADMIN, "proj-a").subject == "proj-a"
     with pytest.raises(NotFound, match="project 'proj-a'"):
         compute.power.project_power(BOB, "proj-a")
@@ -72,3 +73,21 @@ def test_servers_power_lists_what_the_principal_may_see_with_one_store_query(
     compute.servers.delete(ALICE, made["proj-a"][0].uuid)
     settle(made["proj-a"][0].uuid)
     assert len(compute.power.servers_power(ALICE)) == 2
+
+
+@pytest.mark.parametrize(
+    ("source", "sampled", "measured"),
+    [
+        ("rapl", True, True),
+        ("scaphandre", True, True),
+        ("estimate", True, False),
+        ("estimate+rapl", True, False),  # a project partly on an unmetered host
+        ("rapl", False, False),
+        ("none", False, False),
+    ],
+)
+def test_only_a_sampled_meter_reading_counts_as_measured(
+    source: str, sampled: bool, measured: bool
+) -> None:
+    view = PowerView("s", 1.0, 2.0, source, sampled, 0.0 if sampled else None)
+    assert view.measured is measured

@@ -23,16 +23,15 @@ import libvirt
 import pytest
 
 from support.guest_domains import marker_fields, read_console, unique_domain_name, wait_for_marker
+from support.synthetic_host import REAL_MAX_ENERGY_RANGE_UJ, InMemoryVMInventory, SyntheticPowercap
 from wattvisor.config import HostSettings
 from wattvisor.energy import (
     EnergySampler,
     EnergySnapshot,
-    InMemoryVMInventory,
     LibvirtDomainCpuStats,
     VMRecord,
 )
 from wattvisor.energy.sources import RaplSource
-from wattvisor.energy.synthetic import REAL_MAX_ENERGY_RANGE_UJ, SyntheticPowercap
 from wattvisor.guest import Domain, MemoryBacking, Serial
 from wattvisor.host.driver import DomainNotFound, HostDriver
 from wattvisor.images import GuestImage

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wattvisor.energy.synthetic import (
+from support.synthetic_host import (
     ManualClock,
     SyntheticDomainStats,
     SyntheticPowercap,

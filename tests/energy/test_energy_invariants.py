@@ -19,14 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wattvisor.energy import EnergySampler, InMemoryVMInventory, VMRecord
-from wattvisor.energy.sources import RaplSource
-from wattvisor.energy.synthetic import (
+from support.synthetic_host import (
+    InMemoryVMInventory,
     ManualClock,
     SyntheticDomainStats,
     SyntheticPowercap,
     SyntheticProc,
 )
+from wattvisor.energy import EnergySampler, VMRecord
+from wattvisor.energy.sources import RaplSource
 
 MAX_RANGE_UJ = 50_000_000
 VMS = [

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from wattvisor.energy import (
-    EnergySampler,
-    EnergyStateError,
+from support.synthetic_host import (
     InMemoryVMInventory,
-    VMRecord,
-)
-from wattvisor.energy.sources import RaplSource, UtilisationModelSource
-from wattvisor.energy.synthetic import (
     ManualClock,
     SyntheticDomainStats,
     SyntheticPowercap,
     SyntheticProc,
 )
+from wattvisor.energy import (
+    EnergySampler,
+    EnergyStateError,
+    VMRecord,
+)
+from wattvisor.energy.sources import RaplSource, UtilisationModelSource
 
 UUID_A = "aaaaaaaa-0000-4000-8000-000000000001"
 UUID_B = "bbbbbbbb-0000-4000-8000-000000000002"

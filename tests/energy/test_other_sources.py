@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from support.synthetic_host import SyntheticPowercap
 from wattvisor.config.settings import EnergySettings
 from wattvisor.energy.sources import (
     EnergyReadError,
@@ -20,7 +21,6 @@ from wattvisor.energy.sources import (
     open_source,
     parse_scaphandre_metrics,
 )
-from wattvisor.energy.synthetic import SyntheticPowercap
 
 SCAPHANDRE_BODY = """\
 # HELP scaph_host_power_microwatts Power measurement on the whole host, in microwatts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from support.synthetic_host import SyntheticProc
 from wattvisor.energy.procfs import (
     ProcessScanner,
     ProcfsError,
@@ -12,7 +13,6 @@ from wattvisor.energy.procfs import (
     qemu_process_trees,
     read_cpu_times,
 )
-from wattvisor.energy.synthetic import SyntheticProc
 
 
 def test_proc_stat_busy_excludes_idle_iowait_and_steal() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from support.synthetic_host import SyntheticPowercap
 from wattvisor.energy.sources import (
     EnergyReadError,
     EnergySourceError,
@@ -16,7 +17,6 @@ from wattvisor.energy.sources import (
     SampleWindow,
     counter_delta,
 )
-from wattvisor.energy.synthetic import SyntheticPowercap
 
 WINDOW = SampleWindow(interval_s=2.0, busy_fraction=0.5)
 

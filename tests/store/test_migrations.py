@@ -48,3 +48,41 @@ def test_in_memory_sqlite_is_refused_with_an_explanation() -> None:
 
     with pytest.raises(ValueError, match="in-memory SQLite"):
         make_engine("sqlite://")
+
+
+def test_faults_written_before_0003_become_the_admins_detail(store_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from alembic import command
+
+    from wattvisor.store.migrate import alembic_config
+
+    engine = make_engine(store_url)
+    config = alembic_config(store_url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0002_compute")
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO servers (uuid, name, project, user_name, flavor_id, image_id, "
+                    "status, task, fault, power_metrics, shares, created_at, updated_at) VALUES "
+                    "('s1', 'web', 'p', 'u', 'f', 'i', 'ERROR', NULL, :fault, false, '[]', "
+                    ":now, :now), ('s2', 'db', 'p', 'u', 'f', 'i', 'ACTIVE', NULL, NULL, false, "
+                    "'[]', :now, :now)"
+                ),
+                {"fault": "delete failed: cannot undefine 'instance-0000002a'", "now": now},
+            )
+        migrate(store_url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT uuid, fault, fault_detail FROM servers ORDER BY uuid")
+            ).all()
+    finally:
+        engine.dispose()
+    (_, fault, detail), s2 = rows
+    assert detail == "delete failed: cannot undefine 'instance-0000002a'"
+    assert "instance-" not in fault and "admin" in fault
+    assert tuple(s2) == ("s2", None, None)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from support.availability import unavailable
+
 PG_BIN = Path(os.environ.get("WATTVISOR_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"
 
@@ -134,18 +136,12 @@ def _start_once() -> PostgresServer:
     return server
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     try:
         server = start_postgres()
     except RuntimeError as exc:
-        if _in_ci():
-            pytest.fail(f"PostgreSQL is required in CI but could not start: {exc}")
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        unavailable(f"PostgreSQL could not start: {exc}")
     try:
         yield server
     finally:

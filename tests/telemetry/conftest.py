@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from wattvisor.energy import EnergySampler, InMemoryVMInventory, VMRecord
-from wattvisor.energy.sources import RaplSource, UtilisationModelSource
-from wattvisor.energy.synthetic import (
+from support.synthetic_host import (
+    InMemoryVMInventory,
     ManualClock,
     SyntheticDomainStats,
     SyntheticPowercap,
     SyntheticProc,
 )
+from wattvisor.energy import EnergySampler, VMRecord
+from wattvisor.energy.sources import RaplSource, UtilisationModelSource
 
 # The same identifiers are spelled out in the tests that check them.
 BUSY_VM = "aaaaaaaa-1111-4111-8111-000000000001"

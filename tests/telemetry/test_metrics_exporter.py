@@ -10,8 +10,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from support.synthetic_host import InMemoryVMInventory
 from telemetry.conftest import sampled_host
-from wattvisor.energy import DomainCpu, EnergySampler, InMemoryVMInventory
+from wattvisor.energy import DomainCpu, EnergySampler
 from wattvisor.energy.sources import UtilisationModelSource
 from wattvisor.telemetry import make_metrics_registry
 

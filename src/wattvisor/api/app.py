@@ -12,7 +12,10 @@ from fastapi import APIRouter, FastAPI, params
 
 from wattvisor.api import placement_routes
 from wattvisor.api.allowed_methods import AllowedMethods
+from wattvisor.api.request_guards import AuthenticateFirst, BodyLimit
+from wattvisor.api.request_ids import RequestIds
 from wattvisor.api.v1_errors import install_v1_errors
+from wattvisor.auth.fastapi import Authenticator, install_auth_errors
 from wattvisor.config.settings import Settings
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine, migrate
@@ -24,6 +27,7 @@ def create_app(
     placement: Placement | None = None,
     routers: Sequence[APIRouter] = (),
     placement_dependencies: Sequence[params.Depends] = (),
+    authenticator: Authenticator | None = None,
 ) -> FastAPI:
     """Build the API for ``settings``.
 
@@ -32,6 +36,11 @@ def create_app(
     ``placement_dependencies`` run before every ``/placement`` route (e.g. an admin-token
     check once authentication exists). Every route outside ``/placement`` answers errors
     as ``{"error": {"code", "message", "details"}}``.
+
+    With ``authenticator``, every ``/v1`` and ``/placement`` request must carry a valid
+    token (``/placement`` an admin's), checked before anything reads its body. Bodies
+    over ``api.max_body_bytes`` are refused with 413; every response carries an
+    ``X-Request-Id``.
     """
     if placement is None:
         engine = make_engine(settings.store_url)
@@ -44,5 +53,12 @@ def create_app(
     for router in routers:
         app.include_router(router)
     install_v1_errors(app)
+    # The last added runs first: ids, then the methods a path allows (OPTIONS and 405
+    # say no more than /openapi.json), then the token, then the body cap.
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
+    if authenticator is not None:
+        install_auth_errors(app)
+        app.add_middleware(AuthenticateFirst, authenticator=authenticator)
     app.add_middleware(AllowedMethods, router=app.router)
+    app.add_middleware(RequestIds)
     return app

@@ -104,6 +104,11 @@ def _error_response(request: Request, status: int, detail: str, code: str) -> JS
     )
 
 
+def placement_error(request: Request, status: int, detail: str, code: str) -> JSONResponse:
+    """An error in Placement's shape, for refusals made before a Placement route runs."""
+    return _error_response(request, status, detail, code)
+
+
 def _new_request_id() -> str:
     return f"req-{uuidlib.uuid4()}"
 
@@ -752,8 +757,9 @@ class PlacementHeaders:
         if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
             await self.app(scope, receive, send)
             return
-        request_id = _new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        request_id = state.get("request_id") or _new_request_id()
+        state["request_id"] = request_id
         request = Request(scope)
         try:
             version = _microversion(request)

@@ -1,6 +1,13 @@
 """One error shape for everything outside ``/placement``: ``{"error": {"code", "message",
 "details"}}``, for the service's errors, request validation, unknown routes and methods,
-and unexpected failures alike. ``/placement`` keeps Placement's own format."""
+and unexpected failures alike. ``/placement`` keeps Placement's own format.
+
+This is also where members and admins part: an error carrying a host's own words
+(host names, paths, libvirt domain names) reaches admins as it is, and members as a
+plain statement of what failed plus the request id, under which the full text is
+logged. The choice is made by the sender's role, never by filtering the text. Values
+echoed from a refused request are cut short and shown with control characters escaped.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wattvisor.api.request_ids import request_id
+from wattvisor.auth import Principal
 from wattvisor.compute import ComputeError
+from wattvisor.compute.names import visible
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +70,26 @@ def _accepted(error: dict[str, Any]) -> str | None:
     return None
 
 
+def echoed(value: Any) -> Any:
+    """A refused value as an error may show it: numbers as they are, text cut short and
+    with control and format characters escaped (the body itself may be a megabyte)."""
+    if value is None or isinstance(value, bool | float) or (
+        isinstance(value, int) and abs(value) < 10**18
+    ):
+        return value
+    return visible(value if isinstance(value, str) else repr(value)[:200])
+
+
 def validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     problems = []
     for error in exc.errors():
-        loc = [str(p) for p in error.get("loc", ())]
+        loc = [visible(str(p)) for p in error.get("loc", ())]
         field = ".".join(loc[1:] if loc and loc[0] in ("body", "query", "path") else loc)
-        value = error.get("input")
         problem: dict[str, Any] = {
             "field": field or "body",
             "in": loc[0] if loc else "body",
-            "message": error.get("msg", "invalid"),
-            "value": value if isinstance(value, str | int | float | bool | None) else str(value),
+            "message": visible(str(error.get("msg", "invalid")), 1000),
+            "value": echoed(error.get("input")),
         }
         accepted = _accepted(error)
         if accepted is not None:
@@ -79,13 +98,36 @@ def validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     return problems
 
 
+def _is_admin(request: Request) -> bool:
+    """Whether the request was sent by an admin (unknown senders count as members)."""
+    principal = getattr(request.state, "principal", None)
+    return isinstance(principal, Principal) and principal.is_admin
+
+
 def install_v1_errors(app: FastAPI) -> None:
     """Give every non-Placement error the API's shape (call after the Placement routes)."""
     placement_handler = app.exception_handlers.get(StarletteHTTPException)
 
     async def compute_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ComputeError)
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        if not exc.host_detail:
+            return error_response(exc.status, exc.code, exc.message, exc.details)
+        rid = request_id(request)
+        log.warning(
+            "request %s: %s %s failed on a host: %s (%s)",
+            rid, request.method, request.url.path, exc.message, exc.details,
+        )  # fmt: skip
+        if _is_admin(request):
+            return error_response(
+                exc.status, exc.code, exc.message, {**exc.details, "request_id": rid}
+            )
+        return error_response(
+            exc.status,
+            exc.code,
+            f"{exc.public_message}; an admin can find what the host said under request id "
+            f"{rid}",
+            {"request_id": rid},
+        )
 
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -107,14 +149,15 @@ def install_v1_errors(app: FastAPI) -> None:
             handler: Callable[[Request, Exception], Awaitable[Response]] = placement_handler  # type: ignore[assignment]
             return await handler(request, exc)
         status = exc.status_code
-        details: dict[str, Any] = {"method": request.method, "path": request.url.path}
+        path = visible(request.url.path, 200)
+        details: dict[str, Any] = {"method": request.method, "path": path}
         if isinstance(exc.detail, dict) and "error" in exc.detail:
             return JSONResponse(exc.detail, status_code=status, headers=exc.headers)
         if status == 404:
-            message = f"no such resource: {request.method} {request.url.path}"
+            message = f"no such resource: {request.method} {path}"
         elif status == 405:
             allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
-            message = f"method {request.method} is not allowed on {request.url.path}"
+            message = f"method {request.method} is not allowed on {path}"
             if allowed:
                 details["allowed"] = allowed
                 message += f"; allowed: {allowed}"
@@ -125,9 +168,16 @@ def install_v1_errors(app: FastAPI) -> None:
         )
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        rid = request_id(request)
+        log.exception(
+            "request %s: unexpected error on %s %s", rid, request.method, request.url.path
+        )
         return error_response(
-            500, "internal_error", f"the server failed on {request.method} {request.url.path}"
+            500,
+            "internal_error",
+            f"the server failed on {request.method} {visible(request.url.path, 200)}; an admin "
+            f"can find why under request id {rid}",
+            {"request_id": rid},
         )
 
     app.add_exception_handler(ComputeError, compute_error)

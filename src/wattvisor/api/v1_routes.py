@@ -10,8 +10,7 @@ annotations at runtime, and they name closure variables.)
 """
 
 import asyncio
-import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -47,8 +46,6 @@ from wattvisor.compute import Compute, ServerRecord, VolumeRecord
 PREFIX = "/v1"
 MAX_WAIT_S = 60.0
 """The longest ``GET /v1/servers/{id}?wait_s=`` holds a request open."""
-_PATH = re.compile(r"(?<![\w.])/(?:[\w.+@:-]+/)*[\w.+@:-]+")
-_DOMAIN = re.compile(r"domain '[^']*'")
 
 Dependency = Callable[..., Awaitable[Principal]]
 
@@ -56,17 +53,6 @@ Dependency = Callable[..., Awaitable[Principal]]
 def respond(principal: Principal, value: Any, status: int = 200) -> JSONResponse:
     """``value`` (models or lists of them) as ``principal`` may see it."""
     return JSONResponse(redact_for(principal, value), status_code=status)
-
-
-def member_fault(fault: str | None, host_names: Iterable[str]) -> str | None:
-    """A fault message without host names, host paths or libvirt domain names, for members."""
-    if fault is None:
-        return None
-    text = _DOMAIN.sub("domain '<domain>'", fault)
-    for name in sorted(host_names, key=len, reverse=True):
-        if name:
-            text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", "<host>", text)
-    return _PATH.sub("<host path>", text)
 
 
 def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependency) -> APIRouter:
@@ -82,12 +68,12 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         principal: Principal, record: ServerRecord, names: dict[str, str] | None = None
     ) -> Server:
         if names is None:
-            # Host names are for admins and for hiding them in a member's fault: a member's
-            # server without a fault (every poll while it builds) needs no store read.
-            wanted = record.fault or (principal.is_admin and record.host_uuid)
+            # Host names are for admins: a member's view needs no store read for them.
+            wanted = principal.is_admin and record.host_uuid
             names = compute.hosts.names() if wanted else {}
         host = names.get(record.host_uuid or "")
-        fault = record.fault if principal.is_admin else member_fault(record.fault, names.values())
+        # Members read the fault as written for them; admins the host's own words.
+        fault = (record.fault_detail or record.fault) if principal.is_admin else record.fault
         return Server.of(record, host, fault)
 
     # -- identity ----------------------------------------------------------------------

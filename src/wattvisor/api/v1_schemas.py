@@ -3,6 +3,8 @@
 Fields marked ``json_schema_extra=ADMIN_ONLY`` (host names and uuids, host paths,
 libvirt URIs, domain names) are removed from responses for members by
 :func:`wattvisor.auth.redact_for`; they are optional so that both views validate.
+Text a request names things with is :data:`~wattvisor.compute.names.PrintableText`
+(no control or format characters) and has a length limit.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from wattvisor.compute import (
     UserRecord,
     VolumeRecord,
 )
+from wattvisor.compute.names import PrintableText
 from wattvisor.compute.power import ServerPowerView
 from wattvisor.host.libvirt_uris import ACCEPTED, check_host_uri
 
@@ -54,16 +57,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class FlavorCreate(_Request):
-    name: str = Field(min_length=1, max_length=255)
+    name: PrintableText = Field(min_length=1, max_length=255)
     vcpus: int = Field(ge=1, le=1024)
     ram_mb: int = Field(ge=16, le=16 * 1024 * 1024, description="memory in MiB")
     disk_gb: int = Field(default=0, ge=0, le=1024 * 1024, description="root disk in GiB")
     swap_mb: int = Field(default=0, ge=0, le=16 * 1024 * 1024)
     ephemeral_gb: int = Field(default=0, ge=0, le=1024 * 1024)
-    extra_specs: dict[str, str] = Field(
+    extra_specs: dict[PrintableText, PrintableText] = Field(
         default_factory=dict, description="e.g. {'hw:power_metrics': 'true'}"
     )
-    id: str | None = Field(default=None, min_length=1, max_length=36)
+    id: PrintableText | None = Field(default=None, min_length=1, max_length=36)
 
 
 class Flavor(BaseModel):
@@ -89,12 +92,18 @@ class Flavor(BaseModel):
 
 
 class ImageCreate(_Request):
-    name: str = Field(min_length=1, max_length=255)
-    properties: dict[str, str] = Field(default_factory=dict, description="e.g. hw_vif_model")
-    kernel_path: str | None = Field(default=None, description="host path (direct kernel boot)")
-    initrd_path: str | None = None
-    cmdline: str | None = Field(default=None, max_length=4096)
-    disk_path: str | None = Field(default=None, description="host path of a disk image")
+    name: PrintableText = Field(min_length=1, max_length=255)
+    properties: dict[PrintableText, PrintableText] = Field(
+        default_factory=dict, description="e.g. hw_vif_model"
+    )
+    kernel_path: PrintableText | None = Field(
+        default=None, max_length=4096, description="host path (direct kernel boot)"
+    )
+    initrd_path: PrintableText | None = Field(default=None, max_length=4096)
+    cmdline: PrintableText | None = Field(default=None, max_length=4096)
+    disk_path: PrintableText | None = Field(
+        default=None, max_length=4096, description="host path of a disk image"
+    )
     disk_format: Literal["raw", "qcow2"] | None = None
 
 
@@ -123,9 +132,9 @@ class Image(BaseModel):
 
 
 class ServerCreate(_Request):
-    name: str = Field(min_length=1, max_length=255)
-    flavor: str = Field(min_length=1, description="flavor id or name")
-    image: str = Field(min_length=1, description="image id or name")
+    name: PrintableText = Field(min_length=1, max_length=255)
+    flavor: PrintableText = Field(min_length=1, max_length=255, description="flavor id or name")
+    image: PrintableText = Field(min_length=1, max_length=255, description="image id or name")
     power_metrics: bool | None = Field(
         default=None,
         description="share the server's own energy counter with it (read-only virtiofs); "
@@ -142,7 +151,10 @@ class Server(BaseModel):
     image_id: str
     status: Literal["BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETED"]
     task: str | None
-    fault: str | None
+    fault: str | None = Field(
+        description="why the server is in ERROR or its last task failed: for members in "
+        "words without host names, paths or domains; for admins the host's own message"
+    )
     power_metrics: bool
     mount_tags: list[str] = Field(description="virtiofs tags the guest can mount")
     created_at: datetime
@@ -167,19 +179,20 @@ class Server(BaseModel):
 
 
 class VolumeCreate(_Request):
-    name: str = Field(min_length=1, max_length=255)
+    name: PrintableText = Field(min_length=1, max_length=255)
     size_gb: int = Field(ge=1, le=16384)
     format: Literal["raw", "qcow2"] = "qcow2"
-    server_id: str | None = Field(
+    server_id: PrintableText | None = Field(
         default=None,
         min_length=1,
+        max_length=255,
         description="create the volume on this server's host, so that it can be attached "
         "to it (volumes are local to their host); default: the controller's own host",
     )
 
 
 class VolumeAttach(_Request):
-    volume_id: str = Field(min_length=1)
+    volume_id: PrintableText = Field(min_length=1, max_length=255)
 
 
 class Volume(BaseModel):
@@ -233,16 +246,18 @@ class Interface(BaseModel):
 
 
 class UserCreate(_Request):
-    name: str = Field(min_length=1, max_length=64)
-    project: str = Field(min_length=1, max_length=255)
+    name: PrintableText = Field(min_length=1, max_length=64)
+    project: PrintableText = Field(min_length=1, max_length=255)
     role: Literal["admin", "member"] = "member"
-    public_key: str = Field(description="Ed25519 public key: 'ed25519/<64 hex>' or bare hex")
+    public_key: str = Field(
+        max_length=200, description="Ed25519 public key: 'ed25519/<64 hex>' or bare hex"
+    )
 
 
 class UserUpdate(_Request):
-    project: str = Field(min_length=1, max_length=255)
+    project: PrintableText = Field(min_length=1, max_length=255)
     role: Literal["admin", "member"] = "member"
-    public_key: str
+    public_key: str = Field(max_length=200)
 
 
 class User(BaseModel):
@@ -270,17 +285,17 @@ class Me(BaseModel):
 
 
 class HostRegister(_Request):
-    uri: str = Field(description=f"libvirt URI of the host; accepted: {ACCEPTED}")
+    uri: str = Field(max_length=2048, description=f"libvirt URI of the host; accepted: {ACCEPTED}")
+    name: PrintableText | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("uri")
     @classmethod
     def _accepted_uri(cls, value: str) -> str:
         return check_host_uri(value)
-    name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class HostDisable(_Request):
-    reason: str | None = Field(default=None, max_length=255)
+    reason: PrintableText | None = Field(default=None, max_length=255)
 
 
 class Host(BaseModel):
@@ -321,8 +336,15 @@ class Power(BaseModel):
     subject: str = Field(description="server id, project or host id")
     watts: float = Field(description="average power over the last sample interval")
     joules: float = Field(description="energy since the subject was first measured")
-    source: str = Field(description="rapl, scaphandre, estimate (model), or none")
-    measured: bool
+    source: str = Field(
+        description="rapl, scaphandre, estimate (CPU-utilisation model), or none; several "
+        "joined by '+' when a project's hosts use different sources"
+    )
+    sampled: bool = Field(description="the energy sampler has a figure for the subject")
+    measured: bool = Field(
+        description="the figure was read from a meter (rapl, scaphandre); false for an "
+        "estimate and before the first sample"
+    )
     taken_at: float | None = Field(description="Unix time of the sample")
     servers: int
     history: list[PowerSample]
@@ -331,7 +353,8 @@ class Power(BaseModel):
     def of(cls, view: PowerView) -> Power:
         return cls(
             subject=view.subject, watts=view.watts, joules=view.joules, source=view.source,
-            measured=view.measured, taken_at=view.taken_at, servers=view.servers,
+            sampled=view.sampled, measured=view.measured, taken_at=view.taken_at,
+            servers=view.servers,
             history=[
                 PowerSample(taken_at=p.taken_at, watts=p.power_watts, joules=p.energy_joules_total)
                 for p in view.history
@@ -348,14 +371,18 @@ class ServerPower(BaseModel):
     status: str
     watts: float = Field(description="average power over the last sample interval")
     joules: float = Field(description="energy since the server was first measured")
-    source: str = Field(description="rapl, scaphandre, estimate (model), or none")
-    measured: bool = Field(description="false until the host's sampler has seen the server")
+    source: str = Field(description="rapl, scaphandre, estimate (CPU-utilisation model), or none")
+    sampled: bool = Field(description="the host's sampler has a figure for the server")
+    measured: bool = Field(
+        description="the figure was read from a meter (rapl, scaphandre); false for an "
+        "estimate and before the first sample"
+    )
     taken_at: float | None = Field(description="Unix time of the sample")
 
     @classmethod
     def of(cls, view: ServerPowerView) -> ServerPower:
         return cls(
             id=view.server_uuid, name=view.name, project=view.project, status=view.status,
-            watts=view.watts, joules=view.joules, source=view.source, measured=view.measured,
-            taken_at=view.taken_at,
+            watts=view.watts, joules=view.joules, source=view.source, sampled=view.sampled,
+            measured=view.measured, taken_at=view.taken_at,
         )  # fmt: skip

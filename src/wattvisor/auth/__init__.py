@@ -26,7 +26,6 @@ from wattvisor.auth.errors import (
     TokenNoUser,
     TokenSignatureInvalid,
     TokenUserMismatch,
-    TokenUserUnknown,
 )
 from wattvisor.auth.keys import (
     AdminBootstrap,
@@ -39,6 +38,7 @@ from wattvisor.auth.keys import (
     load_private_key,
     mint_token_from_file,
     public_key_of,
+    rotate_admin_key,
 )
 from wattvisor.auth.policy import (
     ADMIN_ONLY,
@@ -63,7 +63,6 @@ from wattvisor.auth.users import (
     RegisteredUser,
     Role,
     UserLookup,
-    UserRegistry,
     normalize_public_key,
     validate_user_name,
 )
@@ -94,10 +93,8 @@ __all__ = [
     "TokenNoUser",
     "TokenSignatureInvalid",
     "TokenUserMismatch",
-    "TokenUserUnknown",
     "TokenVerifier",
     "UserLookup",
-    "UserRegistry",
     "VerifiedToken",
     "admin_user",
     "attenuate",
@@ -116,5 +113,6 @@ __all__ = [
     "project_scope",
     "public_key_of",
     "redact_for",
+    "rotate_admin_key",
     "validate_user_name",
 ]

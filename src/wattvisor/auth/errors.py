@@ -3,7 +3,9 @@
 Clients and operators need to tell "your token expired" from "your token was
 signed by the wrong key" without reading server logs, so every refusal names
 its cause; the HTTP layer maps all of them to 401 (``AuthError``) or 403
-(``AccessDenied``). Messages never contain the token or any key material.
+(``AccessDenied``). Messages never contain the token or any key material, and
+never say whether a user name is registered: a token naming an unknown user gets
+exactly the answer of a known user's token signed with the wrong key.
 """
 
 from __future__ import annotations
@@ -45,14 +47,10 @@ class TokenNoUser(AuthError):
     code = "token_no_user"
 
 
-class TokenUserUnknown(AuthError):
-    """The token names a user the server has no key for."""
-
-    code = "token_user_unknown"
-
-
 class TokenSignatureInvalid(AuthError):
-    """The signature does not verify with the key registered for the named user."""
+    """The signature does not verify with the key registered for the named user, or no
+    such user is registered: both get this same answer, so that tokens cannot be used to
+    find out which user names exist."""
 
     code = "token_signature_invalid"
 
@@ -81,12 +79,6 @@ class TokenLifetimeTooLong(AuthError):
     code = "token_lifetime_too_long"
 
 
-class TokenCheckFailed(AuthError):
-    """A check in the token (an attenuation such as read-only) refused this request."""
-
-    code = "token_check_failed"
-
-
 class AccessDenied(Exception):
     """An authenticated principal asking for something its role does not allow (HTTP 403)."""
 
@@ -106,6 +98,17 @@ class AdminRequired(AccessDenied):
     """A member calling a route reserved to admins."""
 
     code = "admin_required"
+
+
+class TokenCheckFailed(AccessDenied):
+    """A valid token whose own checks (an attenuation such as read-only) refuse this request.
+
+    The sender is authenticated; the token just does not reach this far, so the answer
+    is 403 with RFC 6750's ``insufficient_scope``, never a 401 that would make a client
+    think its token was bad.
+    """
+
+    code = "insufficient_scope"
 
 
 class KeyFileError(ValueError):

@@ -11,10 +11,16 @@ Usage in the API::
     def show(server_id: str,
              principal: Annotated[Principal, Depends(current_principal)]) -> ...: ...
 
-Every refusal is a 401 with ``WWW-Authenticate: Bearer`` and the error body
-``{"error": {"code", "message", "details"}}``. The exceptions raised are
-``HTTPException`` subclasses, so even without :func:`install_auth_errors` the
-status and header are right; the handler only gives the body its final shape.
+A token that does not prove its sender is a 401 with ``WWW-Authenticate: Bearer``;
+a valid token whose own checks refuse the request (a read-only token writing) is a
+403 ``insufficient_scope`` with ``WWW-Authenticate: Bearer error="insufficient_scope"``
+(RFC 6750). Bodies are ``{"error": {"code", "message", "details"}}``. The exceptions
+raised are ``HTTPException`` subclasses, so even without :func:`install_auth_errors`
+the status and header are right; the handler only gives the body its final shape.
+
+:class:`Authenticator` does the work without FastAPI, so that an ASGI middleware can
+refuse a request before anything reads its body; the dependency then finds the
+principal that middleware left in ``request.state.principal``.
 
 (No ``from __future__ import annotations`` here: FastAPI resolves the dependency
 annotations at runtime, and they name closure variables.)
@@ -29,7 +35,13 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from wattvisor.auth.errors import AccessDenied, AdminRequired, AuthError, MissingCredentials
+from wattvisor.auth.errors import (
+    AccessDenied,
+    AdminRequired,
+    AuthError,
+    MissingCredentials,
+    TokenCheckFailed,
+)
 from wattvisor.auth.policy import Principal
 from wattvisor.auth.tokens import TokenVerifier, operation_for_method, utcnow
 from wattvisor.auth.users import UserLookup
@@ -44,28 +56,38 @@ bearer_scheme = HTTPBearer(
 )
 
 
+def challenge(error: AuthError | AccessDenied) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header (RFC 6750) answering ``error``, if it has one."""
+    if isinstance(error, MissingCredentials):
+        return {"WWW-Authenticate": 'Bearer realm="wattvisor"'}
+    if isinstance(error, AuthError):
+        kind = "invalid_token"
+    elif isinstance(error, TokenCheckFailed):
+        kind = "insufficient_scope"
+    else:
+        return {}
+    description = _header_text(error.message)
+    return {
+        "WWW-Authenticate": f'Bearer realm="wattvisor", error="{kind}", '
+        f'error_description="{description}"'
+    }
+
+
 class AuthenticationFailed(HTTPException):
     """HTTP 401 carrying the :class:`AuthError` that caused it."""
 
     def __init__(self, error: AuthError) -> None:
-        description = _header_text(error.message)
-        scheme = (
-            'Bearer realm="wattvisor"'
-            if isinstance(error, MissingCredentials)
-            else f'Bearer realm="wattvisor", error="invalid_token", '
-            f'error_description="{description}"'
-        )
-        super().__init__(status_code=401, detail=error.to_dict(), headers={
-            "WWW-Authenticate": scheme
-        })
+        super().__init__(status_code=401, detail=error.to_dict(), headers=challenge(error))
         self.error = error
 
 
 class PermissionDenied(HTTPException):
-    """HTTP 403 for an authenticated principal whose role does not allow the route."""
+    """HTTP 403: the role, or the token's own checks, do not allow the request."""
 
     def __init__(self, error: AccessDenied) -> None:
-        super().__init__(status_code=403, detail=error.to_dict())
+        super().__init__(
+            status_code=403, detail=error.to_dict(), headers=challenge(error) or None
+        )
         self.error = error
 
 
@@ -76,44 +98,85 @@ def _header_text(message: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def require_admin(principal: Principal) -> Principal:
+    """``principal`` if it is an admin, else :class:`AdminRequired`."""
+    if not principal.is_admin:
+        raise AdminRequired(
+            f"user {principal.user!r} has role {principal.role!r}; this needs role 'admin'",
+            user=principal.user,
+        )
+    return principal
+
+
+class Authenticator:
+    """Turns a request's method, path and ``Authorization`` header into a :class:`Principal`.
+
+    ``lookup_user(name)`` returns the registered user (role, project, public key) or
+    None; it is called once per request with the name the token claims.
+    """
+
+    def __init__(
+        self,
+        lookup_user: UserLookup,
+        settings: AuthSettings | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        auth = settings or AuthSettings()
+        self.verifier = TokenVerifier(
+            lookup_user,
+            clock_skew=timedelta(seconds=auth.clock_skew_s),
+            max_ttl=timedelta(seconds=auth.max_token_ttl_s),
+            clock=clock,
+        )
+
+    def authenticate(self, method: str, path: str, authorization: str | None) -> Principal:
+        """The sender of the request; :class:`AuthError` (401) when the token does not prove
+        who sent it, :class:`TokenCheckFailed` (403) when its own checks refuse it."""
+        token = bearer_token(authorization)
+        verified = self.verifier.verify(
+            token, operation=operation_for_method(method), method=method, path=path
+        )
+        return verified.principal
+
+    @property
+    def dependency(self) -> Callable[..., Awaitable[Principal]]:
+        """A FastAPI dependency returning the request's :class:`Principal` or raising 401/403.
+
+        The principal is also left in ``request.state.principal`` for logging and for
+        the error handlers, which answer members and admins differently.
+        """
+
+        async def current_principal(
+            request: Request,
+            _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+        ) -> Principal:
+            known = getattr(request.state, "principal", None)
+            if isinstance(known, Principal):  # authenticated before the body was read
+                return known
+            try:
+                principal = self.authenticate(
+                    request.method, request.url.path, request.headers.get("authorization")
+                )
+            except AuthError as exc:
+                raise AuthenticationFailed(exc) from exc
+            except AccessDenied as exc:
+                raise PermissionDenied(exc) from exc
+            request.state.principal = principal
+            return principal
+
+        return current_principal
+
+
 def make_auth_dependency(
     lookup_user: UserLookup,
     settings: AuthSettings | None = None,
     *,
     clock: Callable[[], datetime] = utcnow,
 ) -> Callable[..., Awaitable[Principal]]:
-    """A FastAPI dependency returning the request's :class:`Principal` or raising 401.
-
-    ``lookup_user(name)`` returns the registered user (role, project, public key)
-    or None; it is called once per request with the name the token claims.
-    The principal is also left in ``request.state.principal`` for logging.
-    """
-    auth = settings or AuthSettings()
-    verifier = TokenVerifier(
-        lookup_user,
-        clock_skew=timedelta(seconds=auth.clock_skew_s),
-        max_ttl=timedelta(seconds=auth.max_token_ttl_s),
-        clock=clock,
-    )
-
-    async def current_principal(
-        request: Request,
-        _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    ) -> Principal:
-        try:
-            token = bearer_token(request.headers.get("authorization"))
-            verified = verifier.verify(
-                token,
-                operation=operation_for_method(request.method),
-                method=request.method,
-                path=request.url.path,
-            )
-        except AuthError as exc:
-            raise AuthenticationFailed(exc) from exc
-        request.state.principal = verified.principal
-        return verified.principal
-
-    return current_principal
+    """A FastAPI dependency returning the request's :class:`Principal` or raising 401/403
+    (:attr:`Authenticator.dependency` of a new :class:`Authenticator`)."""
+    return Authenticator(lookup_user, settings, clock=clock).dependency
 
 
 def make_admin_dependency(
@@ -124,12 +187,10 @@ def make_admin_dependency(
     async def current_admin(
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> Principal:
-        if not principal.is_admin:
-            raise PermissionDenied(AdminRequired(
-                f"user {principal.user!r} has role {principal.role!r}; this needs role 'admin'",
-                user=principal.user,
-            ))
-        return principal
+        try:
+            return require_admin(principal)
+        except AdminRequired as exc:
+            raise PermissionDenied(exc) from exc
 
     return current_admin
 

@@ -9,7 +9,9 @@ other users can read them, like ssh does. Neither key nor token is ever logged.
 The admin key: on first start the controller calls :func:`ensure_admin_key`,
 which creates ``<data_dir>/admin.key`` if missing; the server registers its
 public key as the admin user (:func:`admin_user`). Whoever can read that file
-on the controller machine is the admin (``wattvisor token create --admin``).
+on the controller machine is the admin (``wattvisor token create --admin``), so
+the key can be replaced (:func:`rotate_admin_key`, ``wattvisor keys rotate-admin``):
+from then on the old key's tokens are refused.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -153,6 +156,43 @@ def ensure_admin_key(path: Path) -> KeyFiles:
     return KeyFiles(path, pub_path, public, created=False)
 
 
+def rotate_admin_key(path: Path, register: Callable[[str], object]) -> KeyFiles:
+    """Replace the admin key pair at ``path``; tokens signed with the old key stop working.
+
+    ``register(public_key)`` makes the new key the admin's registered key in the store;
+    from that commit on every controller sharing the store refuses the old key's
+    tokens. The order keeps the admin able to get in whatever fails: the new private
+    key is written (0600, synced) beside the old one first, then registered, and only
+    then moved over the old file. A failure before the store changed leaves all as it
+    was; a failure after it names the file that holds the new key.
+    """
+    if not path.exists():
+        raise KeyFileError(
+            f"no admin key at {str(path)!r}; it is created when the controller first "
+            "starts (`wattvisor up`) on this machine, with the same data_dir"
+        )
+    pair = KeyPair()
+    public = repr(pair.public_key)
+    staged = path.with_name(f".{path.name}.{secrets.token_hex(6)}.new")
+    _create_exclusive(staged, repr(pair.private_key) + "\n", 0o600)
+    try:
+        register(public)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    try:
+        os.replace(staged, path)
+        _sync_directory(path.parent)
+        _replace_file(public_key_path(path), public + "\n", 0o644)
+    except OSError as exc:
+        raise KeyFileError(
+            f"the store now holds the new admin key, but {str(path)!r} could not be "
+            f"replaced ({exc.strerror}); the new private key is in {str(staged)!r}: move it "
+            f"to {str(path)!r}"
+        ) from exc
+    return KeyFiles(path, public_key_path(path), public, created=True)
+
+
 @dataclass(frozen=True)
 class AdminBootstrap:
     """The admin key pair at start-up and the user to register for it."""
@@ -215,6 +255,15 @@ def _create_exclusive(path: Path, text: str, mode: int) -> None:
         path.unlink(missing_ok=True)
         raise
     os.close(fd)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename inside ``directory`` survive a crash."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _replace_file(path: Path, text: str, mode: int) -> None:

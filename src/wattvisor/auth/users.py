@@ -1,14 +1,13 @@
 """Who may hold tokens: a user name, its project, its role and its Ed25519 public key.
 
-The server's registry (the store, or :class:`UserRegistry` in memory) is the only
-source of role and project; a token proves *which* user sent it and nothing more.
+The server's registry (the store's user table) is the only source of role and
+project; a token proves *which* user sent it and nothing more.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -90,39 +89,3 @@ class RegisteredUser:
 
 UserLookup = Callable[[str], RegisteredUser | None]
 """``lookup(name)``: the registered user of that name, or None. The store provides one."""
-
-
-class UserRegistry:
-    """Users held in memory, for a single-process controller and for tests.
-
-    Its :meth:`lookup` method is a :data:`UserLookup`, the same shape the store's
-    user table offers, so either can back :class:`~wattvisor.auth.tokens.TokenVerifier`.
-    """
-
-    def __init__(self, users: Iterable[RegisteredUser] = ()) -> None:
-        self._lock = threading.Lock()
-        self._users: dict[str, RegisteredUser] = {}
-        for user in users:
-            self.register(user)
-
-    def register(self, user: RegisteredUser, *, replace: bool = False) -> RegisteredUser:
-        """Add ``user``; an existing name is refused unless ``replace`` (key rotation)."""
-        with self._lock:
-            if user.name in self._users and not replace:
-                raise ValueError(
-                    f"user {user.name!r} is already registered; pass replace=True to "
-                    "change its key, role or project"
-                )
-            self._users[user.name] = user
-        return user
-
-    def remove(self, name: str) -> None:
-        with self._lock:
-            if self._users.pop(name, None) is None:
-                raise KeyError(f"no user {name!r} is registered")
-
-    def lookup(self, name: str) -> RegisteredUser | None:
-        return self._users.get(name)
-
-    def __len__(self) -> int:
-        return len(self._users)

@@ -18,7 +18,12 @@ import typer
 from rich.markup import escape
 
 from wattvisor.auth.errors import InvalidTTL, InvalidUserName, KeyFileError
-from wattvisor.auth.keys import create_key_pair, default_user_key_path, mint_token_from_file
+from wattvisor.auth.keys import (
+    create_key_pair,
+    default_user_key_path,
+    mint_token_from_file,
+    rotate_admin_key,
+)
 from wattvisor.auth.tokens import format_ttl, parse_ttl
 from wattvisor.auth.users import validate_user_name
 from wattvisor.cli.context import err, fail, state
@@ -52,6 +57,65 @@ def keys_create(
         f"public key in {escape(str(files.public_path))}. Give the public key below to an admin.",
         soft_wrap=True,
     )
+    sys.stdout.write(files.public_key + "\n")
+
+
+@keys_app.command("rotate-admin")
+def keys_rotate_admin() -> None:
+    """Replace this controller's admin key pair; the old key's tokens stop working at once.
+
+    Run it on the controller (it writes the admin key file and the store). Every
+    controller sharing the store refuses the old key from the moment the store holds
+    the new one, running ones included. Prints the new public key.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from wattvisor.compute import ComputeError, UserStore
+    from wattvisor.store import make_engine, migrate
+
+    settings = state.settings()
+    path = settings.admin_key_path
+    auth = settings.auth
+    try:
+        engine = make_engine(settings.store_url)
+    except (ValueError, SQLAlchemyError) as exc:
+        raise fail(f"cannot open the store {settings.store.url or 'in data_dir'}: {exc}") from exc
+    try:
+        migrate(engine)
+        users = UserStore(engine)
+        files = rotate_admin_key(
+            path,
+            lambda public_key: users.register(
+                auth.admin_user, auth.admin_project, "admin", public_key, replace=True
+            ),
+        )
+    except KeyFileError as exc:
+        raise fail(str(exc)) from exc
+    except ComputeError as exc:
+        raise fail(exc.message) from exc
+    except SQLAlchemyError as exc:
+        raise fail(f"the store cannot be updated, so the admin key is unchanged: {exc}") from exc
+    except OSError as exc:
+        raise fail(f"cannot write next to {str(path)!r}: {exc.strerror}; nothing changed") from exc
+    else:
+        # Whoever held the old key may have made admins of their own: name them.
+        others = [
+            u.name for u in users.list_all() if u.role == "admin" and u.name != auth.admin_user
+        ]
+    finally:
+        engine.dispose()
+    err.print(
+        f"admin key of user {escape(auth.admin_user)} replaced: {escape(str(files.private_path))} "
+        "(mode 0600). Tokens signed with the old key are refused from now on, by running "
+        "controllers too; mint a new one with `wattvisor token create --admin`.",
+        soft_wrap=True,
+    )
+    if others:
+        err.print(
+            f"other users with role admin: {escape(', '.join(others))}; remove any you do not "
+            "know (`wattvisor user delete NAME`), their keys are not affected by this rotation",
+            soft_wrap=True,
+        )
     sys.stdout.write(files.public_key + "\n")
 
 

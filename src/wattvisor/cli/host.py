@@ -3,8 +3,8 @@
 ``list``, ``show``, ``register``, ``enable``, ``disable`` and ``traits`` are thin
 clients of the admin ``/v1/hosts`` routes, so the API decides and its error
 messages are shown as they are. ``traits`` shows what the running service
-registered with placement; ``traits --local`` and ``libvirtd-up`` look at this
-machine directly, with this shell's settings.
+registered with placement; ``traits --local`` looks at this machine directly,
+with this shell's settings.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from wattvisor.cli.up import DEFAULT_POWER_TAG
 from wattvisor.host.connection import HostConnectionError
 
 host_app = typer.Typer(
-    help="Registered hosts (admin), their traits, and this machine's libvirtd.",
+    help="Registered hosts (admin) and their traits.",
     no_args_is_help=True,
 )
 HOST_COLUMNS = (
@@ -176,18 +176,6 @@ def _discovered_here() -> dict[str, Any]:
         },
         "notes": notes,
     }
-
-
-@host_app.command("libvirtd-up")
-def libvirtd_up() -> None:
-    """Start libvirtd and virtlogd for qemu:///system unless one already answers."""
-    from wattvisor.host.localvirt import LocalVirtError, ensure_libvirtd
-
-    try:
-        started = ensure_libvirtd()
-    except LocalVirtError as exc:
-        raise fail(str(exc)) from exc
-    out.print(started.summary())
 
 
 # -- registered hosts, over the API (admin) ----------------------------------------------

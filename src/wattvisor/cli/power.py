@@ -74,6 +74,12 @@ def _time(unix: float | None, precise: bool = False) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _source_note(power: dict[str, Any]) -> str:
+    if not power["sampled"]:
+        return " (no sample yet)"
+    return "" if power["measured"] else " (not measured)"
+
+
 def _print_power(power: dict[str, Any], history: int, output: Output) -> None:
     """A power reading: its fields, then (in a table) its last ``history`` samples, newest first."""
     if output.fmt is not OutputFormat.table:
@@ -82,8 +88,7 @@ def _print_power(power: dict[str, Any], history: int, output: Output) -> None:
     summary = {k: v for k, v in power.items() if k != "history"}
     summary["watts"] = f"{power['watts']:.2f}"
     summary["joules"] = f"{power['joules']:.1f}"
-    if not power["measured"]:
-        summary["source"] = f"{power['source']} (not measured)"
+    summary["source"] = power["source"] + _source_note(power)
     summary["taken_at"] = _time(power["taken_at"])
     output.record(summary)
     samples = power["history"][-history:] if history else []

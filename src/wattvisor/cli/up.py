@@ -32,6 +32,9 @@ def _configure_logging(verbose: bool) -> None:
         format="%(message)s",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
     )
+    # Schema upgrades run on every start; Alembic's step-by-step INFO lines are noise
+    # unless asked for. Its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -100,6 +103,7 @@ def up(
     """Start wattvisor on this machine with embedded defaults."""
     from wattvisor.allinone import AllInOne, freeze_startup_heap
     from wattvisor.energy import EnergySourceError
+    from wattvisor.host.qemu_access import DataDirUnreachable
     from wattvisor.telemetry import MetricsListenerError
 
     _configure_logging(verbose)
@@ -119,7 +123,7 @@ def up(
 
     try:
         node = AllInOne.build(settings)
-    except (HostConnectionError, EnergySourceError) as exc:
+    except (HostConnectionError, EnergySourceError, DataDirUnreachable) as exc:
         raise fail(str(exc)) from exc
 
     driver = node.driver

@@ -2,8 +2,10 @@
 
 Flavor extra specs and image properties are checked with the scheduler's own schema
 when they are saved, so a typo is reported to whoever made it, not at boot time.
-Both are read on every server create, so they are cached in memory; this object is
-their only writer.
+Both are read on every server create, so they are cached in memory, and every change
+bumps the store's ``catalog`` generation in the same commit: the cache is used only
+while the generation it was read with is still the store's, so a flavor or image
+deleted by any process (another controller on the same database, too) is gone at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import threading
 import uuid as uuidlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -19,10 +22,17 @@ from sqlalchemy import Engine, Table, delete, insert, select
 
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
 from wattvisor.compute.identifiers import check_flavor_id
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import FlavorRecord, ImageRecord
 from wattvisor.scheduler import InvalidSpec, validate_flavor_extra_specs, validate_image_properties
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import FlavorRow, ImageRow
+from wattvisor.store.generations import (
+    CATALOG,
+    bump_generation,
+    current_generation,
+    read_generation,
+)
 
 _flavors = cast(Table, FlavorRow.__table__)
 _images = cast(Table, ImageRow.__table__)
@@ -34,14 +44,40 @@ def _problems(exc: InvalidSpec) -> list[str]:
     return [str(p) for p in exc.problems]
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """Every flavor and image as of one catalog generation, in name order."""
+
+    generation: int
+    flavors: tuple[FlavorRecord, ...]
+    images: tuple[ImageRecord, ...]
+
+
 class Catalog:
     """Flavors and images, by id or by name."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._lock = threading.Lock()
-        self._flavors: dict[str, FlavorRecord] | None = None
-        self._images: dict[str, ImageRecord] | None = None
+        self._snapshot: _Snapshot | None = None
+
+    def _current(self) -> _Snapshot:
+        """The catalog as the store holds it now: the cached one while its generation holds."""
+        cached = self._snapshot
+        if cached is not None and cached.generation == current_generation(self.engine, CATALOG):
+            return cached
+        with read_transaction(self.engine) as conn:
+            # The rows and the generation from one snapshot, so the rows belong to it.
+            generation = read_generation(conn, CATALOG)
+            flavors = conn.execute(select(_flavors).order_by(_flavors.c.name)).all()
+            images = conn.execute(select(_images).order_by(_images.c.name)).all()
+        snapshot = _Snapshot(
+            generation, tuple(_flavor(r) for r in flavors), tuple(_image(r) for r in images)
+        )
+        with self._lock:
+            if self._snapshot is None or self._snapshot.generation < generation:
+                self._snapshot = snapshot
+        return snapshot
 
     # -- flavors -------------------------------------------------------------------------
 
@@ -59,6 +95,8 @@ class Catalog:
         exist_ok: bool = False,
     ) -> FlavorRecord:
         specs = {str(k): str(v) for k, v in (extra_specs or {}).items()}
+        _check_texts("flavor extra spec", specs)
+        require_printable("flavor id", flavor_id)
         try:
             validate_flavor_extra_specs(specs)
         except InvalidSpec as exc:
@@ -101,23 +139,18 @@ class Catalog:
                     swap_mb=swap_mb, ephemeral_gb=ephemeral_gb, extra_specs=specs,
                 )
             )  # fmt: skip
-        self._flavors = None
+            bump_generation(conn, CATALOG)
         return record
 
     def flavors(self) -> list[FlavorRecord]:
-        cache = self._flavors
-        if cache is None:
-            with read_transaction(self.engine) as conn:
-                rows = conn.execute(select(_flavors).order_by(_flavors.c.name)).all()
-            cache = {row.id: _flavor(row) for row in rows}
-            self._flavors = cache
-        return list(cache.values())
+        return list(self._current().flavors)
 
     def flavor(self, ident: str) -> FlavorRecord:
         """A flavor by id or name."""
-        found = self._find(self.flavors(), ident)
+        flavors = list(self._current().flavors)
+        found = self._find(flavors, ident)
         if found is None:
-            names = ", ".join(f.name for f in self.flavors()) or "(none)"
+            names = ", ".join(f.name for f in flavors) or "(none)"
             raise NotFound(f"flavor {ident!r} does not exist; flavors: {names}", flavor=ident)
         return found
 
@@ -125,7 +158,7 @@ class Catalog:
         flavor = self.flavor(ident)
         with write_transaction(self.engine) as conn:
             conn.execute(delete(_flavors).where(_flavors.c.id == flavor.id))
-        self._flavors = None
+            bump_generation(conn, CATALOG)
 
     # -- images --------------------------------------------------------------------------
 
@@ -143,6 +176,10 @@ class Catalog:
         exist_ok: bool = False,
     ) -> ImageRecord:
         props = {str(k): str(v) for k, v in (properties or {}).items()}
+        _check_texts("image property", props)
+        for field, text in (("cmdline", cmdline), ("kernel_path", kernel_path),
+                            ("initrd_path", initrd_path), ("disk_path", disk_path)):  # fmt: skip
+            require_printable(f"image {field}", text)
         try:
             validate_image_properties(props)
         except InvalidSpec as exc:
@@ -189,23 +226,18 @@ class Catalog:
                     disk_path=record.disk_path, disk_format=record.disk_format,
                 )
             )  # fmt: skip
-        self._images = None
+            bump_generation(conn, CATALOG)
         return record
 
     def images(self) -> list[ImageRecord]:
-        cache = self._images
-        if cache is None:
-            with read_transaction(self.engine) as conn:
-                rows = conn.execute(select(_images).order_by(_images.c.name)).all()
-            cache = {row.id: _image(row) for row in rows}
-            self._images = cache
-        return list(cache.values())
+        return list(self._current().images)
 
     def image(self, ident: str) -> ImageRecord:
         """An image by id or name."""
-        found = self._find(self.images(), ident)
+        images = list(self._current().images)
+        found = self._find(images, ident)
         if found is None:
-            names = ", ".join(i.name for i in self.images()) or "(none)"
+            names = ", ".join(i.name for i in images) or "(none)"
             raise NotFound(f"image {ident!r} does not exist; images: {names}", image=ident)
         return found
 
@@ -213,7 +245,7 @@ class Catalog:
         image = self.image(ident)
         with write_transaction(self.engine) as conn:
             conn.execute(delete(_images).where(_images.c.id == image.id))
-        self._images = None
+            bump_generation(conn, CATALOG)
 
     @staticmethod
     def _find(items: list[_T], ident: str) -> _T | None:
@@ -229,6 +261,13 @@ class Catalog:
 def _check_name(kind: str, name: str) -> None:
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
         raise InvalidRequest(f"{kind} name {name!r} must be 1-255 characters", name=name)
+    require_printable(f"{kind} name", name)
+
+
+def _check_texts(kind: str, values: Mapping[str, str]) -> None:
+    for key, value in values.items():
+        require_printable(f"{kind} key", key)
+        require_printable(f"{kind} {key!r}", value)
 
 
 def _flavor(row: Any) -> FlavorRecord:

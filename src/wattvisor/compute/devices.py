@@ -34,6 +34,7 @@ from wattvisor.compute.errors import (
 from wattvisor.compute.hostclient import InterfaceAttachment, VolumeAttachment
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import InterfaceRecord, ServerRecord, VolumeRecord
 from wattvisor.compute.servers import ServerService
 from wattvisor.config.settings import Settings
@@ -92,6 +93,7 @@ class DeviceService:
             )
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise InvalidRequest(f"volume name {name!r} must be 1-255 characters", name=name)
+        require_printable("volume name", name)
         if server_id is None:
             host = self.hosts.default_host()
         else:
@@ -114,7 +116,10 @@ class DeviceService:
             self._forget_creating(volume_id)
             if isinstance(exc, ComputeError):
                 raise
-            raise HostOperationFailed(f"creating volume {name!r} failed: {exc}") from exc
+            raise HostOperationFailed(
+                f"creating volume {name!r} failed: {exc}",
+                public=f"creating volume {name!r} failed on its host",
+            ) from exc
         with _undo_on_failure(
             f"volume {volume_id}: removing it from its host",
             lambda: client.delete_volume(path),
@@ -227,7 +232,11 @@ class DeviceService:
             except ComputeError:
                 raise
             except Exception as exc:
-                raise HostOperationFailed(f"deleting volume {volume_id!r} failed: {exc}") from exc
+                raise HostOperationFailed(
+                    f"deleting volume {volume_id!r} failed: {exc}",
+                    public=f"deleting volume {volume_id!r} failed on its host",
+                    volume_id=volume_id,
+                ) from exc
             # Nothing to undo when this fails: the host volume is gone, and a row without
             # one is deleted again (deleting a missing host volume succeeds).
             with write_transaction(self.engine) as conn:
@@ -264,10 +273,14 @@ class DeviceService:
             lambda c: c.attach_volume(
                 domain, VolumeAttachment(volume.id, volume.path, volume.format)
             ),
+            f"attaching volume {volume.id!r} to server {server.uuid!r}",
         )
         with _undo_on_failure(
             f"volume {volume_id}: detaching it from server {server.uuid} again",
-            lambda: self._host_call(server, lambda c: c.detach_by_alias(domain, volume.alias)),
+            lambda: self._host_call(
+                server, lambda c: c.detach_by_alias(domain, volume.alias),
+                f"detaching volume {volume.id!r} from server {server.uuid!r}",
+            ),
         ), write_transaction(self.engine) as conn:
             conn.execute(
                 update(_volumes)
@@ -316,16 +329,19 @@ class DeviceService:
             attachment = VolumeAttachment(volume.id, volume.path, volume.format)
 
             def reattach() -> None:
-                self._host_call(server, lambda c: c.attach_volume(domain, attachment))
+                self._host_call(server, lambda c: c.attach_volume(domain, attachment),
+                                f"attaching {alias!r} to server {server.uuid!r} again")
         else:
             with read_transaction(self.engine) as conn:
                 row = conn.execute(select(_interfaces).where(_interfaces.c.id == ident)).one()
             nic = InterfaceAttachment(ident, row.mac, row.kind, row.source, row.model)
 
             def reattach() -> None:
-                self._host_call(server, lambda c: c.attach_interface(domain, nic))
+                self._host_call(server, lambda c: c.attach_interface(domain, nic),
+                                f"attaching {alias!r} to server {server.uuid!r} again")
 
-        self._host_call(server, lambda c: c.detach_by_alias(domain, alias))
+        self._host_call(server, lambda c: c.detach_by_alias(domain, alias),
+                        f"detaching {alias!r} from server {server.uuid!r}")
         with (
             _undo_on_failure(f"{alias}: attaching it to server {server.uuid} again", reattach),
             write_transaction(self.engine) as conn,
@@ -375,12 +391,14 @@ class DeviceService:
                 lambda c: c.attach_interface(
                     domain, InterfaceAttachment(port_id, mac, kind, source, model)
                 ),
+                f"adding a {model} interface to server {server.uuid!r}",
             )
             with (
                 _undo_on_failure(
                     f"interface {port_id}: detaching it from server {server.uuid} again",
                     lambda: self._host_call(
-                        server, lambda c: c.detach_by_alias(domain, f"ua-{port_id}")
+                        server, lambda c: c.detach_by_alias(domain, f"ua-{port_id}"),
+                        f"removing interface {port_id!r} from server {server.uuid!r}",
                     ),
                 ),
                 write_transaction(self.engine) as conn,
@@ -417,13 +435,20 @@ class DeviceService:
                 )  # fmt: skip
             yield server
 
-    def _host_call(self, server: ServerRecord, call: Callable[[Any], None]) -> None:
+    def _host_call(self, server: ServerRecord, call: Callable[[Any], None], what: str) -> None:
+        """Run ``call`` on the server's host; ``what`` names the change for members."""
         try:
             call(self.hosts.client(server.host_uuid or ""))
+        except HostOperationFailed as exc:
+            raise HostOperationFailed(
+                exc.message, public=f"{what} failed: {exc.public}", **exc.details
+            ) from exc
         except ComputeError:
             raise
         except Exception as exc:
-            raise HostOperationFailed(str(exc), server_id=server.uuid) from exc
+            raise HostOperationFailed(
+                str(exc), public=f"{what} failed on the server's host", server_id=server.uuid
+            ) from exc
 
 
 @contextlib.contextmanager

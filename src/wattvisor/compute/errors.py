@@ -1,7 +1,9 @@
 """Errors of the compute service, each with an HTTP status and a stable code.
 
 The API turns every one into ``{"error": {"code", "message", "details"}}``; the
-message names the offending value and what would be accepted.
+message names the offending value and what would be accepted. An error whose message
+carries a host's own words (:attr:`ComputeError.host_detail`) also carries a
+:attr:`~ComputeError.public_message` for members; the API picks one by the sender's role.
 """
 
 from __future__ import annotations
@@ -14,11 +16,19 @@ class ComputeError(Exception):
 
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
+    host_detail: ClassVar[bool] = False
+    """True when ``message`` and ``details`` may hold host names, host paths or libvirt
+    domain names: for admins only."""
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+
+    @property
+    def public_message(self) -> str:
+        """What any member may read about this error."""
+        return self.message
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
@@ -44,7 +54,27 @@ class Conflict(ComputeError):
 
 
 class HostOperationFailed(ComputeError):
-    """The host refused or failed an operation; nothing was recorded as done."""
+    """The host refused or failed an operation; nothing was recorded as done.
+
+    ``message`` is the host's side of it (what libvirt said, with domain names and
+    paths) and goes to admins; ``public`` says what failed in a member's terms, e.g.
+    "attaching volume 'v' to server 's' failed on its host".
+    """
 
     status = 502
     code = "host_error"
+    host_detail = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        public: str = "the host could not carry out the request",
+        **details: Any,
+    ) -> None:
+        super().__init__(message, **details)
+        self.public = public
+
+    @property
+    def public_message(self) -> str:
+        return self.public

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 
 from wattvisor.compute.errors import Conflict, HostOperationFailed, InvalidRequest, NotFound
 from wattvisor.compute.hostclient import HostClient, HostFacts
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import HostRecord
 from wattvisor.config.settings import Settings
 from wattvisor.host.connection import libvirt_error_summary
@@ -151,6 +152,8 @@ class HostRegistry:
         reached, the answer gives libvirt's error code and domain; libvirt's message,
         which can quote host files, goes to the log only.
         """
+        require_printable("libvirt URI", uri)
+        require_printable("host name", name)
         if self.client_factory is None:
             raise InvalidRequest("this controller cannot open hosts by URI", uri=uri)
         try:
@@ -220,6 +223,7 @@ class HostRegistry:
         if client is None:
             raise HostOperationFailed(
                 f"host {provider_uuid} is not connected to this controller",
+                public="the host is not connected to this controller",
                 host_uuid=provider_uuid,
             )
         return client
@@ -286,6 +290,7 @@ class HostRegistry:
         self, provider_uuid: str, enabled: bool, reason: str | None = None
     ) -> HostRecord:
         """Let a host take new servers again, or stop it from taking any."""
+        require_printable("disabled reason", reason)
         self.get(provider_uuid)
         for _attempt in range(10):
             current = self.placement.get_provider_traits(provider_uuid)
@@ -342,7 +347,10 @@ class HostRegistry:
             if not client.domain_exists(name):
                 return name
             log.info("domain name %s is taken on host %s; trying the next", name, provider_uuid)
-        raise HostOperationFailed(f"no free domain name on host {provider_uuid}")
+        raise HostOperationFailed(
+            f"no free domain name on host {provider_uuid}",
+            public="the host has no free domain name left",
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.records import PowerView
 from wattvisor.compute.servers import ServerService
 from wattvisor.energy.snapshot import EnergySnapshot
+from wattvisor.energy.sources import is_meter
 from wattvisor.store import read_transaction
 from wattvisor.store.compute_tables import ServerRow
 
@@ -34,8 +35,13 @@ class ServerPowerView:
     watts: float
     joules: float
     source: str
-    measured: bool
+    sampled: bool
     taken_at: float | None
+
+    @property
+    def measured(self) -> bool:
+        """True only for a meter's figure: an estimate is not a measurement."""
+        return self.sampled and is_meter(self.source)
 
 
 class PowerService:
@@ -56,7 +62,7 @@ class PowerService:
             return PowerView(server.uuid, 0.0, 0.0, client.energy_source(), False, None)
         return PowerView(
             subject=server.uuid, watts=vm.power_watts, joules=vm.energy_joules_total,
-            source=snapshot.source, measured=True, taken_at=snapshot.taken_at,
+            source=snapshot.source, sampled=True, taken_at=snapshot.taken_at,
             history=tuple(client.vm_history(server.uuid)), servers=1,
         )  # fmt: skip
 
@@ -94,7 +100,7 @@ class PowerService:
                     server_uuid=row.uuid, name=row.name, project=row.project, status=row.status,
                     watts=vm.power_watts if vm else 0.0,
                     joules=vm.energy_joules_total if vm else 0.0,
-                    source=snapshot.source if vm and snapshot else source, measured=vm is not None,
+                    source=snapshot.source if vm and snapshot else source, sampled=vm is not None,
                     taken_at=snapshot.taken_at if vm and snapshot else None,
                 )
             )  # fmt: skip
@@ -117,7 +123,7 @@ class PowerService:
         servers = 0
         sources: set[str] = set()
         taken: float | None = None
-        measured = False
+        sampled = False
         history: tuple[Any, ...] = ()
         for client in self.hosts.clients():
             snapshot = client.energy_snapshot()
@@ -126,7 +132,7 @@ class PowerService:
             found = snapshot.projects.get(project)
             if found is None:
                 continue
-            measured = True
+            sampled = True
             watts += found.power_watts
             joules += found.energy_joules_total
             servers += found.vm_count
@@ -136,7 +142,7 @@ class PowerService:
                 history = tuple(client.project_history(project))
         return PowerView(
             subject=project, watts=watts, joules=joules,
-            source="+".join(sorted(sources)) or "none", measured=measured, taken_at=taken,
+            source="+".join(sorted(sources)) or "none", sampled=sampled, taken_at=taken,
             history=history, servers=servers,
         )  # fmt: skip
 
@@ -148,7 +154,7 @@ class PowerService:
             return PowerView(provider_uuid, 0.0, 0.0, client.energy_source(), False, None)
         return PowerView(
             subject=provider_uuid, watts=snapshot.host.power_watts,
-            joules=snapshot.host.energy_joules_total, source=snapshot.source, measured=True,
+            joules=snapshot.host.energy_joules_total, source=snapshot.source, sampled=True,
             taken_at=snapshot.taken_at, history=tuple(client.host_history()),
             servers=len(snapshot.vms),
         )  # fmt: skip

@@ -9,6 +9,7 @@ from typing import Literal
 
 from wattvisor.auth import Role
 from wattvisor.energy.snapshot import PowerPoint
+from wattvisor.energy.sources import is_meter
 
 ServerStatus = Literal["BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETED"]
 SERVER_STATUSES: tuple[ServerStatus, ...] = ("BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETED")
@@ -75,6 +76,8 @@ class ServerRecord:
     shares: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    fault_detail: str | None = None
+    """``fault`` in the host's own words (host names, paths, domains): for admins only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,15 +135,21 @@ class HostRecord:
 class PowerView:
     """Power of a server, a project or a host: the latest sample and recent history.
 
-    ``measured`` is False until the energy sampler has seen the subject once;
-    ``source`` is ``rapl``, ``scaphandre``, ``estimate`` or ``none``.
+    ``sampled`` is False until the energy sampler has seen the subject once;
+    ``source`` is ``rapl``, ``scaphandre``, ``estimate``, ``none``, or several joined by
+    ``+`` for a project spread over hosts with different sources.
     """
 
     subject: str
     watts: float
     joules: float
     source: str
-    measured: bool
+    sampled: bool
     taken_at: float | None
     history: tuple[PowerPoint, ...] = ()
     servers: int = 0
+
+    @property
+    def measured(self) -> bool:
+        """True only for figures read from a meter: an estimate is not a measurement."""
+        return self.sampled and all(is_meter(s) for s in self.source.split("+"))

@@ -48,6 +48,7 @@ from wattvisor.compute.hostclient import (
 )
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import (
     FlavorRecord,
     ImageRecord,
@@ -166,6 +167,7 @@ class ServerService:
         """Check the request, record the server as BUILD and hand it to a worker."""
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise InvalidRequest(f"server name {name!r} must be 1-255 characters", name=name)
+        require_printable("server name", name)
         flavor_record = self.catalog.flavor(flavor)
         image_record = self.catalog.image(image)
         spec = self._request_spec(principal, flavor_record, image_record, power_metrics)
@@ -265,11 +267,17 @@ class ServerService:
         try:
             self.scheduler.schedule(spec, spawn, consumer_uuid=record.uuid, prefiltered=True)
         except NoValidHost as exc:
-            self._finish(record.uuid, _BUILD_TASKS, status="ERROR", fault=f"no valid host: {exc}")
+            self._finish(
+                record.uuid, _BUILD_TASKS, status="ERROR", fault=_no_valid_host_fault(exc),
+                fault_detail=f"no valid host: {exc}",
+            )  # fmt: skip
             return
         except Exception as exc:
             log.exception("building server %s failed", record.uuid)
-            self._finish(record.uuid, _BUILD_TASKS, status="ERROR", fault=f"build failed: {exc}")
+            self._finish(
+                record.uuid, _BUILD_TASKS, status="ERROR", fault=f"build failed: {_ADMIN_SEES}",
+                fault_detail=f"build failed: {exc}",
+            )  # fmt: skip
             return
         # Written even when a delete took over meanwhile: it needs the host and domain.
         self._finish(
@@ -378,7 +386,7 @@ class ServerService:
                         & (_servers.c.status == record.status)
                         & _servers.c.task.is_(None)
                     )
-                    .values(status=wanted, fault=fault, updated_at=_now())
+                    .values(status=wanted, fault=fault, fault_detail=None, updated_at=_now())
                 ).rowcount
         if changed != 1:
             return None
@@ -420,7 +428,10 @@ class ServerService:
                 self._finish(server_uuid, (task,), status="ACTIVE", fault=None)
         except Exception as exc:
             log.warning("%s of server %s failed: %s", action, server_uuid, exc)
-            self._finish(server_uuid, (task,), fault=f"{action} failed: {exc}")
+            self._finish(
+                server_uuid, (task,), fault=f"{action} failed on its host: {_ADMIN_SEES}",
+                fault_detail=f"{action} failed: {exc}",
+            )  # fmt: skip
 
     def delete(self, principal: Principal, server_id: str) -> ServerRecord:
         """Mark the server ``deleting`` (taking over any other task) and queue the delete.
@@ -448,8 +459,11 @@ class ServerService:
                 self.hosts.client(record.host_uuid).delete(record.uuid, record.domain_name)
         except Exception as exc:
             log.warning("deleting server %s failed: %s", server_uuid, exc)
-            self._finish(server_uuid, ("deleting",), status="ERROR",
-                         fault=f"delete failed: {exc}")  # fmt: skip
+            self._finish(
+                server_uuid, ("deleting",), status="ERROR",
+                fault=f"delete failed on its host: {_ADMIN_SEES}",
+                fault_detail=f"delete failed: {exc}",
+            )  # fmt: skip
             return
         self.scheduler.release(Claim(record.uuid, record.host_uuid or "", "", {}, 0))
         with write_transaction(self.engine) as conn:
@@ -568,7 +582,10 @@ class ServerService:
     ) -> None:
         """Write a task's outcome; the task becomes ``task_after`` only if it is still one
         of ``mine`` (a delete that took over meanwhile keeps its ``deleting``). A
-        DELETED server is left alone."""
+        DELETED server is left alone; a new ``fault`` without a ``fault_detail`` says all
+        there is."""
+        if "fault" in values:
+            values.setdefault("fault_detail", None)
         values.update(task=_task_after(mine, task_after), updated_at=_now())
         with write_transaction(self.engine) as conn:
             conn.execute(
@@ -601,6 +618,20 @@ def _task_after(mine: Sequence[str], after: str | None) -> Any:
     return case((_servers.c.task.in_(mine), after), else_=_servers.c.task)
 
 
+_ADMIN_SEES = "an admin sees the host's own message in the server's fault"
+
+
+def _no_valid_host_fault(exc: NoValidHost) -> str:
+    """NoValidHost in words for members: what removed the hosts (counts, traits, flavor),
+    without the hosts' names or their spawn errors, which are the admin's fault detail."""
+    text = f"no valid host: {exc.summary}"
+    if exc.reasons:
+        text += ": " + "; ".join(exc.reasons)
+    if exc.spawn_failures:
+        text += f" ({_ADMIN_SEES})"
+    return text
+
+
 def _spawn_flavor(flavor: FlavorRecord) -> SpawnFlavor:
     return SpawnFlavor(
         id=flavor.id, name=flavor.name, vcpus=flavor.vcpus, ram_mb=flavor.ram_mb,
@@ -624,4 +655,5 @@ def _server(row: Any) -> ServerRecord:
         fault=row.fault, host_uuid=row.host_uuid, domain_name=row.domain_name,
         power_metrics=bool(row.power_metrics), shares=tuple(row.shares or ()),
         created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
+        fault_detail=row.fault_detail,
     )  # fmt: skip

@@ -11,9 +11,16 @@ from sqlalchemy import Engine, Table, delete, insert, select, update
 from wattvisor.auth import InvalidPublicKey, InvalidUserName, RegisteredUser
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
 from wattvisor.compute.identifiers import check_project_id
+from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import UserRecord
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import UserRow
+from wattvisor.store.generations import (
+    USERS,
+    bump_generation,
+    current_generation,
+    read_generation,
+)
 
 _users = cast(Table, UserRow.__table__)
 
@@ -21,36 +28,50 @@ _users = cast(Table, UserRow.__table__)
 class UserStore:
     """Registered users; :meth:`lookup` is a ``wattvisor.auth.UserLookup``.
 
-    Lookups are cached in memory (positive and negative) and the cache is updated
-    by every write made through this object, the only writer in one controller.
+    Lookups run on every API request, so users are cached in memory (found and not
+    found alike). Every change bumps the store's ``users`` generation in the same
+    commit, and a cached answer is used only while the generation it was read with is
+    still the store's: a user removed or re-keyed by any process (the CLI, another
+    controller on the same database) is refused on the very next request.
     """
+
+    MAX_CACHED = 10_000
 
     def __init__(self, engine: Engine, protected: frozenset[str] = frozenset()) -> None:
         self.engine = engine
         self.protected = protected
         self._cache: dict[str, RegisteredUser | None] = {}
+        self._generation = -1
         self._lock = threading.Lock()
 
     def lookup(self, name: str) -> RegisteredUser | None:
-        try:
-            return self._cache[name]
-        except KeyError:
-            pass
+        generation = current_generation(self.engine, USERS)
+        with self._lock:
+            if generation == self._generation and name in self._cache:
+                return self._cache[name]
         with read_transaction(self.engine) as conn:
+            # The row and the generation from one snapshot, so the answer belongs to it.
+            generation = read_generation(conn, USERS)
             row = conn.execute(select(_users).where(_users.c.name == name)).first()
         user = None
         if row is not None:
             user = RegisteredUser(row.name, row.project, row.role, row.public_key)
         with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[name] = user
+            if generation > self._generation:
+                self._cache = {}
+                self._generation = generation
+            if generation == self._generation:
+                if len(self._cache) >= self.MAX_CACHED:
+                    self._cache.clear()
+                self._cache[name] = user
         return user
 
     def register(
         self, name: str, project: str, role: str, public_key: str, *, replace: bool = False
     ) -> UserRecord:
         """Add a user (or, with ``replace``, change its key, role or project)."""
+        require_printable("user name", name)
+        require_printable("project", project)
         check_project_id(project)
         try:
             user = RegisteredUser(name, project, role, public_key)  # type: ignore[arg-type]
@@ -66,8 +87,7 @@ class UserStore:
                 conn.execute(insert(_users).values(name=name, created_at=now, **values))
             else:
                 conn.execute(update(_users).where(_users.c.name == name).values(**values))
-        with self._lock:
-            self._cache[name] = user
+            bump_generation(conn, USERS)
         return self.get(name)
 
     def get(self, name: str) -> UserRecord:
@@ -90,8 +110,7 @@ class UserStore:
         with write_transaction(self.engine) as conn:
             if conn.execute(delete(_users).where(_users.c.name == name)).rowcount == 0:
                 raise NotFound(f"user {name!r} does not exist", name=name)
-        with self._lock:
-            self._cache[name] = None
+            bump_generation(conn, USERS)
 
 
 def _record(row: Any) -> UserRecord:

@@ -213,6 +213,10 @@ class ApiSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8774, ge=1, le=65535)
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=1024 * 1024 * 1024,
+        description="larger request bodies are refused with 413 before they are read",
+    )  # fmt: skip
 
 
 class AuthSettings(BaseModel):

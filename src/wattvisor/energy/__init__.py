@@ -12,7 +12,7 @@ from wattvisor.energy.attribution import IntervalEnergy, attribute, busy_fractio
 from wattvisor.energy.counters import EnergyLedger, EnergyStateError, LedgerStore, VMCounter
 from wattvisor.energy.domain_stats import DomainCpu, DomainCpuStats, LibvirtDomainCpuStats
 from wattvisor.energy.guest_share import GuestShareError, GuestShareWriter
-from wattvisor.energy.inventory import InMemoryVMInventory, VMInventory, VMRecord
+from wattvisor.energy.inventory import VMInventory, VMRecord
 from wattvisor.energy.procfs import ProcfsError
 from wattvisor.energy.sampler import EnergySampler
 from wattvisor.energy.snapshot import (
@@ -44,7 +44,6 @@ __all__ = [
     "GuestShareError",
     "GuestShareWriter",
     "HostEnergy",
-    "InMemoryVMInventory",
     "IntervalEnergy",
     "LedgerStore",
     "LibvirtDomainCpuStats",

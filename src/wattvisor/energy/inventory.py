@@ -1,14 +1,12 @@
 """What the energy sampler needs to know about the VMs on this host.
 
-The host driver implements :class:`VMInventory`; the energy package never imports
-it. ``InMemoryVMInventory`` is the plain implementation used where VMs are
-registered by hand (single-process ``wattvisor up`` wiring, benchmarks, tests).
+The host driver implements :class:`VMInventory` (``LibvirtVMInventory``); the energy
+package never imports it.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -42,25 +40,3 @@ class VMInventory(Protocol):
     """
 
     def vms(self) -> Sequence[VMRecord]: ...
-
-
-class InMemoryVMInventory:
-    """A thread-safe set of :class:`VMRecord` maintained by whoever creates VMs."""
-
-    def __init__(self, records: Iterable[VMRecord] = ()) -> None:
-        self._lock = threading.Lock()
-        self._records: dict[str, VMRecord] = {r.uuid: r for r in records}
-        self._frozen: tuple[VMRecord, ...] = tuple(self._records.values())
-
-    def put(self, record: VMRecord) -> None:
-        with self._lock:
-            self._records[record.uuid] = record
-            self._frozen = tuple(self._records.values())
-
-    def remove(self, uuid: str) -> None:
-        with self._lock:
-            self._records.pop(uuid, None)
-            self._frozen = tuple(self._records.values())
-
-    def vms(self) -> Sequence[VMRecord]:
-        return self._frozen

@@ -122,11 +122,12 @@ class EnergySampler:
         domain_stats: DomainCpuStats | None = None,
         source: EnergySource | None = None,
     ) -> EnergySampler:
-        """Open the configured source (logging which one and why) and build a sampler."""
+        """Open the configured source and build a sampler; ``explanation`` says which
+        source and why, for the caller to show once (``wattvisor up`` prints it)."""
         energy = settings.energy
         if source is None:
             opened = open_source(energy)
-            log.info("%s", opened.explanation)
+            log.debug("%s", opened.explanation)
             source = opened.source
             explanation = opened.explanation
         else:

@@ -130,7 +130,7 @@ class HostConnection:
                 "libvirt's message is in the log); check that libvirtd runs (`make libvirtd`) "
                 "or set host.libvirt_uri"
             ) from exc
-        log.info("connected to libvirt at %s", self.uri)
+        log.debug("connected to libvirt at %s", self.uri)  # `up` prints the URI and why
         return conn
 
     def get(self) -> libvirt.virConnect:

@@ -90,6 +90,9 @@ class ServerRow(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     task: Mapped[str | None] = mapped_column(String(32), nullable=True)
     fault: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """What went wrong, in words any member may read (no host names, paths or domains)."""
+    fault_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The same failure in the host's own words, for admins; None when ``fault`` says all."""
     host_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     domain_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     power_metrics: Mapped[bool] = mapped_column(Boolean, nullable=False)

@@ -25,6 +25,7 @@ from wattvisor.energy.sources.scaphandre import (
 )
 
 __all__ = [
+    "METER_SOURCES",
     "EnergyReadError",
     "EnergySource",
     "EnergySourceError",
@@ -38,9 +39,18 @@ __all__ = [
     "UtilisationModelSource",
     "counter_delta",
     "discover_zones",
+    "is_meter",
     "open_source",
     "parse_scaphandre_metrics",
 ]
+
+# Sources that read a meter; the utilisation model ("estimate") only computes a figure.
+METER_SOURCES = frozenset({RaplSource.label, ScaphandreSource.label})
+
+
+def is_meter(label: str) -> bool:
+    """True when figures labelled ``label`` were measured, not estimated (or absent)."""
+    return label in METER_SOURCES
 
 
 @dataclass(frozen=True, slots=True)

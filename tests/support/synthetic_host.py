@@ -1,4 +1,5 @@
-"""Powercap and procfs trees written in the kernel's own formats.
+"""A synthetic host: powercap and procfs trees in the kernel's own formats, domain CPU
+stats, a VM inventory kept by hand and a manual clock.
 
 For machines without the hardware (no RAPL here, no 1,000-process host at
 hand): tests and benchmarks point ``powercap_root`` and ``procfs_root`` at these
@@ -12,11 +13,13 @@ parentheses.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from wattvisor.energy.domain_stats import DomainCpu
+from wattvisor.energy.inventory import VMRecord
 
 REAL_MAX_ENERGY_RANGE_UJ = 262_143_328_850
 
@@ -271,3 +274,25 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class InMemoryVMInventory:
+    """A thread-safe set of :class:`VMRecord` kept by hand, in place of libvirt's list."""
+
+    def __init__(self, records: Iterable[VMRecord] = ()) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, VMRecord] = {r.uuid: r for r in records}
+        self._frozen: tuple[VMRecord, ...] = tuple(self._records.values())
+
+    def put(self, record: VMRecord) -> None:
+        with self._lock:
+            self._records[record.uuid] = record
+            self._frozen = tuple(self._records.values())
+
+    def remove(self, uuid: str) -> None:
+        with self._lock:
+            self._records.pop(uuid, None)
+            self._frozen = tuple(self._records.values())
+
+    def vms(self) -> Sequence[VMRecord]:
+        return self._frozen

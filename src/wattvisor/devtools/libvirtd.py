@@ -1,4 +1,4 @@
-"""Bring up a real libvirtd + virtlogd on this machine without systemd.
+"""Bring up a real libvirtd + virtlogd on this machine without systemd (development only).
 
 Development boxes and CI machines have the libvirt daemon and its QEMU driver
 installed (``make setup``) but usually no service manager to start them, and
@@ -49,6 +49,7 @@ VIRTLOGD_SOCKET = RUN_DIR / "virtlogd-sock"
 LIBVIRTD_PIDFILE = Path("/run/libvirtd.pid")
 VIRTLOGD_PIDFILE = Path("/run/virtlogd.pid")
 LIBVIRTD_LOG = LOG_DIR / "libvirtd.log"
+IPTABLES = Path("/usr/sbin/iptables")
 VIRTLOGD_LOG = LOG_DIR / "virtlogd.log"
 # Serialises start-up between processes; held only while checking and starting.
 _START_LOCK = Path("/run/wattvisor-localvirt.start.lock")
@@ -84,6 +85,7 @@ class StartedDaemons:
     daemons: tuple[DaemonProcess, ...] = ()
     created: tuple[str, ...] = ()
     already_running: bool = False
+    notes: tuple[str, ...] = ()
     users_lock: Path = _USERS_LOCK
     _users_lock_fd: int | None = field(default=None, repr=False)
 
@@ -93,13 +95,14 @@ class StartedDaemons:
 
     def summary(self) -> str:
         """One human-readable paragraph for ``make run`` / the CLI."""
+        notes = "".join(f"; note: {note}" for note in self.notes)
         if self.already_running:
             fixed = "".join(f"; set {item}" for item in self.created)
-            return f"libvirtd already answers on {self.uri}; nothing started{fixed}"
+            return f"libvirtd already answers on {self.uri}; nothing started{fixed}{notes}"
         lines = [f"libvirtd answers on {self.uri}"]
         lines.extend(f"created {item}" for item in self.created)
         lines.extend(f"started {d.name} (pid {d.pid})" for d in self.daemons)
-        return "; ".join(lines)
+        return "; ".join(lines) + notes
 
     def release(self) -> None:
         """Stop relying on the daemon without stopping it (drops the shared lock)."""
@@ -290,6 +293,40 @@ def _terminate(pid: int, name: str, timeout_s: float) -> bool:
     return True
 
 
+def process_started_before(pid: int, path: Path) -> bool:
+    """True when process ``pid`` started before ``path`` (or the file it links to) last
+    changed, e.g. a daemon running since before a package installed that program.
+
+    The start time is worked out from whole-second boot time, so it errs early: a
+    file changed after the process started is always seen as such.
+    """
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        changed = max(path.lstat().st_ctime, path.stat().st_ctime)
+    except (OSError, IndexError, ValueError, StopIteration):
+        return False
+    return boot + ticks / os.sysconf("SC_CLK_TCK") < changed
+
+
+def _firewall_notes() -> tuple[str, ...]:
+    """libvirtd picks its firewall backend when it starts; a daemon older than iptables
+    fails to start every libvirt network until it is restarted."""
+    pid = _read_pid(LIBVIRTD_PIDFILE)
+    if pid is None or not _is_process(pid, "libvirtd") or not IPTABLES.exists():
+        return ()
+    if not process_started_before(pid, IPTABLES):
+        return ()
+    return (
+        f"libvirtd (pid {pid}) started before {IPTABLES} was installed, so libvirt networks "
+        "fail to start until it is restarted: stop it, then run `wattvisor dev libvirtd-up`",
+    )
+
+
 def _is_process(pid: int, name: str) -> bool:
     """Guard against pid reuse: only signal a process that is still the daemon we started."""
     try:
@@ -370,6 +407,7 @@ def ensure_libvirtd(
             uri=uri,
             already_running=True,
             created=fixed,
+            notes=_firewall_notes(),
             _users_lock_fd=_hold_users_lock() if hold else None,
         )
     if uri != SYSTEM_URI:
@@ -440,7 +478,7 @@ def _wait_until_answers(uri: str, timeout_s: float, started: list[DaemonProcess]
 
 
 def libvirtd_up_summary(uri: str = SYSTEM_URI, timeout_s: float = 60.0) -> str:
-    """Ensure a daemon for ``make run`` / ``wattvisor host libvirtd-up`` and describe it.
+    """Ensure a daemon for ``make run`` / ``wattvisor dev libvirtd-up`` and describe it.
 
     The daemons started here are meant to outlive the command, so no lock is held.
     """
