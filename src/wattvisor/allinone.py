@@ -148,6 +148,7 @@ class AllInOne:
             notes += [b.missing_message() for b in binaries.missing("host")]
         notes += compute.hosts.reconnect()
         notes += compute.servers.recover()
+        notes += compute.devices.recover()
         user = admin.user
         compute.users.register(user.name, user.project, user.role, user.public_key, replace=True)
         if settings.compute.default_flavors:

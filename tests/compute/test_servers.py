@@ -46,6 +46,8 @@ def test_create_returns_build_and_the_worker_makes_it_active(
     assert serial.source_path is not None and server.uuid in serial.source_path
     usage = compute.hosts.placement.get_usages(active.host_uuid or "").usages
     assert usage["VCPU"] == 1 and usage["MEMORY_MB"] == 256
+    # ACPI: a graceful stop presses the power button; PCI hot-unplug needs it too.
+    assert domain.features is not None and domain.features.acpi
 
 
 def test_domain_names_come_from_the_template_with_a_per_host_sequence(

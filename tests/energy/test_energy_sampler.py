@@ -265,6 +265,7 @@ def test_vm_that_stops_keeps_its_total_until_deleted(host: Host) -> None:
     assert after is not None
     assert UUID_A not in after.vms
     assert sampler.vm_history(UUID_A) == []
+    assert sampler.forgotten_vms == 0  # listed nowhere any more: nothing kept about it
 
 
 def test_migration_away_and_back_continues_the_counter(host: Host) -> None:

@@ -42,11 +42,14 @@ def driver(tmp_path: Path) -> Iterator[HostDriver]:
     host.close()
 
 
-def _guest(name: str | None = None) -> Domain:
-    # The test driver only runs domains of type 'test'.
-    domain = Domain(name=name or f"wvdrv-{uuid.uuid4().hex[:8]}", memory_mib=64, vcpus=1,
-                    virt_type="qemu")
-    domain.virt_type = "test"
+def _guest(name: str | None = None, *, ours: bool = True) -> Domain:
+    """A domain for the test driver; ``ours`` gives it wattvisor's instance metadata."""
+    name = name or f"wvdrv-{uuid.uuid4().hex[:8]}"
+    meta = InstanceMetadata(package_version="0.1.0", display_name=name,
+                            creation_time=datetime(2026, 11, 21, tzinfo=UTC))  # fmt: skip
+    domain = Domain(name=name, memory_mib=64, vcpus=1, virt_type="qemu",
+                    instance_metadata=meta if ours else None)  # fmt: skip
+    domain.virt_type = "test"  # the test driver only runs domains of type 'test'
     return domain
 
 
@@ -127,6 +130,17 @@ def test_startup_upgrade_gives_legacy_domains_aliases_once(driver: HostDriver) -
     assert not [r for r in driver.upgrade_existing_domains() if r.uuid == state.uuid]
 
 
+def test_startup_leaves_domains_wattvisor_did_not_make_untouched(driver: HostDriver) -> None:
+    foreign = _guest(ours=False)
+    foreign.add_device(Disk(source_file="/var/lib/other/d.img", target_dev="vdb", serial="x"))
+    state = driver.define(foreign)
+    before = driver.domain_xml(state.uuid, inactive=True)
+    report = driver.startup()
+    assert not [r for r in report.upgraded if r.uuid == state.uuid]
+    assert not [r for r in driver.upgrade_existing_domains() if r.uuid == state.uuid]
+    assert driver.domain_xml(state.uuid, inactive=True) == before
+
+
 def test_startup_upgrade_keeps_a_running_domain_running(driver: HostDriver) -> None:
     guest = _guest()
     guest.add_device(Disk(source_file="/var/lib/wv/c.img", target_dev="vdb", serial="s-1"))
@@ -155,7 +169,7 @@ def test_instance_metadata_is_updated_on_a_running_domain(driver: HostDriver) ->
 
 
 def test_instance_metadata_absent_is_none(driver: HostDriver) -> None:
-    state = driver.define(_guest())
+    state = driver.define(_guest(ours=False))
     assert driver.instance_metadata(state.uuid) is None
 
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import libvirt
 import os_traits
 import pytest
 
-from support.guest_domains import unique_domain_name, wait_for_marker
+from support.guest_domains import GuestShare, unique_domain_name, wait_for_marker
 from wattvisor.config import HostSettings
-from wattvisor.guest import Disk, Domain, MemoryBacking, Serial, make_alias
+from wattvisor.guest import Disk, Domain, InstanceMetadata, MemoryBacking, Serial, make_alias
 from wattvisor.host.driver import HostDriver
 from wattvisor.images import GuestImage
 
@@ -52,6 +54,9 @@ def _tiny_guest(host: HostDriver, image: GuestImage, tmp: Path, cmdline: str) ->
         name=name, memory_mib=256, vcpus=1, virt_type="qemu", machine="pc",
         kernel=str(image.kernel), initrd=str(image.initrd), cmdline=cmdline,
         memory_backing=MemoryBacking(),
+        instance_metadata=InstanceMetadata(  # a domain of wattvisor's
+            package_version="0", display_name=name, creation_time=datetime.now(UTC)
+        ),
     )
     domain.add_device(Serial(type="file", source_path=str(tmp / f"{name}.log")))
     return domain
@@ -191,3 +196,83 @@ def test_attach_disk_to_running_guest_keeps_alias_live_and_in_config(
         assert found is not None and found.alias == make_alias(volume_id), inactive
     driver.detach_device(state.uuid, make_alias(volume_id), wait_s=60)
     assert driver.domain(state.uuid).find_device(serial=volume_id) is None
+
+
+@pytest.mark.guest
+def test_guest_powers_off_by_itself_when_asked(
+    driver: HostDriver, guest_image: GuestImage, world_readable_tmp: Path
+) -> None:
+    """A graceful stop presses the ACPI power button; the tiny guest answers it."""
+    domain = _tiny_guest(driver, guest_image, world_readable_tmp, guest_image.cmdline("idle"))
+    assert domain.features is not None and domain.features.acpi
+    state = driver.define(domain)
+    driver.start(state.uuid)
+    console = world_readable_tmp / f"{domain.name}.log"
+    wait_for_marker(console, "WV-ACPI button=", BOOT_TIMEOUT_S)
+    wait_for_marker(console, "WV-IDLE", BOOT_TIMEOUT_S)
+
+    stopped = driver.shutdown(state.uuid, timeout_s=BOOT_TIMEOUT_S)
+
+    # "shutdown", not "destroyed": the guest ended by itself, wattvisor did not pull the plug.
+    assert (stopped.state, stopped.reason) == ("shutoff", "shutdown")
+    wait_for_marker(console, "WV-POWER-BUTTON", 1)
+
+
+@pytest.mark.guest
+def test_delete_racing_a_guest_that_powers_itself_off_always_succeeds(
+    driver: HostDriver, guest_image: GuestImage, world_readable_tmp: Path
+) -> None:
+    """The guest powers off right after booting while its host deletes it (bounded tries,
+    each deleting a little later, to land before, inside and after the power-off)."""
+    from wattvisor.host.shares import mount_table
+
+    for attempt in range(4):
+        domain = _tiny_guest(driver, guest_image, world_readable_tmp,
+                             guest_image.cmdline("poweroff"))  # fmt: skip
+        shares = driver.prepare_shares(domain.name)
+        for device in driver.share_devices(shares):
+            domain.add_device(device)
+        state = driver.define(domain)
+        driver.start(state.uuid)
+        wait_for_marker(world_readable_tmp / f"{domain.name}.log", "WV-READY", BOOT_TIMEOUT_S)
+        time.sleep(0.05 * attempt)
+
+        driver.undefine(state.uuid)
+
+        assert domain.name not in {d.name for d in driver.list_domains()}
+        mounted = {str(e.mount_point) for e in mount_table()}
+        for share in shares:
+            assert not share.data_dir.exists(), attempt
+            assert str(share.source_dir) not in mounted and str(share.data_dir) not in mounted
+
+
+def test_startup_leaves_a_foreign_persistent_domain_byte_identical(
+    driver: HostDriver,
+    libvirt_system: libvirt.virConnect,
+    guest_image: GuestImage,
+    world_readable_tmp: Path,
+) -> None:
+    """Another tool's domain on the same libvirtd: not upgraded, re-mounted or reported."""
+    from support.guest_domains import GuestDomainSpec, destroy_and_undefine
+
+    name = unique_domain_name("wvforeign")
+    xml = GuestDomainSpec(
+        name=name, image=guest_image, cmdline=guest_image.cmdline("idle"),
+        serial_log=world_readable_tmp / f"{name}.log",
+        shares=(GuestShare(source_dir=world_readable_tmp / "scaphandre", mount_tag="wvpower"),),
+    ).xml().replace(
+        "<memballoon",
+        f"<disk type='file' device='disk'><source file='{world_readable_tmp}/f.img'/>"
+        "<target dev='vdb' bus='virtio'/><serial>not-ours</serial></disk>\n    <memballoon",
+    )  # fmt: skip
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+    dom = libvirt_system.defineXML(xml)
+    try:
+        before = dom.XMLDesc(flags)
+        report = driver.startup()
+        assert dom.XMLDesc(flags) == before
+        assert name not in report.shares_reestablished
+        assert name not in {r.domain for r in report.upgraded}
+        assert not any(name in problem for problem in report.problems)
+    finally:
+        destroy_and_undefine(dom)

@@ -222,19 +222,46 @@ def test_discard_data_only_after_release(manager: ShareManager) -> None:
     assert not share.data_dir.exists()
 
 
-def test_reestablish_remounts_after_reboot_and_drops_views_of_unknown_domains(
+def test_reestablish_remounts_after_reboot_and_removes_what_no_domain_owns(
     manager: ShareManager,
 ) -> None:
     [kept] = manager.prepare("instance-00000001")
     [gone] = manager.prepare("instance-00000002")
+    [other] = manager.prepare("instance-00000003")
     unmount_all(kept.source_dir)  # as after a reboot
-    assert manager.reestablish(["instance-00000001"]) == ["instance-00000001"]
+    restored = manager.reestablish(["instance-00000001"], keep=["instance-00000003"])
+    assert restored.established == ["instance-00000001"] and restored.problems == []
     assert is_readonly_mounted(kept.source_dir)
     assert _mounts_at(kept.source_dir) == 1
-    assert top_mount(gone.source_dir) is None
-    assert gone.data_dir.is_dir()
-    manager.reestablish(["instance-00000001"])
-    assert _mounts_at(kept.source_dir) == 1
+    assert top_mount(gone.source_dir) is None and not gone.source_dir.exists()
+    assert not gone.data_dir.exists()
+    assert set(restored.removed) == {gone.source_dir, gone.data_dir}
+    assert is_readonly_mounted(other.source_dir)  # another domain's: left as it is
+    again = manager.reestablish(["instance-00000001"], keep=["instance-00000003"])
+    assert _mounts_at(kept.source_dir) == 1 and again.removed == []
+
+
+def test_reestablish_reports_a_domain_it_cannot_share_and_goes_on(
+    manager: ShareManager, share_dir: Path, scratch: Path
+) -> None:
+    (share_dir / "instance-00000009").symlink_to(scratch)
+    restored = manager.reestablish(["instance-00000009", "instance-00000001"])
+    assert restored.established == ["instance-00000001"]
+    [problem] = restored.problems
+    assert "instance-00000009" in problem and "symbolic link" in problem
+    assert (share_dir / "instance-00000009").is_symlink()  # its own: not removed
+
+
+def test_leftovers_are_removed_without_following_symbolic_links(
+    manager: ShareManager, share_dir: Path, scratch: Path
+) -> None:
+    precious = scratch / "precious"
+    precious.mkdir()
+    (precious / "file").write_text("keep")
+    (share_dir / "instance-00000007").symlink_to(precious)
+    restored = manager.reestablish([])
+    assert share_dir / "instance-00000007" in restored.removed
+    assert (precious / "file").read_text() == "keep"
 
 
 def test_paths_with_spaces_are_recognised_in_mountinfo(scratch: Path) -> None:

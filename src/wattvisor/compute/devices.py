@@ -3,14 +3,18 @@
 Volumes live in a libvirt ``dir`` pool on their host; one attaches as a virtio disk
 whose serial is the volume id and whose alias is ``ua-<volume id>``. Interfaces get
 a generated MAC and the alias ``ua-<port id>``, on QEMU user networking unless a
-libvirt network or bridge is configured. Each change holds the server's lock, and
-the store is written only after the host did the work, so a refused request
-changes nothing.
+libvirt network or bridge is configured. Each change holds the server's lock (and
+the volume's), and every step that touches both a host and the store has a
+compensation: a volume's row is written first (``creating``, never shown) and
+removed again when the host refuses; when the store refuses after the host did
+its part, the host part is undone. So a refused or failed request leaves nothing
+behind on the host or in the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
@@ -29,6 +33,7 @@ from wattvisor.compute.errors import (
 )
 from wattvisor.compute.hostclient import InterfaceAttachment, VolumeAttachment
 from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
 from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import InterfaceRecord, ServerRecord, VolumeRecord
 from wattvisor.compute.servers import ServerService
@@ -36,11 +41,14 @@ from wattvisor.config.settings import Settings
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import InterfaceRow, VolumeRow
 
+log = logging.getLogger(__name__)
+
 _volumes = cast(Table, VolumeRow.__table__)
 _interfaces = cast(Table, InterfaceRow.__table__)
 VOLUME_FORMATS = ("raw", "qcow2")
 INTERFACE_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
 MAX_VOLUME_GB = 16384
+CREATING = "creating"  # a volume row whose host volume is being made: never shown
 
 
 def _now() -> datetime:
@@ -61,6 +69,7 @@ class DeviceService:
         self.servers = servers
         self.hosts = hosts
         self.settings = settings
+        self._volume_locks = KeyedLocks()
 
     def create_volume(
         self,
@@ -90,25 +99,69 @@ class DeviceService:
         else:
             host = self._host_of(principal, server_id)
         volume_id = str(uuidlib.uuid4())
-        try:
-            path = self.hosts.client(host).create_volume(volume_id, size_gb, fmt)
-        except ComputeError:
-            raise
-        except Exception as exc:
-            raise HostOperationFailed(
-                f"creating volume {name!r} failed: {exc}",
-                public=f"creating volume {name!r} failed on its host",
-            ) from exc
-        now = _now()
+        file_name = f"{volume_id}.{fmt}"  # its name in the host's pool, until the path is known
+        # The row first: a crash or a failure from here on is found and cleaned up.
         with write_transaction(self.engine) as conn:
             conn.execute(
                 insert(_volumes).values(
                     id=volume_id, name=name, project=principal.project, size_gb=size_gb,
-                    format=fmt, status="available", host_uuid=host, path=path,
-                    server_uuid=None, created_at=now,
+                    format=fmt, status=CREATING, host_uuid=host, path=file_name,
+                    server_uuid=None, created_at=_now(),
                 )
             )  # fmt: skip
+        client = self.hosts.client(host)
+        try:
+            path = client.create_volume(volume_id, size_gb, fmt)
+        except Exception as exc:
+            self._forget_creating(volume_id)
+            if isinstance(exc, ComputeError):
+                raise
+            raise HostOperationFailed(
+                f"creating volume {name!r} failed: {exc}",
+                public=f"creating volume {name!r} failed on its host",
+            ) from exc
+        with _undo_on_failure(
+            f"volume {volume_id}: removing it from its host",
+            lambda: client.delete_volume(path),
+            lambda: self._forget_creating(volume_id),
+        ), write_transaction(self.engine) as conn:
+            conn.execute(
+                update(_volumes)
+                .where(_volumes.c.id == volume_id)
+                .values(status="available", path=path)
+            )
         return self.volume(principal, volume_id)
+
+    def lock_for_volume(self, volume_id: str) -> KeyedLock:
+        """The lock serialising attach, detach and delete of one volume."""
+        return self._volume_locks.lock(volume_id)
+
+    def _forget_creating(self, volume_id: str) -> None:
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                delete(_volumes).where(
+                    (_volumes.c.id == volume_id) & (_volumes.c.status == CREATING)
+                )
+            )
+
+    def recover(self) -> list[str]:
+        """Remove what creates interrupted by a restart left (their host volume, their row);
+        one line per volume."""
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(select(_volumes).where(_volumes.c.status == CREATING)).all()
+        notes = []
+        for row in rows:
+            try:
+                self.hosts.client(row.host_uuid).delete_volume(row.path)
+                self._forget_creating(row.id)
+            except Exception as exc:
+                log.warning("cleaning up the interrupted create of volume %s failed: %s",
+                            row.id, exc)  # fmt: skip
+                notes.append(f"volume {row.id}: create interrupted by a restart; clean-up failed "
+                             f"({exc}), tried again at the next start")  # fmt: skip
+                continue
+            notes.append(f"volume {row.id}: create interrupted by a restart, removed")
+        return notes
 
     def _host_of(self, principal: Principal, server_id: str) -> str:
         server = self.servers.get(principal, server_id)
@@ -121,7 +174,11 @@ class DeviceService:
         return server.host_uuid
 
     def volumes(self, principal: Principal) -> list[VolumeRecord]:
-        query = select(_volumes).order_by(_volumes.c.created_at, _volumes.c.id)
+        query = (
+            select(_volumes)
+            .where(_volumes.c.status != CREATING)
+            .order_by(_volumes.c.created_at, _volumes.c.id)
+        )
         scope = project_scope(principal)
         if scope is not None:
             query = query.where(_volumes.c.project == scope)
@@ -137,9 +194,12 @@ class DeviceService:
         A name several of them carry is refused with their ids, so that the caller
         can pick one; another project's volume is "not found" either way."""
         with read_transaction(self.engine) as conn:
-            row = conn.execute(select(_volumes).where(_volumes.c.id == volume_id)).first()
+            visible = _volumes.c.status != CREATING
+            row = conn.execute(
+                select(_volumes).where((_volumes.c.id == volume_id) & visible)
+            ).first()
             if row is None or not can_see_project(principal, row.project):
-                named = select(_volumes).where(_volumes.c.name == volume_id)
+                named = select(_volumes).where((_volumes.c.name == volume_id) & visible)
                 scope = project_scope(principal) or project
                 if scope is not None:
                     named = named.where(_volumes.c.project == scope)
@@ -157,58 +217,76 @@ class DeviceService:
         return _volume(row)
 
     def delete_volume(self, principal: Principal, volume_id: str) -> None:
-        volume = self.volume(principal, volume_id)
-        volume_id = volume.id  # it may have been given by name
-        if volume.status != "available":
-            raise Conflict(
-                f"volume {volume_id!r} is attached to server {volume.server_uuid}; detach it first",
-                volume_id=volume_id, server_id=volume.server_uuid,
-            )  # fmt: skip
-        try:
-            self.hosts.client(volume.host_uuid).delete_volume(volume.path)
-        except ComputeError:
-            raise
-        except Exception as exc:
-            raise HostOperationFailed(
-                f"deleting volume {volume_id!r} failed: {exc}",
-                public=f"deleting volume {volume_id!r} failed on its host",
-                volume_id=volume_id,
-            ) from exc
-        with write_transaction(self.engine) as conn:
-            conn.execute(delete(_volumes).where(_volumes.c.id == volume_id))
+        """Delete an available volume; holds the volume's lock, so an attach cannot slip in."""
+        volume_id = self.volume(principal, volume_id).id  # it may have been given by name
+        with self._volume_locks.hold(volume_id):
+            volume = self.volume(principal, volume_id)
+            if volume.status != "available":
+                raise Conflict(
+                    f"volume {volume_id!r} is attached to server {volume.server_uuid}; "
+                    "detach it first",
+                    volume_id=volume_id, server_id=volume.server_uuid,
+                )  # fmt: skip
+            try:
+                self.hosts.client(volume.host_uuid).delete_volume(volume.path)
+            except ComputeError:
+                raise
+            except Exception as exc:
+                raise HostOperationFailed(
+                    f"deleting volume {volume_id!r} failed: {exc}",
+                    public=f"deleting volume {volume_id!r} failed on its host",
+                    volume_id=volume_id,
+                ) from exc
+            # Nothing to undo when this fails: the host volume is gone, and a row without
+            # one is deleted again (deleting a missing host volume succeeds).
+            with write_transaction(self.engine) as conn:
+                conn.execute(delete(_volumes).where(_volumes.c.id == volume_id))
 
     def attach_volume(self, principal: Principal, server_id: str, volume_id: str) -> VolumeRecord:
         """Attach as a virtio disk with serial = volume id and alias ``ua-<volume id>``."""
         with self._device_change(principal, server_id) as server:
-            volume = self.volume(principal, volume_id, project=server.project)
-            volume_id = volume.id  # it may have been given by name
-            if volume.project != server.project:
-                raise NotFound(f"volume {volume_id!r} does not exist", volume_id=volume_id)
-            if volume.status != "available":
-                raise Conflict(
-                    f"volume {volume_id!r} is in use by server {volume.server_uuid}",
-                    volume_id=volume_id, server_id=volume.server_uuid,
-                )  # fmt: skip
-            if volume.host_uuid != server.host_uuid:
-                raise Conflict(
-                    f"volume {volume_id!r} lives on another host than server {server_id!r}; "
-                    "volumes are local to their host",
-                    volume_id=volume_id, server_id=server_id,
-                )  # fmt: skip
-            self._host_call(
-                server,
-                lambda c: c.attach_volume(
-                    server.domain_name or "",
-                    VolumeAttachment(volume.id, volume.path, volume.format),
-                ),
-                f"attaching volume {volume.id!r} to server {server.uuid!r}",
+            volume_id = self.volume(principal, volume_id, project=server.project).id  # or name
+            with self._volume_locks.hold(volume_id):
+                return self._attach_volume(principal, server, server_id, volume_id)
+
+    def _attach_volume(
+        self, principal: Principal, server: ServerRecord, server_id: str, volume_id: str
+    ) -> VolumeRecord:
+        """Attach under the server's and the volume's lock; undone when not recorded."""
+        volume = self.volume(principal, volume_id, project=server.project)
+        if volume.project != server.project:
+            raise NotFound(f"volume {volume_id!r} does not exist", volume_id=volume_id)
+        if volume.status != "available":
+            raise Conflict(
+                f"volume {volume_id!r} is in use by server {volume.server_uuid}",
+                volume_id=volume_id, server_id=volume.server_uuid,
+            )  # fmt: skip
+        if volume.host_uuid != server.host_uuid:
+            raise Conflict(
+                f"volume {volume_id!r} lives on another host than server {server_id!r}; "
+                "volumes are local to their host",
+                volume_id=volume_id, server_id=server_id,
+            )  # fmt: skip
+        domain = server.domain_name or ""
+        self._host_call(
+            server,
+            lambda c: c.attach_volume(
+                domain, VolumeAttachment(volume.id, volume.path, volume.format)
+            ),
+            f"attaching volume {volume.id!r} to server {server.uuid!r}",
+        )
+        with _undo_on_failure(
+            f"volume {volume_id}: detaching it from server {server.uuid} again",
+            lambda: self._host_call(
+                server, lambda c: c.detach_by_alias(domain, volume.alias),
+                f"detaching volume {volume.id!r} from server {server.uuid!r}",
+            ),
+        ), write_transaction(self.engine) as conn:
+            conn.execute(
+                update(_volumes)
+                .where(_volumes.c.id == volume_id)
+                .values(status="in-use", server_uuid=server.uuid)
             )
-            with write_transaction(self.engine) as conn:
-                conn.execute(
-                    update(_volumes)
-                    .where(_volumes.c.id == volume_id)
-                    .values(status="in-use", server_uuid=server.uuid)
-                )
         return self.volume(principal, volume_id)
 
     def detach(self, principal: Principal, server_id: str, alias: str) -> None:
@@ -235,20 +313,47 @@ class DeviceService:
                     f"aliases: {', '.join(aliases) or '(none)'}",
                     alias=alias,
                 )
-            self._host_call(
-                server,
-                lambda c: c.detach_by_alias(server.domain_name or "", alias),
-                f"detaching {alias!r} from server {server.uuid!r}",
+            held: contextlib.AbstractContextManager[object] = (
+                self._volume_locks.hold(ident) if volume is not None else contextlib.nullcontext()
             )
-            with write_transaction(self.engine) as conn:
-                if volume is not None:
-                    conn.execute(
-                        update(_volumes)
-                        .where(_volumes.c.id == ident)
-                        .values(status="available", server_uuid=None)
-                    )
-                else:
-                    conn.execute(delete(_interfaces).where(_interfaces.c.id == ident))
+            with held:
+                self._detach_and_record(server, alias, ident, is_volume=volume is not None)
+
+    def _detach_and_record(
+        self, server: ServerRecord, alias: str, ident: str, *, is_volume: bool
+    ) -> None:
+        """Detach from the host, then record it; when the store refuses, attach again."""
+        domain = server.domain_name or ""
+        if is_volume:
+            [volume] = [v for v in self._server_volumes(server.uuid) if v.id == ident]
+            attachment = VolumeAttachment(volume.id, volume.path, volume.format)
+
+            def reattach() -> None:
+                self._host_call(server, lambda c: c.attach_volume(domain, attachment),
+                                f"attaching {alias!r} to server {server.uuid!r} again")
+        else:
+            with read_transaction(self.engine) as conn:
+                row = conn.execute(select(_interfaces).where(_interfaces.c.id == ident)).one()
+            nic = InterfaceAttachment(ident, row.mac, row.kind, row.source, row.model)
+
+            def reattach() -> None:
+                self._host_call(server, lambda c: c.attach_interface(domain, nic),
+                                f"attaching {alias!r} to server {server.uuid!r} again")
+
+        self._host_call(server, lambda c: c.detach_by_alias(domain, alias),
+                        f"detaching {alias!r} from server {server.uuid!r}")
+        with (
+            _undo_on_failure(f"{alias}: attaching it to server {server.uuid} again", reattach),
+            write_transaction(self.engine) as conn,
+        ):
+            if is_volume:
+                conn.execute(
+                    update(_volumes)
+                    .where(_volumes.c.id == ident)
+                    .values(status="available", server_uuid=None)
+                )
+            else:
+                conn.execute(delete(_interfaces).where(_interfaces.c.id == ident))
 
     def _server_volumes(self, server_uuid: str) -> list[VolumeRecord]:
         with read_transaction(self.engine) as conn:
@@ -280,14 +385,24 @@ class DeviceService:
         with self._device_change(principal, server_id) as server:
             port_id = str(uuidlib.uuid4())
             mac = "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+            domain = server.domain_name or ""
             self._host_call(
                 server,
                 lambda c: c.attach_interface(
-                    server.domain_name or "", InterfaceAttachment(port_id, mac, kind, source, model)
+                    domain, InterfaceAttachment(port_id, mac, kind, source, model)
                 ),
                 f"adding a {model} interface to server {server.uuid!r}",
             )
-            with write_transaction(self.engine) as conn:
+            with (
+                _undo_on_failure(
+                    f"interface {port_id}: detaching it from server {server.uuid} again",
+                    lambda: self._host_call(
+                        server, lambda c: c.detach_by_alias(domain, f"ua-{port_id}"),
+                        f"removing interface {port_id!r} from server {server.uuid!r}",
+                    ),
+                ),
+                write_transaction(self.engine) as conn,
+            ):
                 conn.execute(
                     insert(_interfaces).values(
                         id=port_id, server_uuid=server.uuid, mac=mac, kind=kind, source=source,
@@ -334,6 +449,22 @@ class DeviceService:
             raise HostOperationFailed(
                 str(exc), public=f"{what} failed on the server's host", server_id=server.uuid
             ) from exc
+
+
+@contextlib.contextmanager
+def _undo_on_failure(what: str, *undo: Callable[[], None]) -> Iterator[None]:
+    """Run each of ``undo`` (all of them, logging each failure) when the block raises, then
+    let the error through: the compensation of a host step whose store step failed."""
+    try:
+        yield
+    except BaseException as exc:
+        log.warning("%s, because recording the change failed: %s", what, exc)
+        for step in undo:
+            try:
+                step()
+            except Exception as undo_exc:
+                log.error("%s failed: %s", what, undo_exc)
+        raise
 
 
 def _volume(row: Any) -> VolumeRecord:

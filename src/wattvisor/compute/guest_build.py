@@ -87,6 +87,8 @@ def build_domain(
         initrd=image.initrd_path,
         cmdline=image.cmdline,
         boot_devs=() if image.kernel_path else ("hd",),
+        # ACPI: the power button of a graceful stop, and PCI hot-unplug of devices.
+        features=("acpi", "apic"),
         memory_backing=MemoryBacking() if shares else None,
         instance_metadata=instance_metadata(request, share_tags),
     )

@@ -9,7 +9,6 @@ Nova does: servers already there keep running.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -42,6 +41,7 @@ _servers = cast(Table, ServerRow.__table__)
 
 
 def _close_quietly(client: HostClient) -> None:
+    """Close a host client; a failure is logged with the host's URI, never raised."""
     try:
         client.close()
     except Exception:
@@ -131,8 +131,7 @@ class HostRegistry:
             old = self._clients.get(facts.provider_uuid)
             self._clients[facts.provider_uuid] = client
         if old is not None and old is not client:
-            with contextlib.suppress(Exception):
-                old.close()
+            _close_quietly(old)
         return facts.provider_uuid
 
     def _register_provider(self, facts: HostFacts, name: str, enabled: bool) -> None:
@@ -358,5 +357,4 @@ class HostRegistry:
             clients = list(self._clients.values())
             self._clients.clear()
         for client in clients:
-            with contextlib.suppress(Exception):
-                client.close()
+            _close_quietly(client)

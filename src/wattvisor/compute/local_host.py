@@ -13,6 +13,7 @@ import hashlib
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -152,17 +153,21 @@ class LocalHostClient:
         )
 
     def _cleanup(self, request: SpawnRequest, *, defined: bool, shares_prepared: bool) -> None:
+        """Undo a failed spawn: every step is tried, and each failure is logged with what
+        it was cleaning, so a step that fails never hides or skips the next one."""
+        name, uuid = request.domain_name, request.server_uuid
+        steps: list[tuple[str, Callable[[], object]]] = []
         if defined:
-            with contextlib.suppress(Exception):
-                self.driver.undefine(request.server_uuid)
-        elif shares_prepared:
-            with contextlib.suppress(Exception):
-                self.driver.shares.release(request.domain_name)
-                self.driver.shares.discard_data(request.domain_name)
+            steps.append((f"undefining domain {name}", lambda: self.driver.undefine(uuid)))
+        if shares_prepared or defined:
+            steps.append((f"removing the shares of {name}",
+                          lambda: self.driver.release_shares(name)))  # fmt: skip
         if self.sampler is not None and request.power_metrics:
-            with contextlib.suppress(Exception):
-                self.sampler.forget_vm(request.server_uuid)
-        shutil.rmtree(self.instances_dir / request.server_uuid, ignore_errors=True)
+            sampler = self.sampler
+            steps.append((f"forgetting the energy of {uuid}", lambda: sampler.forget_vm(uuid)))
+        steps.append((f"removing {self.instances_dir / uuid}",
+                      lambda: _remove_tree(self.instances_dir / uuid)))  # fmt: skip
+        _run_all(f"cleaning up the failed spawn of server {uuid}", steps)
 
     def stop(self, domain_name: str, timeout_s: float) -> None:
         self.driver.shutdown(domain_name, timeout_s=timeout_s)
@@ -171,13 +176,28 @@ class LocalHostClient:
         self.driver.start(domain_name)
 
     def delete(self, server_uuid: str, domain_name: str) -> None:
+        """Remove the domain and whatever else of the server exists on this host.
+
+        A domain that is gone already (a build interrupted before it was defined, a
+        second try after a failure) still leaves shares, energy and files to clean.
+        """
         try:
             self.driver.undefine(server_uuid)
         except DomainNotFound:
             log.info("domain %s of server %s was already gone", domain_name, server_uuid)
+        steps: list[tuple[str, Callable[[], object]]] = [
+            (f"removing the shares of {domain_name}",
+             lambda: self.driver.release_shares(domain_name)),
+        ]  # fmt: skip
         if self.sampler is not None:
-            self.sampler.forget_vm(server_uuid)
-        shutil.rmtree(self.instances_dir / server_uuid, ignore_errors=True)
+            sampler = self.sampler
+            steps.append((f"forgetting the energy of {server_uuid}",
+                          lambda: sampler.forget_vm(server_uuid)))  # fmt: skip
+        steps.append((f"removing {self.instances_dir / server_uuid}",
+                      lambda: _remove_tree(self.instances_dir / server_uuid)))  # fmt: skip
+        failures = _run_all(f"deleting server {server_uuid}", steps)
+        if failures:
+            raise HostError(f"server {server_uuid} not fully removed: {'; '.join(failures)}")
 
     # -- volumes -------------------------------------------------------------------------
 
@@ -199,7 +219,11 @@ class LocalHostClient:
                         pool.setAutostart(1)
                 if not pool.isActive():
                     _make_traversable(self.volumes_dir)
-                    pool.create(0)
+                    try:
+                        pool.create(0)
+                    except libvirt.libvirtError:
+                        if not pool.isActive():  # else started meanwhile: what was asked
+                            raise
                 return pool
 
             return self.driver.connection.call(ensure)
@@ -227,6 +251,8 @@ class LocalHostClient:
         try:
             volume.delete(0)
         except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return  # deleted meanwhile: what was asked
             raise HostError(f"cannot delete volume {path}: {exc.get_error_message()}") from exc
 
     # -- devices -------------------------------------------------------------------------
@@ -283,6 +309,25 @@ class LocalHostClient:
 
     def close(self) -> None:
         self.driver.close()
+
+
+def _run_all(purpose: str, steps: list[tuple[str, Callable[[], object]]]) -> list[str]:
+    """Run every step even when one fails; log each failure with what it was doing.
+    Returns one line per failed step."""
+    failures = []
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:
+            log.error("%s: %s failed: %s", purpose, what, exc)
+            failures.append(f"{what}: {exc}")
+    return failures
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a directory tree; one that does not exist is fine, any other error raises."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path)
 
 
 def _make_traversable(path: Path) -> None:

@@ -15,11 +15,22 @@ import threading
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    case,
+    delete,
+    insert,
+    select,
+    update,
+)
 
 from wattvisor.auth import Principal, can_see_project, project_scope
 from wattvisor.compute.catalog import Catalog
@@ -36,6 +47,7 @@ from wattvisor.compute.hostclient import (
     SpawnRequest,
 )
 from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
 from wattvisor.compute.names import require_printable
 from wattvisor.compute.records import (
     FlavorRecord,
@@ -70,6 +82,7 @@ log = logging.getLogger(__name__)
 _servers = cast(Table, ServerRow.__table__)
 _volumes = cast(Table, VolumeRow.__table__)
 _interfaces = cast(Table, InterfaceRow.__table__)
+_BUILD_TASKS = ("scheduling", "spawning")
 
 
 def _now() -> datetime:
@@ -99,7 +112,7 @@ class ServerService:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.compute.workers, thread_name_prefix="wattvisor-compute"
         )
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks = KeyedLocks()
         self._locks_guard = threading.Lock()
         self._pending: dict[str, Future[None]] = {}
 
@@ -215,6 +228,9 @@ class ServerService:
         flavor: FlavorRecord,
         image: ImageRecord,
     ) -> None:
+        current = self._load(record.uuid)
+        if current is None or current.status != "BUILD" or current.task not in _BUILD_TASKS:
+            return  # deleted before it was built: the delete that follows settles it
         spawned: dict[str, Any] = {}
 
         def spawn(claim: Claim) -> None:
@@ -222,7 +238,8 @@ class ServerService:
                 # Written with the name, so that a restart in the middle knows what to clean up.
                 conn.execute(
                     update(_servers).where(_servers.c.uuid == record.uuid).values(
-                        task="spawning", host_uuid=claim.provider_uuid, domain_name=domain_name,
+                        task=_task_after(_BUILD_TASKS, "spawning"),
+                        host_uuid=claim.provider_uuid, domain_name=domain_name,
                         updated_at=_now(),
                     )
                 )  # fmt: skip
@@ -241,7 +258,8 @@ class ServerService:
             except Exception as exc:
                 message = exc.message if isinstance(exc, ComputeError) else str(exc)
                 log.warning("spawning %s on %s failed: %s", record.uuid, claim.provider_name, exc)
-                self._update(record.uuid, task="scheduling", host_uuid=None, domain_name=None)
+                self._finish(record.uuid, _BUILD_TASKS, "scheduling", host_uuid=None,
+                             domain_name=None)  # fmt: skip
                 raise SpawnFailed(message) from exc
             spawned.update(host=claim.provider_uuid, domain=result.domain_name,
                            shares=list(result.share_tags))  # fmt: skip
@@ -249,20 +267,21 @@ class ServerService:
         try:
             self.scheduler.schedule(spec, spawn, consumer_uuid=record.uuid, prefiltered=True)
         except NoValidHost as exc:
-            self._update(
-                record.uuid, status="ERROR", task=None, fault=_no_valid_host_fault(exc),
+            self._finish(
+                record.uuid, _BUILD_TASKS, status="ERROR", fault=_no_valid_host_fault(exc),
                 fault_detail=f"no valid host: {exc}",
             )  # fmt: skip
             return
         except Exception as exc:
             log.exception("building server %s failed", record.uuid)
-            self._update(
-                record.uuid, status="ERROR", task=None, fault=f"build failed: {_ADMIN_SEES}",
+            self._finish(
+                record.uuid, _BUILD_TASKS, status="ERROR", fault=f"build failed: {_ADMIN_SEES}",
                 fault_detail=f"build failed: {exc}",
             )  # fmt: skip
             return
-        self._update(
-            record.uuid, status="ACTIVE", task=None, fault=None, host_uuid=spawned["host"],
+        # Written even when a delete took over meanwhile: it needs the host and domain.
+        self._finish(
+            record.uuid, _BUILD_TASKS, status="ACTIVE", fault=None, host_uuid=spawned["host"],
             domain_name=spawned["domain"], shares=spawned["shares"],
         )  # fmt: skip
 
@@ -305,8 +324,8 @@ class ServerService:
             except Exception as exc:
                 log.warning("cleaning up the interrupted build of %s: %s", record.uuid, exc)
         self.scheduler.release(Claim(record.uuid, record.host_uuid or "", "", {}, 0))
-        self._update(
-            record.uuid, status="ERROR", task=None,
+        self._finish(
+            record.uuid, _BUILD_TASKS, status="ERROR",
             fault="the build was interrupted by a restart of the controller; delete the "
             "server and create it again",
         )  # fmt: skip
@@ -355,70 +374,93 @@ class ServerService:
             return None
         if wanted == record.status:
             return None
-        lock = self.lock_for(record.uuid)
-        if not lock.acquire(blocking=False):
-            return None  # a task is starting on it; it will settle the status
-        try:
-            current = self._load(record.uuid)
-            if current is None or current.task is not None or current.status != record.status:
-                return None
-            self._update(record.uuid, status=wanted, fault=fault)
-        finally:
-            lock.release()
+        with self._locks.hold(record.uuid, blocking=False) as held:
+            if not held:
+                return None  # a task is running on it; it will settle the status
+            # Only if nothing changed since the states were read (one conditional update).
+            with write_transaction(self.engine) as conn:
+                changed = conn.execute(
+                    update(_servers)
+                    .where(
+                        (_servers.c.uuid == record.uuid)
+                        & (_servers.c.status == record.status)
+                        & _servers.c.task.is_(None)
+                    )
+                    .values(status=wanted, fault=fault, fault_detail=None, updated_at=_now())
+                ).rowcount
+        if changed != 1:
+            return None
         return f"server {record.uuid}: {record.status} -> {wanted} (guest is {state or 'gone'})"
 
     # ---------------------------------------------------------------- lifecycle
 
     def stop(self, principal: Principal, server_id: str) -> ServerRecord:
-        record = self._expect(principal, server_id, ("ACTIVE",), "stop")
-        self._update(record.uuid, task="stopping")
+        record = self.get(principal, server_id)
+        if not self._claim_task(record.uuid, "stopping", statuses=("ACTIVE",)):
+            raise self._conflict(principal, server_id, ("ACTIVE",), "stop")
+        claimed = self.get(principal, server_id)  # as accepted, before the worker changes it
         self._submit(record.uuid, lambda: self._power(record.uuid, "stop"))
-        return self.get(principal, server_id)
+        return claimed
 
     def start(self, principal: Principal, server_id: str) -> ServerRecord:
-        record = self._expect(principal, server_id, ("SHUTOFF",), "start")
-        self._update(record.uuid, task="starting")
+        record = self.get(principal, server_id)
+        if not self._claim_task(record.uuid, "starting", statuses=("SHUTOFF",)):
+            raise self._conflict(principal, server_id, ("SHUTOFF",), "start")
+        claimed = self.get(principal, server_id)  # as accepted, before the worker changes it
         self._submit(record.uuid, lambda: self._power(record.uuid, "start"))
-        return self.get(principal, server_id)
+        return claimed
 
     def _power(self, server_uuid: str, action: str) -> None:
+        task = "stopping" if action == "stop" else "starting"
         record = self._load(server_uuid)
-        if record is None or record.host_uuid is None or record.domain_name is None:
+        if record is None or record.task != task:
+            return  # a delete took over: the guest goes anyway
+        if record.host_uuid is None or record.domain_name is None:
+            self._finish(server_uuid, (task,), fault=f"{action} failed: the server is on no host")
             return
         try:
             client = self.hosts.client(record.host_uuid)
             if action == "stop":
                 client.stop(record.domain_name, self.settings.compute.stop_timeout_s)
-                self._update(server_uuid, status="SHUTOFF", task=None, fault=None)
+                self._finish(server_uuid, (task,), status="SHUTOFF", fault=None)
             else:
                 client.start(record.domain_name)
-                self._update(server_uuid, status="ACTIVE", task=None, fault=None)
+                self._finish(server_uuid, (task,), status="ACTIVE", fault=None)
         except Exception as exc:
             log.warning("%s of server %s failed: %s", action, server_uuid, exc)
-            self._update(
-                server_uuid, task=None, fault=f"{action} failed on its host: {_ADMIN_SEES}",
+            self._finish(
+                server_uuid, (task,), fault=f"{action} failed on its host: {_ADMIN_SEES}",
                 fault_detail=f"{action} failed: {exc}",
             )  # fmt: skip
 
     def delete(self, principal: Principal, server_id: str) -> ServerRecord:
+        """Mark the server ``deleting`` (taking over any other task) and queue the delete.
+
+        A second delete while one is under way changes nothing and answers the same.
+        """
         record = self.get(principal, server_id)
-        if record.status == "DELETED":
+        claimed = self._claim_task(record.uuid, "deleting", statuses=None,
+                                   take_over=_servers.c.task != "deleting")  # fmt: skip
+        if not claimed:
+            current = self.get(principal, server_id)
+            if current.task == "deleting" and current.status != "DELETED":
+                return current
             raise Conflict(f"server {server_id!r} is deleted already", server_id=server_id)
-        self._update(record.uuid, task="deleting")
+        accepted = self.get(principal, server_id)
         self._submit(record.uuid, lambda: self._delete(record.uuid))
-        return self.get(principal, server_id)
+        return accepted
 
     def _delete(self, server_uuid: str) -> None:
         record = self._load(server_uuid)
-        if record is None or record.status == "DELETED":
+        if record is None or record.status == "DELETED" or record.task != "deleting":
             return
         try:
             if record.host_uuid is not None and record.domain_name is not None:
                 self.hosts.client(record.host_uuid).delete(record.uuid, record.domain_name)
         except Exception as exc:
             log.warning("deleting server %s failed: %s", server_uuid, exc)
-            self._update(
-                server_uuid, status="ERROR", task=None,
+            self._finish(
+                server_uuid, ("deleting",), status="ERROR",
                 fault=f"delete failed on its host: {_ADMIN_SEES}",
                 fault_detail=f"delete failed: {exc}",
             )  # fmt: skip
@@ -437,38 +479,80 @@ class ServerService:
                 .values(status="DELETED", task=None, updated_at=_now())
             )
 
-    def _expect(
+    def _claim_task(
+        self,
+        server_uuid: str,
+        task: str,
+        *,
+        statuses: Sequence[str] | None,
+        take_over: ColumnElement[bool] | None = None,
+    ) -> bool:
+        """Give the server ``task`` in one conditional update; True when this call did.
+
+        The server must not be DELETED, must have one of ``statuses`` (None: any) and
+        no task in progress (or one that ``take_over`` matches). Two requests racing
+        for the same server cannot both win, in this process or in another one.
+        """
+        free: ColumnElement[bool] = _servers.c.task.is_(None)
+        if take_over is not None:
+            free = free | take_over
+        condition = (_servers.c.uuid == server_uuid) & (_servers.c.status != "DELETED") & free
+        if statuses is not None:
+            condition = condition & _servers.c.status.in_(statuses)
+        with write_transaction(self.engine) as conn:
+            claimed = conn.execute(
+                update(_servers).where(condition).values(task=task, updated_at=_now())
+            ).rowcount
+        return bool(claimed == 1)
+
+    def _conflict(
         self, principal: Principal, server_id: str, statuses: Sequence[str], action: str
-    ) -> ServerRecord:
+    ) -> Conflict:
         record = self.get(principal, server_id)
-        if record.status not in statuses or record.task is not None:
-            now = record.status + (f" ({record.task})" if record.task else "")
-            raise Conflict(
-                f"server {server_id!r} is {now}; {action} needs status "
-                f"{' or '.join(statuses)} with no task in progress",
-                server_id=server_id, status=record.status, task=record.task,
-            )  # fmt: skip
-        return record
+        now = record.status + (f" ({record.task})" if record.task else "")
+        return Conflict(
+            f"server {server_id!r} is {now}; {action} needs status "
+            f"{' or '.join(statuses)} with no task in progress",
+            server_id=server_id, status=record.status, task=record.task,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ workers
 
-    def lock_for(self, server_uuid: str) -> threading.Lock:
-        """The lock serialising every change of one server (tasks and device changes)."""
+    def lock_for(self, server_uuid: str) -> KeyedLock:
+        """The lock serialising every change of one server (tasks and device changes);
+        it takes room only while someone holds or awaits it."""
+        return self._locks.lock(server_uuid)
+
+    @property
+    def locks_in_use(self) -> int:
+        """How many servers' locks exist right now (held or awaited)."""
+        return len(self._locks)
+
+    @property
+    def pending_tasks(self) -> int:
+        """How many servers have a submitted task that has not finished."""
         with self._locks_guard:
-            return self._locks.setdefault(server_uuid, threading.Lock())
+            return len(self._pending)
 
     def _submit(self, server_uuid: str, work: Callable[[], None]) -> None:
-        lock = self.lock_for(server_uuid)
+        """Run ``work`` after every task submitted before for the server, under its lock.
 
-        def run() -> None:
-            with lock:
+        The tasks of one server run in the order they were accepted (a delete after
+        the stop it follows), and the newest task finishes last, so waiting for it
+        waits for them all.
+        """
+
+        def run(previous: Future[None] | None) -> None:
+            if previous is not None:
+                futures_wait([previous])  # picked up earlier from the same queue: no deadlock
+            with self._locks.hold(server_uuid):
                 try:
                     work()
                 except Exception:
                     log.exception("task of server %s failed", server_uuid)
 
         with self._locks_guard:
-            future = self._pool.submit(run)
+            future = self._pool.submit(run, self._pending.get(server_uuid))
             self._pending[server_uuid] = future
         future.add_done_callback(partial(self._forget_task, server_uuid))
 
@@ -478,7 +562,8 @@ class ServerService:
                 del self._pending[server_uuid]
 
     def pending_task(self, server_uuid: str) -> Future[None] | None:
-        """The task last submitted for the server while it has not finished, else None.
+        """The task last submitted for the server while it has not finished, else None
+        (it finishes after every task submitted before it).
 
         For waiting without a thread (the API's ``wait_s``); never cancel it.
         """
@@ -486,19 +571,28 @@ class ServerService:
             return self._pending.get(server_uuid)
 
     def wait(self, server_uuid: str, timeout_s: float | None = None) -> None:
-        """Wait until the task last submitted for the server has finished (tests, CLI)."""
+        """Wait until every task submitted for the server has finished (tests, CLI)."""
         with self._locks_guard:
             future = self._pending.get(server_uuid)
         if future is not None:
             future.result(timeout_s)
 
-    def _update(self, server_uuid: str, **values: Any) -> None:
-        """Write ``values``; a new ``fault`` without a ``fault_detail`` says all there is."""
+    def _finish(
+        self, server_uuid: str, mine: Sequence[str], task_after: str | None = None, **values: Any
+    ) -> None:
+        """Write a task's outcome; the task becomes ``task_after`` only if it is still one
+        of ``mine`` (a delete that took over meanwhile keeps its ``deleting``). A
+        DELETED server is left alone; a new ``fault`` without a ``fault_detail`` says all
+        there is."""
         if "fault" in values:
             values.setdefault("fault_detail", None)
-        values["updated_at"] = _now()
+        values.update(task=_task_after(mine, task_after), updated_at=_now())
         with write_transaction(self.engine) as conn:
-            conn.execute(update(_servers).where(_servers.c.uuid == server_uuid).values(**values))
+            conn.execute(
+                update(_servers)
+                .where((_servers.c.uuid == server_uuid) & (_servers.c.status != "DELETED"))
+                .values(**values)
+            )
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
@@ -517,6 +611,11 @@ class ServerService:
         except ConfigDriveError as exc:  # pragma: no cover - names were checked at create
             raise InvalidRequest(str(exc)) from exc
         return config_drive_metadata_document(meta)
+
+
+def _task_after(mine: Sequence[str], after: str | None) -> Any:
+    """``task`` becomes ``after`` when it is one of ``mine``, else stays (SQL CASE)."""
+    return case((_servers.c.task.in_(mine), after), else_=_servers.c.task)
 
 
 _ADMIN_SEES = "an admin sees the host's own message in the server's fault"

@@ -11,11 +11,13 @@ Where the call or the flag is unavailable, a plain rename is used.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
+import logging
 import os
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -69,6 +71,10 @@ def replace_contents(path: str | bytes, tmp: str | bytes, data: bytes, mode: int
         else:
             os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("removing the unfinished %s failed: %s", os.fsdecode(tmp), exc)
         raise

@@ -18,11 +18,14 @@ never the directory inode itself while the domain exists.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from wattvisor.energy.atomic_file import replace_contents
+
+log = logging.getLogger(__name__)
 
 ZONE = "intel-rapl:0"
 SUBZONE = "intel-rapl:0:0"
@@ -102,6 +105,11 @@ class GuestShareWriter:
         directory = self.domain_dir(root, domain)
         self._written.pop((root, domain), None)
         for name in (ZONE, SUBZONE):
-            shutil.rmtree(directory / name, ignore_errors=True)
+            try:
+                shutil.rmtree(directory / name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("removing the guest counters %s failed: %s", directory / name, exc)
         with contextlib.suppress(OSError):
             directory.rmdir()

@@ -172,6 +172,12 @@ class EnergySampler:
         """The host's recent power and total, oldest first."""
         return self._history.points("host", limit)
 
+    @property
+    def forgotten_vms(self) -> int:
+        """Deleted VMs still listed somewhere (libvirt, a QEMU still exiting), kept ignored."""
+        with self._work:
+            return len(self._forgotten)
+
     # ------------------------------------------------------------- VM lifecycle
 
     def prepare_guest_share(self, vm: VMRecord) -> list[Path]:
@@ -256,6 +262,12 @@ class EnergySampler:
         stats = self.domain_stats.domain_cpu() if self.domain_stats is not None else None
         listed = self.inventory.vms()
         forgotten = self._forgotten
+        if forgotten:
+            # A deleted VM nothing lists any more cannot come back: stop remembering it,
+            # or the set grows by one UUID per VM ever deleted.
+            seen = {r.uuid.lower() for r in listed} | {u.lower() for u in stats or {}}
+            seen |= {i.uuid.lower() for i in scan.qemu.values() if i.uuid is not None}
+            forgotten.intersection_update(seen)
         records = [r for r in listed if r.managed and r.uuid.lower() not in forgotten]
         if len(records) != len(listed):
             self._drop_unmanaged({r.uuid.lower() for r in listed if not r.managed})

@@ -23,9 +23,9 @@ Joliet and Rock Ridge so that Linux shows the lower-case names cloud-init opens.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -39,6 +39,8 @@ from typing import Any
 import pycdlib
 
 from wattvisor.guest import Disk, ShareMeta, make_alias
+
+log = logging.getLogger(__name__)
 
 CONFIG_DRIVE_LABEL = "config-2"
 CONFIG_DRIVE_ALIAS = make_alias("config-drive")
@@ -175,8 +177,10 @@ def build_config_drive(path: Path, meta: ConfigDriveMetadata) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("removing the unfinished config drive %s failed: %s", tmp, exc)
         raise
     return path
 

@@ -13,16 +13,18 @@ import os
 import re
 import time
 import uuid as uuid_module
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import libvirt
+from lxml import etree
 
 from wattvisor.config import HostSettings, Settings
 from wattvisor.guest import (
     METADATA_KEY,
     METADATA_NS,
+    Device,
     Domain,
     Filesystem,
     GuestXMLError,
@@ -56,6 +58,17 @@ _STATE_NAMES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
+_SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
+    libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
+}
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 
 
@@ -82,6 +95,9 @@ class DomainState:
     state: str
     active: bool
     persistent: bool
+    reason: str = ""
+    """Why a shut-off guest is off: ``shutdown`` (it powered off by itself),
+    ``destroyed``, ``crashed``, ...; empty for other states."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +130,17 @@ class StartupReport:
     uri_reason: str
     upgraded: list[UpgradeReport] = field(default_factory=list)
     shares_reestablished: list[str] = field(default_factory=list)
+    shares_removed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+
+def is_managed_domain_xml(xml: str) -> bool:
+    """Whether a domain's XML carries wattvisor's instance metadata (wattvisor made it)."""
+    try:
+        root = etree.fromstring(xml.encode())
+    except etree.XMLSyntaxError:
+        return False
+    return root.find(f"metadata/{{{METADATA_NS}}}instance") is not None
 
 
 class HostDriver:
@@ -264,13 +290,16 @@ class HostDriver:
 
     @staticmethod
     def _state(dom: libvirt.virDomain) -> DomainState:
-        state, _reason = dom.state()
+        state, reason = dom.state()
         return DomainState(
             name=dom.name(),
             uuid=dom.UUIDString(),
             state=_STATE_NAMES.get(state, str(state)),
             active=bool(dom.isActive()),
             persistent=bool(dom.isPersistent()),
+            reason=_SHUTOFF_REASONS.get(reason, str(reason))
+            if state == libvirt.VIR_DOMAIN_SHUTOFF
+            else "",
         )
 
     def list_domains(self) -> list[DomainState]:
@@ -312,60 +341,177 @@ class HostDriver:
         return self._state(dom)
 
     def start(self, ident: str) -> DomainState:
-        dom = self._lookup(ident)
-        if not dom.isActive():
-            try:
-                dom.create()
-            except libvirt.libvirtError as exc:
-                raise HostError(
-                    f"domain {dom.name()!r} failed to start: {exc.get_error_message()}"
-                ) from exc
-        return self._state(dom)
-
-    def shutdown(self, ident: str, *, timeout_s: float = 60.0) -> DomainState:
-        """Ask the guest to power off; destroy it if it has not after ``timeout_s``."""
-        dom = self._lookup(ident)
-        if dom.isActive():
-            try:
-                dom.shutdown()
-            except libvirt.libvirtError as exc:
-                log.warning("graceful shutdown of %s refused: %s", dom.name(), exc)
-            deadline = time.monotonic() + timeout_s
-            while dom.isActive() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if dom.isActive():
-                log.warning("%s did not power off within %.0f s; destroying", dom.name(), timeout_s)
-                dom.destroy()
-        return self._state(dom)
-
-    def destroy(self, ident: str) -> DomainState:
-        dom = self._lookup(ident)
-        if dom.isActive():
-            dom.destroy()
-        return self._state(dom)
-
-    def undefine(self, ident: str) -> None:
-        """Stop and remove a guest, then take down its share mounts."""
+        """Start the guest; one that is running already (or started meanwhile) is fine."""
         dom = self._lookup(ident)
         name = dom.name()
-        if dom.isActive():
-            dom.destroy()
-        if dom.isPersistent():
-            flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        self._settle(
+            dom, name, "start", dom.create, lambda: self._is_active(dom, gone=None),
+            failure=f"domain {name!r} failed to start",
+        )  # fmt: skip
+        return self._state_or_gone(dom, name)
+
+    def shutdown(self, ident: str, *, timeout_s: float = 60.0) -> DomainState:
+        """Ask the guest to power off; destroy it if it has not after ``timeout_s``.
+
+        A guest that is off already, or powers off while we ask, is simply off.
+        """
+        dom = self._lookup(ident)
+        name = dom.name()
+        try:
+            dom.shutdown()
+        except libvirt.libvirtError as exc:
+            if self._is_active(dom):
+                log.warning("graceful shutdown of %s refused: %s", name, exc.get_error_message())
+        deadline = time.monotonic() + timeout_s
+        while self._is_active(dom) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self._is_active(dom):
+            log.warning("%s did not power off within %.0f s; destroying", name, timeout_s)
+            self._destroy(dom, name)
+        return self._state_or_gone(dom, name)
+
+    def destroy(self, ident: str) -> DomainState:
+        """Power the guest off at once; one that is off already (or meanwhile) is fine."""
+        dom = self._lookup(ident)
+        name = dom.name()
+        self._destroy(dom, name)
+        return self._state_or_gone(dom, name)
+
+    def undefine(self, ident: str) -> None:
+        """Stop and remove a guest, then take down its share mounts.
+
+        Every step tolerates the guest getting there by itself meanwhile (a guest
+        powering off, a transient domain vanishing when it stops).
+        """
+        dom = self._lookup(ident)
+        name = dom.name()
+        self._destroy(dom, name)
+        self._remove_definition(dom, name)
+        self.release_shares(name)
+
+    def release_shares(self, domain_name: str) -> None:
+        """Remove a domain's share mounts and data directories, whatever of them exists.
+
+        Safe to call when the domain is gone or never got that far (an interrupted
+        build); both steps are tried even if the first fails.
+        """
+        if not self.settings.share_local_fs:
+            return
+        failures: list[str] = []
+        for step, action in (
+            ("read-only views", self.shares.release),
+            ("data directories", self.shares.discard_data),
+        ):
             try:
-                dom.undefineFlags(flags)
-            except libvirt.libvirtError:
-                dom.undefine()
-        if self.settings.share_local_fs:
-            self.shares.release(name)
-            self.shares.discard_data(name)
+                action(domain_name)
+            except (OSError, ValueError) as exc:
+                log.error("removing the share %s of %s failed: %s", step, domain_name, exc)
+                failures.append(f"{step}: {exc}")
+        if failures:
+            raise HostError(
+                f"shares of domain {domain_name!r} not fully removed: {'; '.join(failures)}"
+            )
+
+    # Lifecycle calls act first and look afterwards: asking "is it running?" and then
+    # acting leaves a window in which the guest can change state by itself.
+
+    @staticmethod
+    def _is_active(dom: libvirt.virDomain, gone: bool | None = False) -> bool:
+        """Whether the domain runs; a domain that no longer exists counts as ``gone``
+        (``None``: raise DomainNotFound)."""
+        try:
+            return bool(dom.isActive())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            if gone is None:
+                raise DomainNotFound(f"domain {dom.UUIDString()} vanished") from exc
+            return gone
+
+    @staticmethod
+    def _settle(
+        dom: libvirt.virDomain,
+        name: str,
+        action: str,
+        call: Callable[[], object],
+        reached: Callable[[], bool],
+        failure: str = "",
+    ) -> None:
+        """Run ``call``; when libvirt refuses it because the domain is already where
+        ``call`` would take it (``reached`` after the refusal), that is success.
+        Otherwise HostError, starting with ``failure``."""
+        try:
+            call()
+        except libvirt.libvirtError as exc:
+            if reached():
+                log.info("%s of %s: already done (%s)", action, name, exc.get_error_message())
+                return
+            failure = failure or f"{action} of domain {name!r} failed"
+            raise HostError(f"{failure}: {exc.get_error_message()}") from exc
+
+    def _destroy(self, dom: libvirt.virDomain, name: str, attempts: int = 3) -> None:
+        # While a guest is powering off by itself libvirt can refuse a destroy that
+        # comes too early ("process busy", "state change lock"); the guest is then
+        # still active, so ask again a few times before giving up.
+        for attempt in range(1, attempts + 1):
+            try:
+                self._settle(dom, name, "destroy", dom.destroy, lambda: not self._is_active(dom))
+                return
+            except HostError:
+                if attempt == attempts:
+                    raise
+                time.sleep(0.5 * attempt)
+
+    @staticmethod
+    def _remove_definition(dom: libvirt.virDomain, name: str) -> None:
+        try:
+            persistent = bool(dom.isPersistent())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return  # a transient domain ends when it stops
+            raise HostError(f"cannot look at domain {name!r}: {exc.get_error_message()}") from exc
+        if not persistent:
+            return
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        try:
+            dom.undefineFlags(flags)
+            return
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return
+            log.info("undefine of %s with flags refused (%s); plain undefine",
+                     name, exc.get_error_message())  # fmt: skip
+        try:
+            dom.undefine()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return
+            message = exc.get_error_message()
+            raise HostError(f"undefine of domain {name!r} failed: {message}") from exc
+
+    def _state_or_gone(self, dom: libvirt.virDomain, name: str) -> DomainState:
+        """The domain's state; a transient one that vanished on stopping is shut off."""
+        try:
+            return self._state(dom)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            return DomainState(
+                name=name, uuid=dom.UUIDString(), state="shutoff", active=False,
+                persistent=False, reason="gone",
+            )  # fmt: skip
 
     # -- devices -----------------------------------------------------------------------
 
     @staticmethod
     def _affect_flags(dom: libvirt.virDomain) -> tuple[int, bool, bool]:
-        live = bool(dom.isActive())
-        config = bool(dom.isPersistent())
+        try:
+            live = bool(dom.isActive())
+            config = bool(dom.isPersistent())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise DomainNotFound(f"domain {dom.UUIDString()} vanished") from exc
+            raise
         flags = 0
         if live:
             flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -373,16 +519,28 @@ class HostDriver:
             flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
         return flags, live, config
 
+    def _on_current_state(
+        self, dom: libvirt.virDomain, what: str, call: Callable[[int], object], attempts: int = 3
+    ) -> None:
+        """``call(flags)`` for the guest as it is (live and/or config), asked again when
+        libvirt refused because the guest started or stopped meanwhile."""
+        for attempt in range(1, attempts + 1):
+            flags, _live, _config = self._affect_flags(dom)
+            try:
+                call(flags)
+                return
+            except libvirt.libvirtError as exc:
+                if attempt < attempts and self._affect_flags(dom)[0] != flags:
+                    log.info("%s %s: the guest changed state meanwhile; again", what, dom.name())
+                    continue
+                raise HostError(f"cannot {what} {dom.name()!r}: {exc.get_error_message()}") from exc
+
     def attach_device(self, ident: str, device_xml: str) -> None:
         """Attach to the running guest and its persistent config (whichever exist)."""
         dom = self._lookup(ident)
-        flags, _live, _config = self._affect_flags(dom)
-        try:
-            dom.attachDeviceFlags(device_xml, flags)
-        except libvirt.libvirtError as exc:
-            raise HostError(
-                f"cannot attach device to {dom.name()!r}: {exc.get_error_message()}"
-            ) from exc
+        self._on_current_state(
+            dom, "attach device to", lambda flags: dom.attachDeviceFlags(device_xml, flags)
+        )
 
     def detach_device(
         self,
@@ -393,67 +551,86 @@ class HostDriver:
         target_dev: str | None = None,
         mac: str | None = None,
         wait_s: float = 30.0,
+        attempts: int = 3,
     ) -> DetachResult:
         """Detach the device named ``alias`` from the live guest and its persistent config.
 
         ``serial``/``target_dev``/``mac`` find the device in XML written before aliases
         existed. A live detach needs the guest's cooperation; we wait up to ``wait_s``
-        for it to release the device.
+        for it to release the device. A guest that starts or stops meanwhile is
+        looked at again (up to ``attempts`` times); a device that went with the
+        first attempt is detached.
         """
         dom = self._lookup(ident)
-        flags, live, config = self._affect_flags(dom)
-        inactive = not live
-        current = Domain.parse(
-            str(
-                dom.XMLDesc(
-                    libvirt.VIR_DOMAIN_XML_SECURE
-                    | (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+        for attempt in range(1, attempts + 1):
+            flags, live, config = self._affect_flags(dom)
+            current = Domain.parse(
+                str(
+                    dom.XMLDesc(
+                        libvirt.VIR_DOMAIN_XML_SECURE
+                        | (0 if live else libvirt.VIR_DOMAIN_XML_INACTIVE)
+                    )
                 )
             )
-        )
-        device = current.find_device(alias=alias, serial=serial, target_dev=target_dev, mac=mac)
-        if device is None:
-            present = sorted(a for a in (d.alias for d in current.devices) if a)
-            raise DeviceNotFound(
-                f"domain {dom.name()!r} has no device with alias {alias!r}"
-                + (f" (aliases present: {', '.join(present)})" if present else "")
+            device = current.find_device(
+                alias=alias, serial=serial, target_dev=target_dev, mac=mac
             )
-        method = "device-xml"
+            if device is None:
+                if attempt > 1:
+                    return DetachResult(alias=alias, method="alias", live=live, config=config)
+                present = sorted(a for a in (d.alias for d in current.devices) if a)
+                raise DeviceNotFound(
+                    f"domain {dom.name()!r} has no device with alias {alias!r}"
+                    + (f" (aliases present: {', '.join(present)})" if present else "")
+                )
+            try:
+                method = self._detach(dom, current, device, alias, flags, live)
+            except libvirt.libvirtError as exc:
+                if attempt < attempts and self._affect_flags(dom)[0] != flags:
+                    log.info("detach %s from %s: the guest changed state meanwhile; again",
+                             alias, dom.name())  # fmt: skip
+                    continue
+                raise HostError(
+                    f"cannot detach {alias!r} from {dom.name()!r}: {exc.get_error_message()}"
+                ) from exc
+            if live:
+                self._wait_released(
+                    dom, alias, wait_s, serial=serial, target_dev=target_dev, mac=mac
+                )
+            return DetachResult(alias=alias, method=method, live=live, config=config)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _detach(
+        self,
+        dom: libvirt.virDomain,
+        current: Domain,
+        device: Device,
+        alias: str,
+        flags: int,
+        live: bool,
+    ) -> str:
+        """One detach attempt; returns the method that worked, raises libvirtError."""
         if device.alias == alias:
             try:
                 dom.detachDeviceAlias(alias, flags)
-                method = "alias"
+                return "alias"
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() not in (
                     libvirt.VIR_ERR_NO_SUPPORT,
                     libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
                 ):
-                    raise HostError(
-                        f"cannot detach {alias!r} from {dom.name()!r}: {exc.get_error_message()}"
-                    ) from exc
-        if method == "device-xml":
-            try:
-                dom.detachDeviceFlags(device.to_xml(), flags)
-            except libvirt.libvirtError as exc:
-                if live or exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                    raise HostError(
-                        f"cannot detach {alias!r} from {dom.name()!r}: {exc.get_error_message()}"
-                    ) from exc
-                # A stopped guest on a driver without detach: its definition is all
-                # there is, so removing the device from it is the whole detach.
-                current.remove_device(device)
-                self.connection.call(lambda c: c.defineXML(current.to_xml()))
-                method = "redefine"
-        if live:
-            self._wait_released(
-                dom,
-                alias,
-                wait_s,
-                serial=serial,
-                target_dev=target_dev,
-                mac=mac,
-            )
-        return DetachResult(alias=alias, method=method, live=live, config=config)
+                    raise
+        try:
+            dom.detachDeviceFlags(device.to_xml(), flags)
+            return "device-xml"
+        except libvirt.libvirtError as exc:
+            if live or exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+        # A stopped guest on a driver without detach: its definition is all there
+        # is, so removing the device from it is the whole detach.
+        current.remove_device(device)
+        self.connection.call(lambda c: c.defineXML(current.to_xml()))
+        return "redefine"
 
     @staticmethod
     def _wait_released(
@@ -464,7 +641,12 @@ class HostDriver:
     ) -> None:
         deadline = time.monotonic() + wait_s
         while True:
-            live_doc = Domain.parse(str(dom.XMLDesc(0)))
+            try:
+                live_doc = Domain.parse(str(dom.XMLDesc(0)))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return  # a transient guest that stopped took the device with it
+                raise
             if live_doc.find_device(alias=alias, **fallback) is None:
                 return
             if time.monotonic() >= deadline:
@@ -479,13 +661,13 @@ class HostDriver:
 
     def set_instance_metadata(self, ident: str, metadata: InstanceMetadata) -> None:
         dom = self._lookup(ident)
-        flags, _live, _config = self._affect_flags(dom)
-        dom.setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-            metadata.to_xml(),
-            METADATA_KEY,
-            METADATA_NS,
-            flags,
+        xml = metadata.to_xml()
+        self._on_current_state(
+            dom,
+            "set the instance metadata of",
+            lambda flags: dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, METADATA_KEY, METADATA_NS, flags
+            ),
         )
 
     def instance_metadata(self, ident: str) -> InstanceMetadata | None:
@@ -558,13 +740,17 @@ class HostDriver:
         *,
         definitions: list[tuple[libvirt.virDomain, str]] | None = None,
     ) -> list[UpgradeReport]:
-        """Give every persistent domain stable ``ua-`` aliases, without restarting it.
+        """Give every persistent domain of wattvisor's stable ``ua-`` aliases, without
+        restarting it. Domains without wattvisor's instance metadata are not ours to
+        rewrite and are left alone.
 
         ``definitions`` are ones :meth:`startup` has read already."""
         reports: list[UpgradeReport] = []
         if definitions is None:
             definitions = self._persistent_definitions(names)
         for dom, xml in definitions:
+            if not is_managed_domain_xml(xml):
+                continue
             try:
                 result = upgrade_domain_xml(xml)
             except GuestXMLError as exc:
@@ -584,9 +770,16 @@ class HostDriver:
         self.connection.call(lambda c: c.defineXML(xml))
 
     def startup(self) -> StartupReport:
-        """What a host does when wattvisor starts: re-mount shares, upgrade old domains."""
+        """What a host does when wattvisor starts: re-mount shares, upgrade old domains,
+        remove share mounts and folders no domain owns any more.
+
+        Only domains carrying wattvisor's instance metadata are touched: another
+        tool's domains on the same libvirtd stay exactly as they are. A domain whose
+        shares cannot be re-established is a problem of that domain alone.
+        """
         report = StartupReport(uri=self.uri, uri_reason=self.uri_reason)
         definitions = self._persistent_definitions()
+        managed = [(dom, xml) for dom, xml in definitions if is_managed_domain_xml(xml)]
         if self.settings.share_local_fs:
             try:
                 if self.shares.readonly_mode() is None:
@@ -596,16 +789,24 @@ class HostDriver:
                     )
                 else:
                     names = []
-                    for dom, xml in definitions:
+                    for dom, xml in managed:
                         try:
                             if self._uses_shares(Domain.parse(xml)):
                                 names.append(dom.name())
                         except GuestXMLError as exc:
                             report.problems.append(f"cannot read domain {dom.name()}: {exc}")
-                    report.shares_reestablished = self.shares.reestablish(names)
+                    # Every domain on the host keeps its folder (also transient and foreign
+                    # ones, and those of another wattvisor sharing this libvirtd).
+                    present = {d.name for d in self.list_domains()}
+                    restored = self.shares.reestablish(names, keep=present)
+                    report.shares_reestablished = restored.established
+                    report.shares_removed = [str(p) for p in restored.removed]
+                    for path in report.shares_removed:
+                        log.warning("removed left-over share %s: no domain owns it", path)
+                    report.problems += restored.problems
             except OSError as exc:
                 report.problems.append(f"share mounts not re-established: {exc}")
-        report.upgraded = self.upgrade_existing_domains(definitions=definitions)
+        report.upgraded = self.upgrade_existing_domains(definitions=managed)
         return report
 
     def close(self) -> None:

@@ -27,13 +27,16 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+log = logging.getLogger(__name__)
 
 ReadonlyMode = Literal["flag", "bind"]
 LIBVIRT_READONLY_VIRTIOFS = 11_000_000  # libvirt.getVersion() of 11.0.0
@@ -358,8 +361,11 @@ class ShareManager:
                 prepared.append(PreparedShare(tag, share_dir, data, target, False))
         except BaseException:
             for target in reversed(mounted_here):
-                with contextlib.suppress(OSError):
+                try:
                     unmount_all(target)
+                except OSError as exc:
+                    log.error("undoing the share mount %s of %s failed: %s",
+                              target, domain_name, exc)  # fmt: skip
             raise
         return prepared
 
@@ -402,32 +408,98 @@ class ShareManager:
             data = share_dir / domain_name
             if data.is_dir():
                 unmount_all(data)
-            shutil.rmtree(data, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(data)
 
-    def reestablish(self, domain_names: Iterable[str], release_others: bool = True) -> list[str]:
-        """Recreate the read-only views of defined domains after a restart or reboot.
+    def reestablish(
+        self, domain_names: Iterable[str], keep: Iterable[str] = ()
+    ) -> ShareRestoration:
+        """Recreate the shares of ``domain_names`` after a restart or reboot, and remove
+        every view, mount and data directory that no domain owns any more.
 
-        Idempotent: a view already mounted read-only is left alone. With
-        ``release_others``, views of domains not listed (left by a crash) are
-        removed. Returns the names whose shares are in place.
+        Idempotent: a view already mounted read-only is left alone. A domain whose
+        shares cannot be made is reported in ``problems`` and the others go on.
+        Names in ``keep`` (other domains on the host) are left as they are; every
+        other entry under the share directories and the mount root is left over from
+        a crash (e.g. a build killed between preparing its share and defining its
+        domain) and is unmounted and removed.
         """
-        names = [check_domain_name(n) for n in domain_names]
+        result = ShareRestoration()
+        names = list(domain_names)
         for name in names:
-            self.prepare(name)
-        if release_others and self.readonly_mode() == "bind":
-            for tag in self.shares.values():
-                tag_root = self.mount_root / tag
-                if not tag_root.is_dir():
-                    continue
-                for stale in tag_root.iterdir():
-                    if stale.name not in names:
-                        self.release(stale.name)
-        return names
+            try:
+                self.prepare(name)
+            except (ShareError, OSError) as exc:
+                result.problems.append(f"shares of domain {name!r} not re-established: {exc}")
+                continue
+            result.established.append(name)
+        owned = set(names) | set(keep)
+        for path, error in self.remove_unowned(owned):
+            if error is None:
+                result.removed.append(path)
+            else:
+                result.problems.append(f"left-over share {path} not removed: {error}")
+        return result
+
+    def remove_unowned(self, owned: set[str]) -> list[tuple[Path, str | None]]:
+        """Unmount and remove what lies under the share directories and the mount root
+        for domains not in ``owned``; each path with None or why it could not go."""
+        candidates: list[Path] = []
+        for share_dir in self.shares:
+            if share_dir.is_dir():
+                candidates += [e for e in share_dir.iterdir() if e.is_dir() or _is_mount(e)]
+        for tag in self.shares.values():
+            tag_root = self.mount_root / tag
+            if tag_root.is_dir():
+                candidates += list(tag_root.iterdir())
+        if self.mount_root.is_dir():
+            candidates += list(self.mount_root.glob(".probe-*"))  # a probe killed half-way
+        outcome: list[tuple[Path, str | None]] = []
+        for path in candidates:
+            if path.name in owned:
+                continue
+            try:
+                if path.is_symlink():
+                    path.unlink()  # never follow it: it may point anywhere
+                else:
+                    _unmount_under(path)
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+            except OSError as exc:
+                outcome.append((path, str(exc)))
+                continue
+            outcome.append((path, None))
+        return outcome
 
     def mounted_views(self) -> list[Path]:
         """Every read-only view currently mounted under the mount root."""
         root = Path(os.path.realpath(self.mount_root))
         return sorted({e.mount_point for e in mount_table() if e.mount_point.is_relative_to(root)})
+
+
+@dataclass
+class ShareRestoration:
+    """What :meth:`ShareManager.reestablish` did: domains whose shares are in place,
+    what it removed as left over, and what went wrong (one line each)."""
+
+    established: list[str] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _is_mount(path: Path) -> bool:
+    return top_mount(path) is not None
+
+
+def _unmount_under(path: Path) -> None:
+    """Unmount every mount at or below ``path`` (not following ``path`` if it is a
+    symbolic link), deepest first."""
+    real = Path(os.path.realpath(path.parent)) / path.name
+    points = {e.mount_point for e in mount_table() if e.mount_point.is_relative_to(real)}
+    for point in sorted(points, key=lambda p: len(p.parts), reverse=True):
+        unmount_all(point)
 
 
 def _make_dir(path: Path) -> None:

@@ -35,7 +35,8 @@ BUSYBOX = Path("/bin/busybox")
 # Loaded by /init in dependency order (resolved from each module's depends=).
 # virtio + virtiofs are what the share needs; the rest lets a guest read a
 # config-drive cdrom: the cloud kernel has no AHCI driver, so the cdrom must sit
-# on the IDE bus (pc machine, ata_piix) or on virtio-scsi (sr_mod).
+# on the IDE bus (pc machine, ata_piix) or on virtio-scsi (sr_mod). button + evdev
+# turn the ACPI power button (``virsh shutdown``) into an input event for acpid.
 GUEST_MODULES: tuple[str, ...] = (
     "virtio_ring",
     "virtio",
@@ -50,6 +51,8 @@ GUEST_MODULES: tuple[str, ...] = (
     "sd_mod",
     "sr_mod",
     "isofs",
+    "evdev",
+    "button",
 )
 BASE_CMDLINE = "console=ttyS0 panic=-1 loglevel=4"
 _IMAGE_FORMAT = 1  # bump when the layout written by _build changes

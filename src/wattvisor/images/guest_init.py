@@ -11,11 +11,17 @@ image serves every test and the ready image of ``wattvisor up``:
 - ``wv.scenario=idle``: sleep forever.
 - ``wv.scenario=cdrom wv.file=<path>``: mount the first ISO9660 cdrom read-only
   on /cdrom, list it and print ``wv.file`` from it, power off.
+- ``wv.scenario=poweroff``: power off right after booting (a guest stopping by
+  itself while the host acts on it).
 - ``wv.scenario=metrics`` (optionally ``wv.interval``): what a wattvisor server with
   power metrics does on its own: mount the config drive, find the share whose
   purpose is ``power_metrics`` in ``openstack/latest/meta_data.json``, mount that
   tag with virtiofs and print ``intel-rapl:0/energy_uj`` every ``wv.interval``
   seconds, forever. Without such a share it says so and idles.
+
+In every scenario the guest powers off when asked through ACPI (the power
+button that libvirt's ``shutdown`` presses): busybox ``acpid`` runs
+``/etc/acpi/PWRF/00000080``, which prints ``WV-POWER-BUTTON`` and powers off.
 
 Every step prints one line starting with ``WV-`` on the serial console, so a
 test can wait for a marker instead of sleeping. Values are printed between
@@ -25,7 +31,7 @@ change: it is part of the image's cache key.
 
 from __future__ import annotations
 
-INIT_VERSION = 5
+INIT_VERSION = 6
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # wattvisor tiny guest init, version @INIT_VERSION@
@@ -111,6 +117,21 @@ read_value() {
     fi
 }
 
+# The ACPI power button (libvirt's shutdown) reaches acpid as an input event.
+mkdir -p /etc/acpi/PWRF
+printf '#!/bin/sh\necho "WV-POWER-BUTTON" > /dev/console\nsync\npoweroff -f\n' \
+    > /etc/acpi/PWRF/00000080
+chmod 0755 /etc/acpi/PWRF/00000080
+button=""
+for dev in /sys/class/input/event*; do
+    [ "$(cat "$dev/device/name" 2>/dev/null)" = "Power Button" ] && button=/dev/input/${dev##*/}
+done
+if [ -n "$button" ] && acpid -c /etc/acpi -l /tmp/acpid.log; then
+    say "WV-ACPI button=$button"
+else
+    say "WV-ACPI-FAILED button=[$button]"
+fi
+
 say "WV-READY scenario=$scenario"
 
 case "$scenario" in
@@ -135,6 +156,9 @@ case "$scenario" in
         fi
         say "WV-BUSY"
         while :; do :; done
+        ;;
+    poweroff)
+        finish
         ;;
     idle)
         say "WV-IDLE"
@@ -197,7 +221,8 @@ case "$scenario" in
         while :; do sleep 3600; done
         ;;
     *)
-        say "WV-ERROR unknown wv.scenario=[$scenario]; accepted: share busy idle cdrom metrics"
+        accepted="share busy idle cdrom metrics poweroff"
+        say "WV-ERROR unknown wv.scenario=[$scenario]; accepted: $accepted"
         finish
         ;;
 esac
