@@ -240,3 +240,25 @@ def test_busy_guest_keeps_printing_its_shared_counter(
     wait_for_marker(console, "WV-BUSY", BOOT_TIMEOUT_S)
     (share / "energy_uj").write_text("42\n")
     wait_for_marker(console, "WV-READ n=tick file=energy_uj value=[42]", BOOT_TIMEOUT_S)
+
+
+def test_an_earlier_image_that_cannot_be_removed_is_logged_and_the_rest_pruned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pruning goes on past a folder it cannot remove (here: a mount inside it) and says so."""
+    from support.availability import require_root
+    from wattvisor.images.guest import _prune
+
+    require_root("mounting a tmpfs")
+    stuck, gone, kept = tmp_path / "image-stuck", tmp_path / "image-gone", tmp_path / "image-now"
+    for folder in (stuck / "mnt", gone, kept):
+        folder.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "wvtest", str(stuck / "mnt")],
+                   check=True)  # fmt: skip
+    try:
+        with caplog.at_level("WARNING", logger="wattvisor.images.guest"):
+            _prune(tmp_path, keep={kept})
+    finally:
+        subprocess.run(["umount", str(stuck / "mnt")], check=False)
+    assert not gone.exists() and kept.is_dir()
+    assert any(str(stuck) in record.getMessage() for record in caplog.records)

@@ -184,7 +184,7 @@ class HostRegistry:
         try:
             provider_uuid = self.add(client, name=name)
         except Exception:
-            client.close()
+            _close_quietly(client)
             raise
         return self.get(provider_uuid)
 

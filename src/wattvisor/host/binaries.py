@@ -94,6 +94,7 @@ BINARIES: tuple[Binary, ...] = (
     Binary("cpio", "cpio", "tests", "reads back the initramfs archives"),
     Binary("gzip", "gzip", "tests", "unpacks the initramfs"),
     Binary("mount", "mount", "tests", "bind-mounts in the share tests"),
+    Binary("umount", "mount", "tests", "undoes a mount a test made"),
     Binary("sleep", "coreutils", "tests", "a harmless process to signal"),
     Binary("make", "make", "tests", "runs the Makefile's targets in the strict-mode test"),
 )  # fmt: skip

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import stat
@@ -30,6 +31,8 @@ from pathlib import Path
 from wattvisor.images import debian_kernel
 from wattvisor.images.cpio import CpioEntry, gzip_deterministic, newc_archive
 from wattvisor.images.guest_init import INIT_SCRIPT, INIT_VERSION
+
+log = logging.getLogger(__name__)
 
 BUSYBOX = Path("/bin/busybox")
 # Loaded by /init in dependency order (resolved from each module's depends=).
@@ -284,7 +287,10 @@ def _prune(cache_dir: Path, keep: set[Path]) -> None:
     """Drop images and kernels of earlier inputs; a running guest keeps its open files."""
     for old in [*cache_dir.glob("image-*"), *(cache_dir / "kernels").glob("linux-image-*")]:
         if old not in keep and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                shutil.rmtree(old)
+            except OSError as exc:
+                log.warning("could not remove the earlier guest image files %s: %s", old, exc)
 
 
 def _image_from(
