@@ -158,3 +158,26 @@ def test_names_with_control_or_bidi_characters_are_422_naming_the_field(
     assert world.client.get("/v1/volumes", headers=alice).json() == []
     users = [u["name"] for u in world.client.get("/v1/users", headers=world.admin).json()]
     assert users == ["admin", "alice"]
+
+
+def test_an_unexpected_error_is_a_500_whose_request_id_is_in_header_body_and_log(
+    world: V1World, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    def boom() -> None:
+        raise RuntimeError("secret host detail /var/lib/x")
+
+    app = world.client.app
+    assert isinstance(app, FastAPI)
+    app.add_api_route("/v1/boom-for-test", boom)
+    client = TestClient(app, raise_server_exceptions=False)
+    with caplog.at_level(logging.ERROR):
+        response = client.get("/v1/boom-for-test", headers=world.admin)
+    assert response.status_code == 500
+    error = _error(response)
+    rid = response.headers["X-Request-Id"]
+    assert error["code"] == "internal_error" and error["details"] == {"request_id": rid}
+    assert "secret host detail" not in response.text
+    assert any(rid in record.getMessage() for record in caplog.records)

@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wattvisor.api.request_ids import request_id
+from wattvisor.api.request_ids import REQUEST_ID_HEADER, request_id
 from wattvisor.auth import Principal
 from wattvisor.compute import ComputeError
 from wattvisor.compute.names import visible
@@ -178,6 +178,8 @@ def install_v1_errors(app: FastAPI) -> None:
             f"the server failed on {request.method} {visible(request.url.path, 200)}; an admin "
             f"can find why under request id {rid}",
             {"request_id": rid},
+            # Starlette answers unexpected errors outside every middleware, RequestIds too.
+            {REQUEST_ID_HEADER: rid},
         )
 
     app.add_exception_handler(ComputeError, compute_error)
