@@ -219,6 +219,23 @@ def test_guest_powers_off_by_itself_when_asked(
 
 
 @pytest.mark.guest
+def test_a_stop_asked_while_the_guest_still_boots_ends_by_itself(
+    driver: HostDriver, guest_image: GuestImage, world_readable_tmp: Path
+) -> None:
+    """The first press lands before the guest's ACPI handler runs and is lost; the
+    button is pressed again, so the guest powers off by itself instead of being
+    destroyed at the timeout."""
+    domain = _tiny_guest(driver, guest_image, world_readable_tmp, guest_image.cmdline("idle"))
+    state = driver.define(domain)
+    driver.start(state.uuid)  # no wait: the guest is in its firmware or kernel
+
+    stopped = driver.shutdown(state.uuid, timeout_s=BOOT_TIMEOUT_S)
+
+    assert (stopped.state, stopped.reason) == ("shutoff", "shutdown")
+    wait_for_marker(world_readable_tmp / f"{domain.name}.log", "WV-POWER-BUTTON", 1)
+
+
+@pytest.mark.guest
 def test_delete_racing_a_guest_that_powers_itself_off_always_succeeds(
     driver: HostDriver, guest_image: GuestImage, world_readable_tmp: Path
 ) -> None:

@@ -48,6 +48,9 @@ from wattvisor.host.traits import (
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_RETRY_S = 10.0
+"""How often a graceful stop presses the guest's power button again (as Nova does)."""
+
 _STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
     libvirt.VIR_DOMAIN_RUNNING: "running",
@@ -353,17 +356,25 @@ class HostDriver:
     def shutdown(self, ident: str, *, timeout_s: float = 60.0) -> DomainState:
         """Ask the guest to power off; destroy it if it has not after ``timeout_s``.
 
-        A guest that is off already, or powers off while we ask, is simply off.
+        A guest that is off already, or powers off while we ask, is simply off. The
+        power button is pressed again every ``SHUTDOWN_RETRY_S``: a press that lands
+        while the guest is still booting (firmware, kernel, before its ACPI handler
+        runs) is lost, and one press would then cost the whole timeout.
         """
         dom = self._lookup(ident)
         name = dom.name()
-        try:
-            dom.shutdown()
-        except libvirt.libvirtError as exc:
-            if self._is_active(dom):
-                log.warning("graceful shutdown of %s refused: %s", name, exc.get_error_message())
         deadline = time.monotonic() + timeout_s
+        next_press = time.monotonic()
         while self._is_active(dom) and time.monotonic() < deadline:
+            if time.monotonic() >= next_press:
+                next_press = time.monotonic() + SHUTDOWN_RETRY_S
+                try:
+                    dom.shutdown()
+                except libvirt.libvirtError as exc:
+                    if self._is_active(dom):
+                        log.warning(
+                            "graceful shutdown of %s refused: %s", name, exc.get_error_message()
+                        )
             time.sleep(0.2)
         if self._is_active(dom):
             log.warning("%s did not power off within %.0f s; destroying", name, timeout_s)
