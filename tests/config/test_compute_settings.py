@@ -22,3 +22,14 @@ def test_build_concurrency_is_configurable_and_checked(
     monkeypatch.setenv("WATTVISOR_COMPUTE__WORKERS", "0")
     with pytest.raises(ConfigError, match=r"compute\.workers.*greater than or equal to 1.*'0'"):
         load_settings(data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("project", ["a/b", "..", "with space", "p" * 65])
+def test_an_admin_project_outside_the_project_rule_is_refused_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, project: str
+) -> None:
+
+    monkeypatch.setenv("WATTVISOR_AUTH__ADMIN_PROJECT", project)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(data_dir=tmp_path)
+    assert "auth.admin_project" in str(refused.value)

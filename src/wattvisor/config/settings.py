@@ -228,7 +228,12 @@ class AuthSettings(BaseModel):
         "default <data_dir>/admin.key",
     )
     admin_user: str = Field(default="admin", description="user name of the admin key's holder")
-    admin_project: str = Field(default="admin", description="project of the admin user")
+    admin_project: str = Field(
+        default="admin",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$",
+        description="project of the admin user: 1-64 characters from A-Z a-z 0-9 . _ @ -, "
+        "starting with a letter or digit (the rule every project follows)",
+    )
     clock_skew_s: float = Field(
         default=60.0, ge=0, le=3600, description="token expiry tolerance for skewed clocks"
     )
