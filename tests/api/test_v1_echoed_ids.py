@@ -61,3 +61,13 @@ def test_unknown_alias_and_body_ids_are_echoed_short(world: V1World) -> None:
     )
     assert boot.status_code == 404, boot.text
     _assert_short_and_escaped(boot.json())
+
+
+@pytest.mark.parametrize("path", ["/v1/users/{id}", "/v1/hosts/{id}", "/v1/hosts/{id}/power"])
+@pytest.mark.parametrize("ident", [LONG, "%00abc"])
+def test_unknown_ids_in_admin_paths_are_echoed_short_and_escaped(
+    world: V1World, path: str, ident: str
+) -> None:
+    response = world.client.get(path.format(id=ident), headers=world.admin)
+    assert response.status_code == 404, response.text
+    _assert_short_and_escaped(response.json())
