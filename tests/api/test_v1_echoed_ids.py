@@ -71,3 +71,14 @@ def test_unknown_ids_in_admin_paths_are_echoed_short_and_escaped(
     response = world.client.get(path.format(id=ident), headers=world.admin)
     assert response.status_code == 404, response.text
     _assert_short_and_escaped(response.json())
+
+
+def test_a_long_image_path_that_is_no_file_is_echoed_short(world: V1World) -> None:
+    response = world.client.post(
+        "/v1/images",
+        json={"name": "i", "kernel_path": str(world.kernel), "initrd_path": "/no/" + LONG[:4000]},
+        headers=world.admin,
+    )
+    assert response.status_code == 400, response.text
+    _assert_short_and_escaped(response.json())
+    assert "initrd_path" in response.json()["error"]["message"]

@@ -202,7 +202,7 @@ class Catalog:
                 continue
             if not os.path.isabs(path) or not Path(path).is_file():
                 raise InvalidRequest(
-                    f"{field} {path!r} is not an existing file given by its absolute path",
+                    f"{field} {quoted(path)} is not an existing file given by its absolute path",
                     field=field, value=path,
                 )  # fmt: skip
         record = ImageRecord(
