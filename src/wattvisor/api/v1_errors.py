@@ -111,7 +111,9 @@ def install_v1_errors(app: FastAPI) -> None:
     async def compute_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ComputeError)
         if not exc.host_detail:
-            return error_response(exc.status, exc.code, exc.message, exc.details)
+            # Details repeat refused values (ids from the URL path among them) as given.
+            details = {k: echoed(v) if isinstance(v, str) else v for k, v in exc.details.items()}
+            return error_response(exc.status, exc.code, exc.message, details)
         rid = request_id(request)
         log.warning(
             "request %s: %s %s failed on a host: %s (%s)",

@@ -13,9 +13,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from wattvisor.api.v1_schemas import (
     ERROR_RESPONSES,
@@ -41,7 +43,8 @@ from wattvisor.api.v1_schemas import (
     VolumeCreate,
 )
 from wattvisor.auth import Principal, redact_for
-from wattvisor.compute import Compute, ServerRecord, VolumeRecord
+from wattvisor.compute import Compute, InvalidRequest, ServerRecord, VolumeRecord
+from wattvisor.compute.names import quoted
 
 PREFIX = "/v1"
 MAX_WAIT_S = 60.0
@@ -55,9 +58,37 @@ def respond(principal: Principal, value: Any, status: int = 200) -> JSONResponse
     return JSONResponse(redact_for(principal, value), status_code=status)
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route and its dependencies take."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take: a mistyped ``wait_s`` would
+    otherwise be ignored without a word and the answer come at once."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    known = sorted(_query_names(route.dependant))
+    unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in known]
+    if unknown:
+        shown = ", ".join(quoted(k) for k in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidRequest(
+            f"query parameter {shown}{more} is not accepted here; accepted: "
+            f"{', '.join(known) or '(none)'}",
+            accepted=known,
+        )
+
+
 def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependency) -> APIRouter:
     """The ``/v1`` routes over ``compute``; every route needs a token, some an admin's."""
-    router = APIRouter(prefix=PREFIX, responses=ERROR_RESPONSES)
+    router = APIRouter(
+        prefix=PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(known_query)]
+    )
     servers = compute.servers
     devices = compute.devices
     power = compute.power

@@ -31,7 +31,8 @@ from wattvisor.host.libvirt_uris import ACCEPTED, check_host_uri
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: true is not a size of 1 GiB, nor "1" a count of vCPUs.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # -- errors -------------------------------------------------------------------------------

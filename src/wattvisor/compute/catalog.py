@@ -22,7 +22,7 @@ from sqlalchemy import Engine, Table, delete, insert, select
 
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
 from wattvisor.compute.identifiers import check_flavor_id
-from wattvisor.compute.names import require_printable
+from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import FlavorRecord, ImageRecord
 from wattvisor.scheduler import InvalidSpec, validate_flavor_extra_specs, validate_image_properties
 from wattvisor.store import read_transaction, write_transaction
@@ -151,7 +151,7 @@ class Catalog:
         found = self._find(flavors, ident)
         if found is None:
             names = ", ".join(f.name for f in flavors) or "(none)"
-            raise NotFound(f"flavor {ident!r} does not exist; flavors: {names}", flavor=ident)
+            raise NotFound(f"flavor {quoted(ident)} does not exist; flavors: {names}", flavor=ident)
         return found
 
     def delete_flavor(self, ident: str) -> None:
@@ -202,7 +202,7 @@ class Catalog:
                 continue
             if not os.path.isabs(path) or not Path(path).is_file():
                 raise InvalidRequest(
-                    f"{field} {path!r} is not an existing file given by its absolute path",
+                    f"{field} {quoted(path)} is not an existing file given by its absolute path",
                     field=field, value=path,
                 )  # fmt: skip
         record = ImageRecord(
@@ -238,7 +238,7 @@ class Catalog:
         found = self._find(images, ident)
         if found is None:
             names = ", ".join(i.name for i in images) or "(none)"
-            raise NotFound(f"image {ident!r} does not exist; images: {names}", image=ident)
+            raise NotFound(f"image {quoted(ident)} does not exist; images: {names}", image=ident)
         return found
 
     def delete_image(self, ident: str) -> None:

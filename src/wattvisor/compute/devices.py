@@ -34,7 +34,7 @@ from wattvisor.compute.errors import (
 from wattvisor.compute.hostclient import InterfaceAttachment, VolumeAttachment
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
-from wattvisor.compute.names import require_printable
+from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import InterfaceRecord, ServerRecord, VolumeRecord
 from wattvisor.compute.servers import ServerService
 from wattvisor.config.settings import Settings
@@ -167,7 +167,7 @@ class DeviceService:
         server = self.servers.get(principal, server_id)
         if server.status == "DELETED" or server.host_uuid is None:
             raise Conflict(
-                f"server {server_id!r} is {server.status} and on no host; volumes go next to "
+                f"server {quoted(server_id)} is {server.status} and on no host; volumes go next to "
                 "a server once it is ACTIVE or SHUTOFF",
                 server_id=server_id, status=server.status,
             )  # fmt: skip
@@ -207,13 +207,14 @@ class DeviceService:
                 if len(rows) > 1:
                     ids = [r.id for r in rows]
                     raise Conflict(
-                        f"{len(rows)} volumes are named {volume_id!r}; give one of their ids: "
+                        f"{len(rows)} volumes are named {quoted(volume_id)}; give one of their "
+                        "ids: "
                         + ", ".join(ids),
                         name=volume_id, ids=ids,
                     )  # fmt: skip
                 row = rows[0] if rows else None
         if row is None:
-            raise NotFound(f"volume {volume_id!r} does not exist", volume_id=volume_id)
+            raise NotFound(f"volume {quoted(volume_id)} does not exist", volume_id=volume_id)
         return _volume(row)
 
     def delete_volume(self, principal: Principal, volume_id: str) -> None:
@@ -223,7 +224,7 @@ class DeviceService:
             volume = self.volume(principal, volume_id)
             if volume.status != "available":
                 raise Conflict(
-                    f"volume {volume_id!r} is attached to server {volume.server_uuid}; "
+                    f"volume {quoted(volume_id)} is attached to server {volume.server_uuid}; "
                     "detach it first",
                     volume_id=volume_id, server_id=volume.server_uuid,
                 )  # fmt: skip
@@ -233,8 +234,8 @@ class DeviceService:
                 raise
             except Exception as exc:
                 raise HostOperationFailed(
-                    f"deleting volume {volume_id!r} failed: {exc}",
-                    public=f"deleting volume {volume_id!r} failed on its host",
+                    f"deleting volume {quoted(volume_id)} failed: {exc}",
+                    public=f"deleting volume {quoted(volume_id)} failed on its host",
                     volume_id=volume_id,
                 ) from exc
             # Nothing to undo when this fails: the host volume is gone, and a row without
@@ -255,15 +256,16 @@ class DeviceService:
         """Attach under the server's and the volume's lock; undone when not recorded."""
         volume = self.volume(principal, volume_id, project=server.project)
         if volume.project != server.project:
-            raise NotFound(f"volume {volume_id!r} does not exist", volume_id=volume_id)
+            raise NotFound(f"volume {quoted(volume_id)} does not exist", volume_id=volume_id)
         if volume.status != "available":
             raise Conflict(
-                f"volume {volume_id!r} is in use by server {volume.server_uuid}",
+                f"volume {quoted(volume_id)} is in use by server {volume.server_uuid}",
                 volume_id=volume_id, server_id=volume.server_uuid,
             )  # fmt: skip
         if volume.host_uuid != server.host_uuid:
             raise Conflict(
-                f"volume {volume_id!r} lives on another host than server {server_id!r}; "
+                f"volume {quoted(volume_id)} lives on another host than server "
+                f"{quoted(server_id)}; "
                 "volumes are local to their host",
                 volume_id=volume_id, server_id=server_id,
             )  # fmt: skip
@@ -309,7 +311,8 @@ class DeviceService:
                     i.alias for i in self.interfaces(principal, server_id)
                 ]
                 raise NotFound(
-                    f"server {server_id!r} has no volume or interface with alias {alias!r}; "
+                    f"server {quoted(server_id)} has no volume or interface with alias "
+                    f"{quoted(alias)}; "
                     f"aliases: {', '.join(aliases) or '(none)'}",
                     alias=alias,
                 )
@@ -330,7 +333,7 @@ class DeviceService:
 
             def reattach() -> None:
                 self._host_call(server, lambda c: c.attach_volume(domain, attachment),
-                                f"attaching {alias!r} to server {server.uuid!r} again")
+                                f"attaching {quoted(alias)} to server {server.uuid!r} again")
         else:
             with read_transaction(self.engine) as conn:
                 row = conn.execute(select(_interfaces).where(_interfaces.c.id == ident)).one()
@@ -338,10 +341,10 @@ class DeviceService:
 
             def reattach() -> None:
                 self._host_call(server, lambda c: c.attach_interface(domain, nic),
-                                f"attaching {alias!r} to server {server.uuid!r} again")
+                                f"attaching {quoted(alias)} to server {server.uuid!r} again")
 
         self._host_call(server, lambda c: c.detach_by_alias(domain, alias),
-                        f"detaching {alias!r} from server {server.uuid!r}")
+                        f"detaching {quoted(alias)} from server {server.uuid!r}")
         with (
             _undo_on_failure(f"{alias}: attaching it to server {server.uuid} again", reattach),
             write_transaction(self.engine) as conn,
@@ -429,7 +432,7 @@ class DeviceService:
             server = self.servers.get(principal, server_id)
             if server.status not in ("ACTIVE", "SHUTOFF") or server.domain_name is None:
                 raise Conflict(
-                    f"server {server_id!r} is {server.status}; devices change only on "
+                    f"server {quoted(server_id)} is {server.status}; devices change only on "
                     "ACTIVE or SHUTOFF servers",
                     server_id=server_id, status=server.status,
                 )  # fmt: skip

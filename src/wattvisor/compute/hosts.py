@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 
 from wattvisor.compute.errors import Conflict, HostOperationFailed, InvalidRequest, NotFound
 from wattvisor.compute.hostclient import HostClient, HostFacts
-from wattvisor.compute.names import require_printable
+from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import HostRecord
 from wattvisor.config.settings import Settings
 from wattvisor.host.connection import libvirt_error_summary
@@ -257,7 +257,7 @@ class HostRegistry:
         for record in self.list_all():
             if record.provider_uuid == provider_uuid:
                 return record
-        raise NotFound(f"host {provider_uuid!r} does not exist", host_id=provider_uuid)
+        raise NotFound(f"host {quoted(provider_uuid)} does not exist", host_id=provider_uuid)
 
     def _record(self, row: Any, servers: int) -> HostRecord:
         uuid = str(row.provider_uuid)

@@ -83,6 +83,13 @@ def visible(text: str, limit: int = ECHO_LIMIT) -> str:
     return shown + f"... ({len(text)} characters)" if len(text) > limit else shown
 
 
+def quoted(value: str, limit: int = ECHO_LIMIT) -> str:
+    """``value`` as an error message names it: quoted, with refused characters escaped and
+    cut after ``limit`` characters, since ids and names from a URL path reach the service
+    unchecked and may be kilobytes long."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
+
+
 def _pydantic_check(value: str, info: ValidationInfo) -> str:
     return check_printable(value, info.field_name or "name")
 

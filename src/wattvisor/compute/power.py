@@ -14,6 +14,7 @@ from sqlalchemy import Table, select
 from wattvisor.auth import Principal, can_see_project, project_scope
 from wattvisor.compute.errors import HostOperationFailed, NotFound
 from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.names import quoted
 from wattvisor.compute.records import PowerView
 from wattvisor.compute.servers import ServerService
 from wattvisor.energy.snapshot import EnergySnapshot
@@ -76,7 +77,7 @@ class PowerService:
         not connected gives its servers ``source="none"`` instead of failing the list.
         """
         if project is not None and not can_see_project(principal, project):
-            raise NotFound(f"project {project!r} does not exist", project=project)
+            raise NotFound(f"project {quoted(project)} does not exist", project=project)
         wanted = project if project is not None else project_scope(principal)
         query = select(
             _servers.c.uuid, _servers.c.name, _servers.c.project, _servers.c.status,
@@ -118,7 +119,7 @@ class PowerService:
     def project_power(self, principal: Principal, project: str) -> PowerView:
         """The sum over every host's latest sample for the project."""
         if not can_see_project(principal, project):
-            raise NotFound(f"project {project!r} does not exist", project=project)
+            raise NotFound(f"project {quoted(project)} does not exist", project=project)
         watts = joules = 0.0
         servers = 0
         sources: set[str] = set()

@@ -48,7 +48,7 @@ from wattvisor.compute.hostclient import (
 )
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
-from wattvisor.compute.names import require_printable
+from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import (
     FlavorRecord,
     ImageRecord,
@@ -134,7 +134,7 @@ class ServerService:
         """The server if ``principal`` may see it; NotFound otherwise (also for other projects)."""
         record = self._load(server_id)
         if record is None or not can_see_project(principal, record.project):
-            raise NotFound(f"server {server_id!r} does not exist", server_id=server_id)
+            raise NotFound(f"server {quoted(server_id)} does not exist", server_id=server_id)
         return record
 
     def get_live(self, principal: Principal, server_id: str) -> ServerRecord:
@@ -143,7 +143,8 @@ class ServerService:
         record = self.get(principal, server_id)
         if record.status == "DELETED":
             raise NotFound(
-                f"server {server_id!r} is deleted; only GET /v1/servers/{{id}} still shows it",
+                f"server {quoted(server_id)} is deleted; only GET /v1/servers/{{id}} still "
+                "shows it",
                 server_id=server_id,
             )
         return record
@@ -445,7 +446,7 @@ class ServerService:
             current = self.get(principal, server_id)
             if current.task == "deleting" and current.status != "DELETED":
                 return current
-            raise Conflict(f"server {server_id!r} is deleted already", server_id=server_id)
+            raise Conflict(f"server {quoted(server_id)} is deleted already", server_id=server_id)
         accepted = self.get(principal, server_id)
         self._submit(record.uuid, lambda: self._delete(record.uuid))
         return accepted
@@ -511,7 +512,7 @@ class ServerService:
         record = self.get(principal, server_id)
         now = record.status + (f" ({record.task})" if record.task else "")
         return Conflict(
-            f"server {server_id!r} is {now}; {action} needs status "
+            f"server {quoted(server_id)} is {now}; {action} needs status "
             f"{' or '.join(statuses)} with no task in progress",
             server_id=server_id, status=record.status, task=record.task,
         )  # fmt: skip

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, Table, delete, insert, select, update
 from wattvisor.auth import InvalidPublicKey, InvalidUserName, RegisteredUser
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
 from wattvisor.compute.identifiers import check_project_id
-from wattvisor.compute.names import require_printable
+from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import UserRecord
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import UserRow
@@ -94,7 +94,7 @@ class UserStore:
         with read_transaction(self.engine) as conn:
             row = conn.execute(select(_users).where(_users.c.name == name)).first()
         if row is None:
-            raise NotFound(f"user {name!r} does not exist", name=name)
+            raise NotFound(f"user {quoted(name)} does not exist", name=name)
         return _record(row)
 
     def list_all(self) -> list[UserRecord]:
@@ -109,7 +109,7 @@ class UserStore:
             )
         with write_transaction(self.engine) as conn:
             if conn.execute(delete(_users).where(_users.c.name == name)).rowcount == 0:
-                raise NotFound(f"user {name!r} does not exist", name=name)
+                raise NotFound(f"user {quoted(name)} does not exist", name=name)
             bump_generation(conn, USERS)
 
 

@@ -586,7 +586,25 @@ def image_problems(properties: Mapping[str, str]) -> list[Problem]:
     """Every problem with image ``properties`` (empty when they are all acceptable)."""
     problems: list[Problem] = []
     for key, value in sorted(properties.items()):
-        if key in TRAIT_PROPERTIES:
+        # The same key and length rules as flavor extra specs: properties are shown to
+        # every member and stored as given.
+        if not isinstance(key, str) or not _SPEC_KEY.fullmatch(key):
+            problems.append(
+                Problem(
+                    "image property", str(key), str(value),
+                    ("keys of 1-255 characters from a-z A-Z 0-9 _ - : . and space",),
+                    reason="has a key that is not accepted",
+                )
+            )  # fmt: skip
+        elif len(str(value)) > MAX_SPEC_VALUE_LENGTH:
+            problems.append(
+                Problem(
+                    "image property", key, str(value),
+                    (f"values of at most {MAX_SPEC_VALUE_LENGTH} characters",),
+                    reason="is too long",
+                )
+            )  # fmt: skip
+        elif key in TRAIT_PROPERTIES:
             if canonical_value(key, str(value)) is None:
                 problems.append(Problem("image property", key, str(value), accepted_values(key)))
         elif key == POWER_METRICS_IMAGE_KEY:
