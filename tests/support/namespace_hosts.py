@@ -169,10 +169,24 @@ def _libvirt_cgroups(pid: int) -> list[Path]:
             base = Path("/sys/fs/cgroup") / mount
             parts = Path(path.lstrip("/")).parts
             cut = next(i for i, p in enumerate(parts) if p.endswith(".libvirt-qemu"))
-            # The domain's directory and everything below it, deepest first.
-            for depth in range(len(parts), cut, -1):
-                found.append(base.joinpath(*parts[:depth]))
+            found.append(base.joinpath(*parts[: cut + 1]))
     return found
+
+
+def _remove_cgroup(directory: Path) -> None:
+    """rmdir a cgroup and its children (``emulator``, ``vcpu0``, ...), deepest first.
+
+    Only empty cgroups can go; one still holding a process stays, and says so by
+    staying.
+    """
+    if not directory.is_dir():
+        return
+    children = sorted(
+        (p for p in directory.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+    )
+    for child in [*children, directory]:
+        with contextlib.suppress(OSError):
+            child.rmdir()
 
 
 def _kill_all(pids: Sequence[int], timeout_s: float) -> list[int]:
@@ -296,9 +310,8 @@ def teardown_host(record: HostRecord, graceful: bool = True) -> None:
         left = _kill_all(pids, timeout_s=5.0)
         if left:
             raise NamespaceHostError(f"processes {left} of host {record.name} do not end")
-        for directory in cgroups:
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+        for directory in dict.fromkeys(cgroups):
+            _remove_cgroup(directory)
         _ip("netns", "delete", record.name, check=False)
     if _link_exists(record.name):
         _ip("link", "delete", "dev", record.name, check=False)
