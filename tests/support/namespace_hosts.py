@@ -173,20 +173,26 @@ def _libvirt_cgroups(pid: int) -> list[Path]:
     return found
 
 
-def _remove_cgroup(directory: Path) -> None:
+def _remove_cgroup(directory: Path, timeout_s: float = 5.0) -> None:
     """rmdir a cgroup and its children (``emulator``, ``vcpu0``, ...), deepest first.
 
-    Only empty cgroups can go; one still holding a process stays, and says so by
-    staying.
+    Only empty cgroups can go. A killed QEMU's main thread turns zombie while its
+    vCPU threads are still leaving their cgroup, so this retries for a bounded time;
+    a cgroup still held after that stays, and the caller's check sees it.
     """
-    if not directory.is_dir():
-        return
-    children = sorted(
-        (p for p in directory.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-    )
-    for child in [*children, directory]:
-        with contextlib.suppress(OSError):
-            child.rmdir()
+    deadline = time.monotonic() + timeout_s
+    while directory.is_dir():
+        children = sorted(
+            (p for p in directory.rglob("*") if p.is_dir()),
+            key=lambda p: len(p.parts),
+            reverse=True,
+        )
+        for child in [*children, directory]:
+            with contextlib.suppress(OSError):
+                child.rmdir()
+        if not directory.is_dir() or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 def _kill_all(pids: Sequence[int], timeout_s: float) -> list[int]:
@@ -239,8 +245,25 @@ def _silence_libvirt_errors() -> None:
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+def routed_to_a_host_bridge(address: str) -> bool:
+    """True when packets to ``address`` go out through a namespace hosts' bridge.
+
+    Once a session's bridge is gone its addresses fall to the default route and
+    would leave this machine; checked before every connection made here.
+    """
+    result = _ip("-j", "route", "get", address, check=False)
+    with contextlib.suppress(ValueError, IndexError, KeyError, TypeError):
+        return str(json.loads(result.stdout)[0]["dev"]).startswith(BRIDGE_PREFIX)
+    return False
+
+
 def tcp_answers(address: str, port: int = LIBVIRTD_TCP_PORT, timeout_s: float = 1.0) -> bool:
-    """True when a TCP connection to ``address:port`` opens within ``timeout_s``."""
+    """True when a TCP connection to ``address:port`` opens within ``timeout_s``.
+
+    Without a host bridge on the way there is no host to answer: no packet is sent.
+    """
+    if not routed_to_a_host_bridge(address):
+        return False
     try:
         with socket.create_connection((address, port), timeout=timeout_s):
             return True
@@ -312,9 +335,12 @@ def teardown_host(record: HostRecord, graceful: bool = True) -> None:
             raise NamespaceHostError(f"processes {left} of host {record.name} do not end")
         for directory in dict.fromkeys(cgroups):
             _remove_cgroup(directory)
-        _ip("netns", "delete", record.name, check=False)
+    # The veth first: deleting it is synchronous, while the kernel removes the links
+    # of a deleted namespace later, in the background.
     if _link_exists(record.name):
         _ip("link", "delete", "dev", record.name, check=False)
+    if inode is not None:
+        _ip("netns", "delete", record.name, check=False)
     shutil.rmtree(record.directory, ignore_errors=True)
 
 
@@ -501,6 +527,10 @@ class NamespaceHost:
     def connect(self) -> Iterator[libvirt.virConnect]:
         """A libvirt connection to this host, closed on the way out."""
         _silence_libvirt_errors()
+        if not routed_to_a_host_bridge(self.address):
+            raise NamespaceHostError(
+                f"host {self.name} ({self.address}) is not on a host bridge any more"
+            )
         conn = libvirt.open(self.uri)
         try:
             yield conn
