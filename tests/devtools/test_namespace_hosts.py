@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -38,7 +40,7 @@ def _missing(conn: libvirt.virConnect, name: str) -> bool:
     try:
         conn.lookupByName(name)
     except libvirt.libvirtError as exc:
-        return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+        return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
     return False
 
 
@@ -157,7 +159,35 @@ def test_libvirt_dirs_are_mounted_only_inside_the_host(
     for sub, target in nsh.LIBVIRT_DIRS.items():
         assert f"{a.directory / sub} {target} " in inside
     assert str(a.directory) not in Path("/proc/self/mountinfo").read_text()
-    assert a.run(["cat", "/etc/libvirt/libvirtd.conf"]).stdout.count(a.host_uuid) == 1
+    shown = a.run([sys.executable, "-c", "print(open('/etc/libvirt/libvirtd.conf').read())"])
+    assert shown.stdout.count(f'host_uuid = "{a.host_uuid}"') == 1
+
+
+def test_a_long_running_process_runs_inside_the_host_with_the_environment_given(
+    two_hosts: tuple[NamespaceHost, NamespaceHost],
+) -> None:
+    a, _b = two_hosts
+    probe = (
+        "import os, socket; print(os.environ['WV_PROBE'], socket.gethostname(), "
+        "os.readlink('/proc/self/ns/net'), os.readlink('/proc/self/ns/mnt'))"
+    )
+    proc = a.popen(
+        [sys.executable, "-c", probe], env={**os.environ, "WV_PROBE": "agent-1"},
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out, _err = proc.communicate(timeout=30)
+    anchor = f"/proc/{a.anchor_pid}/ns"
+    assert out.split() == [
+        "agent-1",
+        a.name,
+        os.readlink(f"{anchor}/net"),
+        os.readlink(f"{anchor}/mnt"),
+    ]
+
+
+def test_asking_for_no_hosts_is_refused_with_the_count() -> None:
+    with pytest.raises(ValueError, match="count=0"):
+        NamespaceFleet().add_hosts(0)
 
 
 # --- clean-up, seen from outside a whole test session ------------------------------------

@@ -64,7 +64,7 @@ STATE_DIR = Path("/run/wattvisor-nshosts")
 """Markers and per-host directories (the sockets of a host's libvirtd live here too)."""
 HOST_PREFIX = "wvh-"
 BRIDGE_PREFIX = "wvb-"
-NETWORK = ipaddress.ip_network("198.18.0.0/15")
+NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
 SUBNET_PREFIX = 24
 LIBVIRTD_TCP_PORT = 16509
 NETNS_DIR = Path("/run/netns")
