@@ -173,11 +173,11 @@ def test_a_long_running_process_runs_inside_the_host_with_the_environment_given(
     )
     proc = a.popen(
         [sys.executable, "-c", probe], env={**os.environ, "WV_PROBE": "agent-1"},
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
     )  # fmt: skip
     out, _err = proc.communicate(timeout=30)
     anchor = f"/proc/{a.anchor_pid}/ns"
-    assert out.split() == [
+    assert out.decode().split() == [
         "agent-1",
         a.name,
         os.readlink(f"{anchor}/net"),

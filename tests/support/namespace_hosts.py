@@ -368,6 +368,7 @@ class NamespaceHost:
         self.record = record
         self.anchor_pid: int | None = None
         self._children: list[subprocess.Popen[bytes]] = []
+        self._anchor: subprocess.Popen[bytes] | None = None
         self._stopped = False
 
     @property
@@ -455,6 +456,7 @@ class NamespaceHost:
             start_new_session=True,
         )  # fmt: skip
         self._children.append(anchor)
+        self._anchor = anchor
         self.anchor_pid = anchor.pid
         own = os.readlink("/proc/self/ns/mnt")
         deadline = time.monotonic() + 10.0
@@ -586,6 +588,8 @@ class NamespaceHost:
         for child in self._children:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=5.0)
+        if self._anchor is not None and self._anchor.stderr is not None:
+            self._anchor.stderr.close()
         self._stopped = True
 
 
@@ -754,7 +758,11 @@ class NamespaceFleet:
                 self.hosts.remove(host)
 
     def close(self) -> None:
-        """Stop every host (side by side), then the bridge and the state directory."""
+        """Stop every host (side by side), then the bridge and the state directory.
+
+        When a host cannot be removed the error is raised and the session's markers
+        stay, so that the next session's sweep finishes the job.
+        """
         errors: list[BaseException] = []
         if self.hosts:
             with ThreadPoolExecutor(max_workers=len(self.hosts)) as pool:
@@ -793,7 +801,11 @@ def namespace_fleet(libvirt_system: libvirt.virConnect) -> Iterator[NamespaceFle
 
 @pytest.fixture(scope="session")
 def two_hosts(namespace_fleet: NamespaceFleet) -> tuple[NamespaceHost, NamespaceHost]:
-    """Hosts A and B, up for the whole session (started side by side)."""
+    """Hosts A and B, up for the whole session (started side by side).
+
+    Shared by every test of the session: a test that cuts a link or stops a daemon
+    takes hosts of its own from ``make_namespace_hosts`` instead.
+    """
     a, b = namespace_fleet.add_hosts(2)
     return a, b
 
