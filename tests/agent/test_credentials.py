@@ -20,11 +20,11 @@ from wattvisor.agent.credentials import AgentCredentials, NotJoined, make_contro
 from wattvisor.auth import mint_token
 from wattvisor.auth.fastapi import install_auth_errors
 from wattvisor.auth.service_tokens import (
+    ServiceTokenVerifier,
     TrustedKey,
     VerifiedServiceToken,
     mint_controller_token,
     mint_host_token,
-    ServiceTokenVerifier,
 )
 
 CLUSTER = str(uuid.uuid4())

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from api.v1_world import Headers, V1World
 from biscuit_auth import KeyPair
 
+from api.v1_world import Headers, V1World
 from wattvisor.auth import mint_token
 from wattvisor.auth.keys import load_private_key
 from wattvisor.auth.service_tokens import mint_controller_token, mint_host_token, mint_join_token
