@@ -166,15 +166,17 @@ class Authenticator:
                 token, operation=operation_for_method(method), method=method, path=path
             )
             principal = verified.principal
-        except TokenNoUser:
+        except TokenNoUser as no_user:
             # No user in the authority block: a host, controller or join token, maybe.
-            principal = self._service_principal(token, path)
+            principal = self._service_principal(token, path, no_user)
         check_route(principal, method, path)
         return principal
 
-    def _service_principal(self, token: str, path: str) -> Principal:
+    def _service_principal(self, token: str, path: str, no_user: TokenNoUser) -> Principal:
         unverified = parse_token(token)
         kind = token_kind(unverified)
+        if kind is None:
+            raise no_user
         if kind == "host" and self.host_verifier is not None:
             return host_principal(self.host_verifier.verify(unverified).subject)
         wanted: TokenKind = "host" if host_endpoint(path) is not None else "user"
