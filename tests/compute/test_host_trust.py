@@ -325,3 +325,30 @@ def test_auth_errors_say_why(world: TrustWorld) -> None:
     with pytest.raises(AuthError) as info:
         world.trust.join(world.verify(issued.token), join_request("x"))  # type: ignore[arg-type]
     assert info.value.code == "join_token_used"
+
+
+def test_a_join_placement_refuses_is_undone_and_its_token_stays_usable(
+    world: TrustWorld,
+) -> None:
+    """A placement provider of that name exists outside the host registry (made through
+    the placement API): the host row and credential written before are removed again."""
+    world.placement.create_provider("taken-name", str(uuid.uuid4()))
+    issued = world.trust.create_join_token(ADMIN, timedelta(hours=1))
+    verified = world.verify(issued.token)
+    with pytest.raises(Conflict, match="placement refused"):
+        world.trust.join(verified, join_request("taken-name"))  # type: ignore[arg-type]
+    assert world.counts() == (0, 0, 1)
+    state = world.trust.join_token_state(issued.id)
+    assert state is not None and state["used_at"] is None
+    world.trust.join(verified, join_request("free-name"))  # type: ignore[arg-type]
+    assert world.counts() == (1, 1, 2)
+
+
+def test_an_inventory_placement_cannot_hold_is_refused_before_anything_is_written(
+    world: TrustWorld,
+) -> None:
+    issued = world.trust.create_join_token(ADMIN, timedelta(hours=1))
+    request = replace(join_request(), inventory=Inventory(vcpu=4, memory_mb=1024, disk_gb=0))
+    with pytest.raises(InvalidRequest, match="DISK_GB = 0"):
+        world.trust.join(world.verify(issued.token), request)  # type: ignore[arg-type]
+    assert world.counts() == (0, 0, 0)

@@ -30,7 +30,7 @@ from wattvisor.auth.fastapi import (
 )
 from wattvisor.auth.service_tokens import VerifiedServiceToken
 from wattvisor.compute.errors import InvalidRequest
-from wattvisor.compute.host_trust import HostTrust, JoinRequest, TrustAnswer
+from wattvisor.compute.host_trust import MAX_INVENTORY, HostTrust, JoinRequest, TrustAnswer
 from wattvisor.compute.names import PrintableText
 from wattvisor.host.driver import Inventory
 
@@ -58,9 +58,9 @@ class JoinToken(BaseModel):
 
 
 class HostInventory(_Request):
-    VCPU: int = Field(ge=1, le=1 << 20)
-    MEMORY_MB: int = Field(ge=1, le=1 << 40)
-    DISK_GB: int = Field(ge=0, le=1 << 40)
+    VCPU: int = Field(ge=1, le=MAX_INVENTORY)
+    MEMORY_MB: int = Field(ge=1, le=MAX_INVENTORY)
+    DISK_GB: int = Field(ge=1, le=MAX_INVENTORY)
 
 
 class HostJoin(_Request):

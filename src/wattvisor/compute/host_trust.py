@@ -55,6 +55,8 @@ from wattvisor.compute.names import quoted, require_printable
 from wattvisor.config.settings import Settings
 from wattvisor.host.driver import Inventory
 from wattvisor.placement import Placement
+from wattvisor.placement.errors import BadRequest as PlacementBadRequest
+from wattvisor.placement.errors import Conflict as PlacementConflict
 from wattvisor.placement.names import is_custom_name, standard_traits
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import HostRow
@@ -82,6 +84,8 @@ _hosts = cast(Table, HostRow.__table__)
 
 ENERGY_SOURCES = ("rapl", "scaphandre", "estimate", "none")
 MAX_ADDRESSES = 8
+MAX_INVENTORY = 2_147_483_647
+"""Placement's limit on an inventory's total."""
 
 
 @overload
@@ -390,9 +394,21 @@ class HostTrust:
                 placement_inventories(self.settings, request.inventory),
                 request.traits,
             )
-        except Exception:
+        except Exception as exc:
             log.exception("host %s joined but placement refused it; undoing", request.host_id)
             self._undo_join(request.host_id, token_id)
+            if isinstance(exc, PlacementBadRequest):
+                raise InvalidRequest(
+                    f"placement refused host {request.host_id}: {exc}; nothing was registered "
+                    "and the join token can be used again",
+                    host_id=request.host_id,
+                ) from exc
+            if isinstance(exc, PlacementConflict):
+                raise Conflict(
+                    f"placement refused host {request.host_id}: {exc}; nothing was registered "
+                    "and the join token can be used again",
+                    host_id=request.host_id,
+                ) from exc
             raise
         log.info("host %s (%s) joined with join token %s", request.name, request.host_id, token_id)
         return self._answer(request.host_id, cluster)
@@ -450,6 +466,18 @@ class HostTrust:
         require_printable("libvirt URI", request.libvirt_uri)
         if not request.name.strip() or len(request.name) > 200:
             raise InvalidRequest(f"host name {quoted(request.name)} must be 1-200 characters")
+        inventory = request.inventory
+        for name, value in (
+            ("VCPU", inventory.vcpu),
+            ("MEMORY_MB", inventory.memory_mb),
+            ("DISK_GB", inventory.disk_gb),
+        ):
+            if not 1 <= value <= MAX_INVENTORY:
+                raise InvalidRequest(
+                    f"inventory {name} = {value} is not accepted; a host offers 1 to "
+                    f"{MAX_INVENTORY} of each",
+                    resource_class=name,
+                )
         if request.energy_source not in ENERGY_SOURCES:
             raise InvalidRequest(
                 f"energy source {quoted(request.energy_source)} is not accepted; accepted: "
