@@ -115,7 +115,7 @@ def build_host_trust(
             signer.private_key()
         except KeyFileError as exc:
             notes.append(str(exc))
-    return HostTrust(engine, placement, settings, cluster, signer.private_key), notes
+    return HostTrust(engine, placement, settings, cluster, signer), notes
 
 
 @dataclass

@@ -71,7 +71,7 @@ def world(store_url: str, tmp_path: Path) -> Iterator[TrustWorld]:
         lambda: cluster.require().cluster_id,
     )
     placement = Placement(engine)
-    trust = HostTrust(engine, placement, settings, cluster, signer.private_key)
+    trust = HostTrust(engine, placement, settings, cluster, signer)
     try:
         yield TrustWorld(engine, placement, cluster, trust, settings.cluster_key_path)
     finally:
@@ -352,3 +352,20 @@ def test_an_inventory_placement_cannot_hold_is_refused_before_anything_is_writte
     with pytest.raises(InvalidRequest, match="DISK_GB = 0"):
         world.trust.join(world.verify(issued.token), request)  # type: ignore[arg-type]
     assert world.counts() == (0, 0, 0)
+
+
+def test_join_tokens_of_a_rotated_cluster_key_hold_during_its_grace_only(
+    world: TrustWorld,
+) -> None:
+    issued = world.trust.create_join_token(ADMIN, timedelta(hours=1))
+    world.cluster.rotate(repr(KeyPair().public_key), timedelta(hours=1))
+    state = world.cluster.require()
+    assert state.keys[1].valid_until is not None
+    world.verify(issued.token)  # old key, in grace
+    world.cluster.rotate(repr(KeyPair().public_key), timedelta(0))
+    assert len(world.cluster.require().accepted(datetime.now(UTC))) == 1
+    with pytest.raises(TokenSignatureInvalid, match="retired at"):
+        world.verify(issued.token)
+    assert world.counts() == (0, 0, 0)
+    with pytest.raises(Conflict, match="was a cluster key already"):
+        world.cluster.rotate(state.current.public_key, timedelta(0))

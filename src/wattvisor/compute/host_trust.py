@@ -31,6 +31,7 @@ from typing import Any, cast, overload
 from sqlalchemy import Engine, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from wattvisor.auth.cluster_keys import ClusterSigner
 from wattvisor.auth.errors import (
     InvalidPublicKey,
     JoinTokenUnknown,
@@ -176,7 +177,8 @@ class ClusterKeys:
         return self.require()
 
     def rotate(self, public_key: str, grace: timedelta) -> ClusterState:
-        """Make ``public_key`` the current key; the previous one is accepted for ``grace``."""
+        """Make ``public_key`` the current key; the previous ones are accepted for ``grace``
+        at most."""
         canonical = normalize_public_key(public_key)
         now = utcnow()
         with write_transaction(self.engine) as conn:
@@ -187,9 +189,11 @@ class ClusterKeys:
                 raise Conflict("this store has no cluster key to rotate; start a controller first")
             if any(k.public_key == canonical for k in state.keys):
                 raise Conflict(f"public key {canonical[:24]}... was a cluster key already")
+            # Every older key ends with this grace at the latest: a rotation without grace
+            # (a key thought stolen) ends them all at once.
             conn.execute(
                 update(_cluster)
-                .where(_cluster.c.retired_at.is_(None))
+                .where(_cluster.c.retired_at.is_(None) | (_cluster.c.retired_at > now + grace))
                 .values(retired_at=now + grace)
             )
             conn.execute(
@@ -269,14 +273,14 @@ class HostTrust:
         placement: Placement,
         settings: Settings,
         cluster: ClusterKeys,
-        signer_key: Any = None,
+        signer: ClusterSigner | None = None,
     ) -> None:
         self.engine = engine
         self.placement = placement
         self.settings = settings
         self.cluster = cluster
-        self.signer_key = signer_key
-        """``() -> PrivateKey``: this controller's cluster private key (ClusterSigner)."""
+        self.signer = signer
+        """This controller's cluster key: signs join tokens and calls to agents."""
         self._keys: dict[str, tuple[TrustedKey, ...] | None] = {}
         self._generation = -1
         self._lock = threading.Lock()
@@ -292,11 +296,11 @@ class HostTrust:
                 f"than zero and at most {format_ttl(maximum)} (auth.max_join_token_ttl_s)",
                 ttl_s=int(ttl.total_seconds()),
             )
-        if self.signer_key is None:
+        if self.signer is None:
             raise Conflict("this controller holds no cluster key, so it cannot sign join tokens")
         state = self.cluster.require()
         try:
-            private_key = self.signer_key()
+            private_key = self.signer.private_key()
         except KeyFileError as exc:
             raise Conflict(str(exc)) from exc
         token_id = str(uuid.uuid4())
