@@ -24,6 +24,8 @@ from its authority block, so that a token of the wrong kind is refused as such
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +58,7 @@ from wattvisor.auth.errors import (
 )
 from wattvisor.auth.tokens import (
     DEFAULT_CLOCK_SKEW,
+    SIGNATURE_CACHE_SIZE,
     TokenVerifier,
     _authorizer_limits,
     _iso,
@@ -184,16 +187,30 @@ class ServiceTokenVerifier:
         self._subject_line = (
             _FACT_LINE[kind] if self._subject_fact == KINDS[kind] else _CLUSTER_LINE
         )
+        # token -> (subject, the key it verified with, the verified biscuit). Controllers
+        # reuse a token for minutes; parsing and the Ed25519 check need not be repeated.
+        # The authorizer (expiry) still runs on every call.
+        self._signatures: OrderedDict[str, tuple[str, str, Biscuit]] = OrderedDict()
+        self._signatures_lock = threading.Lock()
 
     def verify(self, token: str | UnverifiedBiscuit) -> VerifiedServiceToken:
         """The verified token, or an :class:`AuthError` subclass saying why it is refused."""
-        unverified = parse_token(token) if isinstance(token, str) else token
-        found = token_kind(unverified)
-        if found != self.kind:
-            raise wrong_kind(found, self.kind, self._where)
-        subject = self._claimed_subject(unverified)
         now = self._clock().astimezone(UTC)
-        biscuit, key = self._signed(unverified, subject, now)
+        known = self._remembered(token, now) if isinstance(token, str) else None
+        if known is not None:
+            subject, biscuit, key = known
+        else:
+            unverified = parse_token(token) if isinstance(token, str) else token
+            found = token_kind(unverified)
+            if found != self.kind:
+                raise wrong_kind(found, self.kind, self._where)
+            subject = self._claimed_subject(unverified)
+            biscuit, key = self._signed(unverified, subject, now)
+            if isinstance(token, str):
+                with self._signatures_lock:
+                    self._signatures[token] = (subject, key.public_key, biscuit)
+                    if len(self._signatures) > SIGNATURE_CACHE_SIZE:
+                        self._signatures.popitem(last=False)
         lenient_now = now - self._skew
         fact = self._subject_fact
         try:
@@ -259,6 +276,23 @@ class ServiceTokenVerifier:
                 subject=subject,
             )
         return VerifiedServiceToken(self.kind, subject, expires, key.public_key, facts)
+
+    def _remembered(self, token: str, now: datetime) -> tuple[str, Biscuit, TrustedKey] | None:
+        """A token whose signature was checked before, if the key it verified with is
+        still one of its subject's accepted keys (rotations and revocations apply at once)."""
+        with self._signatures_lock:
+            known = self._signatures.get(token)
+            if known is not None:
+                self._signatures.move_to_end(token)
+        if known is None:
+            return None
+        subject, public_key, biscuit = known
+        for key in self._keys(subject) or ():
+            if key.public_key == public_key and key.valid_at(now):
+                return subject, biscuit, key
+        with self._signatures_lock:
+            self._signatures.pop(token, None)
+        return None
 
     def _claimed_subject(self, unverified: UnverifiedBiscuit) -> str:
         names = sorted(set(self._subject_line.findall(unverified.block_source(0))))
