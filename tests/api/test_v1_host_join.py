@@ -271,3 +271,30 @@ def test_a_user_token_with_a_host_name_is_still_a_user_token(world: V1World) -> 
     token = mint_token(keys.private_key, "mallory", timedelta(minutes=5))
     response = world.client.post(f"/v1/hosts/{host_id}/heartbeat", headers=bearer(token))
     assert response.status_code == 403
+
+
+def test_a_bad_join_token_is_refused_before_the_body_is_read(world: V1World) -> None:
+    """Only the headers decide: 30 MiB announced, 1 KiB sent, and the connection closed."""
+    import json
+
+    from api.served_app import exchange, serving
+
+    forged = mint_join_token(
+        KeyPair().private_key, _cluster_id(world), str(uuid.uuid4()),
+        datetime.now(UTC) + timedelta(hours=1),
+    )  # fmt: skip
+    head = "\n".join(
+        [
+            "POST /v1/hosts/join HTTP/1.1",
+            "Host: localhost",
+            f"Authorization: Bearer {forged}",
+            "Content-Type: application/json",
+            f"Content-Length: {30 * 1024 * 1024}",
+            "",
+        ]
+    )
+    with serving(world.node.app) as port:
+        response = exchange(port, head, [b"{" + b" " * 1023])
+    assert response.status == 401
+    assert json.loads(response.body)["error"]["code"] == "token_signature_invalid"
+    assert response.closed

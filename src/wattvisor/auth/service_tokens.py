@@ -39,6 +39,7 @@ from biscuit_auth import (
     BiscuitBuildError,
     BiscuitValidationError,
     DataLogError,
+    Fact,
     PrivateKey,
     PublicKey,
     Rule,
@@ -46,9 +47,9 @@ from biscuit_auth import (
 )
 
 from wattvisor.auth.errors import (
-    AuthError,
     InvalidTTL,
     TokenExpired,
+    TokenForeignCluster,
     TokenLifetimeTooLong,
     TokenMalformed,
     TokenNoExpiry,
@@ -341,8 +342,8 @@ class ServiceTokenVerifier:
             subject=subject,
         )
 
-    def _expiry(self, facts: Sequence[object], subject: str) -> datetime:
-        values: list[object] = [f.terms[0] if f.terms else None for f in facts]  # type: ignore[attr-defined]
+    def _expiry(self, facts: Sequence[Fact], subject: str) -> datetime:
+        values: list[object] = [f.terms[0] if f.terms else None for f in facts]
         if not values:
             raise TokenNoExpiry(
                 f"{self.kind} token for {subject!r} carries no expires(<date>) fact",
@@ -422,7 +423,6 @@ def join_token_verifier(
     clock: Callable[[], datetime] = utcnow,
 ) -> ServiceTokenVerifier:
     """The verifier of join tokens for the cluster ``cluster_id()`` with its current keys."""
-    from wattvisor.auth.errors import TokenForeignCluster
 
     def keys(named: str) -> Sequence[TrustedKey]:
         ours = cluster_id()
@@ -445,8 +445,3 @@ def join_token_verifier(
         clock=clock,
         where="POST /v1/hosts/join",
     )
-
-
-def refusal_reason(error: AuthError) -> str:
-    """One line for logs and command output: the stable code and the message."""
-    return f"{error.code}: {error.message}"
