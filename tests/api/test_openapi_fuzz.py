@@ -88,8 +88,9 @@ def test_joining_with_fuzzed_facts_never_answers_with_a_server_error(node: AllIn
             assert set(response.json()) == {"error"}, response.text
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=60, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def check(case: Any) -> None:
         token = trust.create_join_token(admin, timedelta(minutes=10)).token
         response = case.call(headers={"Authorization": f"Bearer {token}"})
