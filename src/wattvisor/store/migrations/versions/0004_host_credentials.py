@@ -1,6 +1,6 @@
 """Cluster keys, single-use join tokens, host credentials and joined hosts' agents.
 
-Revision ID: 0008_host_credentials
+Revision ID: 0004_host_credentials
 Revises: 0003_cache_generations
 Create Date: 2026-12-02 09:00:00.000000
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_host_credentials"
+revision = "0004_host_credentials"
 down_revision = "0003_cache_generations"
 branch_labels = None
 depends_on = None
