@@ -4,6 +4,9 @@ come back as themselves, and only the cluster's controllers may call an agent.""
 from __future__ import annotations
 
 import inspect
+import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,9 +16,10 @@ from typing import Any, cast
 
 import httpx
 import pytest
+import uvicorn
 from biscuit_auth import KeyPair
 
-from api.served_app import serving
+from api.served_app import free_port, serving
 from support.recording_host import RecordingHost
 from wattvisor.agent.app import create_agent_app
 from wattvisor.agent.credentials import AgentCredentials, make_controller_dependency
@@ -209,3 +213,61 @@ def test_an_agent_that_does_not_answer_is_a_host_error_and_state_down() -> None:
         assert client.state().startswith("down")
     finally:
         client.close()
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_an_agent_serving_tls_is_checked_against_the_configured_ca(tmp_path: Path) -> None:
+    cluster_key = KeyPair()
+    credentials = AgentCredentials(tmp_path / "agent")
+    credentials.ensure_host_key()
+    credentials.learn(
+        {
+            "host_id": HOST,
+            "cluster_id": CLUSTER,
+            "cluster_keys": [{"public_key": repr(cluster_key.public_key), "valid_until": None}],
+        },
+        "http://controller.invalid",
+    )
+    host = RecordingHost(answers={"state": "up"})
+    cert, key = _self_signed(tmp_path, "agent")
+    other, _ = _self_signed(tmp_path, "impostor")
+    app = create_agent_app(cast(HostClient, host), make_controller_dependency(credentials))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                       ssl_certfile=str(cert), ssl_keyfile=str(key))
+    )  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    token = mint_controller_token(cluster_key.private_key, CLUSTER, timedelta(minutes=5))
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        url = f"https://127.0.0.1:{port}"
+        trusted = HttpHostClient(url, lambda: token, ca_file=cert)
+        untrusted = HttpHostClient(url, lambda: token, ca_file=other)
+        system_cas = HttpHostClient(url, lambda: token)
+        try:
+            assert trusted.state() == "up"
+            for client in (untrusted, system_cas):
+                with pytest.raises(HostError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+                    client.domain_states()
+        finally:
+            for client in (trusted, untrusted, system_cas):
+                client.close()
+        assert [name for name, _ in host.calls] == ["state"]
+    finally:
+        server.should_exit = True
+        thread.join(30)
