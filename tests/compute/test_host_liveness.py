@@ -128,3 +128,13 @@ def test_unknown_domains_are_reported_once_and_kept_per_host(
     assert sum(foreign in r.getMessage() for r in caplog.records) == 1
     compute.hosts.note_unknown_domains(host_uuid, set())
     assert compute.hosts.get(host_uuid).unknown_domains == ()
+
+
+def test_power_views_go_on_without_a_host_whose_agent_does_not_answer(
+    compute: Compute, joined: tuple[HostTrust, str]
+) -> None:
+    _trust, host_uuid = joined
+    view = compute.power.project_power(ADMIN, "proj-a")
+    assert view.sampled is False and view.source == "none"
+    assert compute.power._meter(host_uuid) == (None, "none")
+    assert compute.power._meter(host_uuid, down={host_uuid}) == (None, "none")

@@ -105,7 +105,8 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
             wanted = principal.is_admin and record.host_uuid
             names = compute.hosts.names() if wanted else {}
         if down is None:
-            down = compute.hosts.down_hosts() if record.host_uuid else ()
+            behind_agent = record.host_uuid and not compute.hosts.driven_here(record.host_uuid)
+            down = compute.hosts.down_hosts() if behind_agent else ()
         host = names.get(record.host_uuid or "")
         # Members read the fault as written for them; admins the host's own words.
         fault = (record.fault_detail or record.fault) if principal.is_admin else record.fault
@@ -175,11 +176,11 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     def list_servers(principal: Member) -> JSONResponse:
         """Your project's servers (an admin's: every project's), deleted ones left out."""
         names = compute.hosts.names()
-        down = compute.hosts.down_hosts()
-        return respond(
-            principal,
-            [server_view(principal, s, names, down) for s in servers.list_all(principal)],
-        )
+        listed = servers.list_all(principal)
+        hosts = {s.host_uuid for s in listed if s.host_uuid}
+        behind_agents = any(not compute.hosts.driven_here(h) for h in hosts)
+        down = compute.hosts.down_hosts() if behind_agents else {}
+        return respond(principal, [server_view(principal, s, names, down) for s in listed])
 
     @router.post("/servers", response_model=Server, status_code=202, tags=["servers"])
     def create_server(body: ServerCreate, principal: Member) -> JSONResponse:

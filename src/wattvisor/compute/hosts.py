@@ -99,6 +99,7 @@ class HostRegistry:
         self.client_factory = client_factory
         self._clients: dict[str, HostClient] = {}
         self._unknown: dict[str, frozenset[str]] = {}
+        self._added: set[str] = set()
         self._lock = threading.Lock()
 
     # -- registration --------------------------------------------------------------------
@@ -144,6 +145,7 @@ class HostRegistry:
         with self._lock:
             old = self._clients.get(facts.provider_uuid)
             self._clients[facts.provider_uuid] = client
+            self._added.add(facts.provider_uuid)
         if old is not None and old is not client:
             _close_quietly(old)
         return facts.provider_uuid
@@ -229,6 +231,29 @@ class HostRegistry:
     def clients(self) -> list[HostClient]:
         with self._lock:
             return list(self._clients.values())
+
+    def driven_here(self, provider_uuid: str) -> bool:
+        """Whether this controller drives the host itself (:meth:`add`), not through an
+        agent: such a host is up while its client is (no heartbeat to look up)."""
+        with self._lock:
+            return provider_uuid in self._added
+
+    def live_clients(self) -> list[HostClient]:
+        """A client for every host that is not down (joined hosts' opened on first use)."""
+        down = self.down_hosts()
+        with read_transaction(self.engine) as conn:
+            uuids = [str(u) for u in conn.execute(select(_hosts.c.provider_uuid)).scalars()]
+        clients = []
+        for uuid in uuids:
+            if uuid in down:
+                continue
+            with self._lock:
+                client = self._clients.get(uuid)
+            if client is None:
+                client = self._open_agent(uuid)
+            if client is not None:
+                clients.append(client)
+        return clients
 
     def client(self, provider_uuid: str) -> HostClient:
         with self._lock:
