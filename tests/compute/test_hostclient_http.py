@@ -23,6 +23,7 @@ from api.served_app import free_port, serving
 from support.recording_host import RecordingHost
 from wattvisor.agent.app import create_agent_app
 from wattvisor.agent.credentials import AgentCredentials, make_controller_dependency
+from wattvisor.auth import mint_token
 from wattvisor.auth.service_tokens import mint_controller_token, mint_host_token
 from wattvisor.compute.hostclient import (
     HostClient,
@@ -195,7 +196,8 @@ def test_only_the_clusters_controllers_may_call_the_agent(served: Served) -> Non
     )
     host_token = mint_host_token(served.cluster_key.private_key, HOST, timedelta(minutes=5))
     forged = mint_controller_token(KeyPair().private_key, CLUSTER, timedelta(minutes=5))
-    for token in (other_cluster, host_token, forged, "not-a-token"):
+    admin_user = mint_token(served.cluster_key.private_key, "admin", timedelta(minutes=5))
+    for token in (other_cluster, host_token, forged, admin_user, "not-a-token"):
         client = HttpHostClient(served.url, lambda token=token: token)
         try:
             with pytest.raises(HostError, match="HTTP 401"):
