@@ -105,6 +105,7 @@ def test_the_scheduler_skips_a_down_host_and_says_so(
     detail = failed.fault_detail or ""
     assert "1 host is down (no heartbeat from its agent)" in detail, detail
     assert "disabled by an operator" in detail
+    assert "spawn errors" not in detail  # the down host was never tried
 
 
 def test_the_client_of_a_joined_host_calls_its_agent_url(
