@@ -65,3 +65,10 @@ def test_the_first_start_joins_and_later_starts_reuse_the_trust(agent: HostAgent
     assert not joined_again and again == trust and len(seen) == 1
     with pytest.raises(AgentSetupError, match=r"joined the controller at 'http://ctl\.invalid"):
         agent.join("http://other.invalid:8774", "another-token")
+
+
+def test_a_wildcard_listen_address_needs_an_advertised_url(agent: HostAgent) -> None:
+    agent.settings.agent.listen = "0.0.0.0:18775"
+    with pytest.raises(AgentSetupError, match=r"set agent\.advertise_url"):
+        agent.join("http://ctl.invalid:8774", "join-token-text")
+    assert not agent.credentials.trust_path.exists()

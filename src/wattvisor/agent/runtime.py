@@ -117,7 +117,14 @@ class HostAgent:
                 "this host has not joined a cluster yet: give --controller URL and "
                 "--join-token TOKEN (an admin makes one with `wattvisor host join-token`)"
             )
-        facts = join_facts(self.host, [self.settings.agent.url], name=socket.gethostname())
+        agent = self.settings.agent
+        if agent.address[0] in ("0.0.0.0", "::") and not agent.advertise_url:
+            raise AgentSetupError(
+                f"agent.listen {agent.listen!r} answers on every address, so controllers "
+                "cannot be told one; set agent.advertise_url to the URL they reach this host "
+                "at (e.g. http://198.18.0.2:8775)"
+            )
+        facts = join_facts(self.host, [agent.url], name=socket.gethostname())
         return join_cluster(self.credentials, self.http, url, join_token, facts), True
 
     def app(self) -> FastAPI:
