@@ -230,8 +230,8 @@ def test_disk_image_boots_from_a_per_server_overlay_of_the_disk(
     assert isinstance(root, Disk) and root.driver_type == "qcow2" and root.target_dev == "vda"
     overlay = Path(root.source_file or "")
     assert overlay != disk and server.uuid in str(overlay)
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(overlay)],
-                                     capture_output=True, text=True, check=True).stdout)
+    argv = ["qemu-img", "info", "--output=json", str(overlay)]
+    info = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
     assert info["backing-filename-format"] == "qcow2"
     assert Path(info["backing-filename"]).read_bytes() == disk.read_bytes()
     assert domain.kernel is None

@@ -211,27 +211,30 @@ class ServerService:
         held: contextlib.AbstractContextManager[object] = (
             self.volume_locks.hold(volume_id) if volume_id else contextlib.nullcontext()
         )
-        with held, write_transaction(self.engine) as conn:
-            if volume_id is not None:
-                claimed = conn.execute(
-                    update(_volumes)
-                    .where(
-                        (_volumes.c.id == volume_id) & (_volumes.c.status == "available")
-                        & _volumes.c.server_uuid.is_(None)
+        try:
+            with held, write_transaction(self.engine) as conn:
+                conn.execute(
+                    insert(_servers).values(
+                        uuid=record.uuid, name=name, project=record.project, user_name=record.user,
+                        flavor_id=record.flavor_id, image_id=record.image_id, status="BUILD",
+                        task=record.task, fault=None, host_uuid=None, domain_name=None,
+                        power_metrics=record.power_metrics, shares=[], created_at=now,
+                        updated_at=now, boot_volume_id=volume_id,
                     )
-                    .values(status="in-use", server_uuid=record.uuid)
-                ).rowcount  # fmt: skip
-                if claimed != 1:
-                    raise self._volume_taken(principal, volume_id)
-            conn.execute(
-                insert(_servers).values(
-                    uuid=record.uuid, name=name, project=record.project, user_name=record.user,
-                    flavor_id=record.flavor_id, image_id=record.image_id, status="BUILD",
-                    task=record.task, fault=None, host_uuid=None, domain_name=None,
-                    power_metrics=record.power_metrics, shares=[], created_at=now,
-                    updated_at=now, boot_volume_id=volume_id,
-                )
-            )  # fmt: skip
+                )  # fmt: skip
+                if volume_id is not None:  # after the server: the volume row refers to it
+                    claimed = conn.execute(
+                        update(_volumes)
+                        .where(
+                            (_volumes.c.id == volume_id) & (_volumes.c.status == "available")
+                            & _volumes.c.server_uuid.is_(None)
+                        )
+                        .values(status="in-use", server_uuid=record.uuid)
+                    ).rowcount  # fmt: skip
+                    if claimed != 1:
+                        raise _VolumeTaken  # rolls the server back
+        except _VolumeTaken:
+            raise self._volume_taken(principal, volume_id or "") from None
         self._submit(record.uuid, lambda: self._build(record, spec, flavor_record, image_record))
         return record
 
@@ -748,6 +751,10 @@ class ServerService:
         except ConfigDriveError as exc:  # pragma: no cover - names were checked at create
             raise InvalidRequest(str(exc)) from exc
         return config_drive_metadata_document(meta)
+
+
+class _VolumeTaken(Exception):
+    """The boot volume was claimed by someone else between the check and the claim."""
 
 
 def _task_after(mine: Sequence[str], after: str | None) -> Any:
