@@ -142,12 +142,14 @@ def test_root_overlay_reads_through_to_its_cached_base_and_libvirt_follows_the_c
         assert f"value=[{MARKER}" in head
         assert _disks_line(console)[""] == ("vda", 1024**3)  # the flavor's size, not the base's
         live = client.driver.connection.call(lambda c: c.lookupByUUIDString(uuid).XMLDesc(0))
-        [root] = etree.fromstring(live).xpath("./devices/disk[alias/@name='ua-root-disk']")
-        backing = root.find("./backingStore/source")
-        assert backing is not None and backing.get("file", "").startswith(
+        [root] = [d for d in etree.fromstring(live).iter("disk") if d.get("device") == "disk"]
+        chain = root.find("./backingStore")
+        assert chain is not None, "libvirt did not follow the overlay's backing chain"
+        assert chain.xpath("string(./format/@type)") == "raw"
+        backing_file = str(chain.xpath("string(./source/@file)"))
+        assert backing_file.startswith(
             str(compute.servers.settings.data_dir / "images" / "rootimg-")
         )
-        assert root.find("./backingStore/format").get("type") == "raw"  # type: ignore[union-attr]
     finally:
         client.delete(uuid, request.domain_name)
 
