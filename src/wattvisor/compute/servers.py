@@ -282,7 +282,12 @@ class ServerService:
         )  # fmt: skip
 
     def _check_root_disk(self, flavor: FlavorRecord, image: ImageRecord) -> None:
-        """Refuse a flavor disk smaller than the image's virtual size before anything exists."""
+        """Refuse a flavor disk smaller than the image's virtual size before anything exists.
+
+        Checked here when the image's disk is readable from the controller (one host, or
+        shared storage); the host checks again in any case before it makes the overlay,
+        and one that cannot read the disk fails the build with the reason in its fault.
+        """
         if not image.disk_path or flavor.disk_gb == 0:
             return
         path = Path(image.disk_path)
@@ -296,19 +301,16 @@ class ServerService:
                 if len(self._image_sizes) > 256:
                     self._image_sizes.clear()
                 self._image_sizes[key] = size
+        except (OSError, ImageCacheError) as exc:
+            log.info("image %s: size not checked here, its host will: %s", image.id, exc)
+            return
+        try:
             check_root_size(flavor.disk_gb, size, what=f"image {image.name!r}")
         except DiskTooSmall as exc:
             raise InvalidRequest(
                 f"flavor {flavor.name!r}: {exc}", flavor=flavor.name, image=image.name,
                 flavor_disk_gb=flavor.disk_gb, image_virtual_size=size,
             ) from exc  # fmt: skip
-        except (OSError, ImageCacheError) as exc:
-            log.warning("image %s: its disk cannot be read: %s", image.id, exc)
-            raise InvalidRequest(
-                f"image {image.name!r}: its disk cannot be read as a {fmt} image (an admin "
-                "sees why in the controller's log)",
-                image=image.name,
-            ) from exc
 
     def _request_spec(
         self,

@@ -189,7 +189,7 @@ class ImageCache:
             st = source.stat()
         except OSError as exc:
             raise ImageCacheError(
-                f"disk of image {image_id} cannot be read: {exc.strerror}"
+                f"disk {source} of image {image_id} cannot be read: {exc.strerror}"
             ) from exc
         identity = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
         index_path = self.root / f"{image_id}.source.json"
