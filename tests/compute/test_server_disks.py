@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from compute.principals import ADMIN, ALICE, BOB
-from wattvisor.compute import Compute, Conflict, ImageRecord, InvalidRequest, NotFound
+from wattvisor.compute import (
+    Compute,
+    Conflict,
+    ImageRecord,
+    InvalidRequest,
+    LocalHostClient,
+    NotFound,
+)
 from wattvisor.guest import Disk, Domain
 from wattvisor.host.image_cache import GIB, qcow2_backing_file
 
@@ -154,3 +161,23 @@ def test_a_volume_backed_root_claims_no_local_disk(
     [backed_alloc] = by_server[backed.uuid]
     [local_alloc] = by_server[local.uuid]
     assert "DISK_GB" not in backed_alloc.resources and local_alloc.resources["DISK_GB"] == 5
+
+
+def test_a_base_stays_while_a_server_uses_it_and_goes_when_pruned_after_the_last(
+    compute: Compute, tmp_path: Path, settle: Callable[[str], None]
+) -> None:
+    image = _qcow2_image(compute, tmp_path, "64M")
+    first = compute.servers.create(ALICE, "a", "tiny", image.name)
+    second = compute.servers.create(ALICE, "b", "tiny", image.name)
+    settle(first.uuid)
+    settle(second.uuid)
+    client = compute.hosts.client(compute.hosts.default_host())
+    assert isinstance(client, LocalHostClient)
+    [base] = client.image_cache.bases()
+    compute.servers.delete(ALICE, first.uuid)
+    settle(first.uuid)
+    assert client.prune_images(min_age_s=0) == [] and base.exists()  # the second uses it
+    compute.servers.delete(ALICE, second.uuid)
+    settle(second.uuid)
+    assert base.exists()  # a delete prunes only bases unused for a day
+    assert client.prune_images(min_age_s=0) == [base] and not base.exists()

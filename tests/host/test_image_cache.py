@@ -216,8 +216,8 @@ def test_prune_removes_only_bases_no_overlay_uses(tmp_path: Path) -> None:
     assert kept.root is not None and gone.root is not None
     gone.root.path.unlink()  # its server was deleted
     overlays = [kept.root.path]
-    assert cache.prune(overlays) == []  # both are younger than the minimum age
-    [removed] = cache.prune(overlays, min_age_s=0)
+    assert cache.prune(lambda: overlays) == []  # both were used within the minimum age
+    [removed] = cache.prune(lambda: overlays, min_age_s=0)
     assert removed.name.startswith("unused-")
     assert [b.name.split("-")[0] for b in cache.bases()] == ["used"]
 

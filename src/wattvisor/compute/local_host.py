@@ -47,6 +47,8 @@ from wattvisor.host.shares import PreparedShare
 log = logging.getLogger(__name__)
 
 VOLUME_POOL_PREFIX = "wattvisor-volumes"
+IMAGE_CACHE_KEEP_S = 24 * 3600.0
+"""How long a base no server uses stays cached (a respawn of the image is then cheap)."""
 _VIRTIO_TARGETS = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
 
 
@@ -224,6 +226,20 @@ class LocalHostClient:
         failures = _run_all(f"deleting server {server_uuid}", steps)
         if failures:
             raise HostError(f"server {server_uuid} not fully removed: {'; '.join(failures)}")
+        try:
+            self.prune_images()
+        except Exception as exc:  # the server is gone all the same; a later delete retries
+            log.warning("pruning the image cache of %s failed: %s", self.driver.uri, exc)
+
+    def prune_images(self, min_age_s: float = IMAGE_CACHE_KEEP_S) -> list[Path]:
+        """Remove the cached bases no disk of this host's servers is backed by and no
+        spawn used for ``min_age_s``; returns their paths."""
+        return self.image_cache.prune(self._overlays, min_age_s)
+
+    def _overlays(self) -> list[Path]:
+        if not self.instances_dir.is_dir():
+            return []
+        return [disk for server in self.instances_dir.iterdir() for disk in server.glob("disk*")]
 
     # -- volumes -------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ import secrets
 import struct
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -198,6 +198,7 @@ class ImageCache:
             base = self.root / str(known["base"])
             with contextlib.suppress(OSError):
                 if base.stat().st_size == known["size"] and known["format"] == fmt:
+                    os.utime(base)  # last use: what a prune goes by
                     return CachedBase(base, fmt, int(known["virtual_size"]))
             log.warning("base %s of image %s is missing or damaged; copying again",
                         base.name, image_id)  # fmt: skip
@@ -244,7 +245,9 @@ class ImageCache:
             raise ImageCacheError(f"blank disk kind {kind!r} is not accepted; use ephemeral, swap")
         base = self.root / name
         with self.locked(name):
-            if not (base.is_file() and base.stat().st_size == size_bytes):
+            if base.is_file() and base.stat().st_size == size_bytes:
+                os.utime(base)  # last use: what a prune goes by
+            else:
                 self._make_blank(base, kind, size_bytes)
             yield CachedBase(base, "raw", size_bytes)
 
@@ -279,26 +282,31 @@ class ImageCache:
             if p.is_file() and not p.name.startswith(".") and p.suffix in (".raw", ".qcow2")
         )  # fmt: skip
 
-    def prune(self, overlays: Iterable[Path], min_age_s: float = 24 * 3600) -> list[Path]:
-        """Remove the bases no file of ``overlays`` is backed by, untouched for ``min_age_s``.
+    def prune(
+        self, overlays: Callable[[], Iterable[Path]], min_age_s: float = 24 * 3600
+    ) -> list[Path]:
+        """Remove the bases no overlay is backed by and no spawn used for ``min_age_s``.
 
-        Each base is checked again under its key's lock, the lock a spawn holds from
-        finding a base to creating its overlay, so a base is never removed while an
-        overlay on it is being made. Returns the removed paths.
+        A spawn touches the base it uses, so the age is the time since its last use
+        (Nova's image cache keeps unused bases a day too). ``overlays`` lists every
+        overlay of the host; it is called under each candidate's lock, the lock a
+        spawn holds from finding a base to creating its overlay, so an overlay made
+        meanwhile is seen and a base is never removed while used. Returns the
+        removed paths.
         """
         removed = []
         now = time.time()
         for base in self.bases():
-            key = _key_of(base)
-            with self.locked(key):
-                used = {qcow2_backing_file(p) for p in overlays if p.is_file()}
-                if str(base) in used or not base.exists():
+            if now - base.stat().st_mtime < min_age_s:
+                continue
+            with self.locked(_key_of(base)):
+                if not base.exists() or now - base.stat().st_mtime < min_age_s:
                     continue
-                if now - base.stat().st_mtime < min_age_s:
+                if str(base) in {qcow2_backing_file(p) for p in overlays()}:
                     continue
                 base.unlink()
                 removed.append(base)
-                log.info("removed unused base image %s", base.name)
+                log.info("removed the unused base image %s", base.name)
         return removed
 
     # -- locking -------------------------------------------------------------------------
