@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,25 @@ def test_a_base_stays_while_a_server_uses_it_and_goes_when_pruned_after_the_last
     settle(second.uuid)
     assert base.exists()  # a delete prunes only bases unused for a day
     assert client.prune_images(min_age_s=0) == [base] and not base.exists()
+
+
+def test_servers_racing_for_one_boot_volume_get_it_once(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    volume = compute.devices.create_volume(ALICE, "contested", 1, "qcow2")
+
+    def boot(n: int) -> str:
+        try:
+            return compute.servers.create(
+                ALICE, f"racer-{n}", "tiny", kernel_image.name, boot_volume=volume.id
+            ).uuid
+        except Conflict:
+            return "refused"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(boot, range(6)))
+    winners = [o for o in outcomes if o != "refused"]
+    assert len(winners) == 1, outcomes
+    assert [s.uuid for s in compute.servers.list_all(ADMIN)] == winners
+    assert compute.devices.volume(ALICE, volume.id).server_uuid == winners[0]
+    settle(winners[0])
