@@ -48,8 +48,7 @@ class HostSettings(BaseModel):
     )
     instance_name_template: str = "instance-%08x"
     share_tmpfs_kib: int = Field(
-        default=1024,
-        ge=0,
+        default=1024, ge=0,
         description="each domain's share directory is a tmpfs of this size (0: a plain "
         "directory on the share directory's filesystem)",
     )
@@ -181,9 +180,7 @@ class ComputeSettings(BaseModel):
     """How the controller builds, runs and removes servers."""
 
     workers: int = Field(
-        default=4,
-        ge=1,
-        le=256,
+        default=4, ge=1, le=256,
         description="servers built at once (threads that schedule and spawn them), like "
         "Nova's max_concurrent_builds. A build mostly waits on libvirt and QEMU, so 4 "
         "start a burst of servers about twice as fast as 2; builds share the API's "

@@ -46,13 +46,8 @@ class LibvirtVMInventory:
             if share.purpose == POWER_METRICS_PURPOSE and share.tag in self._dirs_by_tag
         )
         project = meta.owner.project_uuid if meta.owner is not None else ""
-        return VMRecord(
-            uuid=uuid,
-            domain=dom.name(),
-            project=project or "",
-            power_metrics=bool(dirs),
-            share_dirs=dirs,
-        )
+        return VMRecord(uuid=uuid, domain=dom.name(), project=project or "",
+                        power_metrics=bool(dirs), share_dirs=dirs)
 
     def vms(self) -> Sequence[VMRecord]:
         domains = self.driver.connection.call(lambda c: c.listAllDomains(0))

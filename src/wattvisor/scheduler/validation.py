@@ -298,7 +298,9 @@ def _matching(pattern: str, shown: str) -> ValueRule:
 
 def _text() -> ValueRule:
     """Free text (filters of the aggregate and capabilities namespaces)."""
-    return ValueRule(("printable text",), lambda v: bool(v.strip()) and v.isprintable())
+    return ValueRule(
+        ("printable text",), lambda v: bool(v.strip()) and v.isprintable()
+    )
 
 
 @dataclass(frozen=True, slots=True)
