@@ -277,3 +277,17 @@ def test_power_top_in_a_pipe_prints_each_refresh_and_ends_cleanly_on_a_signal(
     printed = [line for line in ("".join(seen) + rest).splitlines() if line.strip()]
     assert sum("servers by watts at" in line for line in printed) >= 2
     assert server["id"] in printed[-1]  # the last table is there whole, down to its row
+
+
+def test_create_boots_from_a_volume_and_a_taken_volume_exits_1(served: Served) -> None:
+    made = served.run("volume", "create", "rootvol", "--size", "1", "--json")
+    assert made.exit_code == 0, made.output
+    volume = json.loads(made.stdout)
+    created = served.run("server", "create", "vol", "--flavor", "tiny", "--image", "kernel",
+                         "--boot-volume", "rootvol", "--wait", "--json")  # fmt: skip
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["boot_volume_id"] == volume["id"]
+    again = served.run("server", "create", "vol2", "--flavor", "tiny", "--image", "kernel",
+                       "--boot-volume", volume["id"])  # fmt: skip
+    assert again.exit_code == 1
+    assert "is in use by server" in again.output and volume["id"] in again.output

@@ -179,8 +179,9 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     def create_server(body: ServerCreate, principal: Member) -> JSONResponse:
         """Accepted with status BUILD; it becomes ACTIVE, or ERROR with a fault saying why."""
         record = servers.create(
-            principal, body.name, body.flavor, body.image, power_metrics=body.power_metrics
-        )
+            principal, body.name, body.flavor, body.image, power_metrics=body.power_metrics,
+            boot_volume=body.boot_volume,
+        )  # fmt: skip
         return respond(principal, server_view(principal, record), 202)
 
     @router.get("/servers/{server_id}", response_model=Server, tags=["servers"])

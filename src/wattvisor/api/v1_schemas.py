@@ -141,6 +141,12 @@ class ServerCreate(_Request):
         description="share the server's own energy counter with it (read-only virtiofs); "
         "default: as the flavor (hw:power_metrics) and image (hw_power_metrics) say",
     )
+    boot_volume: PrintableText | None = Field(
+        default=None, min_length=1, max_length=255,
+        description="id or name of an available volume of your project to boot from: it "
+        "becomes the root disk (in-use until the server is deleted); the image then gives "
+        "only its kernel, if it has one, and its properties",
+    )  # fmt: skip
 
 
 class Server(BaseModel):
@@ -158,6 +164,9 @@ class Server(BaseModel):
     )
     power_metrics: bool
     mount_tags: list[str] = Field(description="virtiofs tags the guest can mount")
+    boot_volume_id: str | None = Field(
+        default=None, description="the volume that is the root disk; null: booted from the image"
+    )
     created_at: datetime
     updated_at: datetime
     host: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
@@ -172,7 +181,7 @@ class Server(BaseModel):
             task=record.task, fault=fault, power_metrics=record.power_metrics,
             mount_tags=list(record.shares), created_at=record.created_at,
             updated_at=record.updated_at, host=host_name, host_id=record.host_uuid,
-            domain_name=record.domain_name,
+            domain_name=record.domain_name, boot_volume_id=record.boot_volume_id,
         )  # fmt: skip
 
 

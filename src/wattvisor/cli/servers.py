@@ -96,6 +96,10 @@ def create(
     power_metrics: Annotated[
         bool, typer.Option("--power-metrics", help="Share its own energy counter with the guest.")
     ] = False,
+    boot_volume: Annotated[
+        str | None,
+        typer.Option("--boot-volume", help="Boot from this volume (name or id) as root disk."),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until ACTIVE or ERROR.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 300.0,
     as_json: JsonOption = False,
@@ -109,6 +113,8 @@ def create(
     body: dict[str, Any] = {"name": name, "flavor": flavor, "image": image}
     if power_metrics:
         body["power_metrics"] = True
+    if boot_volume is not None:
+        body["boot_volume"] = boot_volume
     with connect(url) as client:
         server = client.call("POST", "/v1/servers", body)
         if wait:

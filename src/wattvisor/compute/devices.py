@@ -33,7 +33,7 @@ from wattvisor.compute.errors import (
 )
 from wattvisor.compute.hostclient import InterfaceAttachment, VolumeAttachment
 from wattvisor.compute.hosts import HostRegistry
-from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
+from wattvisor.compute.keyed_locks import KeyedLock
 from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import InterfaceRecord, ServerRecord, VolumeRecord
 from wattvisor.compute.servers import ServerService
@@ -69,7 +69,7 @@ class DeviceService:
         self.servers = servers
         self.hosts = hosts
         self.settings = settings
-        self._volume_locks = KeyedLocks()
+        self._volume_locks = servers.volume_locks  # a boot volume is claimed under them too
 
     def create_volume(
         self,
@@ -316,6 +316,12 @@ class DeviceService:
                     f"aliases: {', '.join(aliases) or '(none)'}",
                     alias=alias,
                 )
+            if volume is not None and ident == server.boot_volume_id:
+                raise Conflict(
+                    f"volume {quoted(ident)} is the root disk of server {quoted(server_id)}; it "
+                    "is freed when the server is deleted",
+                    volume_id=ident, server_id=server.uuid,
+                )  # fmt: skip
             held: contextlib.AbstractContextManager[object] = (
                 self._volume_locks.hold(ident) if volume is not None else contextlib.nullcontext()
             )

@@ -33,7 +33,7 @@ class SpawnFlavor:
 
 @dataclass(frozen=True, slots=True)
 class SpawnImage:
-    """How the guest boots: direct kernel boot, or a disk file copied per server."""
+    """How the guest boots: direct kernel boot, or a disk file the root overlay is backed by."""
 
     id: str
     name: str
@@ -58,6 +58,9 @@ class SpawnRequest:
     image: SpawnImage
     power_metrics: bool
     created_at: datetime
+    root_volume: VolumeAttachment | None = None
+    """Boot from this volume: it is the root disk, and the image gives only the kernel
+    (if any) and its properties."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,11 @@
 """A host served in-process: a :class:`HostDriver` and, where the process runs, the sampler.
 
 Per-server files live in ``<data_dir>/instances/<server uuid>/`` (console log,
-config drive, root disk copy); volumes in a libvirt ``dir`` pool at
-``<data_dir>/volumes``, named ``wattvisor-volumes-<hash of that path>`` because
-pools are global to a libvirtd that several data directories may share.
+config drive, qcow2 overlays for the root, ephemeral and swap disks); the bases of
+those overlays in ``<data_dir>/images/`` (:mod:`wattvisor.host.image_cache`);
+volumes in a libvirt ``dir`` pool at ``<data_dir>/volumes``, named
+``wattvisor-volumes-<hash of that path>`` because pools are global
+to a libvirtd that several data directories may share.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from pathlib import Path
 
 import libvirt
 
-from wattvisor.compute.guest_build import POWER_METRICS_PURPOSE, GuestFiles, build_domain
+from wattvisor.compute.guest_build import (
+    POWER_METRICS_PURPOSE,
+    ROOT_DISK_ALIAS,
+    GuestFiles,
+    build_domain,
+)
 from wattvisor.compute.hostclient import (
     HostFacts,
     InterfaceAttachment,
@@ -33,11 +40,15 @@ from wattvisor.guest import Disk, Interface, ShareMeta, make_alias
 from wattvisor.host.configdrive import ConfigDriveMetadata, build_config_drive
 from wattvisor.host.connection import libvirt_error_summary
 from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostDriver, HostError
+from wattvisor.host.image_cache import ImageCache, ImageCacheError
+from wattvisor.host.instance_disks import InstanceDisks, prepare_instance_disks
 from wattvisor.host.shares import PreparedShare
 
 log = logging.getLogger(__name__)
 
 VOLUME_POOL_PREFIX = "wattvisor-volumes"
+IMAGE_CACHE_KEEP_S = 24 * 3600.0
+"""How long a base no server uses stays cached (a respawn of the image is then cheap)."""
 _VIRTIO_TARGETS = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
 
 
@@ -59,6 +70,7 @@ class LocalHostClient:
         digest = hashlib.sha256(str(self.volumes_dir.resolve()).encode()).hexdigest()[:10]
         self.volume_pool = f"{VOLUME_POOL_PREFIX}-{digest}"
         self._pool_lock = threading.Lock()
+        self.image_cache = ImageCache(self.data_dir / "images")
 
     # -- identity ------------------------------------------------------------------------
 
@@ -122,15 +134,17 @@ class LocalHostClient:
                     shares=tuple(ShareMeta(tag=t, purpose=POWER_METRICS_PURPOSE) for t in tags),
                 ),
             )  # fmt: skip
-            root_disk = None
-            if request.image.disk_path:
-                root_disk = instance_dir / "disk"
-                shutil.copyfile(request.image.disk_path, root_disk)
-                root_disk.chmod(0o644)
+            disks = self._disks(request, instance_dir)
             console = instance_dir / "console.log"
             domain = build_domain(
                 request,
-                GuestFiles(console_log=console, config_drive=drive, root_disk=root_disk),
+                GuestFiles(
+                    console_log=console,
+                    config_drive=drive,
+                    root_disk=disks.root.path if disks.root else None,
+                    root_format=disks.root.format if disks.root else None,
+                    extra_disks=disks.extra,
+                ),
                 self.driver.share_devices(prepared),
                 virt_type=self.driver.settings.virt_type,
                 machine=self.driver.settings.machine_type,
@@ -142,6 +156,20 @@ class LocalHostClient:
         except BaseException:
             self._cleanup(request, defined=defined, shares_prepared=shares_prepared)
             raise
+
+    def _disks(self, request: SpawnRequest, instance_dir: Path) -> InstanceDisks:
+        """Root overlay (unless booting from a volume), ephemeral and swap disks."""
+        flavor, image = request.flavor, request.image
+        try:
+            return prepare_instance_disks(
+                instance_dir, self.image_cache, image_id=image.id,
+                image_path=None if request.root_volume is not None else image.disk_path,
+                image_format=image.disk_format, root_gb=flavor.disk_gb,
+                ephemeral_gb=flavor.ephemeral_gb, swap_mb=flavor.swap_mb,
+                root_alias=ROOT_DISK_ALIAS,
+            )  # fmt: skip
+        except (ImageCacheError, ValueError) as exc:
+            raise HostError(f"server {request.server_uuid}: {exc}") from exc
 
     def _vm_record(self, request: SpawnRequest, prepared: list[PreparedShare]) -> VMRecord:
         return VMRecord(
@@ -198,6 +226,20 @@ class LocalHostClient:
         failures = _run_all(f"deleting server {server_uuid}", steps)
         if failures:
             raise HostError(f"server {server_uuid} not fully removed: {'; '.join(failures)}")
+        try:
+            self.prune_images()
+        except Exception as exc:  # the server is gone all the same; a later delete retries
+            log.warning("pruning the image cache of %s failed: %s", self.driver.uri, exc)
+
+    def prune_images(self, min_age_s: float = IMAGE_CACHE_KEEP_S) -> list[Path]:
+        """Remove the cached bases no disk of this host's servers is backed by and no
+        spawn used for ``min_age_s``; returns their paths."""
+        return self.image_cache.prune(self._overlays, min_age_s)
+
+    def _overlays(self) -> list[Path]:
+        if not self.instances_dir.is_dir():
+            return []
+        return [disk for server in self.instances_dir.iterdir() for disk in server.glob("disk*")]
 
     # -- volumes -------------------------------------------------------------------------
 

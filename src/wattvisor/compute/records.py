@@ -78,6 +78,8 @@ class ServerRecord:
     updated_at: datetime
     fault_detail: str | None = None
     """``fault`` in the host's own words (host names, paths, domains): for admins only."""
+    boot_volume_id: str | None = None
+    """The volume that is the server's root disk; None when it boots from its image."""
 
 
 @dataclass(frozen=True, slots=True)

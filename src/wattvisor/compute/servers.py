@@ -10,6 +10,7 @@ project's server looks exactly like a missing one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid as uuidlib
@@ -18,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -45,6 +47,7 @@ from wattvisor.compute.hostclient import (
     SpawnFlavor,
     SpawnImage,
     SpawnRequest,
+    VolumeAttachment,
 )
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
@@ -53,6 +56,7 @@ from wattvisor.compute.records import (
     FlavorRecord,
     ImageRecord,
     ServerRecord,
+    VolumeRecord,
 )
 from wattvisor.config.settings import Settings
 from wattvisor.guest import ShareMeta
@@ -60,6 +64,12 @@ from wattvisor.host.configdrive import (
     ConfigDriveError,
     ConfigDriveMetadata,
     config_drive_metadata_document,
+)
+from wattvisor.host.image_cache import (
+    DiskTooSmall,
+    ImageCacheError,
+    check_root_size,
+    image_virtual_size,
 )
 from wattvisor.scheduler import (
     Claim,
@@ -115,6 +125,9 @@ class ServerService:
         self._locks = KeyedLocks()
         self._locks_guard = threading.Lock()
         self._pending: dict[str, Future[None]] = {}
+        self.volume_locks = KeyedLocks()
+        """Locks serialising what claims a volume: attach, detach, delete, boot from it."""
+        self._image_sizes: dict[tuple[str, tuple[int, ...]], int] = {}
 
     # ------------------------------------------------------------------ reading
 
@@ -164,34 +177,140 @@ class ServerService:
         image: str,
         *,
         power_metrics: bool | None = None,
+        boot_volume: str | None = None,
     ) -> ServerRecord:
-        """Check the request, record the server as BUILD and hand it to a worker."""
+        """Check the request, record the server as BUILD and hand it to a worker.
+
+        With ``boot_volume`` (id or name of an available volume of the caller's
+        project) the volume is the root disk: it is marked in-use by the server in the
+        same transaction that records it, and freed when the server is deleted. The
+        image then gives the kernel (if it has one) and its properties; its disk is
+        not used.
+        """
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise InvalidRequest(f"server name {name!r} must be 1-255 characters", name=name)
         require_printable("server name", name)
         flavor_record = self.catalog.flavor(flavor)
         image_record = self.catalog.image(image)
-        spec = self._request_spec(principal, flavor_record, image_record, power_metrics)
+        volume_id = None
+        if boot_volume is not None:
+            volume_id = self._boot_volume(principal, boot_volume).id
+        else:
+            self._check_root_disk(flavor_record, image_record)
+        spec = self._request_spec(
+            principal, flavor_record, image_record, power_metrics, volume_backed=bool(volume_id)
+        )
         now = _now()
         record = ServerRecord(
             uuid=str(uuidlib.uuid4()), name=name, project=principal.project,
             user=principal.user, flavor_id=flavor_record.id, image_id=image_record.id,
             status="BUILD", task="scheduling", fault=None, host_uuid=None, domain_name=None,
             power_metrics=SHARE_TRAIT in spec.required, shares=(), created_at=now,
-            updated_at=now,
+            updated_at=now, boot_volume_id=volume_id,
         )  # fmt: skip
-        with write_transaction(self.engine) as conn:
-            conn.execute(
-                insert(_servers).values(
-                    uuid=record.uuid, name=name, project=record.project, user_name=record.user,
-                    flavor_id=record.flavor_id, image_id=record.image_id, status="BUILD",
-                    task=record.task, fault=None, host_uuid=None, domain_name=None,
-                    power_metrics=record.power_metrics, shares=[], created_at=now,
-                    updated_at=now,
-                )
-            )  # fmt: skip
+        held: contextlib.AbstractContextManager[object] = (
+            self.volume_locks.hold(volume_id) if volume_id else contextlib.nullcontext()
+        )
+        try:
+            with held, write_transaction(self.engine) as conn:
+                conn.execute(
+                    insert(_servers).values(
+                        uuid=record.uuid, name=name, project=record.project, user_name=record.user,
+                        flavor_id=record.flavor_id, image_id=record.image_id, status="BUILD",
+                        task=record.task, fault=None, host_uuid=None, domain_name=None,
+                        power_metrics=record.power_metrics, shares=[], created_at=now,
+                        updated_at=now, boot_volume_id=volume_id,
+                    )
+                )  # fmt: skip
+                if volume_id is not None:  # after the server: the volume row refers to it
+                    claimed = conn.execute(
+                        update(_volumes)
+                        .where(
+                            (_volumes.c.id == volume_id) & (_volumes.c.status == "available")
+                            & _volumes.c.server_uuid.is_(None)
+                        )
+                        .values(status="in-use", server_uuid=record.uuid)
+                    ).rowcount  # fmt: skip
+                    if claimed != 1:
+                        raise _VolumeTaken  # rolls the server back
+        except _VolumeTaken:
+            raise self._volume_taken(principal, volume_id or "") from None
         self._submit(record.uuid, lambda: self._build(record, spec, flavor_record, image_record))
         return record
+
+    def _boot_volume(self, principal: Principal, ident: str) -> VolumeRecord:
+        """The caller's project's volume ``ident`` (id or name), available to boot from.
+
+        Another project's volume is "not found", as everywhere; one in use is a conflict.
+        """
+        require_printable("boot volume", ident)
+        visible = (_volumes.c.project == principal.project) & (_volumes.c.status != "creating")
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(_volumes).where((_volumes.c.id == ident) & visible)
+            ).all() or conn.execute(
+                select(_volumes)
+                .where((_volumes.c.name == ident) & visible)
+                .order_by(_volumes.c.created_at, _volumes.c.id)
+            ).all()  # fmt: skip
+        if not rows:
+            raise NotFound(f"volume {quoted(ident)} does not exist", volume_id=ident)
+        if len(rows) > 1:
+            ids = [r.id for r in rows]
+            raise Conflict(
+                f"{len(rows)} volumes are named {quoted(ident)}; give one of their ids: "
+                + ", ".join(ids),
+                name=ident, ids=ids,
+            )  # fmt: skip
+        row = rows[0]
+        if row.status != "available" or row.server_uuid is not None:
+            raise self._volume_taken(principal, row.id)
+        return VolumeRecord(
+            id=row.id, name=row.name, project=row.project, size_gb=row.size_gb,
+            format=row.format, status=row.status, host_uuid=row.host_uuid, path=row.path,
+            server_uuid=row.server_uuid, created_at=_utc(row.created_at),
+        )  # fmt: skip
+
+    def _volume_taken(self, principal: Principal, volume_id: str) -> Conflict:
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(select(_volumes).where(_volumes.c.id == volume_id)).first()
+        user = row.server_uuid if row is not None else None
+        return Conflict(
+            f"volume {quoted(volume_id)} is in use by server {user}; a server boots only from "
+            "an available volume",
+            volume_id=volume_id, server_id=user,
+        )  # fmt: skip
+
+    def _check_root_disk(self, flavor: FlavorRecord, image: ImageRecord) -> None:
+        """Refuse a flavor disk smaller than the image's virtual size before anything exists.
+
+        Checked here when the image's disk is readable from the controller (one host, or
+        shared storage); the host checks again in any case before it makes the overlay,
+        and one that cannot read the disk fails the build with the reason in its fault.
+        """
+        if not image.disk_path or flavor.disk_gb == 0:
+            return
+        path = Path(image.disk_path)
+        fmt = image.disk_format or "raw"
+        try:
+            st = path.stat()
+            key = (f"{path}:{fmt}", (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+            size = self._image_sizes.get(key)
+            if size is None:
+                size = image_virtual_size(path, fmt)
+                if len(self._image_sizes) > 256:
+                    self._image_sizes.clear()
+                self._image_sizes[key] = size
+        except (OSError, ImageCacheError) as exc:
+            log.info("image %s: size not checked here, its host will: %s", image.id, exc)
+            return
+        try:
+            check_root_size(flavor.disk_gb, size, what=f"image {image.name!r}")
+        except DiskTooSmall as exc:
+            raise InvalidRequest(
+                f"flavor {flavor.name!r}: {exc}", flavor=flavor.name, image=image.name,
+                flavor_disk_gb=flavor.disk_gb, image_virtual_size=size,
+            ) from exc  # fmt: skip
 
     def _request_spec(
         self,
@@ -199,6 +318,8 @@ class ServerService:
         flavor: FlavorRecord,
         image: ImageRecord,
         power_metrics: bool | None,
+        *,
+        volume_backed: bool = False,
     ) -> RequestSpec:
         extra = dict(flavor.extra_specs)
         if power_metrics is not None:
@@ -206,7 +327,8 @@ class ServerService:
         spec = build_request_spec(
             Flavor(
                 name=flavor.name, vcpus=flavor.vcpus, memory_mb=flavor.ram_mb,
-                root_gb=flavor.disk_gb, ephemeral_gb=flavor.ephemeral_gb,
+                # A volume-backed root takes no local disk (as in Nova).
+                root_gb=0 if volume_backed else flavor.disk_gb, ephemeral_gb=flavor.ephemeral_gb,
                 swap_mb=flavor.swap_mb, extra_specs=extra,
             ),
             ImageMeta(properties=dict(image.properties), name=image.name),
@@ -221,6 +343,23 @@ class ServerService:
                 problems=[str(p) for p in exc.problems],
             ) from exc
         return spec
+
+    def _root_volume(self, record: ServerRecord, host_uuid: str) -> VolumeAttachment | None:
+        """The boot volume as the host attaches it; it must live on that host."""
+        if record.boot_volume_id is None:
+            return None
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(
+                select(_volumes).where(_volumes.c.id == record.boot_volume_id)
+            ).first()
+        if row is None or row.server_uuid != record.uuid:
+            raise ComputeError(f"boot volume {record.boot_volume_id} is no longer this server's")
+        if row.host_uuid != host_uuid:
+            raise ComputeError(
+                f"boot volume {row.id} lives on host {row.host_uuid}; volumes are local to "
+                "their host"
+            )
+        return VolumeAttachment(row.id, row.path, row.format)
 
     def _build(
         self,
@@ -246,6 +385,7 @@ class ServerService:
                 )  # fmt: skip
 
             try:
+                root_volume = self._root_volume(record, claim.provider_uuid)
                 client = self.hosts.client(claim.provider_uuid)
                 domain_name = self.hosts.allocate_domain_name(claim.provider_uuid, spawning)
                 result = client.spawn(
@@ -254,6 +394,7 @@ class ServerService:
                         domain_name=domain_name, project=record.project, user=record.user,
                         flavor=_spawn_flavor(flavor), image=_spawn_image(image),
                         power_metrics=record.power_metrics, created_at=record.created_at,
+                        root_volume=root_volume,
                     )
                 )  # fmt: skip
             except Exception as exc:
@@ -614,6 +755,10 @@ class ServerService:
         return config_drive_metadata_document(meta)
 
 
+class _VolumeTaken(Exception):
+    """The boot volume was claimed by someone else between the check and the claim."""
+
+
 def _task_after(mine: Sequence[str], after: str | None) -> Any:
     """``task`` becomes ``after`` when it is one of ``mine``, else stays (SQL CASE)."""
     return case((_servers.c.task.in_(mine), after), else_=_servers.c.task)
@@ -656,5 +801,5 @@ def _server(row: Any) -> ServerRecord:
         fault=row.fault, host_uuid=row.host_uuid, domain_name=row.domain_name,
         power_metrics=bool(row.power_metrics), shares=tuple(row.shares or ()),
         created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
-        fault_detail=row.fault_detail,
+        fault_detail=row.fault_detail, boot_volume_id=row.boot_volume_id,
     )  # fmt: skip

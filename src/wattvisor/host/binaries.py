@@ -56,7 +56,12 @@ class Binary:
 
 BINARIES: tuple[Binary, ...] = (
     Binary("qemu-system-x86_64", "qemu-system-x86", "host", "libvirt runs every guest with it"),
-    Binary("qemu-img", "qemu-utils", "host", "libvirt creates qcow2 volumes with it"),
+    Binary("qemu-img", "qemu-utils", "host",
+           "server disks are qcow2 overlays made with it; libvirt creates qcow2 volumes with it"),
+    Binary("mkfs.ext4", "e2fsprogs", "host", "formats the blank base of ephemeral disks",
+           path="/usr/sbin/mkfs.ext4"),
+    Binary("mkswap", "util-linux", "host", "formats the blank base of swap disks",
+           path="/usr/sbin/mkswap"),
     Binary(
         "virtiofsd", "qemu-system-common", "host",
         "libvirt serves read-only power-metrics shares with it (host.virtiofsd_path)",

@@ -11,6 +11,11 @@ image serves every test and the ready image of ``wattvisor up``:
 - ``wv.scenario=idle``: sleep forever.
 - ``wv.scenario=cdrom wv.file=<path>``: mount the first ISO9660 cdrom read-only
   on /cdrom, list it and print ``wv.file`` from it, power off.
+- ``wv.scenario=disks`` (optionally ``wv.file=<block device>``): list the block
+  devices (``WV-DISKS [name:sectors:serial|...]``), find the disks labelled
+  ``ephemeral0`` and ``swap`` (``WV-LABELS``), turn that swap on (``WV-SWAPON``),
+  print the printable bytes at the start of
+  ``/dev/<wv.file>`` (``WV-DISK-HEAD``), then idle.
 - ``wv.scenario=poweroff``: power off right after booting (a guest stopping by
   itself while the host acts on it).
 - ``wv.scenario=metrics`` (optionally ``wv.interval``): what a wattvisor server with
@@ -31,7 +36,7 @@ change: it is part of the image's cache key.
 
 from __future__ import annotations
 
-INIT_VERSION = 6
+INIT_VERSION = 7
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # wattvisor tiny guest init, version @INIT_VERSION@
@@ -164,6 +169,28 @@ case "$scenario" in
         say "WV-IDLE"
         while :; do sleep 3600; done
         ;;
+    disks)
+        sleep 1
+        list=""
+        for b in /sys/block/*; do
+            name=${b##*/}
+            case "$name" in loop*|ram*) continue ;; esac
+            list="$list|$name:$(cat "$b/size"):$(cat "$b/serial" 2>/dev/null)"
+        done
+        say "WV-DISKS [${list#|}]"
+        eph=$(findfs LABEL=ephemeral0 2>/dev/null)
+        swap=$(findfs LABEL=swap 2>/dev/null)
+        say "WV-LABELS ephemeral0=[$eph] swap=[$swap]"
+        if [ -n "$swap" ]; then
+            out=$(swapon "$swap" 2>&1); rc=$?
+            say "WV-SWAPON rc=$rc error=[$(echo "$out" | oneline)] swaps=[$(oneline < /proc/swaps)]"
+        fi
+        if [ -b "/dev/$file" ]; then
+            say "WV-DISK-HEAD dev=$file value=[$(head -c 64 "/dev/$file" | tr -cd 'A-Za-z0-9_.-')]"
+        fi
+        say "WV-IDLE"
+        while :; do sleep 3600; done
+        ;;
     cdrom)
         find_cdrom || finish
         out=$(mount -t iso9660 -o ro "$dev" /cdrom 2>&1)
@@ -221,7 +248,7 @@ case "$scenario" in
         while :; do sleep 3600; done
         ;;
     *)
-        accepted="share busy idle cdrom metrics poweroff"
+        accepted="share busy idle cdrom metrics poweroff disks"
         say "WV-ERROR unknown wv.scenario=[$scenario]; accepted: $accepted"
         finish
         ;;

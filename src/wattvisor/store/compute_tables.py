@@ -99,6 +99,8 @@ class ServerRow(Base):
     shares: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    boot_volume_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    """The volume the server boots from (its root disk), None when it boots from its image."""
 
     __table_args__ = (Index("ix_servers_project_status", "project", "status"),)
 
