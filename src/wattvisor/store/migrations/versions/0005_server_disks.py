@@ -1,6 +1,6 @@
 """The volume a server boots from.
 
-Revision ID: 0006_server_disks
+Revision ID: 0005_server_disks
 Revises: 0003_cache_generations
 Create Date: 2026-12-02 09:00:00.000000
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_server_disks"
-down_revision = "0003_cache_generations"
+revision = "0005_server_disks"
+down_revision = "0004_host_credentials"
 branch_labels = None
 depends_on = None
 
