@@ -1,7 +1,7 @@
 """The volume a server boots from.
 
 Revision ID: 0005_server_disks
-Revises: 0003_cache_generations
+Revises: 0004_host_credentials
 Create Date: 2026-12-02 09:00:00.000000
 """
 
