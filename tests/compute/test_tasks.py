@@ -135,8 +135,13 @@ def test_an_expired_lease_passes_the_task_on_and_the_old_holder_cannot_settle_it
     assert first.attempt == 1
 
     taken: list[Lease] = []
-    _until(lambda: bool(taken.extend(queue.claim("controller-b", ["build"], 1)) or taken),
-           "controller-b to take over the expired lease")  # fmt: skip
+
+    def take_over() -> bool:
+        queue.expire_leases()
+        taken.extend(queue.claim("controller-b", ["build"], 1))
+        return bool(taken)
+
+    _until(take_over, "controller-b to take over the expired lease")
     (second,) = taken
     assert second.task.id == task_id and second.attempt == 2
 
@@ -214,7 +219,7 @@ def test_the_last_attempt_of_a_dead_worker_fails_the_task(engine: Engine) -> Non
         task = queue.enqueue(conn, "build", "server-1", max_attempts=1).task
     (_lease,) = queue.claim("dies", ["build"], 1)  # and never renews nor settles
     reaped: list[TaskRecord] = []
-    _until(lambda: bool(reaped.extend(queue.reap_abandoned()) or reaped), "the task to be reaped")
+    _until(lambda: bool(reaped.extend(queue.expire_leases()) or reaped), "the task to be reaped")
     assert [t.id for t in reaped] == [task.id]
     assert reaped[0].state == "failed" and "stopped renewing" in (reaped[0].last_error or "")
     assert queue.claim("other", ["build"], 1) == []
@@ -233,6 +238,25 @@ def test_a_handler_may_settle_its_task_in_its_own_transaction(engine: Engine) ->
     done = queue.get(task_id)
     assert done is not None and done.state == "done"
     assert [t.kind for t in queue.in_flight("server-1")] == ["notify"]
+
+
+def test_a_handler_whose_own_transaction_rolled_back_has_its_task_retried(
+    engine: Engine,
+) -> None:
+    queue = TaskQueue(engine, backoff_s=0.0, max_backoff_s=0.0)
+
+    def build(lease: Lease) -> None:
+        with write_transaction(engine) as conn:
+            queue.complete(lease, conn)
+            if lease.attempt == 1:
+                raise RuntimeError("the server row could not be written")
+
+    (task_id,) = _enqueue(queue, "build", ["server-1"])
+    assert TaskWorker(queue, {"build": build}).run_until_idle() == 2
+    done = queue.get(task_id)
+    assert done is not None
+    assert (done.state, done.attempts) == ("done", 2)
+    assert done.last_error == "RuntimeError: the server row could not be written"
 
 
 def test_two_workers_run_each_of_100_tasks_exactly_once(store_url: str) -> None:

@@ -36,11 +36,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, exists, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, Table, func, insert, select, text, update
 
 from wattvisor.store import read_transaction, write_transaction
-from wattvisor.store.task_tables import IN_FLIGHT, IN_FLIGHT_SQL, TaskRow
+from wattvisor.store.duties import advisory_key
+from wattvisor.store.task_tables import (
+    CLAIMABLE_SQL,
+    IN_FLIGHT,
+    IN_FLIGHT_SQL,
+    RUNNING_SQL,
+    TaskRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +88,8 @@ class TaskRecord:
     key: str
     payload: Mapping[str, Any]
     state: str
+    ready: bool
+    """First in line for its target (only such a task is claimed)."""
     attempts: int
     max_attempts: int
     run_after: datetime
@@ -110,7 +118,7 @@ class Lease:
     steps and stop early: another worker owns the task then.
     """
 
-    __slots__ = ("_lost", "attempt", "expires_at", "settled", "task", "worker_id")
+    __slots__ = ("_lost", "_settling", "attempt", "expires_at", "settled", "task", "worker_id")
 
     def __init__(self, task: TaskRecord, worker_id: str) -> None:
         self.task = task
@@ -118,6 +126,8 @@ class Lease:
         self.attempt = task.attempts
         self.expires_at = task.lease_expires_at
         self.settled = False
+        """True once this worker's outcome for the task is committed."""
+        self._settling = False  # an outcome is being written (maybe in a caller's transaction)
         self._lost = threading.Event()
 
     @property
@@ -141,7 +151,7 @@ def _utc(value: datetime) -> datetime:
 def _record(row: Any) -> TaskRecord:
     return TaskRecord(
         id=int(row.id), kind=row.kind, target=row.target, key=row.idempotency_key,
-        payload=dict(row.payload), state=row.state, attempts=row.attempts,
+        payload=dict(row.payload), state=row.state, ready=bool(row.ready), attempts=row.attempts,
         max_attempts=row.max_attempts, run_after=_utc(row.run_after),
         claimed_by=row.claimed_by,
         lease_expires_at=None if row.lease_expires_at is None else _utc(row.lease_expires_at),
@@ -150,12 +160,13 @@ def _record(row: Any) -> TaskRecord:
     )  # fmt: skip
 
 
-def _store_now(conn: Connection) -> datetime:
-    """The time every controller agrees on: the database server's clock on PostgreSQL
-    (controllers' clocks may differ, and leases compare across them); on SQLite, one
-    machine's clock is the only one there is."""
+def _store_now(conn: Connection) -> Any:
+    """The time every controller agrees on: on PostgreSQL the database server's clock
+    (controllers' clocks may differ, and leases compare across them), as ``now()`` in
+    the statement itself, which costs no round trip; on SQLite, one machine's clock is
+    the only one there is. Either may be compared and added to a ``timedelta``."""
     if conn.dialect.name == "postgresql":
-        return _utc(conn.execute(select(func.now())).scalar_one())
+        return func.now()
     return datetime.now(UTC)
 
 
@@ -221,83 +232,69 @@ class TaskQueue:
             raise TaskError(f"max_attempts {max_attempts!r} must be an integer from 1 to 100")
         if not 0 <= delay_s <= 86_400:
             raise TaskError(f"delay_s {delay_s!r} must be from 0 to 86400")
-        document = dict(payload or {})
+        _lock_target(conn, target)
+        row = conn.execute(
+            select(_tasks).where(
+                (_tasks.c.kind == kind)
+                & (_tasks.c.target == target)
+                & (_tasks.c.idempotency_key == key)
+                & _tasks.c.state.in_(IN_FLIGHT)
+            )
+        ).first()
+        if row is not None:
+            return Enqueued(_record(row), created=False)
+        first_in_line = _head_of(conn, target) is None
         now = _store_now(conn)
-        values = dict(
-            kind=kind, target=target, idempotency_key=key, payload=document, state="queued",
-            attempts=0, max_attempts=max_attempts, run_after=now + timedelta(seconds=delay_s),
-            claimed_by=None, lease_expires_at=None, last_error=None, created_at=now,
-            updated_at=now,
-        )  # fmt: skip
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        same = (
-            (_tasks.c.kind == kind)
-            & (_tasks.c.target == target)
-            & (_tasks.c.idempotency_key == key)
-            & _tasks.c.state.in_(IN_FLIGHT)
-        )
-        for _attempt in range(3):
-            # Waits for a concurrent transaction queuing the same task, then does nothing.
-            row = conn.execute(
-                insert(_tasks)
-                .values(**values)
-                .on_conflict_do_nothing(
-                    index_elements=["kind", "target", "idempotency_key"],
-                    index_where=text(IN_FLIGHT_SQL),
-                )
-                .returning(*_tasks.c)
-            ).first()
-            if row is not None:
-                return Enqueued(_record(row), created=True)
-            row = conn.execute(select(_tasks).where(same)).first()
-            if row is not None:
-                return Enqueued(_record(row), created=False)
-            # The task in the way settled in between: queue ours after all.
-        raise TaskError(  # pragma: no cover - three settle-and-requeue races in a row
-            f"task {kind!r} for {target!r} could not be queued: the same task kept settling"
-        )
+        row = conn.execute(
+            insert(_tasks)
+            .values(
+                kind=kind,
+                target=target,
+                idempotency_key=key,
+                payload=dict(payload or {}),
+                state="queued",
+                ready=first_in_line,
+                attempts=0,
+                max_attempts=max_attempts,
+                run_after=now + timedelta(seconds=delay_s),
+                claimed_by=None,
+                lease_expires_at=None,
+                last_error=None,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(*_tasks.c)
+        ).one()
+        return Enqueued(_record(row), created=True)
 
     # ------------------------------------------------------------------ claim
 
     def claim(self, worker_id: str, kinds: Iterable[str], limit: int = 1) -> list[Lease]:
-        """Claim up to ``limit`` runnable tasks of ``kinds`` for ``worker_id``.
+        """Claim up to ``limit`` queued, due tasks of ``kinds`` for ``worker_id``, oldest
+        first; a task behind an earlier unsettled one of its target is not ready yet.
 
-        Runnable: queued and due, or running on a lease that ran out and with attempts
-        left, and not behind an earlier unsettled task of the same target.
+        A task whose lease ran out is queued again by :meth:`expire_leases`, which a
+        :class:`TaskWorker` runs before every claim.
         """
         wanted = sorted(set(kinds))
         if limit < 1 or not wanted:
             return []
-        earlier = _tasks.alias("earlier")
         with write_transaction(self.engine) as conn:
             now = _store_now(conn)
-            due = (_tasks.c.state == "queued") & (_tasks.c.run_after <= now)
-            abandoned = (
-                (_tasks.c.state == "running")
-                & (_tasks.c.lease_expires_at < now)
-                & (_tasks.c.attempts < _tasks.c.max_attempts)
-            )
-            behind = exists().where(
-                (earlier.c.target == _tasks.c.target)
-                & earlier.c.state.in_(IN_FLIGHT)
-                & (earlier.c.id < _tasks.c.id)
-            )
-            ids = (
-                conn.execute(
-                    select(_tasks.c.id)
-                    .where(_tasks.c.kind.in_(wanted) & (due | abandoned) & ~behind)
-                    .order_by(_tasks.c.run_after, _tasks.c.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True, of=_tasks)
+            # One statement: the rows are locked as they are picked (SKIP LOCKED: those
+            # another claimer holds are passed over, not waited for) and taken at once.
+            claimable = (
+                select(_tasks.c.id)
+                .where(
+                    text(CLAIMABLE_SQL) & (_tasks.c.run_after <= now) & _tasks.c.kind.in_(wanted)
                 )
-                .scalars()
-                .all()
+                .order_by(_tasks.c.run_after, _tasks.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
             )
-            if not ids:
-                return []
             rows = conn.execute(
                 update(_tasks)
-                .where(_tasks.c.id.in_(ids))
+                .where(_tasks.c.id.in_(claimable.scalar_subquery()))
                 .values(
                     state="running",
                     claimed_by=worker_id,
@@ -311,37 +308,59 @@ class TaskQueue:
         leases.sort(key=lambda lease: (lease.task.run_after, lease.task.id))
         return leases
 
-    def reap_abandoned(self, kinds: Iterable[str] | None = None) -> list[TaskRecord]:
-        """Fail the tasks whose last allowed attempt's worker stopped renewing its lease
-        (a task that kills its controller every time must not go round for ever)."""
+    def expire_leases(self, kinds: Iterable[str] | None = None) -> list[TaskRecord]:
+        """Settle the running tasks whose lease ran out (their worker died, stalled or
+        lost the store): queued again at once while attempts are left, else failed (a
+        task that kills its controller every time must not go round for ever).
+
+        Returns the tasks failed here; their old worker can no longer settle them.
+        """
         with write_transaction(self.engine) as conn:
             now = _store_now(conn)
-            condition = (
-                (_tasks.c.state == "running")
-                & (_tasks.c.lease_expires_at < now)
-                & (_tasks.c.attempts >= _tasks.c.max_attempts)
-            )
+            condition = text(RUNNING_SQL) & (_tasks.c.lease_expires_at < now)
             if kinds is not None:
                 condition = condition & _tasks.c.kind.in_(sorted(set(kinds)))
-            ids = (
-                conn.execute(select(_tasks.c.id).where(condition).with_for_update(skip_locked=True))
-                .scalars()
-                .all()
-            )
-            if not ids:
+            targets = conn.execute(select(_tasks.c.target).where(condition)).scalars().all()
+            if not targets:
+                return []
+            for target in sorted(set(targets)):  # one order everywhere: no deadlock
+                _lock_target(conn, target)
+            expired = conn.execute(
+                select(_tasks.c.id, _tasks.c.target, _tasks.c.attempts, _tasks.c.max_attempts)
+                .where(condition)
+                .with_for_update(skip_locked=True)
+            ).all()
+            again = [row.id for row in expired if row.attempts < row.max_attempts]
+            last = [row.id for row in expired if row.attempts >= row.max_attempts]
+            if again:
+                conn.execute(
+                    update(_tasks)
+                    .where(_tasks.c.id.in_(again))
+                    .values(
+                        state="queued",
+                        claimed_by=None,
+                        lease_expires_at=None,
+                        updated_at=now,
+                        last_error="the lease of the previous attempt ran out (its worker "
+                        "died, stalled or lost the store)",
+                    )
+                )
+            if not last:
                 return []
             rows = conn.execute(
                 update(_tasks)
-                .where(_tasks.c.id.in_(ids) & condition)
+                .where(_tasks.c.id.in_(last))
                 .values(
                     state="failed",
                     lease_expires_at=None,
                     updated_at=now,
                     last_error="the worker of the last allowed attempt stopped renewing its "
-                    "lease (its controller died or lost the store)",
+                    "lease (it died, stalled or lost the store)",
                 )
                 .returning(*_tasks.c)
             ).all()
+            for target in sorted({row.target for row in rows}):
+                _ready_next(conn, target)
         return [_record(row) for row in rows]
 
     # ------------------------------------------------------------ the holder
@@ -349,21 +368,24 @@ class TaskQueue:
     def renew(self, leases: Sequence[Lease]) -> list[Lease]:
         """Extend every lease by ``lease_s``; returns those that were lost meanwhile
         (and marks them :attr:`Lease.lost`)."""
-        live = [lease for lease in leases if not lease.settled and not lease.lost]
+        live = [lease for lease in leases if not (lease.settled or lease._settling or lease.lost)]
         if not live:
             return []
         lost = []
         with write_transaction(self.engine) as conn:
-            now = _store_now(conn)
-            expires = now + timedelta(seconds=self.lease_s)
+            expires = _store_now(conn) + timedelta(seconds=self.lease_s)
             for lease in live:
-                changed = conn.execute(
-                    update(_tasks).where(_held_by(lease)).values(lease_expires_at=expires)
-                ).rowcount
-                if changed == 1:
-                    lease.expires_at = expires
-                else:
+                renewed = conn.execute(
+                    update(_tasks)
+                    .where(_held_by(lease))
+                    .values(lease_expires_at=expires)
+                    .returning(_tasks.c.lease_expires_at)
+                ).scalar_one_or_none()
+                if renewed is None:
                     lost.append(lease)
+                else:
+                    lease.expires_at = _utc(renewed)
+        lost = [lease for lease in lost if not (lease.settled or lease._settling)]
         for lease in lost:
             lease._lost.set()
         return lost
@@ -399,16 +421,27 @@ class TaskQueue:
     def _settle(self, lease: Lease, conn: Connection | None, **values: Any) -> TaskRecord:
         if lease.settled:
             raise LeaseLost(lease.task.id, lease.worker_id, lease.attempt)
-        if conn is None:
+        lease._settling = True
+        if conn is not None:
+            # Settled when the caller's transaction commits; the worker trusts it does
+            # once the handler returns.
+            return _record(self._settle_in(conn, lease, values))
+        try:
             with write_transaction(self.engine) as own:
                 row = self._settle_in(own, lease, values)
-        else:
-            row = self._settle_in(conn, lease, values)
+        except LeaseLost:
+            raise
+        except BaseException:
+            lease._settling = False  # nothing was written: the lease is still ours to renew
+            raise
         lease.settled = True
         return _record(row)
 
     @staticmethod
     def _settle_in(conn: Connection, lease: Lease, values: dict[str, Any]) -> Any:
+        settles = values["state"] in ("done", "failed")
+        if settles:
+            _lock_target(conn, lease.task.target)
         now = _store_now(conn)
         delay = values.pop("run_after", None)
         if delay is not None:
@@ -422,6 +455,8 @@ class TaskQueue:
         if row is None:
             lease._lost.set()
             raise LeaseLost(lease.task.id, lease.worker_id, lease.attempt)
+        if settles:
+            _ready_next(conn, lease.task.target)
         return row
 
     # ------------------------------------------------------------- operators
@@ -498,6 +533,38 @@ class TaskQueue:
         return int(removed)
 
 
+def _lock_target(conn: Connection, target: str) -> None:
+    """Serialise, until the transaction ends, every change to which of ``target``'s tasks
+    is first in line (enqueue, and settling one for good). PostgreSQL's transaction-scoped
+    advisory lock does it without a row to lock; SQLite's writers are serialised already.
+    Always taken before any task row, so it cannot deadlock with a row lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(target, "task-target")}
+        )
+
+
+def _head_of(conn: Connection, target: str) -> int | None:
+    """The id of ``target``'s oldest unsettled task (the caller holds the target lock)."""
+    head = conn.execute(
+        select(func.min(_tasks.c.id)).where((_tasks.c.target == target) & text(IN_FLIGHT_SQL))
+    ).scalar_one_or_none()
+    return None if head is None else int(head)
+
+
+def _ready_next(conn: Connection, target: str) -> None:
+    """After a task of ``target`` settled: the next one in line may be claimed."""
+    line = _tasks.alias("line")
+    head = select(func.min(line.c.id)).where(
+        (line.c.target == target) & text("line.state IN ('queued', 'running')")
+    )
+    conn.execute(
+        update(_tasks)
+        .where((_tasks.c.id == head.scalar_subquery()) & ~_tasks.c.ready)
+        .values(ready=True)
+    )
+
+
 def _held_by(lease: Lease) -> Any:
     """The claim ``lease`` made is still the task's current one."""
     return (
@@ -554,7 +621,7 @@ class TaskWorker:
         self._beat = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._last_reap = 0.0
+        self._last_expiry = float("-inf")
 
     @property
     def running(self) -> int:
@@ -609,6 +676,8 @@ class TaskWorker:
         deadline = time.monotonic() + timeout_s
         ran = 0
         while time.monotonic() < deadline:
+            for task in self.queue.expire_leases(self.handlers):
+                self._failed(task)
             leases = self.queue.claim(self.worker_id, self.handlers, 1)
             if not leases:
                 break
@@ -625,7 +694,7 @@ class TaskWorker:
             free = self.concurrency - self.running
             if free > 0:
                 try:
-                    self._reap()
+                    self._expire()
                     leases = self.queue.claim(self.worker_id, self.handlers, free)
                 except Exception:
                     log.exception("claiming tasks failed; trying again in %s s", self.poll_s)
@@ -639,12 +708,13 @@ class TaskWorker:
             if claimed == 0 or claimed < free:
                 self._wake.wait(self.poll_s)
 
-    def _reap(self) -> None:
+    def _expire(self) -> None:
+        """Requeue or fail the tasks of dead workers, a few times per lease period."""
         now = time.monotonic()
-        if now - self._last_reap < self.poll_s:
+        if now - self._last_expiry < self.queue.lease_s / 4:
             return
-        self._last_reap = now
-        for task in self.queue.reap_abandoned(self.handlers):
+        self._last_expiry = now
+        for task in self.queue.expire_leases(self.handlers):
             log.warning("task %s (%s of %s) failed: %s", task.id, task.kind, task.target,
                         task.last_error)  # fmt: skip
             self._failed(task)
@@ -675,19 +745,24 @@ class TaskWorker:
             try:
                 self.handlers[task.kind](lease)
             except PermanentFailure as exc:
-                failed = self.queue.fail(lease, str(exc), retry=False)
+                if not lease.settled:
+                    failed = self.queue.fail(lease, str(exc), retry=False)
             except Exception as exc:
                 log.warning("task %s (%s of %s), attempt %s of %s failed: %s", task.id,
                             task.kind, task.target, lease.attempt, task.max_attempts, exc,
                             exc_info=True)  # fmt: skip
                 if not lease.settled:
-                    record = self.queue.fail(lease, f"{type(exc).__name__}: {exc}")
-                    failed = record if record.state == "failed" else None
+                    # Also when the handler settled it in a transaction of its own that
+                    # then failed; if that one did commit, this finds the task settled.
+                    failed = self.queue.fail(lease, f"{type(exc).__name__}: {exc}")
             else:
-                if not lease.settled:
+                if lease._settling:
+                    lease.settled = True  # in the handler's transaction, committed by now
+                elif not lease.settled:
                     self.queue.complete(lease)
         except LeaseLost as exc:
-            log.warning("%s; its outcome here is dropped", exc)
+            if not lease._settling:
+                log.warning("%s; its outcome here is dropped", exc)
         except Exception:
             log.exception("recording the outcome of task %s failed; its lease will run out",
                           task.id)  # fmt: skip

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, text
 
 MAX_DUTY_NAME_CHARS = 100
-_KEY_PREFIX = b"wattvisor-duty:"
 
 
 class Duty:
@@ -53,10 +52,10 @@ class Duty:
         return f"Duty({self.name!r}, held={self.held})"
 
 
-def advisory_key(name: str) -> int:
-    """The 64-bit lock key of a duty name, the same in every process and version
-    (Python's ``hash`` is salted per process; PostgreSQL's ``hashtext`` has 32 bits)."""
-    digest = hashlib.blake2b(_KEY_PREFIX + name.encode(), digest_size=8).digest()
+def advisory_key(name: str, space: str = "duty") -> int:
+    """The 64-bit advisory lock key of ``name`` in ``space``, the same in every process and
+    version (Python's ``hash`` is salted per process; PostgreSQL's ``hashtext`` has 32 bits)."""
+    digest = hashlib.blake2b(f"wattvisor-{space}:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

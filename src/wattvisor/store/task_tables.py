@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from wattvisor.store.models import Base
@@ -17,6 +17,9 @@ from wattvisor.store.models import Base
 IN_FLIGHT = ("queued", "running")
 """States of a task that is not settled yet; the rest (``done``, ``failed``) never change."""
 IN_FLIGHT_SQL = "state IN ('queued', 'running')"
+CLAIMABLE_SQL = "state = 'queued' AND ready"
+"""Spelled exactly as the claim's index predicate, so the planner always matches them."""
+RUNNING_SQL = "state = 'running'"
 
 
 class TaskRow(Base):
@@ -37,6 +40,9 @@ class TaskRow(Base):
     idempotency_key: Mapped[str] = mapped_column(String(128), nullable=False)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False)
+    ready: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    """True for the oldest unsettled task of its target, the only one that may be claimed;
+    set when the task before it settles."""
     attempts: Mapped[int] = mapped_column(Integer, nullable=False)
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
     run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -59,6 +65,26 @@ class TaskRow(Base):
             postgresql_where=text(IN_FLIGHT_SQL),
             sqlite_where=text(IN_FLIGHT_SQL),
         ),
-        Index("ix_tasks_state_run_after", "state", "run_after"),
-        Index("ix_tasks_target_state", "target", "state"),
+        # The claim scans the claimable tasks in order and stops at its limit.
+        Index(
+            "ix_tasks_claimable",
+            "run_after",
+            "id",
+            postgresql_where=text(CLAIMABLE_SQL),
+            sqlite_where=text(CLAIMABLE_SQL),
+        ),
+        # The next task of a target, once the one before settles.
+        Index(
+            "ix_tasks_in_flight_target",
+            "target",
+            "id",
+            postgresql_where=text(IN_FLIGHT_SQL),
+            sqlite_where=text(IN_FLIGHT_SQL),
+        ),
+        Index(
+            "ix_tasks_running_lease",
+            "lease_expires_at",
+            postgresql_where=text(RUNNING_SQL),
+            sqlite_where=text(RUNNING_SQL),
+        ),
     )

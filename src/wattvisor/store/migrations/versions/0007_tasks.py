@@ -16,6 +16,8 @@ branch_labels = None
 depends_on = None
 
 _IN_FLIGHT = "state IN ('queued', 'running')"
+_CLAIMABLE = "state = 'queued' AND ready"
+_RUNNING = "state = 'running'"
 
 
 def upgrade() -> None:
@@ -32,6 +34,7 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.String(length=128), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("ready", sa.Boolean(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("max_attempts", sa.Integer(), nullable=False),
         sa.Column("run_after", sa.DateTime(timezone=True), nullable=False),
@@ -50,12 +53,32 @@ def upgrade() -> None:
         postgresql_where=sa.text(_IN_FLIGHT),
         sqlite_where=sa.text(_IN_FLIGHT),
     )
-    op.create_index("ix_tasks_state_run_after", "tasks", ["state", "run_after"])
-    op.create_index("ix_tasks_target_state", "tasks", ["target", "state"])
+    op.create_index(
+        "ix_tasks_claimable",
+        "tasks",
+        ["run_after", "id"],
+        postgresql_where=sa.text(_CLAIMABLE),
+        sqlite_where=sa.text(_CLAIMABLE),
+    )
+    op.create_index(
+        "ix_tasks_in_flight_target",
+        "tasks",
+        ["target", "id"],
+        postgresql_where=sa.text(_IN_FLIGHT),
+        sqlite_where=sa.text(_IN_FLIGHT),
+    )
+    op.create_index(
+        "ix_tasks_running_lease",
+        "tasks",
+        ["lease_expires_at"],
+        postgresql_where=sa.text(_RUNNING),
+        sqlite_where=sa.text(_RUNNING),
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_tasks_target_state", table_name="tasks")
-    op.drop_index("ix_tasks_state_run_after", table_name="tasks")
+    op.drop_index("ix_tasks_running_lease", table_name="tasks")
+    op.drop_index("ix_tasks_in_flight_target", table_name="tasks")
+    op.drop_index("ix_tasks_claimable", table_name="tasks")
     op.drop_index("uq_tasks_in_flight_key", table_name="tasks")
     op.drop_table("tasks")
