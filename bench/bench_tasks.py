@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-TASKS = 2_000
+TASKS = 1_000
 CONCURRENCY = 4
 WAIT_S = 300.0
 
@@ -79,7 +79,7 @@ def _measure(url: str, shape: str, workers: int) -> float:
             stdout=subprocess.PIPE,
             text=True,
             env=env,
-        )  # fmt: skip
+        )
         for _ in range(workers)
     ]
     try:
