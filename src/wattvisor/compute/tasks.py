@@ -162,11 +162,12 @@ def _record(row: Any) -> TaskRecord:
 
 def _store_now(conn: Connection) -> Any:
     """The time every controller agrees on: on PostgreSQL the database server's clock
-    (controllers' clocks may differ, and leases compare across them), as ``now()`` in
-    the statement itself, which costs no round trip; on SQLite, one machine's clock is
-    the only one there is. Either may be compared and added to a ``timedelta``."""
+    (controllers' clocks may differ, and leases compare across them), read in the
+    statement itself, which costs no round trip (the statement's start rather than the
+    transaction's: a handler's transaction may be long); on SQLite, one machine's clock
+    is the only one there is. Either may be compared and added to a ``timedelta``."""
     if conn.dialect.name == "postgresql":
-        return func.now()
+        return func.statement_timestamp()
     return datetime.now(UTC)
 
 
