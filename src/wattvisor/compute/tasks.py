@@ -5,16 +5,20 @@ A request becomes a task row in the same transaction as the change it asks for
 controller that dies, or restarts, loses nothing: any controller sharing the store
 claims the task and does it. There is no broker and no lock service of our own:
 
-- **Claiming** is one transaction. On PostgreSQL it selects the next runnable rows
+- **Claiming** is one statement. On PostgreSQL it picks the next claimable rows
   ``FOR UPDATE SKIP LOCKED``, so any number of controllers take disjoint tasks without
   waiting for each other; on SQLite (``wattvisor up``: one process) the write
   transaction's ``BEGIN IMMEDIATE`` already serialises claimers.
 - **A claim is a lease.** The worker renews it while the task runs; a task whose lease
-  ran out (its controller died or lost the store) is claimed again by anyone.
-  ``attempts`` counts claims and ``(id, attempts)`` names one claim, so a worker that
-  was taken over can no longer complete, fail or renew the task (:class:`LeaseLost`).
+  ran out (its controller died or lost the store) is queued again by whichever worker
+  looks next (:meth:`TaskQueue.expire_leases`). ``attempts`` counts claims and
+  ``(id, attempts)`` names one claim, so a worker that was taken over can no longer
+  complete, fail or renew the task (:class:`LeaseLost`).
 - **One target at a time.** A target's tasks (a server's build, then its delete) run
-  one after the other in the order they were queued, whichever controllers run them.
+  one after the other in the order they were queued, whichever controllers run them:
+  only the first unsettled task of a target is ``ready``, and whoever settles it makes
+  the next one ready. Enqueuing and settling hold a PostgreSQL advisory lock on the
+  target for their transaction, so they agree on who is first.
 - **Retries** are bounded (``max_attempts``) with exponential backoff; the last error
   stays on the row for operators.
 
