@@ -319,10 +319,12 @@ def test_tasks_of_one_target_run_one_at_a_time_in_queue_order(engine: Engine) ->
     try:
         for w in workers:
             w.start()
-        _until(lambda: _settled(queue), "every task to settle")
+        for n in range(4):
+            queue.wait_for_target(f"server-{n}", WAIT_S)
     finally:
         for w in workers:
             w.stop(WAIT_S)
+    assert _settled(queue)
     assert overlaps == []
     assert order == {f"server-{n}": list(range(6)) for n in range(4)}
 
@@ -337,6 +339,8 @@ def test_stop_lets_running_tasks_finish_and_claims_no_more(engine: Engine) -> No
         assert release.wait(WAIT_S)
 
     first, second = _enqueue(queue, "build", ["server-1", "server-2"])
+    with pytest.raises(TimeoutError, match=r"server-1 still has build \(queued\)"):
+        queue.wait_for_target("server-1", 0.0)
     worker = TaskWorker(queue, {"build": slow}, concurrency=1, poll_s=0.02)
     worker.start()
     assert started.wait(WAIT_S)

@@ -524,6 +524,16 @@ class TaskQueue:
                 raise TimeoutError(f"task {task_id} is still {task.state} after {timeout_s} s")
             time.sleep(poll_s)
 
+    def wait_for_target(self, target: str, timeout_s: float, poll_s: float = 0.05) -> None:
+        """Return once ``target`` has no unsettled task; TimeoutError naming what is still
+        in flight after ``timeout_s`` (for ``wait_s`` in the API, the CLI and tests)."""
+        deadline = time.monotonic() + timeout_s
+        while pending := self.in_flight(target):
+            if time.monotonic() >= deadline:
+                doing = ", ".join(f"{t.kind} ({t.state})" for t in pending)
+                raise TimeoutError(f"{target} still has {doing} after {timeout_s} s")
+            time.sleep(poll_s)
+
     def prune(self, older_than_s: float) -> int:
         """Delete settled tasks last changed more than ``older_than_s`` ago; returns how many."""
         from sqlalchemy import delete
