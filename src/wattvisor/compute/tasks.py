@@ -674,7 +674,9 @@ class TaskWorker:
         dispatcher = self._threads[0] if self._threads else None
         if dispatcher is not None:
             dispatcher.join(max(0.0, deadline - time.monotonic()))
-        for _lease, thread in list(self._active.values()):
+        with self._guard:
+            running = [thread for _lease, thread in self._active.values()]
+        for thread in running:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._beat.set()
         if not self.running:
