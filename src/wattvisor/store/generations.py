@@ -26,7 +26,9 @@ USERS = "users"
 CATALOG = "catalog"
 """Bumped by every change of a flavor or an image."""
 KNOWN = (USERS, CATALOG)
-_CURRENT = {name: f"SELECT value FROM cache_generations WHERE name = '{name}'" for name in KNOWN}
+_CURRENT = {
+    name: f"SELECT value FROM cache_generations WHERE name = '{name}'" for name in KNOWN
+}
 
 
 class CacheGeneration(Base):
