@@ -3,14 +3,13 @@ driver: the test writes the console file where QEMU and virtlogd write it)."""
 
 from __future__ import annotations
 
-import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from cli.served_api import Served
+from support.followed_output import FollowedOutput
 
 FOLLOW_TIMEOUT_S = 30.0
 
@@ -55,34 +54,23 @@ def test_follow_prints_only_new_lines_until_the_server_is_deleted(served: Served
     proc = subprocess.Popen(
         [sys.executable, "-m", "wattvisor.cli", "server", "console-log", "tail", "--follow",
          "--lines", "1", "--interval", "0.2"],
-        env=served.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=served.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    assert proc.stdout is not None
-    seen: list[str] = []
-
-    def read_until(line: str) -> None:
-        deadline = time.monotonic() + FOLLOW_TIMEOUT_S
-        while line not in seen and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-            if ready and proc.stdout is not None:
-                seen.append(proc.stdout.readline())
-        assert line in seen, seen
-
+    output = FollowedOutput(proc)
     try:
-        read_until("before 2\n")
+        output.wait_for("before 2\n", FOLLOW_TIMEOUT_S)
         for n in range(3):
             with console.open("ab") as f:
                 f.write(b"after %d\r\n" % n)
-            read_until(f"after {n}\n")
+            output.wait_for(f"after {n}\n", FOLLOW_TIMEOUT_S)
         served.run("server", "delete", server_id, "--wait")
-        rest, errors = proc.communicate(timeout=FOLLOW_TIMEOUT_S)
+        printed, errors = output.finish(FOLLOW_TIMEOUT_S)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=FOLLOW_TIMEOUT_S)
     assert proc.returncode == 0, errors
-    assert seen + rest.splitlines(keepends=True) == ["before 2\n", "after 0\n", "after 1\n",
-                                                     "after 2\n"]  # fmt: skip
+    assert printed == "before 2\nafter 0\nafter 1\nafter 2\n"
     assert "server tail was deleted" in errors
 
 
@@ -91,11 +79,11 @@ def test_follow_ends_cleanly_on_sigterm(served: Served) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "wattvisor.cli", "server", "console-log", "term", "--follow",
          "--interval", "0.2"],
-        env=served.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=served.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], FOLLOW_TIMEOUT_S)
-    assert ready and proc.stdout.readline() == "hello\n"
+    output = FollowedOutput(proc)
+    output.wait_for("hello\n", FOLLOW_TIMEOUT_S)
     proc.send_signal(signal.SIGTERM)
-    _, errors = proc.communicate(timeout=FOLLOW_TIMEOUT_S)
+    printed, errors = output.finish(FOLLOW_TIMEOUT_S)
     assert proc.returncode == 0 and "Traceback" not in errors, errors
+    assert printed == "hello\n"

@@ -104,24 +104,22 @@ def console_log(
     Control characters the guest wrote are shown as escapes (\\x1b...), never sent to
     the terminal raw."""
     params: dict[str, Any] = {} if lines is None else {"lines": lines}
-    with connect(url) as client:
-        ident = resolve_server(client, server_id)
+    with connect(url) as client, _stop_on_sigterm():
         try:
-            answer = _fetch(client, ident, params)
-        except _Gone:
-            raise fail(f"server {server_id!r} does not exist") from None
-        _show(answer["text"])
-        if answer["truncated"] and lines is None:
-            say("(earlier output was left out: the answer is capped in size)")
-        if not follow:
-            return
-        with _stop_on_sigterm():
+            ident = resolve_server(client, server_id)
             try:
-                _follow(client, ident, answer["next_cursor"], interval)
-            except (KeyboardInterrupt, _Stop):
-                pass
+                answer = _fetch(client, ident, params)
             except _Gone:
-                say(f"server {server_id} was deleted")
+                raise fail(f"server {server_id!r} does not exist") from None
+            _show(answer["text"])
+            if answer["truncated"] and lines is None:
+                say("(earlier output was left out: the answer is capped in size)")
+            if follow:
+                _follow(client, ident, answer["next_cursor"], interval)
+        except (KeyboardInterrupt, _Stop):
+            pass
+        except _Gone:
+            say(f"server {server_id} was deleted")
 
 
 def _follow(client: ApiClient, server_id: str, cursor: str, interval: float) -> None:
