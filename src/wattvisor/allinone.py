@@ -15,13 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from sqlalchemy import Engine
 
 from wattvisor.api.app import create_app
+from wattvisor.api.host_trust_routes import build_host_trust_router
 from wattvisor.api.v1_routes import build_v1_router
+from wattvisor.auth.cluster_keys import ClusterSigner, ensure_cluster_key
+from wattvisor.auth.errors import KeyFileError
 from wattvisor.auth.fastapi import Authenticator, make_admin_dependency
 from wattvisor.auth.keys import bootstrap_admin
 from wattvisor.compute import Compute, HostClient, LocalHostClient, UserStore
 from wattvisor.compute import placement_inventories as placement_inventories
+from wattvisor.compute.host_trust import ClusterKeys, HostTrust
 from wattvisor.config import Settings
 from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
 from wattvisor.host import binaries
@@ -90,6 +95,29 @@ class LocalHostPower:
         return {} if value is None else {self.provider_uuid: value}
 
 
+def build_host_trust(
+    settings: Settings, engine: Engine, placement: Placement
+) -> tuple[HostTrust, list[str]]:
+    """The cluster key (made on first start, registered if the store has none) and the
+    trust service over it; the notes say when this controller's key file is not the
+    cluster's current key (then it cannot sign join tokens or calls to agents)."""
+    files = ensure_cluster_key(settings.cluster_key_path)
+    cluster = ClusterKeys(engine)
+    state = cluster.ensure(files.public_key)
+    signer = ClusterSigner(
+        settings.cluster_key_path,
+        lambda: cluster.require().current.public_key,
+        lambda: cluster.require().cluster_id,
+    )
+    notes: list[str] = []
+    if state.current.public_key != files.public_key:
+        try:
+            signer.private_key()
+        except KeyFileError as exc:
+            notes.append(str(exc))
+    return HostTrust(engine, placement, settings, cluster, signer), notes
+
+
 @dataclass
 class AllInOne:
     """The running pieces; :meth:`build` wires them, :meth:`start`/:meth:`stop` run them."""
@@ -154,16 +182,27 @@ class AllInOne:
         if settings.compute.default_flavors:
             compute.ensure_default_flavors()
 
-        authenticator = Authenticator(compute.users.lookup, settings.auth)
+        trust, trust_notes = build_host_trust(settings, engine, placement)
+        notes += trust_notes
+        authenticator = Authenticator(
+            compute.users.lookup,
+            settings.auth,
+            host_keys=trust.host_keys,
+            join_verifier=trust.join_verifier,
+        )
         authenticated = authenticator.dependency
         admin_only = make_admin_dependency(authenticated)
         app = create_app(
             settings,
             placement=placement,
             placement_dependencies=[Depends(admin_only)],
-            routers=[build_v1_router(compute, authenticated, admin_only)],
+            routers=[
+                build_v1_router(compute, authenticated, admin_only),
+                build_host_trust_router(trust, authenticator, authenticated, admin_only),
+            ],
             authenticator=authenticator,
         )
+        app.state.host_trust = trust
         app.state.driver = driver
         app.state.sampler = sampler
         app.state.compute = compute

@@ -32,6 +32,7 @@ from wattvisor.api.placement_routes import placement_error
 from wattvisor.api.v1_errors import error_response
 from wattvisor.auth import AccessDenied, AuthError
 from wattvisor.auth.fastapi import Authenticator, challenge, require_admin
+from wattvisor.auth.policy import JOIN_PATH
 
 V1_PREFIX = "/v1"
 
@@ -84,6 +85,23 @@ class AuthenticateFirst:
             await self.app(scope, receive, send)
             return
         headers: dict[str, str] = {}
+        if scope["method"] == "POST" and path == JOIN_PATH:
+            # A host joining holds no user or host token yet, but a join token.
+            try:
+                joining = await run_in_threadpool(
+                    self.authenticator.authenticate_join,
+                    Headers(scope=scope).get("authorization"),
+                )
+            except AuthError as exc:
+                headers.update(challenge(exc))
+                if _has_body(scope):
+                    headers["Connection"] = "close"
+                response = refusal(scope, 401, exc.code, exc.message, exc.details, headers)
+                await response(scope, receive, send)
+                return
+            scope.setdefault("state", {})["join_token"] = joining
+            await self.app(scope, receive, send)
+            return
         try:
             # The user lookup reads the store: keep it off the event loop.
             principal = await run_in_threadpool(

@@ -79,6 +79,33 @@ class TokenLifetimeTooLong(AuthError):
     code = "token_lifetime_too_long"
 
 
+class TokenWrongKind(AuthError):
+    """A valid-looking token of another kind than the endpoint takes: a user token sent to
+    an agent, a controller token sent to the controller API, a host token where a join
+    token belongs. Each side accepts only the kind its endpoints are for."""
+
+    code = "token_wrong_kind"
+
+
+class TokenForeignCluster(AuthError):
+    """A cluster-signed token (join or controller) naming another cluster than this one."""
+
+    code = "token_foreign_cluster"
+
+
+class JoinTokenUnknown(AuthError):
+    """A join token whose signature verifies but whose id this cluster never issued (or
+    whose record is gone): it registers nothing."""
+
+    code = "join_token_unknown"
+
+
+class JoinTokenUsed(AuthError):
+    """A join token that registered a host already; each one registers exactly one."""
+
+    code = "join_token_used"
+
+
 class AccessDenied(Exception):
     """An authenticated principal asking for something its role does not allow (HTTP 403)."""
 

@@ -41,8 +41,18 @@ from wattvisor.auth.errors import (
     AuthError,
     MissingCredentials,
     TokenCheckFailed,
+    TokenNoUser,
 )
-from wattvisor.auth.policy import Principal
+from wattvisor.auth.policy import Principal, check_route, host_endpoint, host_principal
+from wattvisor.auth.service_tokens import (
+    KeyLookup,
+    ServiceTokenVerifier,
+    TokenKind,
+    VerifiedServiceToken,
+    parse_token,
+    token_kind,
+    wrong_kind,
+)
 from wattvisor.auth.tokens import TokenVerifier, operation_for_method, utcnow
 from wattvisor.auth.users import UserLookup
 from wattvisor.config.settings import AuthSettings
@@ -113,6 +123,8 @@ class Authenticator:
 
     ``lookup_user(name)`` returns the registered user (role, project, public key) or
     None; it is called once per request with the name the token claims.
+    ``host_keys(host_id)`` returns a joined host's keys, for host tokens (without it
+    only user tokens are accepted); ``join_verifier`` checks join tokens.
     """
 
     def __init__(
@@ -121,6 +133,8 @@ class Authenticator:
         settings: AuthSettings | None = None,
         *,
         clock: Callable[[], datetime] = utcnow,
+        host_keys: KeyLookup | None = None,
+        join_verifier: Callable[[], ServiceTokenVerifier] | None = None,
     ) -> None:
         auth = settings or AuthSettings()
         self.verifier = TokenVerifier(
@@ -129,15 +143,52 @@ class Authenticator:
             max_ttl=timedelta(seconds=auth.max_token_ttl_s),
             clock=clock,
         )
+        self.host_verifier = (
+            ServiceTokenVerifier(
+                "host",
+                host_keys,
+                clock_skew=timedelta(seconds=auth.clock_skew_s),
+                clock=clock,
+                where="the controller API",
+            )
+            if host_keys is not None
+            else None
+        )
+        self._join_verifier = join_verifier
 
     def authenticate(self, method: str, path: str, authorization: str | None) -> Principal:
         """The sender of the request; :class:`AuthError` (401) when the token does not prove
-        who sent it, :class:`TokenCheckFailed` (403) when its own checks refuse it."""
+        who sent it, :class:`AccessDenied` (403) when its role may not call this route or
+        its own checks refuse it (:class:`TokenCheckFailed`)."""
         token = bearer_token(authorization)
-        verified = self.verifier.verify(
-            token, operation=operation_for_method(method), method=method, path=path
-        )
-        return verified.principal
+        try:
+            verified = self.verifier.verify(
+                token, operation=operation_for_method(method), method=method, path=path
+            )
+            principal = verified.principal
+        except TokenNoUser as no_user:
+            # No user in the authority block: a host, controller or join token, maybe.
+            principal = self._service_principal(token, path, no_user)
+        check_route(principal, method, path)
+        return principal
+
+    def _service_principal(self, token: str, path: str, no_user: TokenNoUser) -> Principal:
+        unverified = parse_token(token)
+        kind = token_kind(unverified)
+        if kind is None:
+            raise no_user
+        if kind == "host" and self.host_verifier is not None:
+            return host_principal(self.host_verifier.verify(unverified).subject)
+        wanted: TokenKind = "host" if host_endpoint(path) is not None else "user"
+        raise wrong_kind(kind, wanted, "the controller API")
+
+    def authenticate_join(self, authorization: str | None) -> VerifiedServiceToken:
+        """The verified join token of a ``POST /v1/hosts/join`` (its single use is the
+        store's to enforce); :class:`AuthError` with the reason otherwise."""
+        token = bearer_token(authorization)
+        if self._join_verifier is None:
+            raise MissingCredentials("this controller does not take join tokens")
+        return self._join_verifier().verify(token)
 
     @property
     def dependency(self) -> Callable[..., Awaitable[Principal]]:
@@ -166,6 +217,53 @@ class Authenticator:
             return principal
 
         return current_principal
+
+
+def make_host_dependency(
+    current_principal: Callable[..., Awaitable[Principal]],
+) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting joined hosts only, each for its own host endpoints (403
+    for users, admins included: :func:`wattvisor.auth.policy.check_route`)."""
+
+    async def current_host(
+        request: Request,
+        principal: Annotated[Principal, Depends(current_principal)],
+    ) -> Principal:
+        try:
+            check_route(principal, request.method, request.url.path)
+            if not principal.is_host:  # a route outside the host endpoint paths
+                raise AccessDenied(
+                    f"{request.method} {request.url.path[:200]} takes a host's own token",
+                    user=principal.user,
+                )
+        except AccessDenied as exc:
+            raise PermissionDenied(exc) from exc
+        return principal
+
+    return current_host
+
+
+def make_join_dependency(
+    authenticator: "Authenticator",
+) -> Callable[..., Awaitable[VerifiedServiceToken]]:
+    """A dependency giving the request's verified join token (``Authorization: Bearer``),
+    as :class:`AuthenticateFirst` left it or verified now; 401 with the reason otherwise."""
+
+    async def join_token(
+        request: Request,
+        _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    ) -> VerifiedServiceToken:
+        known = getattr(request.state, "join_token", None)
+        if isinstance(known, VerifiedServiceToken):
+            return known
+        try:
+            verified = authenticator.authenticate_join(request.headers.get("authorization"))
+        except AuthError as exc:
+            raise AuthenticationFailed(exc) from exc
+        request.state.join_token = verified
+        return verified
+
+    return join_token
 
 
 def make_auth_dependency(

@@ -1,5 +1,10 @@
 """Who sees what: the authenticated principal, project visibility and admin-only fields.
 
+Principals are users (roles ``admin`` and ``member``) or joined hosts (role ``host``).
+A host may call only its own host endpoints (:func:`check_route`), and users may call
+none of them: a host endpoint is answered for the host that signed the request, never
+for a user acting as one.
+
 Members act on their own project only, and another project's resources must look
 exactly like missing ones (404, never 403), so routes ask :func:`can_see_project`
 and answer "not found" on False. Host names, host paths, share source directories
@@ -9,14 +14,25 @@ and libvirt URIs are for admins: :func:`redact_for` strips them from responses
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.config import JsonDict
 
+from wattvisor.auth.errors import AccessDenied
 from wattvisor.auth.users import Role
+
+PrincipalRole = Role | Literal["host"]
+"""A user's role (``admin``, ``member``), or ``host`` for a joined host's own token."""
+HOST_ENDPOINT = re.compile(r"^/v1/hosts/(?P<host>[^/]+)/(?:heartbeat|credentials)$")
+"""The routes a host calls with its own token, for itself (``{host}`` is its id)."""
+JOIN_PATH = "/v1/hosts/join"
+"""Where a host joins with a join token (no user or host token)."""
+JOIN_TOKENS_PATH = "/v1/hosts/join-tokens"
+"""Where an admin asks for a join token."""
 
 ADMIN_ONLY_FIELDS: frozenset[str] = frozenset(
     {
@@ -48,11 +64,56 @@ class Principal:
 
     user: str
     project: str
-    role: Role
+    role: PrincipalRole
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_host(self) -> bool:
+        """A joined host authenticated by its own key; ``user`` is then its host id."""
+        return self.role == "host"
+
+
+def host_principal(host_uuid: str) -> Principal:
+    """The principal of a verified host token: no project, role ``host``."""
+    return Principal(user=host_uuid, project="", role="host")
+
+
+def host_endpoint(path: str) -> str | None:
+    """The host id of a host endpoint path (``/v1/hosts/<id>/heartbeat``), else None."""
+    match = HOST_ENDPOINT.match(path)
+    return match.group("host") if match is not None else None
+
+
+def check_route(principal: Principal, method: str, path: str) -> None:
+    """Refuse (:class:`AccessDenied`, 403) a principal on a route its role may not call.
+
+    Hosts call only their own host endpoints; users (admins included) call none: an
+    admin who could heartbeat for a host could make the controller trust a dead one.
+    """
+    host = host_endpoint(path)
+    if principal.is_host:
+        if host is None:
+            raise AccessDenied(
+                f"a host token (host {principal.user}) may call only that host's own "
+                f"endpoints (POST /v1/hosts/{principal.user}/heartbeat, .../credentials); "
+                f"{method} {path[:200]} is not one",
+                host_id=principal.user,
+            )
+        if host != principal.user:
+            raise AccessDenied(
+                f"a host token of host {principal.user} cannot act for host {host[:80]!r}",
+                host_id=principal.user,
+            )
+        return
+    if host is not None:
+        raise AccessDenied(
+            f"{method} {path[:200]} is a host endpoint: it takes the host's own token, not "
+            f"the token of user {principal.user!r}",
+            user=principal.user,
+        )
 
 
 def can_see_project(principal: Principal, project_id: str) -> bool:

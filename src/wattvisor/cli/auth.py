@@ -119,6 +119,54 @@ def keys_rotate_admin() -> None:
     sys.stdout.write(files.public_key + "\n")
 
 
+@keys_app.command("rotate-cluster")
+def keys_rotate_cluster() -> None:
+    """Replace the cluster key, which signs join tokens and the controllers' calls to agents.
+
+    Run it on a controller (it writes the cluster key file and the store). The previous
+    key stays accepted for auth.cluster_key_grace_s, by the controllers for join tokens
+    and by the agents, which learn the new key with their next heartbeat. Copy the new
+    key file to every other controller of the cluster within that time. Prints the new
+    public key.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from wattvisor.auth.cluster_keys import rotate_cluster_key
+    from wattvisor.compute import ComputeError
+    from wattvisor.compute.host_trust import ClusterKeys
+    from wattvisor.store import make_engine, migrate
+
+    settings = state.settings()
+    path = settings.cluster_key_path
+    grace = timedelta(seconds=settings.auth.cluster_key_grace_s)
+    try:
+        engine = make_engine(settings.store_url)
+    except (ValueError, SQLAlchemyError) as exc:
+        raise fail(f"cannot open the store {settings.store.url or 'in data_dir'}: {exc}") from exc
+    try:
+        migrate(engine)
+        cluster = ClusterKeys(engine)
+        files = rotate_cluster_key(path, lambda public_key: cluster.rotate(public_key, grace))
+        cluster_id = cluster.require().cluster_id
+    except KeyFileError as exc:
+        raise fail(str(exc)) from exc
+    except ComputeError as exc:
+        raise fail(exc.message) from exc
+    except SQLAlchemyError as exc:
+        raise fail(f"the store cannot be updated, so the cluster key is unchanged: {exc}") from exc
+    except OSError as exc:
+        raise fail(f"cannot write next to {str(path)!r}: {exc.strerror}; nothing changed") from exc
+    finally:
+        engine.dispose()
+    err.print(
+        f"cluster key of cluster {escape(cluster_id)} replaced: {escape(str(path))} (mode "
+        f"0600). The previous key stays accepted for {format_ttl(grace) if grace else '0s'}; "
+        "copy the new file to every other controller of the cluster before then.",
+        soft_wrap=True,
+    )
+    sys.stdout.write(files.public_key + "\n")
+
+
 @token_app.command("create")
 def token_create(
     ttl: Annotated[

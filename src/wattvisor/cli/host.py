@@ -1,6 +1,6 @@
 """``wattvisor host ...``: what a host is and can do, and the registered hosts (admin).
 
-``list``, ``show``, ``register``, ``enable``, ``disable`` and ``traits`` are thin
+``list``, ``show``, ``register``, ``enable``, ``disable``, ``join-token`` and ``traits`` are thin
 clients of the admin ``/v1/hosts`` routes, so the API decides and its error
 messages are shown as they are. ``traits`` shows what the running service
 registered with placement; ``traits --local`` looks at this machine directly,
@@ -9,6 +9,7 @@ with this shell's settings.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -269,3 +270,32 @@ def _enabled(host: Mapping[str, Any], yes: str, no: str) -> str:
     if host["enabled"]:
         return yes
     return no + (f" ({host['disabled_reason']})" if host.get("disabled_reason") else "")
+
+
+# -- joining (admin) ------------------------------------------------------------------------
+
+
+@host_app.command("join-token")
+def join_token(
+    ttl: Annotated[
+        str,
+        typer.Option("--ttl", help="Lifetime: 30m, 1h, 7d (at most auth.max_join_token_ttl_s)."),
+    ] = "1h",
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
+    """Print a single-use join token for a new host (admin).
+
+    The token alone goes to stdout (`T=$(wattvisor host join-token)`); hand it to the
+    host's agent: `wattvisor agent --controller URL --join-token T`. It registers one
+    host, once, before it expires."""
+    with connect(url) as client:
+        issued: dict[str, Any] = client.call("POST", "/v1/hosts/join-tokens", {"ttl": ttl})
+    if as_json:
+        Output.of(None, None, True).record(issued)
+        return
+    say(
+        f"join token {issued['id']} of cluster {issued['cluster_id']}, valid {issued['ttl']} "
+        f"(until {issued['expires_at']}), registers one host"
+    )
+    sys.stdout.write(str(issued["token"]) + "\n")

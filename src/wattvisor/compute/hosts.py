@@ -30,6 +30,7 @@ from wattvisor.placement.entities import Inventory as PlacementInventory
 from wattvisor.scheduler.prefilters import DISABLED_TRAIT
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import HostRow, ServerRow
+from wattvisor.store.trust_tables import HostAgentRow
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ HostClientFactory = Callable[[str], HostClient]
 
 _hosts = cast(Table, HostRow.__table__)
 _servers = cast(Table, ServerRow.__table__)
+_agents = cast(Table, HostAgentRow.__table__)
 
 
 def _close_quietly(client: HostClient) -> None:
@@ -192,7 +194,13 @@ class HostRegistry:
         """Open clients for hosts registered by URI before a restart; returns problems."""
         problems = []
         with read_transaction(self.engine) as conn:
-            rows = conn.execute(select(_hosts).where(_hosts.c.local.is_(False))).all()
+            # Hosts that joined through their agent are reached through it, never by URI.
+            joined = select(_agents.c.host_uuid)
+            rows = conn.execute(
+                select(_hosts).where(
+                    _hosts.c.local.is_(False), _hosts.c.provider_uuid.not_in(joined)
+                )
+            ).all()
         for row in rows:
             if row.provider_uuid in self._clients or self.client_factory is None:
                 continue

@@ -255,6 +255,26 @@ class AuthSettings(BaseModel):
     max_token_ttl_s: int = Field(
         default=30 * 86400, gt=0, description="tokens may not expire further ahead than this"
     )
+    cluster_key_file: Path | None = Field(
+        default=None,
+        description="the cluster's Ed25519 private key (0600), shared by every controller of "
+        "the cluster; it signs join tokens and calls to host agents; created on first start; "
+        "default <data_dir>/cluster.key",
+    )
+    cluster_key_grace_s: int = Field(
+        default=86400, ge=0, le=30 * 86400,
+        description="how long the previous cluster key stays accepted after a rotation, so "
+        "that agents learn the new one with their heartbeats",
+    )  # fmt: skip
+    host_key_grace_s: int = Field(
+        default=300, ge=0, le=86400,
+        description="how long a host's previous key stays accepted after the host rotated it "
+        "(calls already signed, an answer lost on the way)",
+    )  # fmt: skip
+    max_join_token_ttl_s: int = Field(
+        default=7 * 86400, gt=0, le=30 * 86400,
+        description="join tokens may not live longer than this",
+    )  # fmt: skip
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -353,6 +373,10 @@ class Settings(BaseSettings):
     @property
     def admin_key_path(self) -> Path:
         return self.auth.admin_key_file or self.data_dir / "admin.key"
+
+    @property
+    def cluster_key_path(self) -> Path:
+        return self.auth.cluster_key_file or self.data_dir / "cluster.key"
 
 
 # The TOML path has to reach settings_customise_sources, a classmethod without arguments.

@@ -97,6 +97,10 @@ BINARIES: tuple[Binary, ...] = (
     Binary("umount", "mount", "tests", "undoes a mount a test made"),
     Binary("sleep", "coreutils", "tests", "a harmless process to signal"),
     Binary("make", "make", "tests", "runs the Makefile's targets in the strict-mode test"),
+    Binary("ip", "iproute2", "tests", "makes the namespaces, veths and bridge of test hosts"),
+    Binary("nsenter", "util-linux", "tests", "runs commands and daemons inside a test host"),
+    Binary("unshare", "util-linux", "tests", "gives each test host its own mounts and name"),
+    Binary("hostname", "hostname", "tests", "names each test host (libvirt's getHostname)"),
 )  # fmt: skip
 
 

@@ -25,7 +25,11 @@ USERS = "users"
 """Bumped by every change of a registered user (key, role, project, removal)."""
 CATALOG = "catalog"
 """Bumped by every change of a flavor or an image."""
-KNOWN = (USERS, CATALOG)
+HOST_KEYS = "host_keys"
+"""Bumped by every change of a joined host's credentials (join, rotation, revocation)."""
+CLUSTER_KEYS = "cluster_keys"
+"""Bumped by every change of the cluster's public keys (first start, rotation)."""
+KNOWN = (USERS, CATALOG, HOST_KEYS, CLUSTER_KEYS)
 _CURRENT = {
     name: f"SELECT value FROM cache_generations WHERE name = '{name}'" for name in KNOWN
 }
