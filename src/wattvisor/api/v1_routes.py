@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 
 from wattvisor.api.v1_schemas import (
     ERROR_RESPONSES,
+    ConsoleLog,
     Flavor,
     FlavorCreate,
     Host,
@@ -44,6 +45,7 @@ from wattvisor.api.v1_schemas import (
 )
 from wattvisor.auth import Principal, redact_for
 from wattvisor.compute import Compute, InvalidRequest, ServerRecord, VolumeRecord
+from wattvisor.compute.console import MAX_BYTES, MAX_LINES
 from wattvisor.compute.names import quoted
 
 PREFIX = "/v1"
@@ -240,6 +242,33 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     def server_metadata(server_id: str, principal: Member) -> dict[str, Any]:
         """The server's config drive document (``openstack/latest/meta_data.json``)."""
         return servers.metadata_document(principal, server_id)
+
+    @router.get("/servers/{server_id}/console-log", response_model=ConsoleLog, tags=["servers"])
+    def server_console_log(
+        server_id: str,
+        principal: Member,
+        # Text, checked by the service: a bad value is a 400 naming it, as in Nova.
+        lines: Annotated[
+            str | None,
+            Query(
+                description=f"only the last N lines, N from 1 to {MAX_LINES} (default: "
+                f"all); at most {MAX_BYTES} bytes either way"
+            ),
+        ] = None,
+        cursor: Annotated[
+            str | None,
+            Query(
+                description="the next_cursor of an earlier answer: only what came after it "
+                "(its first bytes, see more; with lines, its last lines)",
+            ),
+        ] = None,
+    ) -> ConsoleLog:
+        """The guest's serial console, earlier boots first (rotated and capped per server).
+
+        A server on no host yet (BUILD) or never placed (ERROR) has an empty log; a
+        DELETED server's log is gone (404)."""
+        view = compute.console.console_log(principal, server_id, lines=lines, cursor=cursor)
+        return ConsoleLog.of(view)
 
     # -- volumes -----------------------------------------------------------------------
 

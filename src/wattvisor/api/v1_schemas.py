@@ -25,6 +25,7 @@ from wattvisor.compute import (
     UserRecord,
     VolumeRecord,
 )
+from wattvisor.compute.console import ConsoleLogView
 from wattvisor.compute.names import PrintableText
 from wattvisor.compute.power import ServerPowerView
 from wattvisor.host.libvirt_uris import ACCEPTED, check_host_uri
@@ -395,4 +396,39 @@ class ServerPower(BaseModel):
             id=view.server_uuid, name=view.name, project=view.project, status=view.status,
             watts=view.watts, joules=view.joules, source=view.source, sampled=view.sampled,
             measured=view.measured, taken_at=view.taken_at,
+        )  # fmt: skip
+
+
+# -- console log --------------------------------------------------------------------------
+
+
+class ConsoleLog(BaseModel):
+    """Part of a server's serial console log, earlier boots included (rotated, capped)."""
+
+    server_id: str
+    text: str = Field(
+        description="the guest's output: CRLF as LF, invalid UTF-8 replaced, control "
+        "characters as the guest wrote them (escape them before showing them on a terminal)"
+    )
+    lines: int = Field(description="how many lines text holds")
+    truncated: bool = Field(
+        description="earlier output exists that is not in text (lines, or the size cap)"
+    )
+    more: bool = Field(
+        description="read from a cursor: later output exists already; ask again at once"
+    )
+    reset: bool = Field(
+        description="the cursor's place was rotated away: text starts at the oldest output "
+        "kept and some output in between is lost"
+    )
+    next_cursor: str = Field(
+        description="pass as cursor to get only what the guest writes after this answer"
+    )
+
+    @classmethod
+    def of(cls, view: ConsoleLogView) -> ConsoleLog:
+        return cls(
+            server_id=view.server_uuid, text=view.text, lines=view.lines,
+            truncated=view.truncated, more=view.more, reset=view.reset,
+            next_cursor=view.next_cursor,
         )  # fmt: skip

@@ -19,6 +19,7 @@ from wattvisor.cli.api_client import (
     resolve_server,
     segment,
 )
+from wattvisor.cli.console_log import console_log
 from wattvisor.cli.context import fail, say
 from wattvisor.cli.output import (
     Column,
@@ -278,3 +279,8 @@ def interface_remove(
         server_id = resolve_server(client, server_id)
         client.call("DELETE", f"/v1/servers/{server_id}/interfaces/{segment(alias)}")
     say(f"server {server_id}: interface {alias} removed")
+
+
+# -- console ----------------------------------------------------------------------------
+
+server_app.command("console-log")(console_log)

@@ -139,5 +139,8 @@ def build_domain(
     domain.add_device(drive)
     for share in shares:
         domain.add_device(share)
-    domain.add_device(Serial(type="file", source_path=str(files.console_log)))
+    # Appended across boots; virtlogd rotates it (wattvisor.host.console_log).
+    console = Serial(type="file", source_path=str(files.console_log))
+    console.source_append = True
+    domain.add_device(console)
     return domain

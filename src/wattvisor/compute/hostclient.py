@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Protocol
 
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
+from wattvisor.host.console_log import ConsoleLog
 from wattvisor.host.driver import Inventory
 
 
@@ -140,6 +141,13 @@ class HostClient(Protocol):
     def attach_interface(self, domain_name: str, interface: InterfaceAttachment) -> None: ...
 
     def detach_by_alias(self, domain_name: str, alias: str) -> None: ...
+
+    def console_log(
+        self, server_uuid: str, *, lines: int | None, cursor: str | None, max_bytes: int
+    ) -> ConsoleLog:
+        """The server's serial console log (see :mod:`wattvisor.host.console_log`); empty
+        when it has none. Raises ``CursorError`` for a cursor no answer gave."""
+        ...
 
     def energy_source(self) -> str:
         """``rapl``, ``scaphandre``, ``estimate``, or ``none`` (not measured here)."""

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import shutil
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
 from wattvisor.guest import Disk, Interface, ShareMeta, make_alias
 from wattvisor.host.configdrive import ConfigDriveMetadata, build_config_drive
 from wattvisor.host.connection import libvirt_error_summary
+from wattvisor.host.console_log import ConsoleLog, read_console_log, rotate_console_log
 from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostDriver, HostError
 from wattvisor.host.image_cache import ImageCache, ImageCacheError
 from wattvisor.host.instance_disks import InstanceDisks, prepare_instance_disks
@@ -201,7 +203,38 @@ class LocalHostClient:
         self.driver.shutdown(domain_name, timeout_s=timeout_s)
 
     def start(self, domain_name: str) -> None:
+        self._rotate_console_log(self.driver.domain_state(domain_name).uuid)
         self.driver.start(domain_name)
+
+    def _rotate_console_log(self, server_uuid: str) -> None:
+        """Keep the appended console log within its cap (virtlogd rotates it only while the
+        guest runs, and not at all where QEMU writes it itself)."""
+        settings = self.driver.settings
+        try:
+            for line in rotate_console_log(
+                self.instances_dir / server_uuid.lower(),
+                max_bytes=settings.console_log_max_bytes, backups=settings.console_log_backups,
+            ):  # fmt: skip
+                log.info("console log of server %s: %s", server_uuid, line)
+        except OSError as exc:
+            log.warning("cannot rotate the console log of server %s: %s", server_uuid, exc)
+
+    def console_log(
+        self, server_uuid: str, *, lines: int | None, cursor: str | None, max_bytes: int
+    ) -> ConsoleLog:
+        try:
+            canonical = str(uuid.UUID(server_uuid)) == server_uuid.lower()
+        except ValueError:
+            canonical = False
+        if not canonical:  # it names a directory: never a path
+            raise HostError(f"server uuid {server_uuid[:40]!r} is not a canonical uuid")
+        try:
+            return read_console_log(
+                self.instances_dir / server_uuid, server_uuid,
+                lines=lines, cursor=cursor, max_bytes=max_bytes,
+            )  # fmt: skip
+        except OSError as exc:
+            raise HostError(f"cannot read the console log of server {server_uuid}: {exc}") from exc
 
     def delete(self, server_uuid: str, domain_name: str) -> None:
         """Remove the domain and whatever else of the server exists on this host.

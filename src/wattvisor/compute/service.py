@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from wattvisor.compute.catalog import Catalog
+from wattvisor.compute.console import ConsoleService
 from wattvisor.compute.devices import DeviceService
 from wattvisor.compute.errors import ComputeError
 from wattvisor.compute.hosts import HostClientFactory, HostRegistry
@@ -43,6 +44,7 @@ class Compute:
     devices: DeviceService
     power: PowerService
     scheduler: Scheduler
+    console: ConsoleService
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _sync_thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
@@ -70,6 +72,7 @@ class Compute:
             devices=DeviceService(engine, servers, hosts, settings),
             power=PowerService(servers, hosts),
             scheduler=scheduler,
+            console=ConsoleService(servers, hosts),
         )
 
     def ensure_default_flavors(self) -> list[FlavorRecord]:

@@ -63,6 +63,19 @@ class HostSettings(BaseModel):
     reserved_host_cpus: int = Field(default=0, ge=0)
     reserved_host_memory_mb: int = Field(default=512, ge=0, description="kept for the host OS")
     reserved_host_disk_gb: int = Field(default=0, ge=0)
+    console_log_max_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=4096,
+        le=1 << 40,
+        description="a guest's console.log is rotated before a start once it is this large "
+        "(virtlogd also rotates it while the guest runs, at its own max_size)",
+    )
+    console_log_backups: int = Field(
+        default=3,
+        ge=0,
+        le=50,
+        description="rotated console logs kept per server (console.log.0 the newest)",
+    )
 
     @field_validator("share_local_fs")
     @classmethod
@@ -180,7 +193,9 @@ class ComputeSettings(BaseModel):
     """How the controller builds, runs and removes servers."""
 
     workers: int = Field(
-        default=4, ge=1, le=256,
+        default=4,
+        ge=1,
+        le=256,
         description="servers built at once (threads that schedule and spawn them), like "
         "Nova's max_concurrent_builds. A build mostly waits on libvirt and QEMU, so 4 "
         "start a burst of servers about twice as fast as 2; builds share the API's "
