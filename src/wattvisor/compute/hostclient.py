@@ -17,6 +17,7 @@ from typing import Protocol
 
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
 from wattvisor.host.driver import Inventory
+from wattvisor.host.networks import GuestNetwork
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class SpawnRequest:
     image: SpawnImage
     power_metrics: bool
     created_at: datetime
+    network: GuestNetwork | None = None
+    """The server's interface and static addresses; None: the server gets no interface."""
 
 
 @dataclass(frozen=True, slots=True)

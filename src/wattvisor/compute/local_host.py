@@ -19,6 +19,7 @@ from pathlib import Path
 import libvirt
 
 from wattvisor.compute.guest_build import POWER_METRICS_PURPOSE, GuestFiles, build_domain
+from wattvisor.compute.guest_network import server_interface
 from wattvisor.compute.hostclient import (
     HostFacts,
     InterfaceAttachment,
@@ -33,6 +34,7 @@ from wattvisor.guest import Disk, Interface, ShareMeta, make_alias
 from wattvisor.host.configdrive import ConfigDriveMetadata, build_config_drive
 from wattvisor.host.connection import libvirt_error_summary
 from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostDriver, HostError
+from wattvisor.host.networks import HostNetworks, NetworkError
 from wattvisor.host.shares import PreparedShare
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class LocalHostClient:
         digest = hashlib.sha256(str(self.volumes_dir.resolve()).encode()).hexdigest()[:10]
         self.volume_pool = f"{VOLUME_POOL_PREFIX}-{digest}"
         self._pool_lock = threading.Lock()
+        self.networks = HostNetworks(driver.connection)
 
     # -- identity ------------------------------------------------------------------------
 
@@ -112,6 +115,7 @@ class LocalHostClient:
                     f"{self.driver.uri} has no share_local_fs directory configured"
                 )
             tags = tuple(share.mount_tag for share in prepared)
+            self._ensure_network(request)
             if self.sampler is not None and prepared:
                 self.sampler.prepare_guest_share(self._vm_record(request, prepared))
             drive = build_config_drive(
@@ -120,6 +124,7 @@ class LocalHostClient:
                     uuid=request.server_uuid, name=request.display_name,
                     project_id=request.project,
                     shares=tuple(ShareMeta(tag=t, purpose=POWER_METRICS_PURPOSE) for t in tags),
+                    network=request.network,
                 ),
             )  # fmt: skip
             root_disk = None
@@ -135,6 +140,8 @@ class LocalHostClient:
                 virt_type=self.driver.settings.virt_type,
                 machine=self.driver.settings.machine_type,
             )
+            if (nic := server_interface(request)) is not None:
+                domain.add_device(nic)
             self.driver.define(domain)
             defined = True
             state = self.driver.start(request.server_uuid)
@@ -142,6 +149,16 @@ class LocalHostClient:
         except BaseException:
             self._cleanup(request, defined=defined, shares_prepared=shares_prepared)
             raise
+
+    def _ensure_network(self, request: SpawnRequest) -> None:
+        if request.network is None:
+            return
+        try:
+            self.networks.ensure(request.network.spec)
+        except NetworkError as exc:
+            raise HostError(
+                f"server {request.server_uuid} cannot be plugged into its network: {exc}"
+            ) from exc
 
     def _vm_record(self, request: SpawnRequest, prepared: list[PreparedShare]) -> VMRecord:
         return VMRecord(

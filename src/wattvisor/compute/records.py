@@ -60,6 +60,16 @@ class ImageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerAddress:
+    """One static address of a server on a network, with the MAC of its interface."""
+
+    network: str
+    version: int
+    address: str
+    mac: str
+
+
+@dataclass(frozen=True, slots=True)
 class ServerRecord:
     uuid: str
     name: str
@@ -78,6 +88,8 @@ class ServerRecord:
     updated_at: datetime
     fault_detail: str | None = None
     """``fault`` in the host's own words (host names, paths, domains): for admins only."""
+    addresses: tuple[ServerAddress, ...] = ()
+    """Held from the build until the delete; IPv4 before IPv6."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ project's server looks exactly like a missing one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import uuid as uuidlib
@@ -33,6 +34,7 @@ from sqlalchemy import (
 )
 
 from wattvisor.auth import Principal, can_see_project, project_scope
+from wattvisor.compute.addresses import AddressBook, AddressesExhausted
 from wattvisor.compute.catalog import Catalog
 from wattvisor.compute.errors import (
     ComputeError,
@@ -61,6 +63,7 @@ from wattvisor.host.configdrive import (
     ConfigDriveMetadata,
     config_drive_metadata_document,
 )
+from wattvisor.host.networks import GuestNetwork, NetworkSpec
 from wattvisor.scheduler import (
     Claim,
     Flavor,
@@ -75,13 +78,14 @@ from wattvisor.scheduler import (
 from wattvisor.scheduler.prefilters import SHARE_TRAIT
 from wattvisor.scheduler.validation import POWER_METRICS_FLAVOR_KEY
 from wattvisor.store import read_transaction, write_transaction
-from wattvisor.store.compute_tables import InterfaceRow, ServerRow, VolumeRow
+from wattvisor.store.compute_tables import InterfaceRow, ServerAddressRow, ServerRow, VolumeRow
 
 log = logging.getLogger(__name__)
 
 _servers = cast(Table, ServerRow.__table__)
 _volumes = cast(Table, VolumeRow.__table__)
 _interfaces = cast(Table, InterfaceRow.__table__)
+_server_addresses = cast(Table, ServerAddressRow.__table__)
 _BUILD_TASKS = ("scheduling", "spawning")
 
 
@@ -109,6 +113,7 @@ class ServerService:
         self.hosts = hosts
         self.scheduler = scheduler
         self.settings = settings
+        self.addresses = AddressBook(engine, NetworkSpec.from_settings(settings.host.network))
         self._pool = ThreadPoolExecutor(
             max_workers=settings.compute.workers, thread_name_prefix="wattvisor-compute"
         )
@@ -128,14 +133,21 @@ class ServerService:
         if not include_deleted:
             query = query.where(_servers.c.status != "DELETED")
         with read_transaction(self.engine) as conn:
-            return [_server(row) for row in conn.execute(query)]
+            records = [_server(row) for row in conn.execute(query)]
+        return self._with_addresses(records)
+
+    def _with_addresses(self, records: list[ServerRecord]) -> list[ServerRecord]:
+        held = self.addresses.of(r.uuid for r in records if r.status != "DELETED")
+        return [
+            dataclasses.replace(r, addresses=held[r.uuid]) if r.uuid in held else r for r in records
+        ]
 
     def get(self, principal: Principal, server_id: str) -> ServerRecord:
         """The server if ``principal`` may see it; NotFound otherwise (also for other projects)."""
         record = self._load(server_id)
         if record is None or not can_see_project(principal, record.project):
             raise NotFound(f"server {quoted(server_id)} does not exist", server_id=server_id)
-        return record
+        return self._with_addresses([record])[0]
 
     def get_live(self, principal: Principal, server_id: str) -> ServerRecord:
         """Like :meth:`get`, but a DELETED server is NotFound too: what belonged to it
@@ -232,6 +244,11 @@ class ServerService:
         current = self._load(record.uuid)
         if current is None or current.status != "BUILD" or current.task not in _BUILD_TASKS:
             return  # deleted before it was built: the delete that follows settles it
+        try:
+            network: GuestNetwork | None = self.addresses.allocate(record.uuid)
+        except AddressesExhausted as exc:
+            self._finish(record.uuid, _BUILD_TASKS, status="ERROR", fault=exc.message)
+            return
         spawned: dict[str, Any] = {}
 
         def spawn(claim: Claim) -> None:
@@ -254,6 +271,7 @@ class ServerService:
                         domain_name=domain_name, project=record.project, user=record.user,
                         flavor=_spawn_flavor(flavor), image=_spawn_image(image),
                         power_metrics=record.power_metrics, created_at=record.created_at,
+                        network=network,
                     )
                 )  # fmt: skip
             except Exception as exc:
@@ -272,9 +290,11 @@ class ServerService:
                 record.uuid, _BUILD_TASKS, status="ERROR", fault=_no_valid_host_fault(exc),
                 fault_detail=f"no valid host: {exc}",
             )  # fmt: skip
+            self._release_addresses(record.uuid)
             return
         except Exception as exc:
             log.exception("building server %s failed", record.uuid)
+            self._release_addresses(record.uuid)
             self._finish(
                 record.uuid, _BUILD_TASKS, status="ERROR", fault=f"build failed: {_ADMIN_SEES}",
                 fault_detail=f"build failed: {exc}",
@@ -285,6 +305,14 @@ class ServerService:
             record.uuid, _BUILD_TASKS, status="ACTIVE", fault=None, host_uuid=spawned["host"],
             domain_name=spawned["domain"], shares=spawned["shares"],
         )  # fmt: skip
+
+    def _release_addresses(self, server_uuid: str) -> None:
+        """A server that did not build keeps no address (a failure here is only logged:
+        the delete that follows releases them too)."""
+        try:
+            self.addresses.release(server_uuid)
+        except Exception:
+            log.exception("releasing the addresses of server %s failed", server_uuid)
 
     # ------------------------------------------------------------------ restart
 
@@ -325,6 +353,7 @@ class ServerService:
             except Exception as exc:
                 log.warning("cleaning up the interrupted build of %s: %s", record.uuid, exc)
         self.scheduler.release(Claim(record.uuid, record.host_uuid or "", "", {}, 0))
+        self._release_addresses(record.uuid)
         self._finish(
             record.uuid, _BUILD_TASKS, status="ERROR",
             fault="the build was interrupted by a restart of the controller; delete the "
@@ -474,6 +503,9 @@ class ServerService:
                 .values(status="available", server_uuid=None)
             )
             conn.execute(delete(_interfaces).where(_interfaces.c.server_uuid == server_uuid))
+            conn.execute(
+                delete(_server_addresses).where(_server_addresses.c.server_uuid == server_uuid)
+            )
             conn.execute(
                 update(_servers)
                 .where(_servers.c.uuid == server_uuid)

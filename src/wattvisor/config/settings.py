@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +30,142 @@ _LISTEN_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 
 class ConfigError(ValueError):
     """A settings file or variable that cannot be used; the message says which and why."""
+
+
+NetworkMode = Literal["nat", "isolated", "bridge", "network"]
+NETWORK_MODES: tuple[str, ...] = ("nat", "isolated", "bridge", "network")
+_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
+_BRIDGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
+class HostNetworkSettings(BaseModel):
+    """The network every server gets one interface on, and where its addresses come from.
+
+    ``nat`` and ``isolated``: a libvirt network named ``name`` that wattvisor defines
+    (autostarted) when the host has none of that name; ``isolated`` has no
+    ``<forward>``, so guests reach the host only. ``network``: an existing libvirt
+    network ``name``. ``bridge``: an existing host bridge. The subnets say which
+    addresses servers get (statically, through the config drive); the first
+    address of each is the gateway, i.e. the host's own address on the network.
+    """
+
+    mode: NetworkMode = Field(
+        default="nat",
+        description="nat | isolated (defined by wattvisor when absent) | network (an "
+        "existing libvirt network) | bridge (an existing host bridge)",
+    )
+    name: str = Field(
+        default="wattvisor",
+        description="libvirt network name (nat, isolated, network); the name servers' "
+        "addresses are listed under",
+    )
+    bridge: str | None = Field(
+        default=None, description="host bridge for mode = bridge, e.g. 'br0'"
+    )
+    ipv4_subnet: str = Field(
+        default="10.251.0.0/20",
+        description="IPv4 subnet of server addresses; its first address is the gateway",
+    )
+    ipv6_subnet: str | None = Field(
+        default="fd57:7476:6973::/64",
+        description="IPv6 subnet of server addresses (unset: IPv4 only)",
+    )
+    ipv4_gateway: str | None = Field(
+        default=None,
+        description="gateway on a bridge or an existing network; default the subnet's "
+        "first address",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NETWORK_NAME.match(value):
+            raise ValueError(
+                f"network name {value!r} is not accepted; use 1-50 characters from "
+                "A-Z a-z 0-9 _ . -, starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("bridge")
+    @classmethod
+    def _check_bridge(cls, value: str | None) -> str | None:
+        if value is not None and not _BRIDGE_NAME.match(value):
+            raise ValueError(
+                f"network bridge {value!r} is not accepted; use an interface name of "
+                "1-15 characters from A-Z a-z 0-9 _ . -, e.g. 'br0'"
+            )
+        return value
+
+    @field_validator("ipv4_subnet")
+    @classmethod
+    def _check_ipv4(cls, value: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"network ipv4_subnet {value!r} is not accepted ({exc}); use an IPv4 "
+                "network in CIDR form with no host bits, /16 to /29, e.g. '10.251.0.0/20'"
+            ) from None
+        if not 16 <= net.prefixlen <= 29:
+            raise ValueError(
+                f"network ipv4_subnet {value!r} is not accepted; its prefix must be /16 to "
+                "/29 (room for a gateway and at least 5 servers), e.g. '10.251.0.0/20'"
+            )
+        return str(net)
+
+    @field_validator("ipv6_subnet")
+    @classmethod
+    def _check_ipv6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            net = ipaddress.IPv6Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"network ipv6_subnet {value!r} is not accepted ({exc}); use an IPv6 "
+                "network in CIDR form with no host bits, /64 to /120, e.g. 'fd57:7476:6973::/64'"
+            ) from None
+        if not 64 <= net.prefixlen <= 120:
+            raise ValueError(
+                f"network ipv6_subnet {value!r} is not accepted; its prefix must be /64 to "
+                "/120, e.g. 'fd57:7476:6973::/64'"
+            )
+        return str(net)
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> HostNetworkSettings:
+        if self.mode == "bridge" and self.bridge is None:
+            raise ValueError(
+                "network mode 'bridge' needs bridge = '<host bridge>', e.g. bridge = 'br0'"
+            )
+        if self.mode != "bridge" and self.bridge is not None:
+            raise ValueError(
+                f"network bridge {self.bridge!r} is set but mode is {self.mode!r}; set "
+                "mode = 'bridge' or remove bridge"
+            )
+        subnet = ipaddress.IPv4Network(self.ipv4_subnet)
+        if self.ipv4_gateway is not None:
+            try:
+                gateway = ipaddress.IPv4Address(self.ipv4_gateway)
+            except ValueError:
+                raise ValueError(
+                    f"network ipv4_gateway {self.ipv4_gateway!r} is not an IPv4 address"
+                ) from None
+            if gateway not in subnet or gateway in (
+                subnet.network_address,
+                subnet.broadcast_address,
+            ):
+                raise ValueError(
+                    f"network ipv4_gateway {self.ipv4_gateway!r} is not a host address of "
+                    f"ipv4_subnet {self.ipv4_subnet!r}"
+                )
+            if self.mode in ("nat", "isolated"):
+                raise ValueError(
+                    f"network ipv4_gateway {self.ipv4_gateway!r} applies to modes bridge "
+                    f"and network only; mode {self.mode!r} makes the host the gateway "
+                    "(the subnet's first address)"
+                )
+        return self
 
 
 class HostSettings(BaseModel):
@@ -48,7 +184,8 @@ class HostSettings(BaseModel):
     )
     instance_name_template: str = "instance-%08x"
     share_tmpfs_kib: int = Field(
-        default=1024, ge=0,
+        default=1024,
+        ge=0,
         description="each domain's share directory is a tmpfs of this size (0: a plain "
         "directory on the share directory's filesystem)",
     )
@@ -63,6 +200,7 @@ class HostSettings(BaseModel):
     reserved_host_cpus: int = Field(default=0, ge=0)
     reserved_host_memory_mb: int = Field(default=512, ge=0, description="kept for the host OS")
     reserved_host_disk_gb: int = Field(default=0, ge=0)
+    network: HostNetworkSettings = Field(default_factory=HostNetworkSettings)
 
     @field_validator("share_local_fs")
     @classmethod
@@ -180,7 +318,9 @@ class ComputeSettings(BaseModel):
     """How the controller builds, runs and removes servers."""
 
     workers: int = Field(
-        default=4, ge=1, le=256,
+        default=4,
+        ge=1,
+        le=256,
         description="servers built at once (threads that schedule and spawn them), like "
         "Nova's max_concurrent_builds. A build mostly waits on libvirt and QEMU, so 4 "
         "start a burst of servers about twice as fast as 2; builds share the API's "
