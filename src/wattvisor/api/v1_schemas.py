@@ -146,7 +146,7 @@ class ServerCreate(_Request):
 class ServerAddressOut(BaseModel):
     """One address as Nova lists it under ``addresses.<network name>``."""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
 
     addr: str
     version: Literal[4, 6]

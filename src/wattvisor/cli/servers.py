@@ -46,7 +46,7 @@ SERVER_COLUMNS = (
     Column("Task", "task"),
     Column("Flavor", "flavor_name"),
     Column("Image", "image_name"),
-    Column("Networks", "addresses", text=lambda v: networks_text(v)),
+    Column("Networks", "addresses"),
     Column("Power metrics", "power_metrics", text=yes_no),
     Column("Created", "created_at", text=created),
     Column("Flavor ID", "flavor_id", ident=True, default=False),
@@ -146,6 +146,8 @@ def list_servers(
     with connect(url) as client:
         servers: list[dict[str, Any]] = client.call("GET", "/v1/servers")
         flavors, images = _catalog_names(client)
+    if output.fmt is not OutputFormat.json:
+        servers = [{**s, "addresses": networks_text(s.get("addresses"))} for s in servers]
     output.rows([with_names(s, flavors, images) for s in servers], SERVER_COLUMNS)
 
 
