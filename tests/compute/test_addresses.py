@@ -75,7 +75,9 @@ def test_the_interface_is_on_the_network_with_the_servers_mac(
     domain = client.driver.domain(record.domain_name or "")  # type: ignore[attr-defined]
     nic = domain.find_device(alias=SERVER_NIC_ALIAS)
     assert isinstance(nic, Interface)
-    assert nic.type == "network" and nic.source_network == compute.servers.settings.host.network.name
+    assert (
+        nic.type == "network" and nic.source_network == compute.servers.settings.host.network.name
+    )
     assert nic.mac == record.addresses[0].mac and nic.model == "virtio"
 
 

@@ -63,5 +63,5 @@ def test_the_nic_xml_is_valid_in_a_domain() -> None:
     domain.add_device(nic)
     xml = domain.to_xml()
     validate_domain_xml(xml)
-    assert f"<mac address=\"{MAC}\"/>" in xml.replace("'", '"')
-    assert "<alias name=\"ua-server-nic\"/>" in xml.replace("'", '"')
+    assert f'<mac address="{MAC}"/>' in xml.replace("'", '"')
+    assert '<alias name="ua-server-nic"/>' in xml.replace("'", '"')

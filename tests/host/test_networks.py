@@ -228,7 +228,9 @@ def test_network_data_netmask_matches_the_prefix() -> None:
     for prefix in (16, 20, 24, 29):
         net = ipaddress.IPv4Network(f"10.251.0.0/{prefix}")
         spec = _spec("wv", ipv4_subnet=str(net), ipv6_subnet=None)
-        guest = GuestNetwork(spec, "fa:16:3e:00:00:01", (GuestAddress(4, str(net[2]), prefix, None),))
+        guest = GuestNetwork(
+            spec, "fa:16:3e:00:00:01", (GuestAddress(4, str(net[2]), prefix, None),)
+        )
         entry = network_data_document(guest)["networks"][0]
         assert ipaddress.IPv4Network(f"0.0.0.0/{entry['netmask']}").prefixlen == prefix
         assert entry["routes"] == []

@@ -148,6 +148,7 @@ class LocalHostClient:
             return SpawnResult(domain_name=name, share_tags=tags, state=state.state)
         except BaseException:
             self._cleanup(request, defined=defined, shares_prepared=shares_prepared)
+            self.networks.forget()  # the next spawn checks the network again
             raise
 
     def _ensure_network(self, request: SpawnRequest) -> None:

@@ -33,7 +33,6 @@ class ConfigError(ValueError):
 
 
 NetworkMode = Literal["nat", "isolated", "bridge", "network"]
-NETWORK_MODES: tuple[str, ...] = ("nat", "isolated", "bridge", "network")
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
 _BRIDGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 
@@ -184,8 +183,7 @@ class HostSettings(BaseModel):
     )
     instance_name_template: str = "instance-%08x"
     share_tmpfs_kib: int = Field(
-        default=1024,
-        ge=0,
+        default=1024, ge=0,
         description="each domain's share directory is a tmpfs of this size (0: a plain "
         "directory on the share directory's filesystem)",
     )
@@ -318,9 +316,7 @@ class ComputeSettings(BaseModel):
     """How the controller builds, runs and removes servers."""
 
     workers: int = Field(
-        default=4,
-        ge=1,
-        le=256,
+        default=4, ge=1, le=256,
         description="servers built at once (threads that schedule and spawn them), like "
         "Nova's max_concurrent_builds. A build mostly waits on libvirt and QEMU, so 4 "
         "start a burst of servers about twice as fast as 2; builds share the API's "
