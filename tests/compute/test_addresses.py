@@ -220,3 +220,14 @@ def test_a_gateway_inside_the_subnet_is_never_handed_out(compute: Compute) -> No
     assert [a[0].address for a in got] == ["10.251.10.2", "10.251.10.4", "10.251.10.5",
                                            "10.251.10.6"]  # fmt: skip
     assert all(len(a) == 1 and a[0].gateway == "10.251.10.3" for a in got)
+
+
+def test_the_lowest_released_slot_is_handed_out_first(compute: Compute) -> None:
+    book = _book(compute.servers.engine)
+    servers = _servers(compute.servers.engine, 8)
+    for server in servers[:6]:
+        book.allocate(server)
+    book.release(servers[4])
+    book.release(servers[2])
+    assert book.allocate(servers[6]).addresses[0].address == "10.251.8.4"
+    assert book.allocate(servers[7]).addresses[0].address == "10.251.8.6"

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, delete, insert, select
+from sqlalchemy import Connection, Engine, Table, delete, exists, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from wattvisor.compute.errors import ComputeError
@@ -27,8 +27,10 @@ from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import ServerAddressRow
 
 _addresses = cast(Table, ServerAddressRow.__table__)
+_next = _addresses.alias("next_held")
 MAC_PREFIX = "fa:16:3e"
 _MAX_RACES = 50
+_MAC_CHOICES = 16
 
 
 class AddressesExhausted(ComputeError):
@@ -52,8 +54,9 @@ class AddressBook:
         self.spec = spec
         self._v4 = ipaddress.IPv4Network(spec.ipv4_subnet)
         self._v6 = ipaddress.IPv6Network(spec.ipv6_subnet) if spec.ipv6_subnet else None
-        reserved = {1, int(ipaddress.IPv4Address(spec.ipv4_gateway)) - int(self._v4[0])}
-        self._slots = [s for s in range(1, self._v4.num_addresses - 1) if s not in reserved]
+        self._reserved = {1, int(ipaddress.IPv4Address(spec.ipv4_gateway)) - int(self._v4[0])}
+        self._slots = [s for s in range(1, self._v4.num_addresses - 1) if s not in self._reserved]
+        self._allowed = frozenset(self._slots)
 
     @property
     def capacity(self) -> int:
@@ -69,15 +72,16 @@ class AddressBook:
             held = self._held(server_uuid)
             if held is not None:
                 return held
+            macs = [derived_mac(server_uuid, attempt) for attempt in range(_MAC_CHOICES)]
             with read_transaction(self.engine) as conn:
-                rows = conn.execute(
-                    select(_addresses.c.slot, _addresses.c.mac).where(
-                        _addresses.c.network == self.spec.name
-                    )
-                ).all()
-            used_slots = {row.slot for row in rows}
-            used_macs = {row.mac for row in rows}
-            slot = next((s for s in self._slots if s not in used_slots), None)
+                slot = self._lowest_free_slot(conn)
+                used_macs = set(
+                    conn.execute(
+                        select(_addresses.c.mac).where(
+                            (_addresses.c.network == self.spec.name) & _addresses.c.mac.in_(macs)
+                        )
+                    ).scalars()
+                )
             if slot is None:
                 raise AddressesExhausted(
                     f"network {self.spec.name!r} has no free address left: all "
@@ -87,16 +91,20 @@ class AddressBook:
                     network=self.spec.name, subnet=self.spec.ipv4_subnet,
                     capacity=self.capacity,
                 )  # fmt: skip
-            attempt = 0
-            while derived_mac(server_uuid, attempt) in used_macs:
-                attempt += 1
+            mac = next((m for m in macs if m not in used_macs), None)
+            if mac is None:  # pragma: no cover - 16 derived MACs all taken: practically never
+                raise AddressesExhausted(
+                    f"network {self.spec.name!r}: every MAC derived for server {server_uuid} "
+                    "is taken",
+                    network=self.spec.name,
+                )
             ipv4, ipv6 = self._addresses_of(slot)
             try:
                 with write_transaction(self.engine) as conn:
                     conn.execute(
                         insert(_addresses).values(
                             network=self.spec.name, slot=slot, server_uuid=server_uuid,
-                            mac=derived_mac(server_uuid, attempt), ipv4=ipv4, ipv6=ipv6,
+                            mac=mac, ipv4=ipv4, ipv6=ipv6,
                             created_at=datetime.now(UTC),
                         )
                     )  # fmt: skip
@@ -107,6 +115,31 @@ class AddressBook:
             f"{server_uuid} after {_MAX_RACES} tries against concurrent allocations",
             network=self.spec.name,
         )
+
+    def _lowest_free_slot(self, conn: Connection) -> int | None:
+        """The lowest slot no server holds, found without reading every held slot.
+
+        It is the first slot of the subnet, or follows a held slot (a gap, found in
+        SQL), or follows a reserved one (the gateway's). The few lowest gaps are
+        enough: only reserved slots and the one past the end are not slots to give.
+        """
+        network = _addresses.c.network == self.spec.name
+        after = _addresses.c.slot + 1
+        held_next = _next.c.slot == after
+        gaps = conn.execute(
+            select(after)
+            .where(network & ~exists().where((_next.c.network == self.spec.name) & held_next))
+            .order_by(after)
+            .limit(len(self._reserved) + 2)
+        ).scalars()
+        starts = {self._slots[0]} | {r + 1 for r in self._reserved} if self._slots else set()
+        taken = set(
+            conn.execute(
+                select(_addresses.c.slot).where(network & _addresses.c.slot.in_(starts))
+            ).scalars()
+        )
+        candidates = {*gaps, *(starts - taken)} & self._allowed
+        return min(candidates, default=None)
 
     def _addresses_of(self, slot: int) -> tuple[str, str | None]:
         ipv6 = str(self._v6[slot]) if self._v6 is not None else None
