@@ -249,6 +249,14 @@ class ServerService:
         except AddressesExhausted as exc:
             self._finish(record.uuid, _BUILD_TASKS, status="ERROR", fault=exc.message)
             return
+        except Exception as exc:
+            log.exception("holding an address for server %s failed", record.uuid)
+            self._release_addresses(record.uuid)
+            self._finish(
+                record.uuid, _BUILD_TASKS, status="ERROR", fault=f"build failed: {_ADMIN_SEES}",
+                fault_detail=f"build failed: no address could be held: {exc}",
+            )  # fmt: skip
+            return
         spawned: dict[str, Any] = {}
 
         def spawn(claim: Claim) -> None:
