@@ -33,6 +33,13 @@ def test_create_wait_list_show_top_delete(served: Served) -> None:
     assert server["id"] in listed.stdout and "ACTIVE" in listed.stdout
     shown = served.run("server", "show", server["id"], "--json")
     assert json.loads(shown.stdout)["id"] == server["id"]
+    [(network, addresses)] = json.loads(shown.stdout)["addresses"].items()
+    v4, v6 = (a["addr"] for a in addresses)
+    networks = served.run("server", "list", "-f", "value", "-c", "Networks")
+    assert networks.stdout.split("\n")[0] == f"{network}={v4}, {v6}"
+    table = served.run("server", "show", server["id"])
+    assert table.exit_code == 0, table.output
+    assert f"addresses  {network}={v4}, {v6}" in re.sub(r" {2,}", "  ", table.stdout)
     top = served.run("power", "top", "--once")
     assert top.exit_code == 0, top.output
     assert server["id"] in top.stdout and "Watts" in top.stdout

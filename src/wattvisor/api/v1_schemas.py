@@ -150,6 +150,27 @@ class ServerCreate(_Request):
     )  # fmt: skip
 
 
+class ServerAddressOut(BaseModel):
+    """One address as Nova lists it under ``addresses.<network name>``."""
+
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
+
+    addr: str
+    version: Literal[4, 6]
+    mac_addr: str = Field(alias="OS-EXT-IPS-MAC:mac_addr")
+    type: Literal["fixed"] = Field(default="fixed", alias="OS-EXT-IPS:type")
+
+
+def addresses_by_network(record: ServerRecord) -> dict[str, list[ServerAddressOut]]:
+    """``{"<network name>": [{"addr", "version", "OS-EXT-IPS-MAC:mac_addr", ...}]}``."""
+    grouped: dict[str, list[ServerAddressOut]] = {}
+    for a in record.addresses:
+        grouped.setdefault(a.network, []).append(
+            ServerAddressOut(addr=a.address, version=4 if a.version == 4 else 6, mac_addr=a.mac)
+        )
+    return grouped
+
+
 class Server(BaseModel):
     id: str
     name: str
@@ -168,6 +189,11 @@ class Server(BaseModel):
     boot_volume_id: str | None = Field(
         default=None, description="the volume that is the root disk; null: booted from the image"
     )
+    addresses: dict[str, list[ServerAddressOut]] = Field(
+        default_factory=dict,
+        description="static addresses by network name, as Nova shows them; held from the "
+        "build until the delete, and reached on the guest's config drive",
+    )
     created_at: datetime
     updated_at: datetime
     host: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
@@ -180,7 +206,8 @@ class Server(BaseModel):
             id=record.uuid, name=record.name, project=record.project, user=record.user,
             flavor_id=record.flavor_id, image_id=record.image_id, status=record.status,
             task=record.task, fault=fault, power_metrics=record.power_metrics,
-            mount_tags=list(record.shares), created_at=record.created_at,
+            mount_tags=list(record.shares), addresses=addresses_by_network(record),
+            created_at=record.created_at,
             updated_at=record.updated_at, host=host_name, host_id=record.host_uuid,
             domain_name=record.domain_name, boot_volume_id=record.boot_volume_id,
         )  # fmt: skip

@@ -27,6 +27,7 @@ from wattvisor.cli.output import (
     FormatOption,
     JsonOption,
     Output,
+    OutputFormat,
     created,
     print_json,
     yes_no,
@@ -46,6 +47,7 @@ SERVER_COLUMNS = (
     Column("Task", "task"),
     Column("Flavor", "flavor_name"),
     Column("Image", "image_name"),
+    Column("Networks", "addresses"),
     Column("Power metrics", "power_metrics", text=yes_no),
     Column("Created", "created_at", text=created),
     Column("Flavor ID", "flavor_id", ident=True, default=False),
@@ -83,6 +85,17 @@ def with_names(
         elif key == "image_id":
             named["image_name"] = images.get(value, "")
     return named
+
+
+def networks_text(addresses: Any) -> str:
+    """``net=10.0.0.2, fd00::2`` per network (``; `` between networks), as Nova's CLI."""
+    if not isinstance(addresses, dict):
+        return ""
+    return "; ".join(
+        f"{network}={', '.join(str(a.get('addr', '')) for a in listed if isinstance(a, dict))}"
+        for network, listed in addresses.items()
+        if isinstance(listed, list)
+    )
 
 
 def _named(client: ApiClient, server: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +153,8 @@ def list_servers(
     with connect(url) as client:
         servers: list[dict[str, Any]] = client.call("GET", "/v1/servers")
         flavors, images = _catalog_names(client)
+    if output.fmt is not OutputFormat.json:
+        servers = [{**s, "addresses": networks_text(s.get("addresses"))} for s in servers]
     output.rows([with_names(s, flavors, images) for s in servers], SERVER_COLUMNS)
 
 
@@ -156,6 +171,8 @@ def show(
     with connect(url) as client:
         server = client.call("GET", f"/v1/servers/{resolve_server(client, server_id)}")
         server = _named(client, server)
+    if output.fmt is not OutputFormat.json and "addresses" in server:
+        server["addresses"] = networks_text(server["addresses"])
     output.record(server)
 
 

@@ -18,6 +18,7 @@ from typing import Protocol
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
 from wattvisor.host.console_log import ConsoleLog
 from wattvisor.host.driver import Inventory
+from wattvisor.host.networks import GuestNetwork
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,8 @@ class SpawnRequest:
     root_volume: VolumeAttachment | None = None
     """Boot from this volume: it is the root disk, and the image gives only the kernel
     (if any) and its properties."""
+    network: GuestNetwork | None = None
+    """The server's interface and static addresses; None: the server gets no interface."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from wattvisor.compute.guest_build import (
     GuestFiles,
     build_domain,
 )
+from wattvisor.compute.guest_network import server_interface
 from wattvisor.compute.hostclient import (
     HostFacts,
     InterfaceAttachment,
@@ -44,6 +45,7 @@ from wattvisor.host.console_log import ConsoleLog, read_console_log, rotate_cons
 from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostDriver, HostError
 from wattvisor.host.image_cache import ImageCache, ImageCacheError
 from wattvisor.host.instance_disks import InstanceDisks, prepare_instance_disks
+from wattvisor.host.networks import HostNetworks, NetworkError
 from wattvisor.host.shares import PreparedShare
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class LocalHostClient:
         self.volume_pool = f"{VOLUME_POOL_PREFIX}-{digest}"
         self._pool_lock = threading.Lock()
         self.image_cache = ImageCache(self.data_dir / "images")
+        self.networks = HostNetworks(driver.connection)
 
     # -- identity ------------------------------------------------------------------------
 
@@ -126,6 +129,7 @@ class LocalHostClient:
                     f"{self.driver.uri} has no share_local_fs directory configured"
                 )
             tags = tuple(share.mount_tag for share in prepared)
+            self._ensure_network(request)
             if self.sampler is not None and prepared:
                 self.sampler.prepare_guest_share(self._vm_record(request, prepared))
             drive = build_config_drive(
@@ -134,6 +138,7 @@ class LocalHostClient:
                     uuid=request.server_uuid, name=request.display_name,
                     project_id=request.project,
                     shares=tuple(ShareMeta(tag=t, purpose=POWER_METRICS_PURPOSE) for t in tags),
+                    network=request.network,
                 ),
             )  # fmt: skip
             disks = self._disks(request, instance_dir)
@@ -151,12 +156,15 @@ class LocalHostClient:
                 virt_type=self.driver.settings.virt_type,
                 machine=self.driver.settings.machine_type,
             )
+            if (nic := server_interface(request)) is not None:
+                domain.add_device(nic)
             self.driver.define(domain)
             defined = True
             state = self.driver.start(request.server_uuid)
             return SpawnResult(domain_name=name, share_tags=tags, state=state.state)
         except BaseException:
             self._cleanup(request, defined=defined, shares_prepared=shares_prepared)
+            self.networks.forget()  # the next spawn checks the network again
             raise
 
     def _disks(self, request: SpawnRequest, instance_dir: Path) -> InstanceDisks:
@@ -172,6 +180,16 @@ class LocalHostClient:
             )  # fmt: skip
         except (ImageCacheError, ValueError) as exc:
             raise HostError(f"server {request.server_uuid}: {exc}") from exc
+
+    def _ensure_network(self, request: SpawnRequest) -> None:
+        if request.network is None:
+            return
+        try:
+            self.networks.ensure(request.network.spec)
+        except NetworkError as exc:
+            raise HostError(
+                f"server {request.server_uuid} cannot be plugged into its network: {exc}"
+            ) from exc
 
     def _vm_record(self, request: SpawnRequest, prepared: list[PreparedShare]) -> VMRecord:
         return VMRecord(

@@ -60,6 +60,16 @@ class ImageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerAddress:
+    """One static address of a server on a network, with the MAC of its interface."""
+
+    network: str
+    version: int
+    address: str
+    mac: str
+
+
+@dataclass(frozen=True, slots=True)
 class ServerRecord:
     uuid: str
     name: str
@@ -80,6 +90,8 @@ class ServerRecord:
     """``fault`` in the host's own words (host names, paths, domains): for admins only."""
     boot_volume_id: str | None = None
     """The volume that is the server's root disk; None when it boots from its image."""
+    addresses: tuple[ServerAddress, ...] = ()
+    """Held from the build until the delete; IPv4 before IPv6."""
 
 
 @dataclass(frozen=True, slots=True)

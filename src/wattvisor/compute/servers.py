@@ -11,6 +11,7 @@ project's server looks exactly like a missing one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import uuid as uuidlib
@@ -35,6 +36,7 @@ from sqlalchemy import (
 )
 
 from wattvisor.auth import Principal, can_see_project, project_scope
+from wattvisor.compute.addresses import AddressBook, AddressesExhausted
 from wattvisor.compute.catalog import Catalog
 from wattvisor.compute.errors import (
     ComputeError,
@@ -71,6 +73,7 @@ from wattvisor.host.image_cache import (
     check_root_size,
     image_virtual_size,
 )
+from wattvisor.host.networks import GuestNetwork, NetworkSpec
 from wattvisor.scheduler import (
     Claim,
     Flavor,
@@ -85,13 +88,14 @@ from wattvisor.scheduler import (
 from wattvisor.scheduler.prefilters import SHARE_TRAIT
 from wattvisor.scheduler.validation import POWER_METRICS_FLAVOR_KEY
 from wattvisor.store import read_transaction, write_transaction
-from wattvisor.store.compute_tables import InterfaceRow, ServerRow, VolumeRow
+from wattvisor.store.compute_tables import InterfaceRow, ServerAddressRow, ServerRow, VolumeRow
 
 log = logging.getLogger(__name__)
 
 _servers = cast(Table, ServerRow.__table__)
 _volumes = cast(Table, VolumeRow.__table__)
 _interfaces = cast(Table, InterfaceRow.__table__)
+_server_addresses = cast(Table, ServerAddressRow.__table__)
 _BUILD_TASKS = ("scheduling", "spawning")
 
 
@@ -119,6 +123,7 @@ class ServerService:
         self.hosts = hosts
         self.scheduler = scheduler
         self.settings = settings
+        self.addresses = AddressBook(engine, NetworkSpec.from_settings(settings.host.network))
         self._pool = ThreadPoolExecutor(
             max_workers=settings.compute.workers, thread_name_prefix="wattvisor-compute"
         )
@@ -141,14 +146,21 @@ class ServerService:
         if not include_deleted:
             query = query.where(_servers.c.status != "DELETED")
         with read_transaction(self.engine) as conn:
-            return [_server(row) for row in conn.execute(query)]
+            records = [_server(row) for row in conn.execute(query)]
+        return self._with_addresses(records)
+
+    def _with_addresses(self, records: list[ServerRecord]) -> list[ServerRecord]:
+        held = self.addresses.of(r.uuid for r in records if r.status != "DELETED")
+        return [
+            dataclasses.replace(r, addresses=held[r.uuid]) if r.uuid in held else r for r in records
+        ]
 
     def get(self, principal: Principal, server_id: str) -> ServerRecord:
         """The server if ``principal`` may see it; NotFound otherwise (also for other projects)."""
         record = self._load(server_id)
         if record is None or not can_see_project(principal, record.project):
             raise NotFound(f"server {quoted(server_id)} does not exist", server_id=server_id)
-        return record
+        return self._with_addresses([record])[0]
 
     def get_live(self, principal: Principal, server_id: str) -> ServerRecord:
         """Like :meth:`get`, but a DELETED server is NotFound too: what belonged to it
@@ -371,6 +383,19 @@ class ServerService:
         current = self._load(record.uuid)
         if current is None or current.status != "BUILD" or current.task not in _BUILD_TASKS:
             return  # deleted before it was built: the delete that follows settles it
+        try:
+            network: GuestNetwork | None = self.addresses.allocate(record.uuid)
+        except AddressesExhausted as exc:
+            self._finish(record.uuid, _BUILD_TASKS, status="ERROR", fault=exc.message)
+            return
+        except Exception as exc:
+            log.exception("holding an address for server %s failed", record.uuid)
+            self._release_addresses(record.uuid)
+            self._finish(
+                record.uuid, _BUILD_TASKS, status="ERROR", fault=f"build failed: {_ADMIN_SEES}",
+                fault_detail=f"build failed: no address could be held: {exc}",
+            )  # fmt: skip
+            return
         spawned: dict[str, Any] = {}
 
         def spawn(claim: Claim) -> None:
@@ -395,6 +420,7 @@ class ServerService:
                         flavor=_spawn_flavor(flavor), image=_spawn_image(image),
                         power_metrics=record.power_metrics, created_at=record.created_at,
                         root_volume=root_volume,
+                        network=network,
                     )
                 )  # fmt: skip
             except Exception as exc:
@@ -413,9 +439,11 @@ class ServerService:
                 record.uuid, _BUILD_TASKS, status="ERROR", fault=_no_valid_host_fault(exc),
                 fault_detail=f"no valid host: {exc}",
             )  # fmt: skip
+            self._release_addresses(record.uuid)
             return
         except Exception as exc:
             log.exception("building server %s failed", record.uuid)
+            self._release_addresses(record.uuid)
             self._finish(
                 record.uuid, _BUILD_TASKS, status="ERROR", fault=f"build failed: {_ADMIN_SEES}",
                 fault_detail=f"build failed: {exc}",
@@ -426,6 +454,14 @@ class ServerService:
             record.uuid, _BUILD_TASKS, status="ACTIVE", fault=None, host_uuid=spawned["host"],
             domain_name=spawned["domain"], shares=spawned["shares"],
         )  # fmt: skip
+
+    def _release_addresses(self, server_uuid: str) -> None:
+        """A server that did not build keeps no address (a failure here is only logged:
+        the delete that follows releases them too)."""
+        try:
+            self.addresses.release(server_uuid)
+        except Exception:
+            log.exception("releasing the addresses of server %s failed", server_uuid)
 
     # ------------------------------------------------------------------ restart
 
@@ -466,6 +502,7 @@ class ServerService:
             except Exception as exc:
                 log.warning("cleaning up the interrupted build of %s: %s", record.uuid, exc)
         self.scheduler.release(Claim(record.uuid, record.host_uuid or "", "", {}, 0))
+        self._release_addresses(record.uuid)
         self._finish(
             record.uuid, _BUILD_TASKS, status="ERROR",
             fault="the build was interrupted by a restart of the controller; delete the "
@@ -615,6 +652,9 @@ class ServerService:
                 .values(status="available", server_uuid=None)
             )
             conn.execute(delete(_interfaces).where(_interfaces.c.server_uuid == server_uuid))
+            conn.execute(
+                delete(_server_addresses).where(_server_addresses.c.server_uuid == server_uuid)
+            )
             conn.execute(
                 update(_servers)
                 .where(_servers.c.uuid == server_uuid)

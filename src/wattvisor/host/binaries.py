@@ -71,11 +71,13 @@ BINARIES: tuple[Binary, ...] = (
     Binary("virtlogd", "libvirt-daemon", "host", "libvirtd starts no guest without it"),
     Binary(
         "iptables", "iptables", "host",
-        "libvirt networks (compute.interface_network) cannot start without it",
+        "libvirt networks (host.network mode nat, compute.interface_network) cannot start "
+        "without it",
         path="/usr/sbin/iptables",
     ),
     Binary(
-        "dnsmasq", "dnsmasq-base", "host", "libvirt networks serve DHCP with it",
+        "dnsmasq", "dnsmasq-base", "host",
+        "libvirt networks serve DNS (host.network nat and isolated) and DHCP with it",
         path="/usr/sbin/dnsmasq",
     ),
     Binary("busybox", "busybox-static", "image", "the built-in guest's userland",
@@ -95,6 +97,7 @@ BINARIES: tuple[Binary, ...] = (
            path="/usr/lib/postgresql/15/bin/postgres"),
     Binary("runuser", "util-linux", "tests", "runs PostgreSQL as its own user"),
     Binary("blkid", "util-linux", "tests", "checks the config drive's label"),
+    Binary("ip", "iproute2", "tests", "checks the gateway address on a network's bridge"),
     Binary("virt-admin", "libvirt-clients", "tests", "drops libvirt client connections"),
     Binary("cpio", "cpio", "tests", "reads back the initramfs archives"),
     Binary("gzip", "gzip", "tests", "unpacks the initramfs"),

@@ -24,6 +24,15 @@ image serves every test and the ready image of ``wattvisor up``:
   tag with virtiofs and print ``intel-rapl:0/energy_uj`` every ``wv.interval``
   seconds, forever. Without such a share it says so and idles.
 
+In every scenario, a guest with a network interface first configures it from the
+config drive's ``openstack/latest/network_data.json`` (static addresses, default
+routes; the interface is the one whose MAC the document names) and prints
+``WV-NET nic=... mac=... ipv4=<addr>/<prefix> ipv6=<addr>/<prefix>`` (or
+``WV-NET-FAILED``), then serves HTTP on port 9100 with busybox ``httpd``:
+``/metrics`` (redirected to ``/metrics/``) answers ``wv_guest_up 1`` in the
+Prometheus text format, ``/`` a short page naming the server; ``WV-HTTP port=9100``
+says it listens. A guest without an interface prints ``WV-NET-NONE``.
+
 In every scenario the guest powers off when asked through ACPI (the power
 button that libvirt's ``shutdown`` presses): busybox ``acpid`` runs
 ``/etc/acpi/PWRF/00000080``, which prints ``WV-POWER-BUTTON`` and powers off.
@@ -36,7 +45,7 @@ change: it is part of the image's cache key.
 
 from __future__ import annotations
 
-INIT_VERSION = 7
+INIT_VERSION = 8
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # wattvisor tiny guest init, version @INIT_VERSION@
@@ -136,6 +145,98 @@ if [ -n "$button" ] && acpid -c /etc/acpi -l /tmp/acpid.log; then
 else
     say "WV-ACPI-FAILED button=[$button]"
 fi
+
+# Static addresses from the config drive's network_data.json (OpenStack format).
+# Objects are split one per line at "{"; keys come in a fixed order on each line.
+mask_bits() {
+    echo "$1" | awk 'function pop(v, n) { n = 0; while (v > 0) { n += v % 2; v = int(v / 2) }
+        return n }
+        { n = 0; s = tolower($0)
+          if (index(s, ".")) { k = split(s, o, "."); for (i = 1; i <= k; i++) n += pop(o[i] + 0) }
+          else for (i = 1; i <= length(s); i++) {
+              d = index("0123456789abcdef", substr(s, i, 1)); if (d > 0) n += pop(d - 1) }
+          print n }'
+}
+json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" | head -n 1; }
+
+setup_network() {
+    nics=""
+    # insmod virtio_net probes the device at once; one short second look suffices.
+    for i in 1 2; do
+        nics=$(ls /sys/class/net | grep -v '^lo$')
+        [ -n "$nics" ] && break
+        sleep 0.2
+    done
+    ip link set lo up
+    if [ -z "$nics" ]; then
+        say "WV-NET-NONE"
+        return 1
+    fi
+    find_cdrom || return 1
+    out=$(mount -t iso9660 -o ro "$dev" /cdrom 2>&1)
+    if [ $? -ne 0 ]; then
+        say "WV-NET-FAILED error=[config drive not mounted: $(echo "$out" | oneline)]"
+        return 1
+    fi
+    flat=$(tr -d '\n\r\t ' < /cdrom/openstack/latest/network_data.json 2>/dev/null | tr '{' '\n')
+    umount /cdrom
+    mac=$(echo "$flat" | json_field ethernet_mac_address)
+    if [ -z "$mac" ]; then
+        say "WV-NET-FAILED error=[no link in network_data.json]"
+        return 1
+    fi
+    nic=""
+    for n in $nics; do
+        [ "$(cat /sys/class/net/$n/address)" = "$mac" ] && nic=$n
+    done
+    if [ -z "$nic" ]; then
+        say "WV-NET-FAILED error=[no interface has mac $mac; have: $(echo $nics)]"
+        return 1
+    fi
+    ip link set "$nic" up
+    shown=""
+    for family in ipv4 ipv6; do
+        line=$(echo "$flat" | grep "\"type\":\"$family\"" | head -n 1)
+        [ -z "$line" ] && continue
+        addr=$(echo "$line" | json_field ip_address)
+        prefix=$(mask_bits "$(echo "$line" | json_field netmask)")
+        if [ "$family" = ipv4 ]; then
+            anywhere='"network":"0.0.0.0"'; flag=-4; extra=""
+        else
+            anywhere='"network":"::"'; flag=-6; extra=nodad
+        fi
+        out=$(ip $flag addr add "$addr/$prefix" dev "$nic" $extra 2>&1 ||
+            ip $flag addr add "$addr/$prefix" dev "$nic" 2>&1)
+        if [ $? -ne 0 ]; then
+            say "WV-NET-FAILED $family=$addr/$prefix error=[$(echo "$out" | oneline)]"
+            continue
+        fi
+        gateway=$(echo "$flat" | grep "$anywhere" | json_field gateway)
+        [ -n "$gateway" ] && ip $flag route add default via "$gateway" dev "$nic" 2>/dev/null
+        shown="$shown $family=$addr/$prefix"
+    done
+    say "WV-NET nic=$nic mac=$mac$shown"
+}
+
+serve_http() {
+    mkdir -p /www/cgi-bin /www/metrics
+    uuid=$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)
+    printf '<html><body>wattvisor tiny guest %s</body></html>\n' "$uuid" > /www/index.html
+    # /metrics redirects to /metrics/, a directory without index.html: httpd runs index.cgi.
+    printf '%s\n' '#!/bin/sh' \
+        'printf "Content-Type: text/plain; version=0.0.4\r\n\r\n"' \
+        'echo "# HELP wv_guest_up 1 while the guest serves this page."' \
+        'echo "# TYPE wv_guest_up gauge"' \
+        'echo "wv_guest_up 1"' > /www/cgi-bin/index.cgi
+    chmod 0755 /www/cgi-bin/index.cgi
+    if out=$(httpd -p 9100 -h /www 2>&1); then
+        say "WV-HTTP port=9100"
+    else
+        say "WV-HTTP-FAILED error=[$(echo "$out" | oneline)]"
+    fi
+}
+
+setup_network && serve_http
 
 say "WV-READY scenario=$scenario"
 

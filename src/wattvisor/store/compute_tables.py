@@ -1,4 +1,5 @@
-"""Tables of the compute service: users, flavors, images, hosts, servers, volumes, interfaces.
+"""Tables of the compute service: users, flavors, images, hosts, servers, volumes, interfaces,
+server addresses.
 
 Only :mod:`wattvisor.compute` reads and writes them; it hands dataclasses, never rows,
 to the rest of the system. JSON columns hold small string maps (extra specs, image
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -138,3 +140,29 @@ class InterfaceRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
     __table_args__ = (Index("ix_interfaces_server", "server_uuid"),)
+
+
+class ServerAddressRow(Base):
+    """A server's place on a network: slot ``n`` is the subnet's ``n``-th address.
+
+    One row per server and network. ``slot`` picks the IPv4 address (and the IPv6
+    address at the same offset in its subnet); the primary key makes two servers
+    holding one address impossible, whichever controller allocates.
+    """
+
+    __tablename__ = "server_addresses"
+
+    network: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    server_uuid: Mapped[str] = mapped_column(
+        ForeignKey("servers.uuid", ondelete="CASCADE"), nullable=False
+    )
+    mac: Mapped[str] = mapped_column(String(17), nullable=False)
+    ipv4: Mapped[str] = mapped_column(String(15), nullable=False)
+    ipv6: Mapped[str | None] = mapped_column(String(39), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("network", "mac", name="uq_server_addresses_mac"),
+        Index("ix_server_addresses_server", "server_uuid"),
+    )
