@@ -33,6 +33,7 @@ from wattvisor.guest.xmlmodel import (
     StrProperty,
     ValueProperty,
     XMLObject,
+    YesNoProperty,
     built_node,
     insert_child,
     parse_xml,
@@ -107,6 +108,7 @@ class Features(XMLObject):
     acpi = FlagProperty("./acpi")
     apic = FlagProperty("./apic")
     pae = FlagProperty("./pae")
+    smm = FlagProperty("./smm")
     vmcoreinfo = FlagProperty("./vmcoreinfo")
 
     def __init__(self, names: Sequence[str] = ("acpi", "apic")) -> None:
@@ -283,6 +285,12 @@ class Domain(XMLObject):
     os_type = StrProperty("./os/type")
     arch = StrProperty("./os/type/@arch")
     machine = StrProperty("./os/type/@machine")
+    firmware = StrProperty("./os/@firmware")
+    loader = StrProperty("./os/loader")
+    loader_type = StrProperty("./os/loader/@type")
+    loader_readonly = YesNoProperty("./os/loader/@readonly")
+    loader_secure = YesNoProperty("./os/loader/@secure")
+    nvram = StrProperty("./os/nvram")
     kernel = StrProperty("./os/kernel")
     initrd = StrProperty("./os/initrd")
     cmdline = StrProperty("./os/cmdline")

@@ -33,9 +33,11 @@ from wattvisor.scheduler.image_property_names import (
     HW_PREFIX,
     HW_SYNONYMS,
     NOVA_HW_PROPERTIES,
-    POWER_METRICS_IMAGE_KEY,
     canonical_property_name,
     nearest_known_name,
+)
+from wattvisor.scheduler.image_property_names import (
+    POWER_METRICS_IMAGE_KEY as POWER_METRICS_IMAGE_KEY,
 )
 
 TRUE_SPELLINGS = frozenset({"1", "t", "true", "on", "y", "yes"})
