@@ -11,6 +11,11 @@ image serves every test and the ready image of ``wattvisor up``:
 - ``wv.scenario=idle``: sleep forever.
 - ``wv.scenario=cdrom wv.file=<path>``: mount the first ISO9660 cdrom read-only
   on /cdrom, list it and print ``wv.file`` from it, power off.
+- ``wv.scenario=devices`` (optionally ``wv.block=<name>``): what hardware the guest
+  sees: one ``WV-PCI`` line per PCI function (``vendor:device`` and class, from
+  /sys/bus/pci/devices), then ``WV-BLOCK`` (/sys/block) and ``WV-NET``
+  (/sys/class/net), power off. With ``wv.block`` it first waits up to 10 s for that
+  block device (SCSI and USB disks appear after a bus scan).
 - ``wv.scenario=poweroff``: power off right after booting (a guest stopping by
   itself while the host acts on it).
 - ``wv.scenario=metrics`` (optionally ``wv.interval``): what a wattvisor server with
@@ -31,7 +36,7 @@ change: it is part of the image's cache key.
 
 from __future__ import annotations
 
-INIT_VERSION = 6
+INIT_VERSION = 7
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # wattvisor tiny guest init, version @INIT_VERSION@
@@ -67,6 +72,7 @@ tag=$(param wv.tag "")
 file=$(param wv.file value)
 pause=$(param wv.pause 3)
 interval=$(param wv.interval 5)
+block=$(param wv.block "")
 
 say "WV-BOOT kernel=$(uname -r) init=@INIT_VERSION@"
 
@@ -160,6 +166,21 @@ case "$scenario" in
     poweroff)
         finish
         ;;
+    devices)
+        if [ -n "$block" ]; then
+            for i in $(seq 1 50); do
+                [ -e "/sys/block/$block" ] && break
+                sleep 0.2
+            done
+        fi
+        for d in /sys/bus/pci/devices/*; do
+            id="$(sed 's/^0x//' "$d/vendor"):$(sed 's/^0x//' "$d/device")"
+            say "WV-PCI slot=${d##*/} id=$id class=$(sed 's/^0x//' "$d/class")"
+        done
+        say "WV-BLOCK [$(ls /sys/block | oneline)]"
+        say "WV-NET [$(ls /sys/class/net | oneline)]"
+        finish
+        ;;
     idle)
         say "WV-IDLE"
         while :; do sleep 3600; done
@@ -221,7 +242,7 @@ case "$scenario" in
         while :; do sleep 3600; done
         ;;
     *)
-        accepted="share busy idle cdrom metrics poweroff"
+        accepted="share busy idle cdrom metrics devices poweroff"
         say "WV-ERROR unknown wv.scenario=[$scenario]; accepted: $accepted"
         finish
         ;;
