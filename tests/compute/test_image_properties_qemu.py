@@ -226,3 +226,50 @@ def test_property_the_host_lacks_is_refused_and_nothing_is_left(
     with pytest.raises(libvirt.libvirtError):
         libvirt_system.lookupByName(request.domain_name)
     assert not (client.instances_dir / request.server_uuid).exists()
+
+
+def test_uefi_guest_boots_with_ovmf_and_its_nvram_goes_with_it(
+    client: LocalHostClient,
+    libvirt_system: libvirt.virConnect,
+    guest_image: GuestImage,
+    root_image: Path,
+) -> None:
+    request = _request(guest_image, root_image, {"hw_firmware_type": "uefi"})
+    console = client.instances_dir / request.server_uuid / "console.log"
+    try:
+        client.spawn(request)
+        xml = libvirt_system.lookupByName(request.domain_name).XMLDesc(0)
+        wait_for_marker(console, "WV-DONE scenario=devices", timeout_s=240)
+    finally:
+        client.delete(request.server_uuid, request.domain_name)
+    assert re.search(r"<loader [^>]*type='pflash'[^>]*>/usr/share/OVMF/", xml), xml
+    assert "secure='yes'" not in xml
+    nvram = re.search(r"<nvram[^>]*>([^<]+)</nvram>", xml)
+    assert nvram is not None, xml
+    assert not Path(nvram.group(1)).exists()
+
+
+def test_required_secure_boot_gets_a_secure_boot_ovmf_with_smm(
+    client: LocalHostClient,
+    libvirt_system: libvirt.virConnect,
+    guest_image: GuestImage,
+    root_image: Path,
+) -> None:
+    # Defined and started, not booted: under TCG, OVMF 2022.11's secure-boot build stops
+    # with a #GP exception before the kernel with direct kernel boot.
+    properties = {
+        "hw_firmware_type": "uefi",
+        "os_secure_boot": "required",
+        "hw_machine_type": "q35",
+    }
+    request = _request(guest_image, root_image, properties)
+    try:
+        client.spawn(request)
+        xml = libvirt_system.lookupByName(request.domain_name).XMLDesc(0)
+    finally:
+        client.delete(request.server_uuid, request.domain_name)
+    loader = re.search(r"<loader ([^>]*)>([^<]+)</loader>", xml)
+    assert loader is not None, xml
+    assert "secure='yes'" in loader.group(1)
+    assert re.search(r"OVMF_CODE[^/]*\.(ms|secboot)\.fd$", loader.group(2)), loader.group(2)
+    assert "<smm state='on'/>" in xml
