@@ -222,9 +222,18 @@ def test_usbtablet_pointer_adds_a_usb_tablet() -> None:
     assert isinstance(tablet, Input) and (tablet.type, tablet.bus) == ("tablet", "usb")
 
 
-def test_windows_os_type_keeps_the_clock_in_local_time() -> None:
-    assert _build({"os_type": "windows"}).clock_offset == "localtime"
-    assert _build({"os_type": "linux"}).clock_offset == "utc"
+def test_windows_os_type_keeps_the_clock_in_local_time_with_hyperv_enlightenments() -> None:
+    windows = _build({"os_type": "windows"})
+    assert windows.clock_offset == "localtime"
+    features = windows.features
+    assert features is not None
+    assert (features.hyperv_relaxed, features.hyperv_vapic, features.hyperv_spinlocks) == (
+        True, True, True,
+    )  # fmt: skip
+    assert features.hyperv_spinlock_retries == 8191
+    linux = _build({"os_type": "linux"})
+    assert linux.clock_offset == "utc"
+    assert linux.element.find("features/hyperv") is None
 
 
 @pytest.mark.parametrize(

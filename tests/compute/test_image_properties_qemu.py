@@ -273,3 +273,30 @@ def test_required_secure_boot_gets_a_secure_boot_ovmf_with_smm(
     assert "secure='yes'" in loader.group(1)
     assert re.search(r"OVMF_CODE[^/]*\.(ms|secboot)\.fd$", loader.group(2)), loader.group(2)
     assert "<smm state='on'/>" in xml
+
+
+def test_rng_guest_agent_tablet_and_windows_shape_start_and_the_guest_sees_them(
+    client: LocalHostClient,
+    libvirt_system: libvirt.virConnect,
+    guest_image: GuestImage,
+    root_image: Path,
+) -> None:
+    properties = {
+        "hw_rng_model": "virtio", "hw_qemu_guest_agent": "yes",
+        "hw_pointer_model": "usbtablet", "os_type": "windows",
+    }  # fmt: skip
+    request = _request(guest_image, root_image, properties)
+    console = client.instances_dir / request.server_uuid / "console.log"
+    try:
+        client.spawn(request)
+        xml = libvirt_system.lookupByName(request.domain_name).XMLDesc(0)
+        wait_for_marker(console, "WV-DONE scenario=devices", timeout_s=120)
+        text = read_console(console)
+    finally:
+        client.delete(request.server_uuid, request.domain_name)
+    ids = re.findall(r"WV-PCI slot=\S+ id=(\S+)", text)
+    assert {"1af4:1005", "1af4:1044"} & set(ids), ids  # virtio-rng
+    assert {"1af4:1003", "1af4:1043"} & set(ids), ids  # virtio-serial of the agent channel
+    assert "name='org.qemu.guest_agent.0'" in xml
+    assert "<input type='tablet' bus='usb'>" in xml
+    assert "<relaxed state='on'/>" in xml

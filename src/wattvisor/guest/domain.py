@@ -103,12 +103,22 @@ class Features(XMLObject):
             "pvspinlock", "pmu", "vmport", "gic", "smm", "ioapic", "hpt", "vmcoreinfo", "htm",
             "nested-hv", "msrs", "ccf-assist", "cfpc", "sbbc", "ibs", "tcg",
         ),
+        "hyperv": (
+            "relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "stimer", "reset",
+            "vendor_id", "frequencies", "reenlightenment", "tlbflush", "ipi", "evmcs", "avic",
+            "emsr_bitmap", "xmm_input",
+        ),
     }  # fmt: skip
 
     acpi = FlagProperty("./acpi")
     apic = FlagProperty("./apic")
     pae = FlagProperty("./pae")
     smm = FlagProperty("./smm")
+    # Hyper-V enlightenments Windows guests use (Nova turns these on for os_type=windows).
+    hyperv_relaxed = YesNoProperty("./hyperv/relaxed/@state", true="on", false="off")
+    hyperv_vapic = YesNoProperty("./hyperv/vapic/@state", true="on", false="off")
+    hyperv_spinlocks = YesNoProperty("./hyperv/spinlocks/@state", true="on", false="off")
+    hyperv_spinlock_retries = IntProperty("./hyperv/spinlocks/@retries")
     vmcoreinfo = FlagProperty("./vmcoreinfo")
 
     def __init__(self, names: Sequence[str] = ("acpi", "apic")) -> None:
