@@ -151,3 +151,26 @@ def test_flavor_and_image_secure_boot_that_disagree_are_refused() -> None:
         {"os:secure_boot": "disabled"}, {"os_secure_boot": "required", "hw_firmware_type": "uefi"}
     )
     assert any("disagree" in str(p) for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "trait"),
+    [
+        ("hw_disk_bus", "sata", "COMPUTE_STORAGE_BUS_SATA"),
+        ("hw_cdrom_bus", "scsi", "COMPUTE_STORAGE_BUS_SCSI"),
+        ("hw_vif_model", "e1000", "COMPUTE_NET_VIF_MODEL_E1000"),
+        ("hw_video_model", "qxl", "COMPUTE_GRAPHICS_MODEL_QXL"),
+        ("hw_architecture", "x86_64", "HW_ARCH_X86_64"),
+    ],
+)
+def test_every_applied_property_with_a_trait_requires_it(key: str, value: str, trait: str) -> None:
+    assert key in APPLIED_HW_PROPERTIES
+    spec = run_prefilters(_spec({}, {key: value}), SchedulerSettings())
+    assert trait in spec.required
+
+
+def test_applied_properties_with_traits_are_exactly_the_prefilters() -> None:
+    with_traits = {k for k in APPLIED_HW_PROPERTIES if k in TRAIT_PROPERTIES}
+    assert with_traits == {
+        "hw_disk_bus", "hw_cdrom_bus", "hw_vif_model", "hw_video_model", "hw_architecture",
+    }  # fmt: skip
