@@ -31,6 +31,7 @@ What each property does (as Nova's libvirt driver):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -59,6 +60,8 @@ from wattvisor.scheduler.validation import (
     parse_bool,
     property_value,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_VIF_MODEL = "virtio"
 DEFAULT_DISK_BUS = "virtio"
@@ -383,6 +386,10 @@ def fetch_guest_support(
                 g.arch for g in driver.capabilities().guests if set(g.domain_types) & set(usable)
             )
             raise _refusal(shape, "hw_architecture", arch, _listed(arches_ok)) from exc
+        if not shape.asked:
+            # Nothing was asked of the hardware: libvirt itself judges the definition.
+            log.warning("no domain capabilities for %s/%s: %s", arch, machine, message)
+            return None
         raise HostError(
             f"cannot read the domain capabilities of {arch}/{machine}: {message}"
         ) from exc
@@ -391,12 +398,17 @@ def fetch_guest_support(
 
 
 def _host_machines(driver: HostDriver, arch: str) -> frozenset[str]:
-    """Machine type names (and their aliases such as ``pc``) the host offers for ``arch``."""
+    """The machine types the host offers for ``arch``, shown by their short names
+    (``pc``, ``q35``) and what they stand for (``pc-q35-7.2``); every versioned one
+    when the emulator has no short names."""
     root = etree.fromstring(str(driver.connection.call(lambda c: c.getCapabilities())).encode())
-    names: set[str] = set()
+    every: set[str] = set()
+    short: set[str] = set()
     for machine in root.iterfind(f"guest/arch[@name='{arch}']/machine"):
-        names.add((machine.text or "").strip())
+        name = (machine.text or "").strip()
+        every.add(name)
         if machine.get("canonical"):
-            names.add(machine.get("canonical", ""))
-    names.discard("")
-    return frozenset(names)
+            short.update((name, machine.get("canonical", "")))
+    chosen = short or every
+    chosen.discard("")
+    return frozenset(chosen)
