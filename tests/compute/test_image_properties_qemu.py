@@ -300,3 +300,24 @@ def test_rng_guest_agent_tablet_and_windows_shape_start_and_the_guest_sees_them(
     assert "name='org.qemu.guest_agent.0'" in xml
     assert "<input type='tablet' bus='usb'>" in xml
     assert "<relaxed state='on'/>" in xml
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        {"hw_cdrom_bus": "usb"},
+        {"hw_cdrom_bus": "scsi"},
+        {"hw_disk_bus": "fdc"},
+        {"hw_disk_bus": "usb"},
+        {"hw_disk_bus": "ide", "hw_cdrom_bus": "ide"},
+        {"hw_machine_type": "q35", "hw_disk_bus": "sata"},
+    ],
+)
+def test_every_accepted_bus_starts_on_this_host(
+    client: LocalHostClient, guest_image: GuestImage, root_image: Path, properties: dict[str, str]
+) -> None:
+    request = _request(guest_image, root_image, properties)
+    try:
+        assert client.spawn(request).state == "running"
+    finally:
+        client.delete(request.server_uuid, request.domain_name)
