@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -14,21 +15,24 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from compute.principals import ADMIN, ALICE
 from support.guest_domains import (
     destroy_and_undefine,
     read_console,
     unique_domain_name,
     wait_for_marker,
 )
-from wattvisor.compute import LocalHostClient
+from wattvisor.compute import Compute, LocalHostClient
 from wattvisor.compute.guest_build import GuestFiles, build_domain
 from wattvisor.compute.hostclient import SpawnFlavor, SpawnImage, SpawnRequest
 from wattvisor.compute.image_properties import vif_model_for
-from wattvisor.config import HostSettings
-from wattvisor.guest import Interface, make_alias
+from wattvisor.config import HostSettings, load_settings
+from wattvisor.guest import Domain, Interface, Video, make_alias
 from wattvisor.host.configdrive import CONFIG_DRIVE_ALIAS
 from wattvisor.host.driver import HostDriver, HostError
 from wattvisor.images import GuestImage
+from wattvisor.placement import Placement
+from wattvisor.store import make_engine, migrate
 
 pytestmark = [pytest.mark.libvirtd, pytest.mark.guest]
 
@@ -321,3 +325,55 @@ def test_every_accepted_bus_starts_on_this_host(
         assert client.spawn(request).state == "running"
     finally:
         client.delete(request.server_uuid, request.domain_name)
+
+
+@pytest.fixture
+def compute(
+    libvirt_system: libvirt.virConnect, guest_image: GuestImage, world_readable_tmp: Path
+) -> Iterator[Compute]:
+    settings = load_settings(
+        data_dir=world_readable_tmp / "data",
+        host={"libvirt_uri": "qemu:///system", "virt_type": "qemu",
+              "instance_name_template": f"wvtest-{secrets.token_hex(5)}-%04x"},
+        compute={"stop_timeout_s": 1},
+    )  # fmt: skip
+    engine = make_engine(settings.store_url)
+    migrate(engine)
+    service = Compute.build(engine, Placement(engine), settings)
+    driver = HostDriver(settings.host, settings.data_dir, uri="qemu:///system")
+    service.hosts.add(LocalHostClient(driver), name="qemu-host", local=True)
+    service.ensure_default_flavors()
+    try:
+        yield service
+    finally:
+        for server in service.servers.list_all(ADMIN):
+            service.servers.delete(ADMIN, server.uuid)
+            service.servers.wait(server.uuid, 60)
+            if server.domain_name:
+                with contextlib.suppress(libvirt.libvirtError):
+                    destroy_and_undefine(libvirt_system.lookupByName(server.domain_name))
+        service.close()
+        engine.dispose()
+
+
+def test_server_of_an_image_gets_its_video_model_and_its_nics_get_its_vif_model(
+    compute: Compute, guest_image: GuestImage, libvirt_system: libvirt.virConnect
+) -> None:
+    compute.catalog.create_image(
+        "e1000-qxl", kernel_path=str(guest_image.kernel), initrd_path=str(guest_image.initrd),
+        cmdline=guest_image.cmdline("idle"),
+        properties={"hw_vif_model": "e1000", "hw_video_model": "qxl"},
+    )  # fmt: skip
+    server = compute.servers.create(ALICE, "shaped", "tiny", "e1000-qxl")
+    compute.servers.wait(server.uuid, 60)
+    active = compute.servers.get(ALICE, server.uuid)
+    assert active.status == "ACTIVE", active.fault
+    port = compute.devices.attach_interface(ALICE, server.uuid)
+    assert port.model == "e1000"
+    live = Domain.parse(libvirt_system.lookupByName(active.domain_name or "").XMLDesc(0))
+    nic = live.find_device(alias=port.alias)
+    assert isinstance(nic, Interface) and nic.model == "e1000"
+    assert [v.model for v in live.devices.of_type(Video)] == ["qxl"]
+    # A model given explicitly still wins over the image's.
+    other = compute.devices.attach_interface(ALICE, server.uuid, "rtl8139")
+    assert other.model == "rtl8139"
