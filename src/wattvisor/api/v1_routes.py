@@ -335,7 +335,7 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         server_id: str, principal: Member, body: InterfaceCreate | None = None
     ) -> JSONResponse:
         """A new NIC (generated MAC, alias ``ua-<port id>``) on the configured network."""
-        model = body.model if body is not None else "virtio"
+        model = body.model if body is not None else None
         record = devices.attach_interface(principal, server_id, model)
         return respond(principal, Interface.of(record), 201)
 

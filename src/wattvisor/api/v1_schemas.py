@@ -258,7 +258,9 @@ class Volume(BaseModel):
 
 
 class InterfaceCreate(_Request):
-    model: Literal["virtio", "e1000", "e1000e", "rtl8139"] = "virtio"
+    model: Literal["virtio", "e1000", "e1000e", "rtl8139"] | None = Field(
+        default=None, description="default: the image's hw_vif_model, else virtio"
+    )
 
 
 class Interface(BaseModel):

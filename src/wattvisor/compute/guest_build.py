@@ -13,6 +13,7 @@ from pathlib import Path
 
 from wattvisor import __version__
 from wattvisor.compute.hostclient import SpawnRequest
+from wattvisor.compute.image_properties import apply_guest_shape, guest_shape
 from wattvisor.guest import (
     Disk,
     Domain,
@@ -143,4 +144,7 @@ def build_domain(
     console = Serial(type="file", source_path=str(files.console_log))
     console.source_append = True
     domain.add_device(console)
+    # The image's hw_* properties (disk and cdrom bus, NIC and video model, firmware...).
+    shape = guest_shape(request.image.properties, request.flavor.extra_specs)
+    apply_guest_shape(domain, shape, root_disk_alias=ROOT_DISK_ALIAS)
     return domain

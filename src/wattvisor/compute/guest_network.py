@@ -8,17 +8,19 @@ its source all come from the spawn request.
 from __future__ import annotations
 
 from wattvisor.compute.hostclient import SpawnImage, SpawnRequest
+from wattvisor.compute.image_properties import DEFAULT_VIF_MODEL as DEFAULT_VIF_MODEL
+from wattvisor.compute.image_properties import vif_model_for
 from wattvisor.guest import Interface, make_alias
 
 SERVER_NIC_ALIAS = make_alias("server-nic")
 """The alias of the interface a server is built with (attached ports carry ``ua-<port id>``)."""
-DEFAULT_VIF_MODEL = "virtio"
+
 """Nova's default NIC model on KVM/QEMU when the image names none."""
 
 
 def vif_model(image: SpawnImage) -> str:
     """The NIC model the image asks for with ``hw_vif_model`` (validated when scheduled)."""
-    return image.properties.get("hw_vif_model", DEFAULT_VIF_MODEL)
+    return vif_model_for(image.properties)
 
 
 def server_interface(request: SpawnRequest) -> Interface | None:

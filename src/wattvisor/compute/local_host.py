@@ -35,10 +35,11 @@ from wattvisor.compute.hostclient import (
     SpawnResult,
     VolumeAttachment,
 )
+from wattvisor.compute.image_properties import check_host_support, fetch_guest_support, guest_shape
 from wattvisor.energy import EnergySampler
 from wattvisor.energy.inventory import VMRecord
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
-from wattvisor.guest import Disk, Interface, ShareMeta, make_alias
+from wattvisor.guest import Disk, Domain, Interface, ShareMeta, make_alias
 from wattvisor.host.configdrive import ConfigDriveMetadata, build_config_drive
 from wattvisor.host.connection import libvirt_error_summary
 from wattvisor.host.console_log import ConsoleLog, read_console_log, rotate_console_log
@@ -158,6 +159,7 @@ class LocalHostClient:
             )
             if (nic := server_interface(request)) is not None:
                 domain.add_device(nic)
+            self._check_guest_support(request, domain)
             self.driver.define(domain)
             defined = True
             state = self.driver.start(request.server_uuid)
@@ -190,6 +192,14 @@ class LocalHostClient:
             raise HostError(
                 f"server {request.server_uuid} cannot be plugged into its network: {exc}"
             ) from exc
+
+    def _check_guest_support(self, request: SpawnRequest, domain: Domain) -> None:
+        """The late check: what the image asks of the guest, held against this host's
+        domain capabilities before anything is defined (raises HostError naming it)."""
+        shape = guest_shape(request.image.properties, request.flavor.extra_specs)
+        support = fetch_guest_support(self.driver, domain, shape)
+        if support is not None:
+            check_host_support(domain, shape, support)
 
     def _vm_record(self, request: SpawnRequest, prepared: list[PreparedShare]) -> VMRecord:
         return VMRecord(

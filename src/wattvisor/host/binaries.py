@@ -39,11 +39,14 @@ class Binary:
     role: Role
     purpose: str
     path: str | None = None
+    # False for a file a program loads rather than runs (firmware): readable is enough.
+    executable: bool = True
 
     def location(self) -> str | None:
         """Where the program is on this machine, or None when it is missing."""
         if self.path is not None:
-            return self.path if os.access(self.path, os.X_OK) else None
+            mode = os.X_OK if self.executable else os.R_OK
+            return self.path if os.access(self.path, mode) else None
         return shutil.which(self.name) or shutil.which(self.name, path="/usr/sbin:/sbin")
 
     def missing_message(self) -> str:
@@ -68,6 +71,11 @@ BINARIES: tuple[Binary, ...] = (
         path="/usr/lib/qemu/virtiofsd",
     ),
     Binary("libvirtd", "libvirt-daemon", "host", "the libvirt daemon behind qemu:///system"),
+    Binary(
+        "OVMF_CODE_4M.fd", "ovmf", "host",
+        "UEFI firmware QEMU loads for hw_firmware_type=uefi guests (libvirt picks it)",
+        path="/usr/share/OVMF/OVMF_CODE_4M.fd", executable=False,
+    ),
     Binary("virtlogd", "libvirt-daemon", "host", "libvirtd starts no guest without it"),
     Binary(
         "iptables", "iptables", "host",

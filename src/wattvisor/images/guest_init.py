@@ -16,6 +16,11 @@ image serves every test and the ready image of ``wattvisor up``:
   ``ephemeral0`` and ``swap`` (``WV-LABELS``), turn that swap on (``WV-SWAPON``),
   print the printable bytes at the start of
   ``/dev/<wv.file>`` (``WV-DISK-HEAD``), then idle.
+- ``wv.scenario=devices`` (optionally ``wv.block=<name>``): what hardware the guest
+  sees: one ``WV-PCI`` line per PCI function (``vendor:device`` and class, from
+  /sys/bus/pci/devices), then ``WV-BLOCK`` (/sys/block) and ``WV-NETDEVS``
+  (/sys/class/net), power off. With ``wv.block`` it first waits up to 10 s for that
+  block device (SCSI and USB disks appear after a bus scan).
 - ``wv.scenario=poweroff``: power off right after booting (a guest stopping by
   itself while the host acts on it).
 - ``wv.scenario=metrics`` (optionally ``wv.interval``): what a wattvisor server with
@@ -45,7 +50,7 @@ change: it is part of the image's cache key.
 
 from __future__ import annotations
 
-INIT_VERSION = 8
+INIT_VERSION = 9
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # wattvisor tiny guest init, version @INIT_VERSION@
@@ -81,6 +86,7 @@ tag=$(param wv.tag "")
 file=$(param wv.file value)
 pause=$(param wv.pause 3)
 interval=$(param wv.interval 5)
+block=$(param wv.block "")
 
 say "WV-BOOT kernel=$(uname -r) init=@INIT_VERSION@"
 
@@ -266,6 +272,21 @@ case "$scenario" in
     poweroff)
         finish
         ;;
+    devices)
+        if [ -n "$block" ]; then
+            for i in $(seq 1 50); do
+                [ -e "/sys/block/$block" ] && break
+                sleep 0.2
+            done
+        fi
+        for d in /sys/bus/pci/devices/*; do
+            id="$(sed 's/^0x//' "$d/vendor"):$(sed 's/^0x//' "$d/device")"
+            say "WV-PCI slot=${d##*/} id=$id class=$(sed 's/^0x//' "$d/class")"
+        done
+        say "WV-BLOCK [$(ls /sys/block | oneline)]"
+        say "WV-NETDEVS [$(ls /sys/class/net | oneline)]"
+        finish
+        ;;
     idle)
         say "WV-IDLE"
         while :; do sleep 3600; done
@@ -349,7 +370,7 @@ case "$scenario" in
         while :; do sleep 3600; done
         ;;
     *)
-        accepted="share busy idle cdrom metrics poweroff disks"
+        accepted="share busy idle cdrom metrics devices poweroff disks"
         say "WV-ERROR unknown wv.scenario=[$scenario]; accepted: $accepted"
         finish
         ;;
