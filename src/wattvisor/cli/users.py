@@ -22,7 +22,9 @@ from wattvisor.cli.output import (
 user_app = typer.Typer(help="Users and their public keys (admin).", no_args_is_help=True)
 USER_COLUMNS = (
     Column("Name", "name", ident=True),
+    Column("UUID", "uuid", ident=True),
     Column("Project", "project", ident=True),
+    Column("Project UUID", "project_uuid", ident=True),
     Column("Role", "role"),
     Column("Created", "created_at", text=created),
     Column("Public key", "public_key", ident=True, default=False),

@@ -47,8 +47,9 @@ from wattvisor.compute.hostclient import (
     SpawnRequest,
 )
 from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.identities import IdentityStore
 from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
-from wattvisor.compute.names import quoted, require_printable
+from wattvisor.compute.names import check_server_name, quoted
 from wattvisor.compute.records import (
     FlavorRecord,
     ImageRecord,
@@ -109,12 +110,15 @@ class ServerService:
         self.hosts = hosts
         self.scheduler = scheduler
         self.settings = settings
+        self.identities = IdentityStore(engine)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.compute.workers, thread_name_prefix="wattvisor-compute"
         )
         self._locks = KeyedLocks()
         self._locks_guard = threading.Lock()
         self._pending: dict[str, Future[None]] = {}
+        self.task_resumers: dict[str, Callable[[ServerRecord], None]] = {}
+        """How :meth:`recover` carries on a task other services give servers, by task name."""
 
     # ------------------------------------------------------------------ reading
 
@@ -166,9 +170,7 @@ class ServerService:
         power_metrics: bool | None = None,
     ) -> ServerRecord:
         """Check the request, record the server as BUILD and hand it to a worker."""
-        if not isinstance(name, str) or not name.strip() or len(name) > 255:
-            raise InvalidRequest(f"server name {name!r} must be 1-255 characters", name=name)
-        require_printable("server name", name)
+        check_server_name(name)
         flavor_record = self.catalog.flavor(flavor)
         image_record = self.catalog.image(image)
         spec = self._request_spec(principal, flavor_record, image_record, power_metrics)
@@ -233,6 +235,8 @@ class ServerService:
         if current is None or current.status != "BUILD" or current.task not in _BUILD_TASKS:
             return  # deleted before it was built: the delete that follows settles it
         spawned: dict[str, Any] = {}
+        owner = self.identities.owner(record.user, record.project)
+        display_name = current.name  # a rename while it waited for its turn counts
 
         def spawn(claim: Claim) -> None:
             def spawning(conn: Connection, domain_name: str) -> None:
@@ -250,10 +254,11 @@ class ServerService:
                 domain_name = self.hosts.allocate_domain_name(claim.provider_uuid, spawning)
                 result = client.spawn(
                     SpawnRequest(
-                        server_uuid=record.uuid, display_name=record.name,
+                        server_uuid=record.uuid, display_name=display_name,
                         domain_name=domain_name, project=record.project, user=record.user,
                         flavor=_spawn_flavor(flavor), image=_spawn_image(image),
                         power_metrics=record.power_metrics, created_at=record.created_at,
+                        user_uuid=owner.user_uuid, project_uuid=owner.project_uuid,
                     )
                 )  # fmt: skip
             except Exception as exc:
@@ -316,6 +321,9 @@ class ServerService:
                 action = "stop" if record.task == "stopping" else "start"
                 self._submit(record.uuid, partial(self._power, record.uuid, action))
                 notes.append(f"server {record.uuid}: {action} again after a restart")
+            elif record.task in self.task_resumers:
+                self._submit(record.uuid, partial(self.task_resumers[record.task], record))
+                notes.append(f"server {record.uuid}: {record.task} again after a restart")
         return notes
 
     def _abandon_build(self, record: ServerRecord) -> None:
