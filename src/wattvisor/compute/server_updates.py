@@ -146,25 +146,26 @@ class ServerUpdates:
         problems = self._misfits(spec, host_uuid, held)
         if problems:
             raise _no_room(new, server_id, problems)
-        lock = self.servers.lock_for(record.uuid)
-        if not lock.acquire(timeout=LOCK_WAIT_S):
-            raise self._busy(record, "resize")
+        # No lock: the task is claimed by one conditional UPDATE, and the claim moves only
+        # if the consumer is still at the generation read just before (a delete that took
+        # over and released it meanwhile makes the move fail, not resurrect the claim).
+        if not self.servers._claim_task(record.uuid, RESIZE_TASK, statuses=RESIZABLE):
+            raise self.servers._conflict(principal, server_id, RESIZABLE, "resize")
         try:
-            if not self.servers._claim_task(record.uuid, RESIZE_TASK, statuses=RESIZABLE):
-                raise self.servers._conflict(principal, server_id, RESIZABLE, "resize")
-            try:
-                self._move_claim(record, {host_uuid: resources})
-            except (CapacityExceeded, ConcurrentUpdate, ConsumerConflict) as exc:
-                self.servers._finish(record.uuid, (RESIZE_TASK,))
-                problems = self._misfits(spec, host_uuid, self._held(record.uuid))
-                raise _no_room(new, server_id, problems or [f"placement refused: {exc}"]) from exc
-            except BaseException:
-                self.servers._finish(record.uuid, (RESIZE_TASK,))
-                raise
-            self._set_flavor(record.uuid, new.id)
-            accepted = self.servers.get(principal, server_id)
-        finally:
-            lock.release()
+            self._move_claim(record, {host_uuid: resources})
+        except (CapacityExceeded, ConcurrentUpdate, ConsumerConflict) as exc:
+            self.servers._finish(record.uuid, (RESIZE_TASK,))
+            problems = self._misfits(spec, host_uuid, self._held(record.uuid))
+            raise _no_room(
+                new,
+                server_id,
+                problems or ["its host's free capacity changed meanwhile; try again"],
+            ) from exc
+        except BaseException:
+            self.servers._finish(record.uuid, (RESIZE_TASK,))
+            raise
+        self._set_flavor(record.uuid, new.id)
+        accepted = self.servers.get(principal, server_id)
         before = _Before(flavor_id=record.flavor_id, resources=held)
         self.servers._submit(record.uuid, lambda: self._on_host(record.uuid, new, before))
         return accepted
@@ -223,11 +224,13 @@ class ServerUpdates:
         """Replace everything the server holds with ``allocations`` in one placement call,
         checked against the consumer generation read just before."""
         current = self.placement.get_allocations(record.uuid)
+        if not current.allocations:
+            raise ConsumerConflict(f"server {record.uuid} holds no claim (deleted meanwhile?)")
         self.placement.set_allocations(
             record.uuid, allocations,
             project_id=current.project_id or record.project,
             user_id=current.user_id or record.user,
-            consumer_generation=current.generation if current.allocations else None,
+            consumer_generation=current.generation,
         )  # fmt: skip
 
     def _set_flavor(self, server_uuid: str, flavor_id: str) -> None:
