@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from api.v1_world import V1World
+from wattvisor.auth.keys import mint_token_from_file
 
 
 def test_owner_renames_and_the_new_name_is_shown(world: V1World) -> None:
@@ -96,3 +98,18 @@ def test_admins_see_user_and_project_uuids(world: V1World) -> None:
     by_name = {p["name"]: p["uuid"] for p in projects}
     assert by_name["proj-a"] == users["alice"]["project_uuid"]
     assert world.client.get("/v1/projects", headers=alice).status_code == 403
+
+
+def test_a_read_only_token_can_neither_rename_nor_resize(world: V1World) -> None:
+    server = world.boot(world.admin)
+    token = mint_token_from_file(
+        world.node.settings.admin_key_path, "admin", timedelta(hours=1), read_only=True
+    )
+    reader = {"Authorization": f"Bearer {token}"}
+    sid = server["id"]
+    renamed = world.client.patch(f"/v1/servers/{sid}", json={"name": "x"}, headers=reader)
+    resized = world.client.post(f"/v1/servers/{sid}/resize", json={"flavor": "small"},
+                                headers=reader)  # fmt: skip
+    assert (renamed.status_code, resized.status_code) == (403, 403)
+    after = world.client.get(f"/v1/servers/{sid}", headers=world.admin).json()
+    assert (after["name"], after["flavor_id"]) == (server["name"], server["flavor_id"])
