@@ -12,6 +12,7 @@ changes afterwards.
 
 from __future__ import annotations
 
+import threading
 import uuid as uuidlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,21 +69,44 @@ def ensure_project(conn: Connection, name: str) -> str:
 
 
 class IdentityStore:
-    """Project records and owner lookups over the store."""
+    """Project records and owner lookups over the store.
+
+    A project's record never changes once written (and is never removed), so records
+    read once are kept in memory; first uses in this process take turns, so racing
+    callers here cost one write, not one each (other processes are settled by the
+    unique name).
+    """
+
+    MAX_CACHED = 10_000
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._cache: dict[str, ProjectRecord] = {}
+        self._first_use = threading.Lock()
 
     def project(self, name: str) -> ProjectRecord:
         """Project ``name`` with its uuid, recorded on first use."""
+        found = self._cache.get(name)
+        if found is not None:
+            return found
         check_project_id(name)
-        with read_transaction(self.engine) as conn:
-            row = conn.execute(select(_projects).where(_projects.c.name == name)).first()
+        row = self._read(name)
         if row is None:
-            with write_transaction(self.engine) as conn:
-                ensure_project(conn, name)
-                row = conn.execute(select(_projects).where(_projects.c.name == name)).one()
-        return _project(row)
+            with self._first_use:
+                row = self._read(name)
+                if row is None:
+                    with write_transaction(self.engine) as conn:
+                        ensure_project(conn, name)
+                        row = conn.execute(select(_projects).where(_projects.c.name == name)).one()
+        record = _project(row)
+        if len(self._cache) >= self.MAX_CACHED:
+            self._cache.clear()
+        self._cache[name] = record
+        return record
+
+    def _read(self, name: str) -> Any:
+        with read_transaction(self.engine) as conn:
+            return conn.execute(select(_projects).where(_projects.c.name == name)).first()
 
     def projects(self) -> list[ProjectRecord]:
         with read_transaction(self.engine) as conn:

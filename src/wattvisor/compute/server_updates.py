@@ -21,6 +21,7 @@ server ends as it was, with a fault saying the resize failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +29,6 @@ from datetime import UTC, datetime
 from wattvisor.auth import Principal
 from wattvisor.compute.catalog import Catalog
 from wattvisor.compute.errors import (
-    ComputeError,
     Conflict,
     HostOperationFailed,
     InvalidRequest,
@@ -106,14 +106,14 @@ class ServerUpdates:
     def _rename_domain(self, record: ServerRecord, name: str) -> None:
         if record.host_uuid is None or record.domain_name is None:
             return  # not built yet: the build reads the name when its turn comes
+        client = self.servers.hosts.client(record.host_uuid)
         try:
-            client = self.servers.hosts.client(record.host_uuid)
-            if not client.domain_exists(record.domain_name):
-                return  # an ERROR server whose domain is gone: only the record is left
             client.update_metadata(record.domain_name, MetadataUpdate(display_name=name))
-        except ComputeError:
-            raise
         except Exception as exc:
+            # Asked only now, saving a host round trip on every rename that works.
+            with contextlib.suppress(Exception):
+                if not client.domain_exists(record.domain_name):
+                    return  # an ERROR server whose domain is gone: only the record is left
             raise HostOperationFailed(
                 f"renaming server {record.uuid} (domain {record.domain_name}) failed: {exc}",
                 public=f"renaming server {quoted(record.uuid)} failed on its host; "
