@@ -271,3 +271,24 @@ def test_an_interrupted_resize_is_carried_on_after_a_restart(
     assert (done.status, done.task, done.flavor_id) == ("ACTIVE", None, big.id)
     assert _domain(compute, server_id, inactive=True).vcpus == 2
     assert _domain(compute, server_id).memory_mib == 768
+
+
+def test_resize_to_a_smaller_root_disk_is_refused_naming_both_sizes(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    compute.catalog.create_flavor("roomy", 1, 256, 5)
+    compute.catalog.create_flavor("cramped", 2, 512, 1)
+    server = compute.servers.create(ALICE, "disk", "roomy", kernel_image.name)
+    settle(server.uuid)
+    before = _snapshot(compute, server.uuid)
+    with pytest.raises(InvalidRequest, match=r"'cramped' has a 1 GiB root disk.*5 GiB"):
+        compute.updates.resize(ALICE, server.uuid, "cramped")
+    assert _snapshot(compute, server.uuid) == before
+
+
+def test_rename_of_a_server_whose_domain_vanished_changes_the_record(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    server_id = _boot(compute, kernel_image, settle)
+    _client(compute, server_id).driver.undefine(server_id)
+    assert compute.updates.rename(ALICE, server_id, "orphan").name == "orphan"

@@ -134,6 +134,16 @@ class ServerUpdates:
                 "another flavor",
                 server_id=server_id, flavor=flavor,
             )  # fmt: skip
+        with contextlib.suppress(NotFound):  # a flavor deleted since: nothing to compare
+            old = self.catalog.flavor(record.flavor_id)
+            if new.disk_gb < old.disk_gb:
+                raise InvalidRequest(
+                    f"flavor {new.name!r} has a {new.disk_gb} GiB root disk, smaller than the "
+                    f"{old.disk_gb} GiB of flavor {old.name!r} that server {quoted(server_id)} "
+                    "has; a root disk is never shrunk, choose a flavor with at least "
+                    f"{old.disk_gb} GiB",
+                    server_id=server_id, flavor=flavor,
+                )  # fmt: skip
         if record.status not in RESIZABLE or record.task is not None:
             raise self.servers._conflict(principal, server_id, RESIZABLE, "resize")
         if record.host_uuid is None or record.domain_name is None:
