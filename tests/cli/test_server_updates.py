@@ -49,3 +49,11 @@ def test_user_list_shows_user_and_project_uuids(served: Served) -> None:
     users = {u["name"]: u for u in served.json("user", "list", "--json")}
     assert users["alice"]["uuid"] in listed.stdout
     assert users["alice"]["project_uuid"] in listed.stdout
+
+
+def test_user_projects_lists_each_project_with_its_uuid(served: Served) -> None:
+    served.member_token("alice", "proj-a")
+    users = {u["name"]: u for u in served.json("user", "list", "--json")}
+    listed = served.run("user", "projects")
+    assert listed.exit_code == 0, listed.output
+    assert "proj-a" in listed.stdout and users["alice"]["project_uuid"] in listed.stdout

@@ -30,6 +30,12 @@ USER_COLUMNS = (
     Column("Public key", "public_key", ident=True, default=False),
 )
 
+PROJECT_COLUMNS = (
+    Column("Name", "name", ident=True),
+    Column("UUID", "uuid", ident=True),
+    Column("First used", "created_at", text=created),
+)
+
 
 def _public_key(value: str | None, key_file: Path | None) -> str:
     if (value is None) == (key_file is None):
@@ -57,8 +63,12 @@ def create(
     url: UrlOption = None,
 ) -> None:
     """Register a user; they then mint their own tokens with `wattvisor token create`."""
-    body = {"name": name, "project": project, "role": role,
-            "public_key": _public_key(public_key, public_key_file)}
+    body = {
+        "name": name,
+        "project": project,
+        "role": role,
+        "public_key": _public_key(public_key, public_key_file),
+    }
     with connect(url) as client:
         user = client.call("POST", "/v1/users", body)
     print_line(f"user {user['name']} ({user['role']}) in project {user['project']}")
@@ -77,6 +87,21 @@ def list_users(
     with connect(url) as client:
         users: list[dict[str, Any]] = client.call("GET", "/v1/users")
     output.rows(users, USER_COLUMNS)
+
+
+@user_app.command("projects")
+def list_projects(
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
+    """Every project used so far, with the uuid it got on first use."""
+    output = Output.of(fmt, columns, as_json)
+    output.pick(PROJECT_COLUMNS)
+    with connect(url) as client:
+        projects: list[dict[str, Any]] = client.call("GET", "/v1/projects")
+    output.rows(projects, PROJECT_COLUMNS)
 
 
 @user_app.command("delete")
