@@ -5,6 +5,7 @@ The live parts on a real QEMU guest are in test_server_updates_qemu.py.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -292,3 +293,56 @@ def test_rename_of_a_server_whose_domain_vanished_changes_the_record(
     server_id = _boot(compute, kernel_image, settle)
     _client(compute, server_id).driver.undefine(server_id)
     assert compute.updates.rename(ALICE, server_id, "orphan").name == "orphan"
+
+
+def test_a_claim_lost_after_the_check_refuses_the_resize_and_changes_nothing(
+    compute: Compute,
+    kernel_image: ImageRecord,
+    settle: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compute.catalog.create_flavor("huge", 4096, 256, 1)
+    server_id = _boot(compute, kernel_image, settle)
+    before = _snapshot(compute, server_id)
+    checks = iter([[]])  # the first check passes, as if another claim came in after it
+    real = compute.updates._misfits
+    monkeypatch.setattr(
+        compute.updates, "_misfits", lambda *args: next(checks, None) or real(*args)
+    )
+    with pytest.raises(Conflict, match=r"'huge'.*VCPU:4096"):
+        compute.updates.resize(ALICE, server_id, "huge")
+    assert _snapshot(compute, server_id) == before
+
+
+def test_two_racing_resizes_one_wins_and_the_claim_matches_its_flavor(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    flavors = {
+        "big": compute.catalog.create_flavor("big", 2, 768, 1),
+        "bigger": compute.catalog.create_flavor("bigger", 3, 1024, 1),
+    }
+    server_id = _boot(compute, kernel_image, settle)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def resize(name: str) -> None:
+        barrier.wait(10)
+        try:
+            compute.updates.resize(ALICE, server_id, name)
+            outcomes[name] = "accepted"
+        except Conflict:
+            outcomes[name] = "conflict"
+
+    threads = [threading.Thread(target=resize, args=(n,)) for n in flavors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes.values()) == ["accepted", "conflict"]
+    [winner] = [n for n, o in outcomes.items() if o == "accepted"]
+    settle(server_id)
+    record = compute.servers.get(ALICE, server_id)
+    assert (record.status, record.task, record.flavor_id) == ("ACTIVE", None, flavors[winner].id)
+    [part] = compute.scheduler.placement.get_allocations(server_id).allocations
+    assert part.resources["VCPU"] == flavors[winner].vcpus
+    assert _domain(compute, server_id).vcpus == flavors[winner].vcpus

@@ -165,6 +165,12 @@ class ServerUpdates:
             self._move_claim(record, {host_uuid: resources})
         except (CapacityExceeded, ConcurrentUpdate, ConsumerConflict) as exc:
             self.servers._finish(record.uuid, (RESIZE_TASK,))
+            now = self.servers._load(record.uuid)
+            if now is not None and now.task == "deleting":
+                raise Conflict(
+                    f"server {quoted(server_id)} is being deleted; it cannot be resized",
+                    server_id=server_id, task=now.task,
+                ) from exc  # fmt: skip
             problems = self._misfits(spec, host_uuid, self._held(record.uuid))
             raise _no_room(
                 new,
