@@ -31,4 +31,3 @@ def apply_update(metadata: InstanceMetadata, update: MetadataUpdate) -> Instance
     if update.flavor is not None:
         changes["flavor"] = flavor_meta(update.flavor)
     return dataclasses.replace(metadata, **changes)  # type: ignore[arg-type]
-
