@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -21,7 +22,8 @@ def _request(network: GuestNetwork | None, **properties: str) -> SpawnRequest:
         domain_name="wvtest-nic", project="p", user="u",
         flavor=SpawnFlavor("f", "tiny", 1, 256, 0, 0, 0),
         image=SpawnImage("i", "img", properties=properties, kernel_path="/boot/vmlinuz"),
-        power_metrics=False, created_at=datetime.now(UTC), network=network,
+        power_metrics=False, created_at=datetime.now(UTC),
+        user_uuid=str(uuid.uuid4()), project_uuid=str(uuid.uuid4()), network=network,
     )  # fmt: skip
 
 

@@ -45,6 +45,7 @@ def _request(
                          kernel_path="/boot/vmlinuz", disk_path="/images/disk.raw",
                          disk_format="raw"),
         power_metrics=False, created_at=datetime.now(UTC),
+        user_uuid=str(uuid.uuid4()), project_uuid=str(uuid.uuid4()),
     )  # fmt: skip
 
 

@@ -72,6 +72,7 @@ def _request(
                          kernel_path=str(image.kernel), initrd_path=str(image.initrd),
                          cmdline=cmdline, disk_path=str(root), disk_format="raw"),
         power_metrics=False, created_at=datetime.now(UTC),
+        user_uuid=str(uuid.uuid4()), project_uuid=str(uuid.uuid4()),
     )  # fmt: skip
 
 

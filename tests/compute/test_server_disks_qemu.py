@@ -134,6 +134,8 @@ def test_root_overlay_reads_through_to_its_cached_base_and_libvirt_follows_the_c
                          cmdline=guest_image.cmdline("disks", file="vda"),
                          disk_path=str(base), disk_format="raw"),
         power_metrics=False, created_at=datetime.now(UTC),
+        user_uuid="8d0c1b2a-3e4f-4a5b-8c6d-7e8f9a0b1c2d",
+        project_uuid="9e1d2c3b-4f5a-4b6c-9d7e-8f9a0b1c2d3e",
     )  # fmt: skip
     client.spawn(request)
     try:

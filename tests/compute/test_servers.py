@@ -39,7 +39,8 @@ def test_create_returns_build_and_the_worker_makes_it_active(
     assert domain.uuid == server.uuid
     meta = domain.instance_metadata
     assert meta is not None and meta.owner is not None and meta.flavor is not None
-    assert (meta.owner.project_uuid, meta.owner.user_name) == ("proj-a", "alice")
+    assert (meta.owner.project_name, meta.owner.user_name) == ("proj-a", "alice")
+    assert meta.owner.project_uuid == compute.identities.project("proj-a").uuid
     assert meta.flavor.name == "tiny" and meta.display_name == "web 1"
     assert meta.root is not None and meta.root.uuid == kernel_image.id
     [cdrom] = [d for d in domain.devices.of_type(Disk) if d.device == "cdrom"]

@@ -33,9 +33,12 @@ from wattvisor.api.v1_schemas import (
     InterfaceCreate,
     Me,
     Power,
+    Project,
     Server,
     ServerCreate,
     ServerPower,
+    ServerResize,
+    ServerUpdate,
     User,
     UserCreate,
     UserUpdate,
@@ -234,6 +237,23 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         record = servers.start(principal, server_id)
         return respond(principal, server_view(principal, record), 202)
 
+    @router.patch("/servers/{server_id}", response_model=Server, tags=["servers"])
+    def update_server(server_id: str, body: ServerUpdate, principal: Member) -> JSONResponse:
+        """Rename: the display name in the record and, live and persistently, in the
+        domain's metadata. The domain's own name on the host does not change."""
+        record = compute.updates.rename(principal, server_id, body.name)
+        return respond(principal, server_view(principal, record))
+
+    @router.post(
+        "/servers/{server_id}/resize", response_model=Server, status_code=202, tags=["servers"]
+    )
+    def resize_server(server_id: str, body: ServerResize, principal: Member) -> JSONResponse:
+        """Another flavor on the same host: its claim moves at once (409 and nothing changed
+        when the host cannot take it); the guest is stopped, redefined and started again
+        in the background (task ``resizing``)."""
+        record = compute.updates.resize(principal, server_id, body.flavor)
+        return respond(principal, server_view(principal, record), 202)
+
     @router.get("/servers/{server_id}/power", response_model=Power, tags=["power"])
     def server_power(server_id: str, principal: Member) -> Power:
         return Power.of(power.server_power(principal, server_id))
@@ -390,6 +410,13 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     @router.post("/hosts/{host_id}/enable", response_model=Host, tags=["hosts"])
     def enable_host(host_id: str, principal: Admin) -> Host:
         return Host.of(compute.hosts.set_enabled(host_id, True))
+
+    # -- projects (admin) --------------------------------------------------------------
+
+    @router.get("/projects", response_model=list[Project], tags=["users"])
+    def list_projects(principal: Admin) -> list[Project]:
+        """Every project used so far, with its stable uuid."""
+        return [Project.of(p) for p in compute.identities.projects()]
 
     # -- users (admin) -----------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from wattvisor.compute import (
     VolumeRecord,
 )
 from wattvisor.compute.console import ConsoleLogView
+from wattvisor.compute.identities import ProjectRecord
 from wattvisor.compute.names import PrintableText
 from wattvisor.compute.power import ServerPowerView
 from wattvisor.host.libvirt_uris import ACCEPTED, check_host_uri
@@ -171,6 +172,20 @@ def addresses_by_network(record: ServerRecord) -> dict[str, list[ServerAddressOu
     return grouped
 
 
+class ServerUpdate(_Request):
+    name: PrintableText = Field(
+        min_length=1, max_length=255,
+        description="the new display name; the domain on the host keeps its own name",
+    )  # fmt: skip
+
+
+class ServerResize(_Request):
+    flavor: PrintableText = Field(
+        min_length=1, max_length=255,
+        description="flavor id or name; the server stays on its host, which must fit it",
+    )  # fmt: skip
+
+
 class Server(BaseModel):
     id: str
     name: str
@@ -302,7 +317,9 @@ class UserUpdate(_Request):
 
 class User(BaseModel):
     name: str
+    uuid: str = Field(description="the user's stable id: given at registration, never changed")
     project: str
+    project_uuid: str = Field(description="the project's stable id, recorded on its first use")
     role: str
     public_key: str
     created_at: datetime
@@ -310,9 +327,20 @@ class User(BaseModel):
     @classmethod
     def of(cls, record: UserRecord) -> User:
         return cls(
-            name=record.name, project=record.project, role=record.role,
+            name=record.name, uuid=record.uuid, project=record.project,
+            project_uuid=record.project_uuid, role=record.role,
             public_key=record.public_key, created_at=record.created_at,
         )  # fmt: skip
+
+
+class Project(BaseModel):
+    name: str
+    uuid: str = Field(description="the project's stable id, recorded on its first use")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: ProjectRecord) -> Project:
+        return cls(name=record.name, uuid=record.uuid, created_at=record.created_at)
 
 
 class Me(BaseModel):

@@ -62,8 +62,8 @@ def instance_metadata(request: SpawnRequest, share_tags: Sequence[str]) -> Insta
         ),
         image=ImageMeta(uuid=request.image.id, properties=dict(request.image.properties)),
         owner=OwnerMeta(
-            user_uuid=request.user, user_name=request.user,
-            project_uuid=request.project, project_name=request.project,
+            user_uuid=request.user_uuid, user_name=request.user,
+            project_uuid=request.project_uuid, project_name=request.project,
         ),
         root=_root_meta(request),
         shares=tuple(ShareMeta(tag=tag, purpose=POWER_METRICS_PURPOSE) for tag in share_tags),

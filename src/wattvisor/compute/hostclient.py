@@ -49,7 +49,11 @@ class SpawnImage:
 
 @dataclass(frozen=True, slots=True)
 class SpawnRequest:
-    """Everything a host needs to build and start one server."""
+    """Everything a host needs to build and start one server.
+
+    The owner is given by name (what people read) and by uuid (what stays when a name
+    is given up and taken again), as the guest's metadata records it.
+    """
 
     server_uuid: str
     display_name: str
@@ -60,6 +64,8 @@ class SpawnRequest:
     image: SpawnImage
     power_metrics: bool
     created_at: datetime
+    user_uuid: str
+    project_uuid: str
     root_volume: VolumeAttachment | None = None
     """Boot from this volume: it is the root disk, and the image gives only the kernel
     (if any) and its properties."""
@@ -74,6 +80,18 @@ class SpawnResult:
     domain_name: str
     share_tags: tuple[str, ...]
     state: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataUpdate:
+    """Parts of a server's instance metadata to replace; None keeps what the domain has.
+
+    Applied to the running guest and to its persistent definition alike, so a
+    ``virsh dumpxml`` of either shows the change at once and after a restart.
+    """
+
+    display_name: str | None = None
+    flavor: SpawnFlavor | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +146,20 @@ class HostClient(Protocol):
     def stop(self, domain_name: str, timeout_s: float) -> None: ...
 
     def start(self, domain_name: str) -> None: ...
+
+    def update_metadata(self, domain_name: str, update: MetadataUpdate) -> None:
+        """Replace parts of the domain's instance metadata, live (if running) and in its
+        persistent config, without restarting it."""
+        ...
+
+    def resize(self, domain_name: str, flavor: SpawnFlavor, stop_timeout_s: float) -> str:
+        """Give the domain ``flavor``'s vCPUs and memory (and the flavor in its metadata):
+        stop it if running, redefine it, start it again. Returns the power state after.
+
+        On failure the previous definition is restored (and started again if it was
+        running) before the error is raised, so the guest is as it was.
+        """
+        ...
 
     def delete(self, server_uuid: str, domain_name: str) -> None:
         """Destroy and undefine the domain, forget its energy, remove its files."""

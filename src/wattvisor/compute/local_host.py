@@ -31,11 +31,14 @@ from wattvisor.compute.guest_network import server_interface
 from wattvisor.compute.hostclient import (
     HostFacts,
     InterfaceAttachment,
+    MetadataUpdate,
+    SpawnFlavor,
     SpawnRequest,
     SpawnResult,
     VolumeAttachment,
 )
 from wattvisor.compute.image_properties import check_host_support, fetch_guest_support, guest_shape
+from wattvisor.compute.metadata_update import apply_update, flavor_meta
 from wattvisor.energy import EnergySampler
 from wattvisor.energy.inventory import VMRecord
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
@@ -263,6 +266,16 @@ class LocalHostClient:
             )  # fmt: skip
         except OSError as exc:
             raise HostError(f"cannot read the console log of server {server_uuid}: {exc}") from exc
+
+    def update_metadata(self, domain_name: str, update: MetadataUpdate) -> None:
+        self.driver.update_instance_metadata(domain_name, lambda meta: apply_update(meta, update))
+
+    def resize(self, domain_name: str, flavor: SpawnFlavor, stop_timeout_s: float) -> str:
+        state = self.driver.resize_domain(
+            domain_name, vcpus=flavor.vcpus, memory_mib=flavor.ram_mb,
+            flavor=flavor_meta(flavor), stop_timeout_s=stop_timeout_s,
+        )  # fmt: skip
+        return state.state
 
     def delete(self, server_uuid: str, domain_name: str) -> None:
         """Remove the domain and whatever else of the server exists on this host.

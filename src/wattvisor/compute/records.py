@@ -21,7 +21,9 @@ InterfaceKind = Literal["user", "network", "bridge"]
 @dataclass(frozen=True, slots=True)
 class UserRecord:
     name: str
+    uuid: str
     project: str
+    project_uuid: str
     role: Role
     public_key: str
     created_at: datetime

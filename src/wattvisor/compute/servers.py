@@ -52,8 +52,9 @@ from wattvisor.compute.hostclient import (
     VolumeAttachment,
 )
 from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.identities import IdentityStore
 from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
-from wattvisor.compute.names import quoted, require_printable
+from wattvisor.compute.names import check_server_name, quoted, require_printable
 from wattvisor.compute.records import (
     FlavorRecord,
     ImageRecord,
@@ -124,6 +125,7 @@ class ServerService:
         self.scheduler = scheduler
         self.settings = settings
         self.addresses = AddressBook(engine, NetworkSpec.from_settings(settings.host.network))
+        self.identities = IdentityStore(engine)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.compute.workers, thread_name_prefix="wattvisor-compute"
         )
@@ -133,6 +135,8 @@ class ServerService:
         self.volume_locks = KeyedLocks()
         """Locks serialising what claims a volume: attach, detach, delete, boot from it."""
         self._image_sizes: dict[tuple[str, tuple[int, ...]], int] = {}
+        self.task_resumers: dict[str, Callable[[ServerRecord], None]] = {}
+        """How :meth:`recover` carries on a task other services give servers, by task name."""
 
     # ------------------------------------------------------------------ reading
 
@@ -199,9 +203,7 @@ class ServerService:
         image then gives the kernel (if it has one) and its properties; its disk is
         not used.
         """
-        if not isinstance(name, str) or not name.strip() or len(name) > 255:
-            raise InvalidRequest(f"server name {name!r} must be 1-255 characters", name=name)
-        require_printable("server name", name)
+        check_server_name(name)
         flavor_record = self.catalog.flavor(flavor)
         image_record = self.catalog.image(image)
         volume_id = None
@@ -397,6 +399,8 @@ class ServerService:
             )  # fmt: skip
             return
         spawned: dict[str, Any] = {}
+        owner = self.identities.owner(record.user, record.project)
+        display_name = current.name  # a rename while it waited for its turn counts
 
         def spawn(claim: Claim) -> None:
             def spawning(conn: Connection, domain_name: str) -> None:
@@ -415,12 +419,13 @@ class ServerService:
                 domain_name = self.hosts.allocate_domain_name(claim.provider_uuid, spawning)
                 result = client.spawn(
                     SpawnRequest(
-                        server_uuid=record.uuid, display_name=record.name,
+                        server_uuid=record.uuid, display_name=display_name,
                         domain_name=domain_name, project=record.project, user=record.user,
                         flavor=_spawn_flavor(flavor), image=_spawn_image(image),
                         power_metrics=record.power_metrics, created_at=record.created_at,
                         root_volume=root_volume,
                         network=network,
+                        user_uuid=owner.user_uuid, project_uuid=owner.project_uuid,
                     )
                 )  # fmt: skip
             except Exception as exc:
@@ -493,6 +498,9 @@ class ServerService:
                 action = "stop" if record.task == "stopping" else "start"
                 self._submit(record.uuid, partial(self._power, record.uuid, action))
                 notes.append(f"server {record.uuid}: {action} again after a restart")
+            elif record.task in self.task_resumers:
+                self._submit(record.uuid, partial(self.task_resumers[record.task], record))
+                notes.append(f"server {record.uuid}: {record.task} again after a restart")
         return notes
 
     def _abandon_build(self, record: ServerRecord) -> None:

@@ -1,5 +1,5 @@
-"""Tables of the compute service: users, flavors, images, hosts, servers, volumes, interfaces,
-server addresses.
+"""Tables of the compute service: users, projects, flavors, images, hosts, servers, volumes,
+interfaces, server addresses.
 
 Only :mod:`wattvisor.compute` reads and writes them; it hands dataclasses, never rows,
 to the rest of the system. JSON columns hold small string maps (extra specs, image
@@ -32,9 +32,25 @@ class UserRow(Base):
     __tablename__ = "users"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
+    """Given at registration and never changed (a new key, role or project keeps it)."""
     project: Mapped[str] = mapped_column(String(255), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False)
     public_key: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ProjectRow(Base):
+    """A project's stable uuid, recorded the first time the project name is used.
+
+    Projects are names people choose (``compute.identifiers``); the uuid is what the
+    guest's metadata and other systems hold on to, as Nova's owner element does.
+    """
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
