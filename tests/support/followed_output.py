@@ -8,7 +8,7 @@ line that arrived long ago. This reads the pipe's file descriptor directly.
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import subprocess
 import time
 
@@ -32,7 +32,9 @@ class FollowedOutput:
         while wanted not in self.text:
             left = deadline - time.monotonic()
             assert left > 0, f"no {wanted!r} within {timeout_s:.0f} s; output:\n{self.text[-3000:]}"
-            ready, _, _ = select.select([self.fd], [], [], min(left, 1.0))
+            with selectors.DefaultSelector() as selector:  # epoll: no limit on fd numbers
+                selector.register(self.fd, selectors.EVENT_READ)
+                ready = selector.select(min(left, 1.0))
             if ready:
                 chunk = os.read(self.fd, 65536)
                 assert chunk or self.proc.poll() is None or wanted in self.text, (
