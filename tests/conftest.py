@@ -20,6 +20,12 @@ import pytest
 
 from support.availability import unavailable
 from support.guest_domains import destroy_and_undefine
+from support.guest_networks import (
+    random_ipv4_subnet,
+    random_ipv6_subnet,
+    remove_network,
+    unique_network_name,
+)
 from wattvisor.devtools import libvirtd as dev_libvirtd
 from wattvisor.images import GuestImage, GuestImageError, ensure_guest_image
 from wattvisor.placement import Placement
@@ -31,6 +37,28 @@ from wattvisor.store import make_engine
 pytest_plugins = ("support.postgres", "support.strict_skips", "support.namespace_hosts", "pytester")
 
 SYSTEM_URI = dev_libvirtd.SYSTEM_URI
+
+# Servers built in tests go on an isolated libvirt network (no <forward>: no traffic
+# leaves this machine) of this session's own name and subnets, removed at its end.
+TEST_NETWORK = unique_network_name()
+os.environ["WATTVISOR_HOST__NETWORK__MODE"] = "isolated"
+os.environ["WATTVISOR_HOST__NETWORK__NAME"] = TEST_NETWORK
+os.environ["WATTVISOR_HOST__NETWORK__IPV4_SUBNET"] = random_ipv4_subnet()
+os.environ["WATTVISOR_HOST__NETWORK__IPV6_SUBNET"] = random_ipv6_subnet()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_network() -> Iterator[None]:
+    """Remove this session's isolated network from the system libvirtd, pass or fail."""
+    yield
+    if not dev_libvirtd.libvirtd_answers(SYSTEM_URI):
+        return
+    with contextlib.suppress(libvirt.libvirtError):
+        conn = libvirt.open(SYSTEM_URI)
+        try:
+            remove_network(conn, TEST_NETWORK)
+        finally:
+            conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from wattvisor.allinone import AllInOne, placement_inventories
 from wattvisor.config import load_settings
 from wattvisor.host.driver import Inventory
+from wattvisor.host.networks import NetworkSpec
 
 
 def test_inventories_carry_reservations_and_ratios(tmp_path: Path) -> None:
@@ -104,3 +106,28 @@ def test_freeze_startup_heap_keeps_startup_objects_out_of_collections(node: AllI
         assert gc.isenabled()
     finally:
         gc.unfreeze()
+
+
+def test_start_up_makes_the_local_hosts_network_ready(node: AllInOne) -> None:
+    spec = node.compute.servers.addresses.spec
+    assert spec == NetworkSpec.from_settings(node.settings.host.network)
+    network = node.driver.connection.call(lambda c: c.networkLookupByName(spec.name))
+    assert network.isActive() and network.autostart()
+    assert not any("network" in note for note in node.notes)
+
+
+def test_a_network_the_host_cannot_provide_is_a_start_up_note(tmp_path: Path) -> None:
+    missing = f"wvtest-absent-{secrets.token_hex(4)}"
+    settings = load_settings(
+        data_dir=tmp_path,
+        host={"libvirt_uri": "test:///default", "virt_type": "qemu",
+              "network": {"mode": "network", "name": missing}},
+        energy={"source": "model", "interval_s": 0.1},
+    )  # fmt: skip
+    built = AllInOne.build(settings)
+    try:
+        [note] = [n for n in built.notes if missing in n]
+        assert note.startswith("servers will not build until their network works")
+        assert "does not exist" in note
+    finally:
+        built.stop()

@@ -32,6 +32,7 @@ from wattvisor.config import Settings
 from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
 from wattvisor.host import binaries
 from wattvisor.host.driver import HostDriver, StartupReport
+from wattvisor.host.networks import NetworkError, NetworkSpec
 from wattvisor.host.qemu_access import check_data_dir, runs_local_system_qemu
 from wattvisor.host.vm_inventory import LibvirtVMInventory
 from wattvisor.placement import Placement
@@ -119,6 +120,15 @@ def build_host_trust(
     return HostTrust(engine, placement, settings, cluster, signer), notes
 
 
+def network_notes(client: LocalHostClient, spec: NetworkSpec) -> list[str]:
+    """Make the local host's network ready at start-up, so a host that cannot run it
+    (a NAT network without iptables) says so now rather than at the first build."""
+    try:
+        client.networks.ensure(spec)
+    except NetworkError as exc:
+        return [f"servers will not build until their network works: {exc}"]
+    return []
+
 @dataclass
 class AllInOne:
     """The running pieces; :meth:`build` wires them, :meth:`start`/:meth:`stop` run them."""
@@ -178,8 +188,10 @@ class AllInOne:
             power=LocalHostPower(sampler, placement, provider_uuid),
             protected_users=frozenset({admin.user.name}),
         )
-        compute.hosts.add(LocalHostClient(driver, sampler), name=socket.gethostname(), local=True)
+        local = LocalHostClient(driver, sampler)
+        compute.hosts.add(local, name=socket.gethostname(), local=True)
         notes = list(driver.capabilities().notes)
+        notes += network_notes(local, compute.servers.addresses.spec)
         if runs_local_system_qemu(driver.uri):
             notes += [b.missing_message() for b in binaries.missing("host")]
         notes += compute.servers.recover()

@@ -42,3 +42,21 @@ def test_image_properties_within_the_rules_are_kept(world: V1World) -> None:
     )
     assert response.status_code == 201, response.text
     assert response.json()["properties"] == properties
+
+
+def test_image_with_a_misspelt_hw_property_is_refused_with_the_nearest_name(
+    world: V1World,
+) -> None:
+    response = world.client.post(
+        "/v1/images",
+        json={
+            "name": "typo",
+            "kernel_path": str(world.kernel),
+            "properties": {"hw_disk_buss": "sata"},
+        },
+        headers=world.admin,
+    )
+    assert response.status_code == 400, response.text
+    assert "did you mean hw_disk_bus?" in response.json()["error"]["message"]
+    names = [i["name"] for i in world.client.get("/v1/images", headers=world.admin).json()]
+    assert "typo" not in names

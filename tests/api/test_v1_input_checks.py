@@ -123,7 +123,7 @@ def test_parts_of_a_deleted_server_are_gone(world: V1World) -> None:
     ("path", "allow"),
     [
         ("/v1/servers", "GET, OPTIONS, POST"),
-        ("/v1/servers/some-id", "DELETE, GET, OPTIONS"),
+        ("/v1/servers/some-id", "DELETE, GET, OPTIONS, PATCH"),
         ("/v1/servers/some-id/volumes", "GET, OPTIONS, POST"),
         ("/v1/flavors/tiny", "DELETE, GET, OPTIONS"),
         ("/v1/users/bob", "DELETE, GET, OPTIONS, PUT"),

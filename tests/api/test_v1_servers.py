@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from pathlib import Path
@@ -162,3 +163,24 @@ def test_wait_is_bounded_and_shows_no_other_projects_server(world: V1World) -> N
     assert problems[0]["field"] == "wait_s" and problems[0]["accepted"] == "<= 60.0"
     hidden = world.client.get(f"/v1/servers/{created['id']}?wait_s=30", headers=bob)
     assert hidden.status_code == 404
+
+
+def test_a_server_shows_its_addresses_by_network_as_nova_does(world: V1World) -> None:
+    alice = world.member("alice", "proj-a")
+    server = world.boot(alice)
+    network = world.node.settings.host.network.name
+    shown = world.client.get(f"/v1/servers/{server['id']}", headers=alice).json()
+    assert list(shown["addresses"]) == [network]
+    v4, v6 = shown["addresses"][network]
+    assert (v4["version"], v6["version"]) == (4, 6)
+    assert v4["OS-EXT-IPS-MAC:mac_addr"] == v6["OS-EXT-IPS-MAC:mac_addr"]
+    assert v4["OS-EXT-IPS:type"] == "fixed"
+    assert ipaddress.ip_address(v4["addr"]) in ipaddress.ip_network(
+        world.node.settings.host.network.ipv4_subnet
+    )
+    listed = world.client.get("/v1/servers", headers=alice).json()
+    assert listed[0]["addresses"] == shown["addresses"]
+    deleted = world.client.delete(f"/v1/servers/{server['id']}", headers=alice)
+    assert deleted.status_code == 202
+    gone = world.wait_server(server["id"], alice)
+    assert gone["status"] == "DELETED" and gone["addresses"] == {}

@@ -163,6 +163,11 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
     assert "scrape-token" not in output
     assert "host.share_local_fs not configured: sharing" in output  # the embedded default
     assert "estimate" in output  # no RAPL here: the CPU model, said plainly
+    # The embedded default (a NAT network; on the test driver nothing reaches iptables).
+    assert (
+        "network: servers get one interface on wattvisor (nat, 10.251.0.0/20, "
+        "fd57:7476:6973::/64), static addresses on their config drive" in output
+    )
     assert "stopped" in output
     assert _refused(f"{base}/v1/flavors") and _refused(metrics_url)
     _assert_startup_says_each_thing_once(output)

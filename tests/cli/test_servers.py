@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -33,6 +33,13 @@ def test_create_wait_list_show_top_delete(served: Served) -> None:
     assert server["id"] in listed.stdout and "ACTIVE" in listed.stdout
     shown = served.run("server", "show", server["id"], "--json")
     assert json.loads(shown.stdout)["id"] == server["id"]
+    [(network, addresses)] = json.loads(shown.stdout)["addresses"].items()
+    v4, v6 = (a["addr"] for a in addresses)
+    networks = served.run("server", "list", "-f", "value", "-c", "Networks")
+    assert networks.stdout.split("\n")[0] == f"{network}={v4}, {v6}"
+    table = served.run("server", "show", server["id"])
+    assert table.exit_code == 0, table.output
+    assert f"addresses  {network}={v4}, {v6}" in re.sub(r" {2,}", "  ", table.stdout)
     top = served.run("power", "top", "--once")
     assert top.exit_code == 0, top.output
     assert server["id"] in top.stdout and "Watts" in top.stdout
@@ -265,8 +272,7 @@ def test_power_top_in_a_pipe_prints_each_refresh_and_ends_cleanly_on_a_signal(
     try:
         deadline = time.monotonic() + 30
         while sum(server["id"] in line for line in seen) < 2 and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if ready:
+            if readable(proc.stdout, 1.0):
                 seen.append(proc.stdout.readline())
         assert sum(server["id"] in line for line in seen) >= 2, seen  # two refreshes
     finally:
@@ -277,3 +283,24 @@ def test_power_top_in_a_pipe_prints_each_refresh_and_ends_cleanly_on_a_signal(
     printed = [line for line in ("".join(seen) + rest).splitlines() if line.strip()]
     assert sum("servers by watts at" in line for line in printed) >= 2
     assert server["id"] in printed[-1]  # the last table is there whole, down to its row
+
+
+def test_create_boots_from_a_volume_and_a_taken_volume_exits_1(served: Served) -> None:
+    made = served.run("volume", "create", "rootvol", "--size", "1", "--json")
+    assert made.exit_code == 0, made.output
+    volume = json.loads(made.stdout)
+    created = served.run("server", "create", "vol", "--flavor", "tiny", "--image", "kernel",
+                         "--boot-volume", "rootvol", "--wait", "--json")  # fmt: skip
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["boot_volume_id"] == volume["id"]
+    again = served.run("server", "create", "vol2", "--flavor", "tiny", "--image", "kernel",
+                       "--boot-volume", volume["id"])  # fmt: skip
+    assert again.exit_code == 1
+    assert "is in use by server" in again.output and volume["id"] in again.output
+
+
+def readable(stream: object, timeout_s: float) -> bool:
+    """Whether ``stream`` has data within the timeout (epoll: fd numbers past 1024 work)."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)  # type: ignore[arg-type]
+        return bool(selector.select(timeout_s))

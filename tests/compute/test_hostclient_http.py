@@ -29,6 +29,7 @@ from wattvisor.compute.hostclient import (
     HostClient,
     HostFacts,
     InterfaceAttachment,
+    MetadataUpdate,
     SpawnFlavor,
     SpawnImage,
     SpawnRequest,
@@ -46,7 +47,9 @@ from wattvisor.energy.snapshot import (
     ProjectEnergy,
     VMEnergy,
 )
+from wattvisor.host.console_log import ConsoleLog, CursorError
 from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostError, Inventory
+from wattvisor.host.networks import GuestAddress, GuestNetwork, NetworkSpec
 
 CLUSTER = str(uuid.uuid4())
 HOST = str(uuid.uuid4())
@@ -57,6 +60,15 @@ REQUEST = SpawnRequest(
     flavor=SpawnFlavor("f1", "tiny", 1, 64, 1, 0, 0, {"hw:cpu_policy": "shared"}),
     image=SpawnImage("i1", "busybox", {"os_type": "linux"}, kernel_path="/k", cmdline="c"),
     power_metrics=True, created_at=datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+    user_uuid=str(uuid.uuid4()), project_uuid=str(uuid.uuid4()),
+    root_volume=VolumeAttachment("v0", "/pool/v0.qcow2", "qcow2"),
+    network=GuestNetwork(
+        NetworkSpec("nat", "wattvisor", None, "192.168.150.0/24", "192.168.150.1",
+                    "fd00:1::/64", "fd00:1::1"),
+        "52:54:00:00:00:02",
+        (GuestAddress(4, "192.168.150.7", 24, "192.168.150.1"),
+         GuestAddress(6, "fd00:1::7", 64, None)),
+    ),
 )  # fmt: skip
 SNAPSHOT = EnergySnapshot(
     taken_at=1.5, interval_s=2.0, source="estimate", busy_fraction=0.25,
@@ -77,6 +89,14 @@ CASES: dict[str, tuple[dict[str, Any], Any]] = {
     "spawn": ({"request": REQUEST}, SpawnResult("wv-0001", ("wattvisor-power",), "running")),
     "stop": ({"domain_name": "wv-0001", "timeout_s": 2.5}, None),
     "start": ({"domain_name": "wv-0001"}, None),
+    "update_metadata": ({"domain_name": "wv-0001",
+                         "update": MetadataUpdate(display_name="renamed", flavor=REQUEST.flavor)},
+                        None),
+    "resize": ({"domain_name": "wv-0001", "flavor": REQUEST.flavor, "stop_timeout_s": 5.0},
+               "running"),
+    "console_log": ({"server_uuid": REQUEST.server_uuid, "lines": 20, "cursor": None,
+                     "max_bytes": 65536},
+                    ConsoleLog("boot\nready ☃\n", "abcd.12", truncated=True)),
     "delete": ({"server_uuid": "u1", "domain_name": "wv-0001"}, None),
     "create_volume": ({"volume_id": "v1", "size_gb": 3, "fmt": "qcow2"}, "/pool/v1.qcow2"),
     "delete_volume": ({"path": "/pool/v1.qcow2"}, None),
@@ -153,6 +173,12 @@ def test_host_errors_are_raised_again_with_their_type_and_message(
     with pytest.raises(error, match="domain 'wv-0001' is gone") as caught:
         served.client.start("wv-0001")
     assert type(caught.value) is error
+
+
+def test_a_cursor_error_of_the_host_is_raised_again_as_itself(served: Served) -> None:
+    served.host.answers["console_log"] = CursorError("cursor 'x.1' was given by no answer")
+    with pytest.raises(CursorError, match="was given by no answer"):
+        served.client.console_log(REQUEST.server_uuid, lines=None, cursor="x.1", max_bytes=10)
 
 
 def test_an_unexpected_failure_on_the_host_is_a_host_error(served: Served) -> None:

@@ -38,7 +38,8 @@ def _request(tmp: Path) -> SpawnRequest:
         flavor=SpawnFlavor(id="f", name="tiny", vcpus=1, ram_mb=64, disk_gb=0, swap_mb=0,
                            ephemeral_gb=0),
         image=SpawnImage(id="i", name="k", kernel_path=str(kernel)),
-        power_metrics=True, created_at=datetime.now(UTC),
+        power_metrics=True, created_at=datetime.now(UTC), user_uuid=str(uuid.uuid4()),
+        project_uuid=str(uuid.uuid4()),
     )  # fmt: skip
 
 

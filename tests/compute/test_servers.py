@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +39,8 @@ def test_create_returns_build_and_the_worker_makes_it_active(
     assert domain.uuid == server.uuid
     meta = domain.instance_metadata
     assert meta is not None and meta.owner is not None and meta.flavor is not None
-    assert (meta.owner.project_uuid, meta.owner.user_name) == ("proj-a", "alice")
+    assert (meta.owner.project_name, meta.owner.user_name) == ("proj-a", "alice")
+    assert meta.owner.project_uuid == compute.identities.project("proj-a").uuid
     assert meta.flavor.name == "tiny" and meta.display_name == "web 1"
     assert meta.root is not None and meta.root.uuid == kernel_image.id
     [cdrom] = [d for d in domain.devices.of_type(Disk) if d.device == "cdrom"]
@@ -214,11 +217,11 @@ def test_status_follows_the_guest_when_it_changes_behind_our_back(
     assert gone.status == "ERROR" and "the host lost the server" in (gone.fault or "")
 
 
-def test_disk_image_boots_from_a_per_server_copy_of_the_disk(
+def test_disk_image_boots_from_a_per_server_overlay_of_the_disk(
     compute: Compute, settle: Callable[[str], None], tmp_path: Path
 ) -> None:
     disk = tmp_path / "base.qcow2"
-    disk.write_bytes(b"QFI\xfb" + b"\0" * 508)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
     image = compute.catalog.create_image("disk-image", disk_path=str(disk), disk_format="qcow2")
     server = compute.servers.create(ALICE, "from-disk", "tiny", image.id)
     settle(server.uuid)
@@ -226,7 +229,10 @@ def test_disk_image_boots_from_a_per_server_copy_of_the_disk(
     domain = _domain(compute, server.uuid)
     root = domain.find_device(alias=ROOT_DISK_ALIAS)
     assert isinstance(root, Disk) and root.driver_type == "qcow2" and root.target_dev == "vda"
-    copy = Path(root.source_file or "")
-    assert copy != disk and copy.read_bytes() == disk.read_bytes()
-    assert server.uuid in str(copy)
+    overlay = Path(root.source_file or "")
+    assert overlay != disk and server.uuid in str(overlay)
+    argv = ["qemu-img", "info", "--output=json", str(overlay)]
+    info = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    assert info["backing-filename-format"] == "qcow2"
+    assert Path(info["backing-filename"]).read_bytes() == disk.read_bytes()
     assert domain.kernel is None

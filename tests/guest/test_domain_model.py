@@ -269,15 +269,14 @@ def test_adding_a_device_twice_is_refused(metadata: InstanceMetadata) -> None:
 
 
 def test_unmodelled_device_kinds_are_generic_devices_with_alias() -> None:
-    xml = PRETTY.replace(
-        "</devices>", "<rng model='virtio'><backend model='random'/></rng></devices>"
-    )
+    xml = PRETTY.replace("</devices>", "<watchdog model='i6300esb' action='reset'/></devices>")
     domain = Domain.parse(xml)
-    rng = domain.devices[-1]
-    assert type(rng) is Device and rng.kind == "rng"
-    rng.alias = "ua-rng"
+    watchdog = domain.devices[-1]
+    assert type(watchdog) is Device and watchdog.kind == "watchdog"
+    watchdog.alias = "ua-watchdog"
     assert (
-        etree.fromstring(domain.to_xml().encode()).find("devices/rng/alias").get("name") == "ua-rng"
+        etree.fromstring(domain.to_xml().encode()).find("devices/watchdog/alias").get("name")
+        == "ua-watchdog"
     )
 
 

@@ -21,6 +21,7 @@ from wattvisor.auth.fastapi import install_auth_errors
 from wattvisor.compute.hostclient import HostClient
 from wattvisor.compute.hostclient_wire import (
     HOST_ERROR_STATUS,
+    WIRE_ERRORS,
     WIRE_TABLE,
     WireError,
     encode_error,
@@ -30,6 +31,7 @@ from wattvisor.host.driver import HostError
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+KNOWN_ERRORS: tuple[type[Exception], ...] = (HostError, *WIRE_ERRORS.values())
 
 
 def _error(status: int, kind: str, message: str) -> Response:
@@ -66,7 +68,7 @@ def create_agent_app(
         function = getattr(host, method)
         try:
             result = await run_in_threadpool(function, **kwargs)
-        except HostError as exc:
+        except KNOWN_ERRORS as exc:
             return Response(
                 json.dumps({"error": encode_error(exc)}),
                 status_code=HOST_ERROR_STATUS,

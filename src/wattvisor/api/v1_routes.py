@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 
 from wattvisor.api.v1_schemas import (
     ERROR_RESPONSES,
+    ConsoleLog,
     Flavor,
     FlavorCreate,
     Host,
@@ -31,9 +32,12 @@ from wattvisor.api.v1_schemas import (
     InterfaceCreate,
     Me,
     Power,
+    Project,
     Server,
     ServerCreate,
     ServerPower,
+    ServerResize,
+    ServerUpdate,
     User,
     UserCreate,
     UserUpdate,
@@ -43,6 +47,7 @@ from wattvisor.api.v1_schemas import (
 )
 from wattvisor.auth import Principal, redact_for
 from wattvisor.compute import Compute, InvalidRequest, ServerRecord, VolumeRecord
+from wattvisor.compute.console import MAX_BYTES, MAX_LINES
 from wattvisor.compute.names import quoted
 
 PREFIX = "/v1"
@@ -186,8 +191,9 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     def create_server(body: ServerCreate, principal: Member) -> JSONResponse:
         """Accepted with status BUILD; it becomes ACTIVE, or ERROR with a fault saying why."""
         record = servers.create(
-            principal, body.name, body.flavor, body.image, power_metrics=body.power_metrics
-        )
+            principal, body.name, body.flavor, body.image, power_metrics=body.power_metrics,
+            boot_volume=body.boot_volume,
+        )  # fmt: skip
         return respond(principal, server_view(principal, record), 202)
 
     @router.get("/servers/{server_id}", response_model=Server, tags=["servers"])
@@ -238,6 +244,23 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         record = servers.start(principal, server_id)
         return respond(principal, server_view(principal, record), 202)
 
+    @router.patch("/servers/{server_id}", response_model=Server, tags=["servers"])
+    def update_server(server_id: str, body: ServerUpdate, principal: Member) -> JSONResponse:
+        """Rename: the display name in the record and, live and persistently, in the
+        domain's metadata. The domain's own name on the host does not change."""
+        record = compute.updates.rename(principal, server_id, body.name)
+        return respond(principal, server_view(principal, record))
+
+    @router.post(
+        "/servers/{server_id}/resize", response_model=Server, status_code=202, tags=["servers"]
+    )
+    def resize_server(server_id: str, body: ServerResize, principal: Member) -> JSONResponse:
+        """Another flavor on the same host: its claim moves at once (409 and nothing changed
+        when the host cannot take it); the guest is stopped, redefined and started again
+        in the background (task ``resizing``)."""
+        record = compute.updates.resize(principal, server_id, body.flavor)
+        return respond(principal, server_view(principal, record), 202)
+
     @router.get("/servers/{server_id}/power", response_model=Power, tags=["power"])
     def server_power(server_id: str, principal: Member) -> Power:
         return Power.of(power.server_power(principal, server_id))
@@ -246,6 +269,33 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     def server_metadata(server_id: str, principal: Member) -> dict[str, Any]:
         """The server's config drive document (``openstack/latest/meta_data.json``)."""
         return servers.metadata_document(principal, server_id)
+
+    @router.get("/servers/{server_id}/console-log", response_model=ConsoleLog, tags=["servers"])
+    def server_console_log(
+        server_id: str,
+        principal: Member,
+        # Text, checked by the service: a bad value is a 400 naming it, as in Nova.
+        lines: Annotated[
+            str | None,
+            Query(
+                description=f"only the last N lines, N from 1 to {MAX_LINES} (default: "
+                f"all); at most {MAX_BYTES} bytes either way"
+            ),
+        ] = None,
+        cursor: Annotated[
+            str | None,
+            Query(
+                description="the next_cursor of an earlier answer: only what came after it "
+                "(its first bytes, see more; with lines, its last lines)",
+            ),
+        ] = None,
+    ) -> ConsoleLog:
+        """The guest's serial console, earlier boots first (rotated and capped per server).
+
+        A server on no host yet (BUILD) or never placed (ERROR) has an empty log; a
+        DELETED server's log is gone (404)."""
+        view = compute.console.console_log(principal, server_id, lines=lines, cursor=cursor)
+        return ConsoleLog.of(view)
 
     # -- volumes -----------------------------------------------------------------------
 
@@ -312,7 +362,7 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         server_id: str, principal: Member, body: InterfaceCreate | None = None
     ) -> JSONResponse:
         """A new NIC (generated MAC, alias ``ua-<port id>``) on the configured network."""
-        model = body.model if body is not None else "virtio"
+        model = body.model if body is not None else None
         record = devices.attach_interface(principal, server_id, model)
         return respond(principal, Interface.of(record), 201)
 
@@ -362,6 +412,13 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     @router.post("/hosts/{host_id}/enable", response_model=Host, tags=["hosts"])
     def enable_host(host_id: str, principal: Admin) -> Host:
         return Host.of(compute.hosts.set_enabled(host_id, True))
+
+    # -- projects (admin) --------------------------------------------------------------
+
+    @router.get("/projects", response_model=list[Project], tags=["users"])
+    def list_projects(principal: Admin) -> list[Project]:
+        """Every project used so far, with its stable uuid."""
+        return [Project.of(p) for p in compute.identities.projects()]
 
     # -- users (admin) -----------------------------------------------------------------
 

@@ -25,6 +25,8 @@ from wattvisor.compute import (
     UserRecord,
     VolumeRecord,
 )
+from wattvisor.compute.console import ConsoleLogView
+from wattvisor.compute.identities import ProjectRecord
 from wattvisor.compute.names import PrintableText
 from wattvisor.compute.power import ServerPowerView
 
@@ -140,6 +142,47 @@ class ServerCreate(_Request):
         description="share the server's own energy counter with it (read-only virtiofs); "
         "default: as the flavor (hw:power_metrics) and image (hw_power_metrics) say",
     )
+    boot_volume: PrintableText | None = Field(
+        default=None, min_length=1, max_length=255,
+        description="id or name of an available volume of your project to boot from: it "
+        "becomes the root disk (in-use until the server is deleted); the image then gives "
+        "only its kernel, if it has one, and its properties",
+    )  # fmt: skip
+
+
+class ServerAddressOut(BaseModel):
+    """One address as Nova lists it under ``addresses.<network name>``."""
+
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
+
+    addr: str
+    version: Literal[4, 6]
+    mac_addr: str = Field(alias="OS-EXT-IPS-MAC:mac_addr")
+    type: Literal["fixed"] = Field(default="fixed", alias="OS-EXT-IPS:type")
+
+
+def addresses_by_network(record: ServerRecord) -> dict[str, list[ServerAddressOut]]:
+    """``{"<network name>": [{"addr", "version", "OS-EXT-IPS-MAC:mac_addr", ...}]}``."""
+    grouped: dict[str, list[ServerAddressOut]] = {}
+    for a in record.addresses:
+        grouped.setdefault(a.network, []).append(
+            ServerAddressOut(addr=a.address, version=4 if a.version == 4 else 6, mac_addr=a.mac)
+        )
+    return grouped
+
+
+class ServerUpdate(_Request):
+    name: PrintableText = Field(
+        min_length=1, max_length=255,
+        description="the new display name; the domain on the host keeps its own name",
+    )  # fmt: skip
+
+
+class ServerResize(_Request):
+    flavor: PrintableText = Field(
+        min_length=1, max_length=255,
+        description="flavor id or name; the server stays on its host, which must fit it",
+    )  # fmt: skip
 
 
 class Server(BaseModel):
@@ -157,6 +200,14 @@ class Server(BaseModel):
     )
     power_metrics: bool
     mount_tags: list[str] = Field(description="virtiofs tags the guest can mount")
+    boot_volume_id: str | None = Field(
+        default=None, description="the volume that is the root disk; null: booted from the image"
+    )
+    addresses: dict[str, list[ServerAddressOut]] = Field(
+        default_factory=dict,
+        description="static addresses by network name, as Nova shows them; held from the "
+        "build until the delete, and reached on the guest's config drive",
+    )
     created_at: datetime
     updated_at: datetime
     host: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
@@ -180,9 +231,10 @@ class Server(BaseModel):
             id=record.uuid, name=record.name, project=record.project, user=record.user,
             flavor_id=record.flavor_id, image_id=record.image_id, status=record.status,
             task=record.task, fault=fault, power_metrics=record.power_metrics,
-            mount_tags=list(record.shares), created_at=record.created_at,
+            mount_tags=list(record.shares), addresses=addresses_by_network(record),
+            created_at=record.created_at,
             updated_at=record.updated_at, host=host_name, host_id=record.host_uuid,
-            domain_name=record.domain_name,
+            domain_name=record.domain_name, boot_volume_id=record.boot_volume_id,
             host_status=None if record.host_uuid is None else ("down" if host_down else "up"),
         )  # fmt: skip
 
@@ -232,7 +284,9 @@ class Volume(BaseModel):
 
 
 class InterfaceCreate(_Request):
-    model: Literal["virtio", "e1000", "e1000e", "rtl8139"] = "virtio"
+    model: Literal["virtio", "e1000", "e1000e", "rtl8139"] | None = Field(
+        default=None, description="default: the image's hw_vif_model, else virtio"
+    )
 
 
 class Interface(BaseModel):
@@ -274,7 +328,9 @@ class UserUpdate(_Request):
 
 class User(BaseModel):
     name: str
+    uuid: str = Field(description="the user's stable id: given at registration, never changed")
     project: str
+    project_uuid: str = Field(description="the project's stable id, recorded on its first use")
     role: str
     public_key: str
     created_at: datetime
@@ -282,9 +338,20 @@ class User(BaseModel):
     @classmethod
     def of(cls, record: UserRecord) -> User:
         return cls(
-            name=record.name, project=record.project, role=record.role,
+            name=record.name, uuid=record.uuid, project=record.project,
+            project_uuid=record.project_uuid, role=record.role,
             public_key=record.public_key, created_at=record.created_at,
         )  # fmt: skip
+
+
+class Project(BaseModel):
+    name: str
+    uuid: str = Field(description="the project's stable id, recorded on its first use")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: ProjectRecord) -> Project:
+        return cls(name=record.name, uuid=record.uuid, created_at=record.created_at)
 
 
 class Me(BaseModel):
@@ -391,4 +458,39 @@ class ServerPower(BaseModel):
             id=view.server_uuid, name=view.name, project=view.project, status=view.status,
             watts=view.watts, joules=view.joules, source=view.source, sampled=view.sampled,
             measured=view.measured, taken_at=view.taken_at,
+        )  # fmt: skip
+
+
+# -- console log --------------------------------------------------------------------------
+
+
+class ConsoleLog(BaseModel):
+    """Part of a server's serial console log, earlier boots included (rotated, capped)."""
+
+    server_id: str
+    text: str = Field(
+        description="the guest's output: CRLF as LF, invalid UTF-8 replaced, control "
+        "characters as the guest wrote them (escape them before showing them on a terminal)"
+    )
+    lines: int = Field(description="how many lines text holds")
+    truncated: bool = Field(
+        description="earlier output exists that is not in text (lines, or the size cap)"
+    )
+    more: bool = Field(
+        description="read from a cursor: later output exists already; ask again at once"
+    )
+    reset: bool = Field(
+        description="the cursor's place was rotated away: text starts at the oldest output "
+        "kept and some output in between is lost"
+    )
+    next_cursor: str = Field(
+        description="pass as cursor to get only what the guest writes after this answer"
+    )
+
+    @classmethod
+    def of(cls, view: ConsoleLogView) -> ConsoleLog:
+        return cls(
+            server_id=view.server_uuid, text=view.text, lines=view.lines,
+            truncated=view.truncated, more=view.more, reset=view.reset,
+            next_cursor=view.next_cursor,
         )  # fmt: skip

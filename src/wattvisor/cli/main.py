@@ -16,6 +16,7 @@ from wattvisor.cli.dev import dev_app
 from wattvisor.cli.host import host_app
 from wattvisor.cli.image import image_app
 from wattvisor.cli.power import power_app
+from wattvisor.cli.server_updates import add_server_update_commands
 from wattvisor.cli.servers import server_app
 from wattvisor.cli.up import up
 from wattvisor.cli.users import user_app
@@ -57,6 +58,7 @@ app.add_typer(image_app, name="image")
 app.add_typer(flavor_app, name="flavor")
 app.add_typer(keys_app, name="keys")
 app.add_typer(token_app, name="token")
+add_server_update_commands(server_app)
 app.add_typer(server_app, name="server")
 app.add_typer(volume_app, name="volume")
 app.add_typer(power_app, name="power")

@@ -48,3 +48,15 @@ def safe_json(text: str) -> str:
     writes C1 and bidi characters raw; outside strings JSON has only ASCII, so
     replacing them anywhere leaves the same document."""
     return _UNSAFE_IN_JSON.sub(_json_escaped, text)
+
+
+_UNSAFE_IN_LOG = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+""":data:`UNSAFE` without newline and tab: the layout of a guest's console output."""
+
+
+def safe_log(text: str) -> str:
+    """Multi-line text such as a guest's console with every :data:`UNSAFE` character but
+    newline and tab written as a visible escape (a guest's ANSI colours show as ``\\x1b[``)."""
+    return _UNSAFE_IN_LOG.sub(_escaped, text)

@@ -19,6 +19,7 @@ from wattvisor.cli.api_client import (
     resolve_server,
     segment,
 )
+from wattvisor.cli.console_log import console_log
 from wattvisor.cli.context import fail, say
 from wattvisor.cli.output import (
     Column,
@@ -26,6 +27,7 @@ from wattvisor.cli.output import (
     FormatOption,
     JsonOption,
     Output,
+    OutputFormat,
     created,
     print_json,
     yes_no,
@@ -45,6 +47,7 @@ SERVER_COLUMNS = (
     Column("Task", "task"),
     Column("Flavor", "flavor_name"),
     Column("Image", "image_name"),
+    Column("Networks", "addresses"),
     Column("Power metrics", "power_metrics", text=yes_no),
     Column("Created", "created_at", text=created),
     Column("Flavor ID", "flavor_id", ident=True, default=False),
@@ -84,6 +87,17 @@ def with_names(
     return named
 
 
+def networks_text(addresses: Any) -> str:
+    """``net=10.0.0.2, fd00::2`` per network (``; `` between networks), as Nova's CLI."""
+    if not isinstance(addresses, dict):
+        return ""
+    return "; ".join(
+        f"{network}={', '.join(str(a.get('addr', '')) for a in listed if isinstance(a, dict))}"
+        for network, listed in addresses.items()
+        if isinstance(listed, list)
+    )
+
+
 def _named(client: ApiClient, server: dict[str, Any]) -> dict[str, Any]:
     return with_names(server, *_catalog_names(client))
 
@@ -96,6 +110,10 @@ def create(
     power_metrics: Annotated[
         bool, typer.Option("--power-metrics", help="Share its own energy counter with the guest.")
     ] = False,
+    boot_volume: Annotated[
+        str | None,
+        typer.Option("--boot-volume", help="Boot from this volume (name or id) as root disk."),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until ACTIVE or ERROR.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 300.0,
     as_json: JsonOption = False,
@@ -109,6 +127,8 @@ def create(
     body: dict[str, Any] = {"name": name, "flavor": flavor, "image": image}
     if power_metrics:
         body["power_metrics"] = True
+    if boot_volume is not None:
+        body["boot_volume"] = boot_volume
     with connect(url) as client:
         server = client.call("POST", "/v1/servers", body)
         if wait:
@@ -133,6 +153,8 @@ def list_servers(
     with connect(url) as client:
         servers: list[dict[str, Any]] = client.call("GET", "/v1/servers")
         flavors, images = _catalog_names(client)
+    if output.fmt is not OutputFormat.json:
+        servers = [{**s, "addresses": networks_text(s.get("addresses"))} for s in servers]
     output.rows([with_names(s, flavors, images) for s in servers], SERVER_COLUMNS)
 
 
@@ -149,6 +171,8 @@ def show(
     with connect(url) as client:
         server = client.call("GET", f"/v1/servers/{resolve_server(client, server_id)}")
         server = _named(client, server)
+    if output.fmt is not OutputFormat.json and "addresses" in server:
+        server["addresses"] = networks_text(server["addresses"])
     output.record(server)
 
 
@@ -272,3 +296,8 @@ def interface_remove(
         server_id = resolve_server(client, server_id)
         client.call("DELETE", f"/v1/servers/{server_id}/interfaces/{segment(alias)}")
     say(f"server {server_id}: interface {alias} removed")
+
+
+# -- console ----------------------------------------------------------------------------
+
+server_app.command("console-log")(console_log)

@@ -139,6 +139,12 @@ def up(
     flavors = ", ".join(f.name for f in node.compute.catalog.flavors()) or "none"
     out.print(f"flavors: {escape(safe(flavors))}")
     out.print(node.ensure_ready_image())
+    net = node.compute.servers.addresses.spec
+    subnets = ", ".join(s for s in (net.ipv4_subnet, net.ipv6_subnet) if s)
+    out.print(
+        f"network: servers get one interface on [bold]{escape(safe(net.name))}[/bold] "
+        f"({net.mode}, {subnets}), static addresses on their config drive"
+    )
     for name in node.startup.shares_reestablished:
         out.print(f"re-established read-only share mounts of {escape(safe(name))}")
     for problem in [*node.startup.problems, *node.notes]:

@@ -22,10 +22,18 @@ from wattvisor.cli.output import (
 user_app = typer.Typer(help="Users and their public keys (admin).", no_args_is_help=True)
 USER_COLUMNS = (
     Column("Name", "name", ident=True),
+    Column("UUID", "uuid", ident=True),
     Column("Project", "project", ident=True),
+    Column("Project UUID", "project_uuid", ident=True),
     Column("Role", "role"),
     Column("Created", "created_at", text=created),
     Column("Public key", "public_key", ident=True, default=False),
+)
+
+PROJECT_COLUMNS = (
+    Column("Name", "name", ident=True),
+    Column("UUID", "uuid", ident=True),
+    Column("First used", "created_at", text=created),
 )
 
 
@@ -75,6 +83,21 @@ def list_users(
     with connect(url) as client:
         users: list[dict[str, Any]] = client.call("GET", "/v1/users")
     output.rows(users, USER_COLUMNS)
+
+
+@user_app.command("projects")
+def list_projects(
+    fmt: FormatOption = None,
+    columns: ColumnOption = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
+    """Every project used so far, with the uuid it got on first use."""
+    output = Output.of(fmt, columns, as_json)
+    output.pick(PROJECT_COLUMNS)
+    with connect(url) as client:
+        projects: list[dict[str, Any]] = client.call("GET", "/v1/projects")
+    output.rows(projects, PROJECT_COLUMNS)
 
 
 @user_app.command("delete")

@@ -33,7 +33,8 @@ from wattvisor.compute.errors import (
 )
 from wattvisor.compute.hostclient import InterfaceAttachment, VolumeAttachment
 from wattvisor.compute.hosts import HostRegistry
-from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
+from wattvisor.compute.image_properties import vif_model_for
+from wattvisor.compute.keyed_locks import KeyedLock
 from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import InterfaceRecord, ServerRecord, VolumeRecord
 from wattvisor.compute.servers import ServerService
@@ -69,7 +70,7 @@ class DeviceService:
         self.servers = servers
         self.hosts = hosts
         self.settings = settings
-        self._volume_locks = KeyedLocks()
+        self._volume_locks = servers.volume_locks  # a boot volume is claimed under them too
 
     def create_volume(
         self,
@@ -316,6 +317,12 @@ class DeviceService:
                     f"aliases: {', '.join(aliases) or '(none)'}",
                     alias=alias,
                 )
+            if volume is not None and ident == server.boot_volume_id:
+                raise Conflict(
+                    f"volume {quoted(ident)} is the root disk of server {quoted(server_id)}; it "
+                    "is freed when the server is deleted",
+                    volume_id=ident, server_id=server.uuid,
+                )  # fmt: skip
             held: contextlib.AbstractContextManager[object] = (
                 self._volume_locks.hold(ident) if volume is not None else contextlib.nullcontext()
             )
@@ -369,10 +376,11 @@ class DeviceService:
     # --------------------------------------------------------------- interfaces
 
     def attach_interface(
-        self, principal: Principal, server_id: str, model: str = "virtio"
+        self, principal: Principal, server_id: str, model: str | None = None
     ) -> InterfaceRecord:
-        """A new NIC with a generated MAC and alias ``ua-<port id>``."""
-        if model not in INTERFACE_MODELS:
+        """A new NIC with a generated MAC and alias ``ua-<port id>``. Without ``model``
+        it is the one the server's image names in ``hw_vif_model`` (as Nova), else virtio."""
+        if model is not None and model not in INTERFACE_MODELS:
             raise InvalidRequest(
                 f"interface model {model!r} is not accepted; accepted: "
                 f"{', '.join(INTERFACE_MODELS)}",
@@ -386,6 +394,8 @@ class DeviceService:
         else:
             kind, source = "user", None
         with self._device_change(principal, server_id) as server:
+            if model is None:
+                model = self._image_vif_model(server.image_id)
             port_id = str(uuidlib.uuid4())
             mac = "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
             domain = server.domain_name or ""
@@ -413,6 +423,13 @@ class DeviceService:
                     )
                 )  # fmt: skip
         return next(i for i in self.interfaces(principal, server_id) if i.id == port_id)
+
+    def _image_vif_model(self, image_id: str) -> str:
+        try:
+            image = self.servers.catalog.image(image_id)
+        except NotFound:
+            return vif_model_for({})  # the image is gone; its default
+        return vif_model_for(image.properties)
 
     def interfaces(self, principal: Principal, server_id: str) -> list[InterfaceRecord]:
         server = self.servers.get_live(principal, server_id)

@@ -18,7 +18,9 @@ from datetime import datetime
 from typing import Protocol
 
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
+from wattvisor.host.console_log import ConsoleLog
 from wattvisor.host.driver import Inventory
+from wattvisor.host.networks import GuestNetwork
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,7 @@ class SpawnFlavor:
 
 @dataclass(frozen=True, slots=True)
 class SpawnImage:
-    """How the guest boots: direct kernel boot, or a disk file copied per server."""
+    """How the guest boots: direct kernel boot, or a disk file the root overlay is backed by."""
 
     id: str
     name: str
@@ -49,7 +51,11 @@ class SpawnImage:
 
 @dataclass(frozen=True, slots=True)
 class SpawnRequest:
-    """Everything a host needs to build and start one server."""
+    """Everything a host needs to build and start one server.
+
+    The owner is given by name (what people read) and by uuid (what stays when a name
+    is given up and taken again), as the guest's metadata records it.
+    """
 
     server_uuid: str
     display_name: str
@@ -60,6 +66,13 @@ class SpawnRequest:
     image: SpawnImage
     power_metrics: bool
     created_at: datetime
+    user_uuid: str
+    project_uuid: str
+    root_volume: VolumeAttachment | None = None
+    """Boot from this volume: it is the root disk, and the image gives only the kernel
+    (if any) and its properties."""
+    network: GuestNetwork | None = None
+    """The server's interface and static addresses; None: the server gets no interface."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,18 @@ class SpawnResult:
     domain_name: str
     share_tags: tuple[str, ...]
     state: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataUpdate:
+    """Parts of a server's instance metadata to replace; None keeps what the domain has.
+
+    Applied to the running guest and to its persistent definition alike, so a
+    ``virsh dumpxml`` of either shows the change at once and after a restart.
+    """
+
+    display_name: str | None = None
+    flavor: SpawnFlavor | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +149,20 @@ class HostClient(Protocol):
 
     def start(self, domain_name: str) -> None: ...
 
+    def update_metadata(self, domain_name: str, update: MetadataUpdate) -> None:
+        """Replace parts of the domain's instance metadata, live (if running) and in its
+        persistent config, without restarting it."""
+        ...
+
+    def resize(self, domain_name: str, flavor: SpawnFlavor, stop_timeout_s: float) -> str:
+        """Give the domain ``flavor``'s vCPUs and memory (and the flavor in its metadata):
+        stop it if running, redefine it, start it again. Returns the power state after.
+
+        On failure the previous definition is restored (and started again if it was
+        running) before the error is raised, so the guest is as it was.
+        """
+        ...
+
     def delete(self, server_uuid: str, domain_name: str) -> None:
         """Destroy and undefine the domain, forget its energy, remove its files."""
         ...
@@ -139,6 +178,13 @@ class HostClient(Protocol):
     def attach_interface(self, domain_name: str, interface: InterfaceAttachment) -> None: ...
 
     def detach_by_alias(self, domain_name: str, alias: str) -> None: ...
+
+    def console_log(
+        self, server_uuid: str, *, lines: int | None, cursor: str | None, max_bytes: int
+    ) -> ConsoleLog:
+        """The server's serial console log (see :mod:`wattvisor.host.console_log`); empty
+        when it has none. Raises ``CursorError`` for a cursor no answer gave."""
+        ...
 
     def energy_source(self) -> str:
         """``rapl``, ``scaphandre``, ``estimate``, or ``none`` (not measured here)."""

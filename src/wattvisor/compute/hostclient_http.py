@@ -21,6 +21,8 @@ import httpx
 from wattvisor.compute.hostclient import (
     HostFacts,
     InterfaceAttachment,
+    MetadataUpdate,
+    SpawnFlavor,
     SpawnRequest,
     SpawnResult,
     VolumeAttachment,
@@ -32,6 +34,7 @@ from wattvisor.compute.hostclient_wire import (
     decode_error,
 )
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
+from wattvisor.host.console_log import ConsoleLog
 from wattvisor.host.driver import HostError
 
 log = logging.getLogger(__name__)
@@ -140,6 +143,15 @@ class HttpHostClient:
     def start(self, domain_name: str) -> None:
         self._call("start", domain_name=domain_name)
 
+    def update_metadata(self, domain_name: str, update: MetadataUpdate) -> None:
+        self._call("update_metadata", domain_name=domain_name, update=update)
+
+    def resize(self, domain_name: str, flavor: SpawnFlavor, stop_timeout_s: float) -> str:
+        result: str = self._call(
+            "resize", domain_name=domain_name, flavor=flavor, stop_timeout_s=stop_timeout_s
+        )
+        return result
+
     def delete(self, server_uuid: str, domain_name: str) -> None:
         self._call("delete", server_uuid=server_uuid, domain_name=domain_name)
 
@@ -158,6 +170,15 @@ class HttpHostClient:
 
     def detach_by_alias(self, domain_name: str, alias: str) -> None:
         self._call("detach_by_alias", domain_name=domain_name, alias=alias)
+
+    def console_log(
+        self, server_uuid: str, *, lines: int | None, cursor: str | None, max_bytes: int
+    ) -> ConsoleLog:
+        result: ConsoleLog = self._call(
+            "console_log", server_uuid=server_uuid, lines=lines, cursor=cursor,
+            max_bytes=max_bytes,
+        )  # fmt: skip
+        return result
 
     def energy_source(self) -> str:
         result: str = self._call("energy_source")

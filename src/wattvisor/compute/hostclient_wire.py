@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from wattvisor.compute.hostclient import HostClient
+from wattvisor.host.console_log import CursorError
 from wattvisor.host.driver import DetachTimeout, DeviceNotFound, DomainNotFound, HostError
 
 WIRE_METHODS: tuple[str, ...] = (
@@ -33,12 +34,15 @@ WIRE_METHODS: tuple[str, ...] = (
     "spawn",
     "stop",
     "start",
+    "update_metadata",
+    "resize",
     "delete",
     "create_volume",
     "delete_volume",
     "attach_volume",
     "attach_interface",
     "detach_by_alias",
+    "console_log",
     "energy_source",
     "energy_snapshot",
     "vm_history",
@@ -49,8 +53,9 @@ WIRE_METHODS: tuple[str, ...] = (
 
 LOCAL_ONLY: frozenset[str] = frozenset({"uri", "close"})
 
-WIRE_ERRORS: dict[str, type[HostError]] = {
-    cls.__name__: cls for cls in (HostError, DomainNotFound, DeviceNotFound, DetachTimeout)
+WIRE_ERRORS: dict[str, type[Exception]] = {
+    cls.__name__: cls
+    for cls in (HostError, DomainNotFound, DeviceNotFound, DetachTimeout, CursorError)
 }
 """Exceptions raised again, by name, on the caller's side."""
 
@@ -123,7 +128,7 @@ def _build(name: str) -> WireMethod:
     parameters = tuple(p for p in signature.parameters if p != "self")
     fields: dict[str, Any] = {p: (hints[p], ...) for p in parameters}
     arguments = create_model(f"{name}_arguments", __base__=_Strict, **fields)
-    extra = "timeout_s" if "timeout_s" in parameters else None
+    extra = next((p for p in parameters if p.endswith("timeout_s")), None)
     return WireMethod(name, parameters, arguments, TypeAdapter(hints["return"]), extra)
 
 
@@ -139,7 +144,7 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
     return {"type": kind, "message": message}
 
 
-def decode_error(error: Any, where: str) -> HostError:
+def decode_error(error: Any, where: str) -> Exception:
     """The exception an ``error`` object stands for; ``where`` names the agent."""
     if not isinstance(error, dict) or not isinstance(error.get("message"), str):
         return HostError(f"host agent {where} answered an unreadable error: {error!r:.200}")

@@ -1,9 +1,11 @@
 """A host served in-process: a :class:`HostDriver` and, where the process runs, the sampler.
 
 Per-server files live in ``<data_dir>/instances/<server uuid>/`` (console log,
-config drive, root disk copy); volumes in a libvirt ``dir`` pool at
-``<data_dir>/volumes``, named ``wattvisor-volumes-<hash of that path>`` because
-pools are global to a libvirtd that several data directories may share.
+config drive, qcow2 overlays for the root, ephemeral and swap disks); the bases of
+those overlays in ``<data_dir>/images/`` (:mod:`wattvisor.host.image_cache`);
+volumes in a libvirt ``dir`` pool at ``<data_dir>/volumes``, named
+``wattvisor-volumes-<hash of that path>`` because pools are global
+to a libvirtd that several data directories may share.
 """
 
 from __future__ import annotations
@@ -13,31 +15,48 @@ import hashlib
 import logging
 import shutil
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
 
-from wattvisor.compute.guest_build import POWER_METRICS_PURPOSE, GuestFiles, build_domain
+from wattvisor.compute.guest_build import (
+    POWER_METRICS_PURPOSE,
+    ROOT_DISK_ALIAS,
+    GuestFiles,
+    build_domain,
+)
+from wattvisor.compute.guest_network import server_interface
 from wattvisor.compute.hostclient import (
     HostFacts,
     InterfaceAttachment,
+    MetadataUpdate,
+    SpawnFlavor,
     SpawnRequest,
     SpawnResult,
     VolumeAttachment,
 )
+from wattvisor.compute.image_properties import check_host_support, fetch_guest_support, guest_shape
+from wattvisor.compute.metadata_update import apply_update, flavor_meta
 from wattvisor.energy import EnergySampler
 from wattvisor.energy.inventory import VMRecord
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
-from wattvisor.guest import Disk, Interface, ShareMeta, make_alias
+from wattvisor.guest import Disk, Domain, Interface, ShareMeta, make_alias
 from wattvisor.host.configdrive import ConfigDriveMetadata, build_config_drive
 from wattvisor.host.connection import libvirt_error_summary
+from wattvisor.host.console_log import ConsoleLog, read_console_log, rotate_console_log
 from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostDriver, HostError
+from wattvisor.host.image_cache import ImageCache, ImageCacheError
+from wattvisor.host.instance_disks import InstanceDisks, prepare_instance_disks
+from wattvisor.host.networks import HostNetworks, NetworkError
 from wattvisor.host.shares import PreparedShare
 
 log = logging.getLogger(__name__)
 
 VOLUME_POOL_PREFIX = "wattvisor-volumes"
+IMAGE_CACHE_KEEP_S = 24 * 3600.0
+"""How long a base no server uses stays cached (a respawn of the image is then cheap)."""
 _VIRTIO_TARGETS = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
 
 
@@ -59,6 +78,8 @@ class LocalHostClient:
         digest = hashlib.sha256(str(self.volumes_dir.resolve()).encode()).hexdigest()[:10]
         self.volume_pool = f"{VOLUME_POOL_PREFIX}-{digest}"
         self._pool_lock = threading.Lock()
+        self.image_cache = ImageCache(self.data_dir / "images")
+        self.networks = HostNetworks(driver.connection)
 
     # -- identity ------------------------------------------------------------------------
 
@@ -112,6 +133,7 @@ class LocalHostClient:
                     f"{self.driver.uri} has no share_local_fs directory configured"
                 )
             tags = tuple(share.mount_tag for share in prepared)
+            self._ensure_network(request)
             if self.sampler is not None and prepared:
                 self.sampler.prepare_guest_share(self._vm_record(request, prepared))
             drive = build_config_drive(
@@ -120,28 +142,67 @@ class LocalHostClient:
                     uuid=request.server_uuid, name=request.display_name,
                     project_id=request.project,
                     shares=tuple(ShareMeta(tag=t, purpose=POWER_METRICS_PURPOSE) for t in tags),
+                    network=request.network,
                 ),
             )  # fmt: skip
-            root_disk = None
-            if request.image.disk_path:
-                root_disk = instance_dir / "disk"
-                shutil.copyfile(request.image.disk_path, root_disk)
-                root_disk.chmod(0o644)
+            disks = self._disks(request, instance_dir)
             console = instance_dir / "console.log"
             domain = build_domain(
                 request,
-                GuestFiles(console_log=console, config_drive=drive, root_disk=root_disk),
+                GuestFiles(
+                    console_log=console,
+                    config_drive=drive,
+                    root_disk=disks.root.path if disks.root else None,
+                    root_format=disks.root.format if disks.root else None,
+                    extra_disks=disks.extra,
+                ),
                 self.driver.share_devices(prepared),
                 virt_type=self.driver.settings.virt_type,
                 machine=self.driver.settings.machine_type,
             )
+            if (nic := server_interface(request)) is not None:
+                domain.add_device(nic)
+            self._check_guest_support(request, domain)
             self.driver.define(domain)
             defined = True
             state = self.driver.start(request.server_uuid)
             return SpawnResult(domain_name=name, share_tags=tags, state=state.state)
         except BaseException:
             self._cleanup(request, defined=defined, shares_prepared=shares_prepared)
+            self.networks.forget()  # the next spawn checks the network again
             raise
+
+    def _disks(self, request: SpawnRequest, instance_dir: Path) -> InstanceDisks:
+        """Root overlay (unless booting from a volume), ephemeral and swap disks."""
+        flavor, image = request.flavor, request.image
+        try:
+            return prepare_instance_disks(
+                instance_dir, self.image_cache, image_id=image.id,
+                image_path=None if request.root_volume is not None else image.disk_path,
+                image_format=image.disk_format, root_gb=flavor.disk_gb,
+                ephemeral_gb=flavor.ephemeral_gb, swap_mb=flavor.swap_mb,
+                root_alias=ROOT_DISK_ALIAS,
+            )  # fmt: skip
+        except (ImageCacheError, ValueError) as exc:
+            raise HostError(f"server {request.server_uuid}: {exc}") from exc
+
+    def _ensure_network(self, request: SpawnRequest) -> None:
+        if request.network is None:
+            return
+        try:
+            self.networks.ensure(request.network.spec)
+        except NetworkError as exc:
+            raise HostError(
+                f"server {request.server_uuid} cannot be plugged into its network: {exc}"
+            ) from exc
+
+    def _check_guest_support(self, request: SpawnRequest, domain: Domain) -> None:
+        """The late check: what the image asks of the guest, held against this host's
+        domain capabilities before anything is defined (raises HostError naming it)."""
+        shape = guest_shape(request.image.properties, request.flavor.extra_specs)
+        support = fetch_guest_support(self.driver, domain, shape)
+        if support is not None:
+            check_host_support(domain, shape, support)
 
     def _vm_record(self, request: SpawnRequest, prepared: list[PreparedShare]) -> VMRecord:
         return VMRecord(
@@ -173,7 +234,48 @@ class LocalHostClient:
         self.driver.shutdown(domain_name, timeout_s=timeout_s)
 
     def start(self, domain_name: str) -> None:
+        self._rotate_console_log(self.driver.domain_state(domain_name).uuid)
         self.driver.start(domain_name)
+
+    def _rotate_console_log(self, server_uuid: str) -> None:
+        """Keep the appended console log within its cap (virtlogd rotates it only while the
+        guest runs, and not at all where QEMU writes it itself)."""
+        settings = self.driver.settings
+        try:
+            for line in rotate_console_log(
+                self.instances_dir / server_uuid.lower(),
+                max_bytes=settings.console_log_max_bytes, backups=settings.console_log_backups,
+            ):  # fmt: skip
+                log.info("console log of server %s: %s", server_uuid, line)
+        except OSError as exc:
+            log.warning("cannot rotate the console log of server %s: %s", server_uuid, exc)
+
+    def console_log(
+        self, server_uuid: str, *, lines: int | None, cursor: str | None, max_bytes: int
+    ) -> ConsoleLog:
+        try:
+            canonical = str(uuid.UUID(server_uuid)) == server_uuid.lower()
+        except ValueError:
+            canonical = False
+        if not canonical:  # it names a directory: never a path
+            raise HostError(f"server uuid {server_uuid[:40]!r} is not a canonical uuid")
+        try:
+            return read_console_log(
+                self.instances_dir / server_uuid, server_uuid,
+                lines=lines, cursor=cursor, max_bytes=max_bytes,
+            )  # fmt: skip
+        except OSError as exc:
+            raise HostError(f"cannot read the console log of server {server_uuid}: {exc}") from exc
+
+    def update_metadata(self, domain_name: str, update: MetadataUpdate) -> None:
+        self.driver.update_instance_metadata(domain_name, lambda meta: apply_update(meta, update))
+
+    def resize(self, domain_name: str, flavor: SpawnFlavor, stop_timeout_s: float) -> str:
+        state = self.driver.resize_domain(
+            domain_name, vcpus=flavor.vcpus, memory_mib=flavor.ram_mb,
+            flavor=flavor_meta(flavor), stop_timeout_s=stop_timeout_s,
+        )  # fmt: skip
+        return state.state
 
     def delete(self, server_uuid: str, domain_name: str) -> None:
         """Remove the domain and whatever else of the server exists on this host.
@@ -198,6 +300,20 @@ class LocalHostClient:
         failures = _run_all(f"deleting server {server_uuid}", steps)
         if failures:
             raise HostError(f"server {server_uuid} not fully removed: {'; '.join(failures)}")
+        try:
+            self.prune_images()
+        except Exception as exc:  # the server is gone all the same; a later delete retries
+            log.warning("pruning the image cache of %s failed: %s", self.driver.uri, exc)
+
+    def prune_images(self, min_age_s: float = IMAGE_CACHE_KEEP_S) -> list[Path]:
+        """Remove the cached bases no disk of this host's servers is backed by and no
+        spawn used for ``min_age_s``; returns their paths."""
+        return self.image_cache.prune(self._overlays, min_age_s)
+
+    def _overlays(self) -> list[Path]:
+        if not self.instances_dir.is_dir():
+            return []
+        return [disk for server in self.instances_dir.iterdir() for disk in server.glob("disk*")]
 
     # -- volumes -------------------------------------------------------------------------
 

@@ -77,6 +77,16 @@ def require_printable(field: str, value: object) -> None:
         ) from exc
 
 
+def check_server_name(name: object) -> str:
+    """A server's name as create and rename accept it: 1-255 printable characters, not
+    only spaces; InvalidRequest naming the value otherwise."""
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        shown = quoted(name) if isinstance(name, str) else repr(name)
+        raise InvalidRequest(f"server name {shown} must be 1-255 characters", name=name)
+    require_printable("server name", name)
+    return name
+
+
 def visible(text: str, limit: int = ECHO_LIMIT) -> str:
     """``text`` safe to echo back: refused characters as ``\\uXXXX``, cut after ``limit``."""
     shown = "".join(c if is_printable(c) else f"\\u{ord(c):04x}" for c in text[:limit])

@@ -21,7 +21,9 @@ InterfaceKind = Literal["user", "network", "bridge"]
 @dataclass(frozen=True, slots=True)
 class UserRecord:
     name: str
+    uuid: str
     project: str
+    project_uuid: str
     role: Role
     public_key: str
     created_at: datetime
@@ -60,6 +62,16 @@ class ImageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerAddress:
+    """One static address of a server on a network, with the MAC of its interface."""
+
+    network: str
+    version: int
+    address: str
+    mac: str
+
+
+@dataclass(frozen=True, slots=True)
 class ServerRecord:
     uuid: str
     name: str
@@ -78,6 +90,10 @@ class ServerRecord:
     updated_at: datetime
     fault_detail: str | None = None
     """``fault`` in the host's own words (host names, paths, domains): for admins only."""
+    boot_volume_id: str | None = None
+    """The volume that is the server's root disk; None when it boots from its image."""
+    addresses: tuple[ServerAddress, ...] = ()
+    """Held from the build until the delete; IPv4 before IPv6."""
 
 
 @dataclass(frozen=True, slots=True)

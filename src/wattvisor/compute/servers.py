@@ -10,6 +10,8 @@ project's server looks exactly like a missing one.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 import uuid as uuidlib
@@ -18,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -33,6 +36,7 @@ from sqlalchemy import (
 )
 
 from wattvisor.auth import Principal, can_see_project, project_scope
+from wattvisor.compute.addresses import AddressBook, AddressesExhausted
 from wattvisor.compute.catalog import Catalog
 from wattvisor.compute.errors import (
     ComputeError,
@@ -45,14 +49,17 @@ from wattvisor.compute.hostclient import (
     SpawnFlavor,
     SpawnImage,
     SpawnRequest,
+    VolumeAttachment,
 )
 from wattvisor.compute.hosts import HostRegistry
+from wattvisor.compute.identities import IdentityStore
 from wattvisor.compute.keyed_locks import KeyedLock, KeyedLocks
-from wattvisor.compute.names import quoted, require_printable
+from wattvisor.compute.names import check_server_name, quoted, require_printable
 from wattvisor.compute.records import (
     FlavorRecord,
     ImageRecord,
     ServerRecord,
+    VolumeRecord,
 )
 from wattvisor.config.settings import Settings
 from wattvisor.guest import ShareMeta
@@ -61,6 +68,13 @@ from wattvisor.host.configdrive import (
     ConfigDriveMetadata,
     config_drive_metadata_document,
 )
+from wattvisor.host.image_cache import (
+    DiskTooSmall,
+    ImageCacheError,
+    check_root_size,
+    image_virtual_size,
+)
+from wattvisor.host.networks import GuestNetwork, NetworkSpec
 from wattvisor.scheduler import (
     Claim,
     Flavor,
@@ -75,13 +89,14 @@ from wattvisor.scheduler import (
 from wattvisor.scheduler.prefilters import SHARE_TRAIT
 from wattvisor.scheduler.validation import POWER_METRICS_FLAVOR_KEY
 from wattvisor.store import read_transaction, write_transaction
-from wattvisor.store.compute_tables import InterfaceRow, ServerRow, VolumeRow
+from wattvisor.store.compute_tables import InterfaceRow, ServerAddressRow, ServerRow, VolumeRow
 
 log = logging.getLogger(__name__)
 
 _servers = cast(Table, ServerRow.__table__)
 _volumes = cast(Table, VolumeRow.__table__)
 _interfaces = cast(Table, InterfaceRow.__table__)
+_server_addresses = cast(Table, ServerAddressRow.__table__)
 _BUILD_TASKS = ("scheduling", "spawning")
 
 
@@ -109,12 +124,19 @@ class ServerService:
         self.hosts = hosts
         self.scheduler = scheduler
         self.settings = settings
+        self.addresses = AddressBook(engine, NetworkSpec.from_settings(settings.host.network))
+        self.identities = IdentityStore(engine)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.compute.workers, thread_name_prefix="wattvisor-compute"
         )
         self._locks = KeyedLocks()
         self._locks_guard = threading.Lock()
         self._pending: dict[str, Future[None]] = {}
+        self.volume_locks = KeyedLocks()
+        """Locks serialising what claims a volume: attach, detach, delete, boot from it."""
+        self._image_sizes: dict[tuple[str, tuple[int, ...]], int] = {}
+        self.task_resumers: dict[str, Callable[[ServerRecord], None]] = {}
+        """How :meth:`recover` carries on a task other services give servers, by task name."""
 
     # ------------------------------------------------------------------ reading
 
@@ -128,14 +150,21 @@ class ServerService:
         if not include_deleted:
             query = query.where(_servers.c.status != "DELETED")
         with read_transaction(self.engine) as conn:
-            return [_server(row) for row in conn.execute(query)]
+            records = [_server(row) for row in conn.execute(query)]
+        return self._with_addresses(records)
+
+    def _with_addresses(self, records: list[ServerRecord]) -> list[ServerRecord]:
+        held = self.addresses.of(r.uuid for r in records if r.status != "DELETED")
+        return [
+            dataclasses.replace(r, addresses=held[r.uuid]) if r.uuid in held else r for r in records
+        ]
 
     def get(self, principal: Principal, server_id: str) -> ServerRecord:
         """The server if ``principal`` may see it; NotFound otherwise (also for other projects)."""
         record = self._load(server_id)
         if record is None or not can_see_project(principal, record.project):
             raise NotFound(f"server {quoted(server_id)} does not exist", server_id=server_id)
-        return record
+        return self._with_addresses([record])[0]
 
     def get_live(self, principal: Principal, server_id: str) -> ServerRecord:
         """Like :meth:`get`, but a DELETED server is NotFound too: what belonged to it
@@ -164,34 +193,138 @@ class ServerService:
         image: str,
         *,
         power_metrics: bool | None = None,
+        boot_volume: str | None = None,
     ) -> ServerRecord:
-        """Check the request, record the server as BUILD and hand it to a worker."""
-        if not isinstance(name, str) or not name.strip() or len(name) > 255:
-            raise InvalidRequest(f"server name {name!r} must be 1-255 characters", name=name)
-        require_printable("server name", name)
+        """Check the request, record the server as BUILD and hand it to a worker.
+
+        With ``boot_volume`` (id or name of an available volume of the caller's
+        project) the volume is the root disk: it is marked in-use by the server in the
+        same transaction that records it, and freed when the server is deleted. The
+        image then gives the kernel (if it has one) and its properties; its disk is
+        not used.
+        """
+        check_server_name(name)
         flavor_record = self.catalog.flavor(flavor)
         image_record = self.catalog.image(image)
-        spec = self._request_spec(principal, flavor_record, image_record, power_metrics)
+        volume_id = None
+        if boot_volume is not None:
+            volume_id = self._boot_volume(principal, boot_volume).id
+        else:
+            self._check_root_disk(flavor_record, image_record)
+        spec = self._request_spec(
+            principal, flavor_record, image_record, power_metrics, volume_backed=bool(volume_id)
+        )
         now = _now()
         record = ServerRecord(
             uuid=str(uuidlib.uuid4()), name=name, project=principal.project,
             user=principal.user, flavor_id=flavor_record.id, image_id=image_record.id,
             status="BUILD", task="scheduling", fault=None, host_uuid=None, domain_name=None,
             power_metrics=SHARE_TRAIT in spec.required, shares=(), created_at=now,
-            updated_at=now,
+            updated_at=now, boot_volume_id=volume_id,
         )  # fmt: skip
-        with write_transaction(self.engine) as conn:
-            conn.execute(
-                insert(_servers).values(
-                    uuid=record.uuid, name=name, project=record.project, user_name=record.user,
-                    flavor_id=record.flavor_id, image_id=record.image_id, status="BUILD",
-                    task=record.task, fault=None, host_uuid=None, domain_name=None,
-                    power_metrics=record.power_metrics, shares=[], created_at=now,
-                    updated_at=now,
-                )
-            )  # fmt: skip
+        held: contextlib.AbstractContextManager[object] = (
+            self.volume_locks.hold(volume_id) if volume_id else contextlib.nullcontext()
+        )
+        try:
+            with held, write_transaction(self.engine) as conn:
+                conn.execute(
+                    insert(_servers).values(
+                        uuid=record.uuid, name=name, project=record.project, user_name=record.user,
+                        flavor_id=record.flavor_id, image_id=record.image_id, status="BUILD",
+                        task=record.task, fault=None, host_uuid=None, domain_name=None,
+                        power_metrics=record.power_metrics, shares=[], created_at=now,
+                        updated_at=now, boot_volume_id=volume_id,
+                    )
+                )  # fmt: skip
+                if volume_id is not None:  # after the server: the volume row refers to it
+                    claimed = conn.execute(
+                        update(_volumes)
+                        .where(
+                            (_volumes.c.id == volume_id) & (_volumes.c.status == "available")
+                            & _volumes.c.server_uuid.is_(None)
+                        )
+                        .values(status="in-use", server_uuid=record.uuid)
+                    ).rowcount  # fmt: skip
+                    if claimed != 1:
+                        raise _VolumeTaken  # rolls the server back
+        except _VolumeTaken:
+            raise self._volume_taken(principal, volume_id or "") from None
         self._submit(record.uuid, lambda: self._build(record, spec, flavor_record, image_record))
         return record
+
+    def _boot_volume(self, principal: Principal, ident: str) -> VolumeRecord:
+        """The caller's project's volume ``ident`` (id or name), available to boot from.
+
+        Another project's volume is "not found", as everywhere; one in use is a conflict.
+        """
+        require_printable("boot volume", ident)
+        visible = (_volumes.c.project == principal.project) & (_volumes.c.status != "creating")
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(_volumes).where((_volumes.c.id == ident) & visible)
+            ).all() or conn.execute(
+                select(_volumes)
+                .where((_volumes.c.name == ident) & visible)
+                .order_by(_volumes.c.created_at, _volumes.c.id)
+            ).all()  # fmt: skip
+        if not rows:
+            raise NotFound(f"volume {quoted(ident)} does not exist", volume_id=ident)
+        if len(rows) > 1:
+            ids = [r.id for r in rows]
+            raise Conflict(
+                f"{len(rows)} volumes are named {quoted(ident)}; give one of their ids: "
+                + ", ".join(ids),
+                name=ident, ids=ids,
+            )  # fmt: skip
+        row = rows[0]
+        if row.status != "available" or row.server_uuid is not None:
+            raise self._volume_taken(principal, row.id)
+        return VolumeRecord(
+            id=row.id, name=row.name, project=row.project, size_gb=row.size_gb,
+            format=row.format, status=row.status, host_uuid=row.host_uuid, path=row.path,
+            server_uuid=row.server_uuid, created_at=_utc(row.created_at),
+        )  # fmt: skip
+
+    def _volume_taken(self, principal: Principal, volume_id: str) -> Conflict:
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(select(_volumes).where(_volumes.c.id == volume_id)).first()
+        user = row.server_uuid if row is not None else None
+        return Conflict(
+            f"volume {quoted(volume_id)} is in use by server {user}; a server boots only from "
+            "an available volume",
+            volume_id=volume_id, server_id=user,
+        )  # fmt: skip
+
+    def _check_root_disk(self, flavor: FlavorRecord, image: ImageRecord) -> None:
+        """Refuse a flavor disk smaller than the image's virtual size before anything exists.
+
+        Checked here when the image's disk is readable from the controller (one host, or
+        shared storage); the host checks again in any case before it makes the overlay,
+        and one that cannot read the disk fails the build with the reason in its fault.
+        """
+        if not image.disk_path or flavor.disk_gb == 0:
+            return
+        path = Path(image.disk_path)
+        fmt = image.disk_format or "raw"
+        try:
+            st = path.stat()
+            key = (f"{path}:{fmt}", (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+            size = self._image_sizes.get(key)
+            if size is None:
+                size = image_virtual_size(path, fmt)
+                if len(self._image_sizes) > 256:
+                    self._image_sizes.clear()
+                self._image_sizes[key] = size
+        except (OSError, ImageCacheError) as exc:
+            log.info("image %s: size not checked here, its host will: %s", image.id, exc)
+            return
+        try:
+            check_root_size(flavor.disk_gb, size, what=f"image {image.name!r}")
+        except DiskTooSmall as exc:
+            raise InvalidRequest(
+                f"flavor {flavor.name!r}: {exc}", flavor=flavor.name, image=image.name,
+                flavor_disk_gb=flavor.disk_gb, image_virtual_size=size,
+            ) from exc  # fmt: skip
 
     def _request_spec(
         self,
@@ -199,6 +332,8 @@ class ServerService:
         flavor: FlavorRecord,
         image: ImageRecord,
         power_metrics: bool | None,
+        *,
+        volume_backed: bool = False,
     ) -> RequestSpec:
         extra = dict(flavor.extra_specs)
         if power_metrics is not None:
@@ -206,7 +341,8 @@ class ServerService:
         spec = build_request_spec(
             Flavor(
                 name=flavor.name, vcpus=flavor.vcpus, memory_mb=flavor.ram_mb,
-                root_gb=flavor.disk_gb, ephemeral_gb=flavor.ephemeral_gb,
+                # A volume-backed root takes no local disk (as in Nova).
+                root_gb=0 if volume_backed else flavor.disk_gb, ephemeral_gb=flavor.ephemeral_gb,
                 swap_mb=flavor.swap_mb, extra_specs=extra,
             ),
             ImageMeta(properties=dict(image.properties), name=image.name),
@@ -222,6 +358,23 @@ class ServerService:
             ) from exc
         return spec
 
+    def _root_volume(self, record: ServerRecord, host_uuid: str) -> VolumeAttachment | None:
+        """The boot volume as the host attaches it; it must live on that host."""
+        if record.boot_volume_id is None:
+            return None
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(
+                select(_volumes).where(_volumes.c.id == record.boot_volume_id)
+            ).first()
+        if row is None or row.server_uuid != record.uuid:
+            raise ComputeError(f"boot volume {record.boot_volume_id} is no longer this server's")
+        if row.host_uuid != host_uuid:
+            raise ComputeError(
+                f"boot volume {row.id} lives on host {row.host_uuid}; volumes are local to "
+                "their host"
+            )
+        return VolumeAttachment(row.id, row.path, row.format)
+
     def _build(
         self,
         record: ServerRecord,
@@ -232,7 +385,22 @@ class ServerService:
         current = self._load(record.uuid)
         if current is None or current.status != "BUILD" or current.task not in _BUILD_TASKS:
             return  # deleted before it was built: the delete that follows settles it
+        try:
+            network: GuestNetwork | None = self.addresses.allocate(record.uuid)
+        except AddressesExhausted as exc:
+            self._finish(record.uuid, _BUILD_TASKS, status="ERROR", fault=exc.message)
+            return
+        except Exception as exc:
+            log.exception("holding an address for server %s failed", record.uuid)
+            self._release_addresses(record.uuid)
+            self._finish(
+                record.uuid, _BUILD_TASKS, status="ERROR", fault=f"build failed: {_ADMIN_SEES}",
+                fault_detail=f"build failed: no address could be held: {exc}",
+            )  # fmt: skip
+            return
         spawned: dict[str, Any] = {}
+        owner = self.identities.owner(record.user, record.project)
+        display_name = current.name  # a rename while it waited for its turn counts
 
         def spawn(claim: Claim) -> None:
             def spawning(conn: Connection, domain_name: str) -> None:
@@ -246,14 +414,18 @@ class ServerService:
                 )  # fmt: skip
 
             try:
+                root_volume = self._root_volume(record, claim.provider_uuid)
                 client = self.hosts.client(claim.provider_uuid)
                 domain_name = self.hosts.allocate_domain_name(claim.provider_uuid, spawning)
                 result = client.spawn(
                     SpawnRequest(
-                        server_uuid=record.uuid, display_name=record.name,
+                        server_uuid=record.uuid, display_name=display_name,
                         domain_name=domain_name, project=record.project, user=record.user,
                         flavor=_spawn_flavor(flavor), image=_spawn_image(image),
                         power_metrics=record.power_metrics, created_at=record.created_at,
+                        root_volume=root_volume,
+                        network=network,
+                        user_uuid=owner.user_uuid, project_uuid=owner.project_uuid,
                     )
                 )  # fmt: skip
             except Exception as exc:
@@ -272,9 +444,11 @@ class ServerService:
                 record.uuid, _BUILD_TASKS, status="ERROR", fault=_no_valid_host_fault(exc),
                 fault_detail=f"no valid host: {exc}",
             )  # fmt: skip
+            self._release_addresses(record.uuid)
             return
         except Exception as exc:
             log.exception("building server %s failed", record.uuid)
+            self._release_addresses(record.uuid)
             self._finish(
                 record.uuid, _BUILD_TASKS, status="ERROR", fault=f"build failed: {_ADMIN_SEES}",
                 fault_detail=f"build failed: {exc}",
@@ -285,6 +459,14 @@ class ServerService:
             record.uuid, _BUILD_TASKS, status="ACTIVE", fault=None, host_uuid=spawned["host"],
             domain_name=spawned["domain"], shares=spawned["shares"],
         )  # fmt: skip
+
+    def _release_addresses(self, server_uuid: str) -> None:
+        """A server that did not build keeps no address (a failure here is only logged:
+        the delete that follows releases them too)."""
+        try:
+            self.addresses.release(server_uuid)
+        except Exception:
+            log.exception("releasing the addresses of server %s failed", server_uuid)
 
     # ------------------------------------------------------------------ restart
 
@@ -316,6 +498,9 @@ class ServerService:
                 action = "stop" if record.task == "stopping" else "start"
                 self._submit(record.uuid, partial(self._power, record.uuid, action))
                 notes.append(f"server {record.uuid}: {action} again after a restart")
+            elif record.task in self.task_resumers:
+                self._submit(record.uuid, partial(self.task_resumers[record.task], record))
+                notes.append(f"server {record.uuid}: {record.task} again after a restart")
         return notes
 
     def _abandon_build(self, record: ServerRecord) -> None:
@@ -325,6 +510,7 @@ class ServerService:
             except Exception as exc:
                 log.warning("cleaning up the interrupted build of %s: %s", record.uuid, exc)
         self.scheduler.release(Claim(record.uuid, record.host_uuid or "", "", {}, 0))
+        self._release_addresses(record.uuid)
         self._finish(
             record.uuid, _BUILD_TASKS, status="ERROR",
             fault="the build was interrupted by a restart of the controller; delete the "
@@ -497,6 +683,9 @@ class ServerService:
             )
             conn.execute(delete(_interfaces).where(_interfaces.c.server_uuid == server_uuid))
             conn.execute(
+                delete(_server_addresses).where(_server_addresses.c.server_uuid == server_uuid)
+            )
+            conn.execute(
                 update(_servers)
                 .where(_servers.c.uuid == server_uuid)
                 .values(status="DELETED", task=None, updated_at=_now())
@@ -636,6 +825,10 @@ class ServerService:
         return config_drive_metadata_document(meta)
 
 
+class _VolumeTaken(Exception):
+    """The boot volume was claimed by someone else between the check and the claim."""
+
+
 def _task_after(mine: Sequence[str], after: str | None) -> Any:
     """``task`` becomes ``after`` when it is one of ``mine``, else stays (SQL CASE)."""
     return case((_servers.c.task.in_(mine), after), else_=_servers.c.task)
@@ -678,5 +871,5 @@ def _server(row: Any) -> ServerRecord:
         fault=row.fault, host_uuid=row.host_uuid, domain_name=row.domain_name,
         power_metrics=bool(row.power_metrics), shares=tuple(row.shares or ()),
         created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
-        fault_detail=row.fault_detail,
+        fault_detail=row.fault_detail, boot_volume_id=row.boot_volume_id,
     )  # fmt: skip

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from wattvisor.compute.catalog import Catalog
+from wattvisor.compute.console import ConsoleService
 from wattvisor.compute.devices import DeviceService
 from wattvisor.compute.errors import ComputeError
 from wattvisor.compute.hosts import HostClientFactory, HostRegistry
+from wattvisor.compute.identities import IdentityStore
 from wattvisor.compute.power import PowerService
 from wattvisor.compute.records import FlavorRecord, ImageRecord
+from wattvisor.compute.server_updates import ServerUpdates
 from wattvisor.compute.servers import ServerService
 from wattvisor.compute.users import UserStore
 from wattvisor.config.settings import Settings
@@ -34,7 +37,8 @@ READY_IMAGE_INTERVAL_S = 2
 
 @dataclass
 class Compute:
-    """Users, catalog (flavors, images), hosts, servers, their devices and power."""
+    """Users, catalog (flavors, images), hosts, servers, their devices and power; project
+    identities, and changes to existing servers (rename, resize)."""
 
     users: UserStore
     catalog: Catalog
@@ -43,6 +47,9 @@ class Compute:
     devices: DeviceService
     power: PowerService
     scheduler: Scheduler
+    console: ConsoleService
+    identities: IdentityStore
+    updates: ServerUpdates
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _sync_thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
@@ -70,6 +77,9 @@ class Compute:
             devices=DeviceService(engine, servers, hosts, settings),
             power=PowerService(servers, hosts),
             scheduler=scheduler,
+            console=ConsoleService(servers, hosts),
+            identities=servers.identities,
+            updates=ServerUpdates(servers, placement),
         )
 
     def ensure_default_flavors(self) -> list[FlavorRecord]:

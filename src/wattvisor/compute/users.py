@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid as uuidlib
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -11,10 +12,11 @@ from sqlalchemy import Engine, Table, delete, insert, select, update
 from wattvisor.auth import InvalidPublicKey, InvalidUserName, RegisteredUser
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
 from wattvisor.compute.identifiers import check_project_id
+from wattvisor.compute.identities import ensure_project
 from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import UserRecord
 from wattvisor.store import read_transaction, write_transaction
-from wattvisor.store.compute_tables import UserRow
+from wattvisor.store.compute_tables import ProjectRow, UserRow
 from wattvisor.store.generations import (
     USERS,
     bump_generation,
@@ -23,6 +25,7 @@ from wattvisor.store.generations import (
 )
 
 _users = cast(Table, UserRow.__table__)
+_projects = cast(Table, ProjectRow.__table__)
 
 
 class UserStore:
@@ -69,7 +72,11 @@ class UserStore:
     def register(
         self, name: str, project: str, role: str, public_key: str, *, replace: bool = False
     ) -> UserRecord:
-        """Add a user (or, with ``replace``, change its key, role or project)."""
+        """Add a user (or, with ``replace``, change its key, role or project).
+
+        A new user gets a uuid that stays with it through every later change; its
+        project is recorded (with a uuid of its own) on first use.
+        """
         require_printable("user name", name)
         require_printable("project", project)
         check_project_id(project)
@@ -83,8 +90,13 @@ class UserStore:
             if exists is not None and not replace:
                 raise Conflict(f"user {name!r} is already registered", name=name)
             values = {"project": user.project, "role": user.role, "public_key": user.public_key}
+            ensure_project(conn, user.project)
             if exists is None:
-                conn.execute(insert(_users).values(name=name, created_at=now, **values))
+                conn.execute(
+                    insert(_users).values(
+                        name=name, uuid=str(uuidlib.uuid4()), created_at=now, **values
+                    )
+                )
             else:
                 conn.execute(update(_users).where(_users.c.name == name).values(**values))
             bump_generation(conn, USERS)
@@ -92,14 +104,15 @@ class UserStore:
 
     def get(self, name: str) -> UserRecord:
         with read_transaction(self.engine) as conn:
-            row = conn.execute(select(_users).where(_users.c.name == name)).first()
+            row = conn.execute(_with_project_uuid().where(_users.c.name == name)).first()
         if row is None:
             raise NotFound(f"user {quoted(name)} does not exist", name=name)
         return _record(row)
 
     def list_all(self) -> list[UserRecord]:
         with read_transaction(self.engine) as conn:
-            return [_record(r) for r in conn.execute(select(_users).order_by(_users.c.name))]
+            rows = conn.execute(_with_project_uuid().order_by(_users.c.name))
+            return [_record(r) for r in rows]
 
     def delete(self, name: str) -> None:
         if name in self.protected:
@@ -113,13 +126,21 @@ class UserStore:
             bump_generation(conn, USERS)
 
 
+def _with_project_uuid() -> Any:
+    return select(_users, _projects.c.uuid.label("project_uuid")).outerjoin(
+        _projects, _projects.c.name == _users.c.project
+    )
+
+
 def _record(row: Any) -> UserRecord:
     created = row.created_at
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
     return UserRecord(
         name=row.name,
+        uuid=row.uuid,
         project=row.project,
+        project_uuid=row.project_uuid or "",
         role=row.role,
         public_key=row.public_key,
         created_at=created,

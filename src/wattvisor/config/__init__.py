@@ -3,6 +3,7 @@
 from wattvisor.config.settings import (
     ConfigError,
     EnergySettings,
+    HostNetworkSettings,
     HostSettings,
     Settings,
     StoreSettings,
@@ -12,6 +13,7 @@ from wattvisor.config.settings import (
 __all__ = [
     "ConfigError",
     "EnergySettings",
+    "HostNetworkSettings",
     "HostSettings",
     "Settings",
     "StoreSettings",

@@ -32,6 +32,141 @@ class ConfigError(ValueError):
     """A settings file or variable that cannot be used; the message says which and why."""
 
 
+NetworkMode = Literal["nat", "isolated", "bridge", "network"]
+_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
+_BRIDGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
+class HostNetworkSettings(BaseModel):
+    """The network every server gets one interface on, and where its addresses come from.
+
+    ``nat`` and ``isolated``: a libvirt network named ``name`` that wattvisor defines
+    (autostarted) when the host has none of that name; ``isolated`` has no
+    ``<forward>``, so guests reach the host only. ``network``: an existing libvirt
+    network ``name``. ``bridge``: an existing host bridge. The subnets say which
+    addresses servers get (statically, through the config drive); the first
+    address of each is the gateway, i.e. the host's own address on the network.
+    """
+
+    mode: NetworkMode = Field(
+        default="nat",
+        description="nat | isolated (defined by wattvisor when absent) | network (an "
+        "existing libvirt network) | bridge (an existing host bridge)",
+    )
+    name: str = Field(
+        default="wattvisor",
+        description="libvirt network name (nat, isolated, network); the name servers' "
+        "addresses are listed under",
+    )
+    bridge: str | None = Field(
+        default=None, description="host bridge for mode = bridge, e.g. 'br0'"
+    )
+    ipv4_subnet: str = Field(
+        default="10.251.0.0/20",
+        description="IPv4 subnet of server addresses; its first address is the gateway",
+    )
+    ipv6_subnet: str | None = Field(
+        default="fd57:7476:6973::/64",
+        description="IPv6 subnet of server addresses (unset: IPv4 only)",
+    )
+    ipv4_gateway: str | None = Field(
+        default=None,
+        description="gateway on a bridge or an existing network; default the subnet's "
+        "first address",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NETWORK_NAME.match(value):
+            raise ValueError(
+                f"network name {value!r} is not accepted; use 1-50 characters from "
+                "A-Z a-z 0-9 _ . -, starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("bridge")
+    @classmethod
+    def _check_bridge(cls, value: str | None) -> str | None:
+        if value is not None and not _BRIDGE_NAME.match(value):
+            raise ValueError(
+                f"network bridge {value!r} is not accepted; use an interface name of "
+                "1-15 characters from A-Z a-z 0-9 _ . -, e.g. 'br0'"
+            )
+        return value
+
+    @field_validator("ipv4_subnet")
+    @classmethod
+    def _check_ipv4(cls, value: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"network ipv4_subnet {value!r} is not accepted ({exc}); use an IPv4 "
+                "network in CIDR form with no host bits, /16 to /29, e.g. '10.251.0.0/20'"
+            ) from None
+        if not 16 <= net.prefixlen <= 29:
+            raise ValueError(
+                f"network ipv4_subnet {value!r} is not accepted; its prefix must be /16 to "
+                "/29 (room for a gateway and at least 5 servers), e.g. '10.251.0.0/20'"
+            )
+        return str(net)
+
+    @field_validator("ipv6_subnet")
+    @classmethod
+    def _check_ipv6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            net = ipaddress.IPv6Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"network ipv6_subnet {value!r} is not accepted ({exc}); use an IPv6 "
+                "network in CIDR form with no host bits, /64 to /120, e.g. 'fd57:7476:6973::/64'"
+            ) from None
+        if not 64 <= net.prefixlen <= 120:
+            raise ValueError(
+                f"network ipv6_subnet {value!r} is not accepted; its prefix must be /64 to "
+                "/120, e.g. 'fd57:7476:6973::/64'"
+            )
+        return str(net)
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> HostNetworkSettings:
+        if self.mode == "bridge" and self.bridge is None:
+            raise ValueError(
+                "network mode 'bridge' needs bridge = '<host bridge>', e.g. bridge = 'br0'"
+            )
+        if self.mode != "bridge" and self.bridge is not None:
+            raise ValueError(
+                f"network bridge {self.bridge!r} is set but mode is {self.mode!r}; set "
+                "mode = 'bridge' or remove bridge"
+            )
+        subnet = ipaddress.IPv4Network(self.ipv4_subnet)
+        if self.ipv4_gateway is not None:
+            try:
+                gateway = ipaddress.IPv4Address(self.ipv4_gateway)
+            except ValueError:
+                raise ValueError(
+                    f"network ipv4_gateway {self.ipv4_gateway!r} is not an IPv4 address"
+                ) from None
+            if gateway not in subnet or gateway in (
+                subnet.network_address,
+                subnet.broadcast_address,
+            ):
+                raise ValueError(
+                    f"network ipv4_gateway {self.ipv4_gateway!r} is not a host address of "
+                    f"ipv4_subnet {self.ipv4_subnet!r}"
+                )
+            if self.mode in ("nat", "isolated"):
+                raise ValueError(
+                    f"network ipv4_gateway {self.ipv4_gateway!r} applies to modes bridge "
+                    f"and network only; mode {self.mode!r} makes the host the gateway "
+                    "(the subnet's first address)"
+                )
+        return self
+
+
 class HostSettings(BaseModel):
     """The libvirt host this process drives."""
 
@@ -64,6 +199,20 @@ class HostSettings(BaseModel):
     reserved_host_cpus: int = Field(default=0, ge=0)
     reserved_host_memory_mb: int = Field(default=512, ge=0, description="kept for the host OS")
     reserved_host_disk_gb: int = Field(default=0, ge=0)
+    console_log_max_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=4096,
+        le=1 << 40,
+        description="a guest's console.log is rotated before a start once it is this large "
+        "(virtlogd also rotates it while the guest runs, at its own max_size)",
+    )
+    console_log_backups: int = Field(
+        default=3,
+        ge=0,
+        le=50,
+        description="rotated console logs kept per server (console.log.0 the newest)",
+    )
+    network: HostNetworkSettings = Field(default_factory=HostNetworkSettings)
 
     @field_validator("share_local_fs")
     @classmethod

@@ -64,6 +64,9 @@ DEVICE_ORDERS: dict[str, tuple[str, ...]] = {
     "serial": ("source", "protocol", "log", "target", *DEVICE_INFO),
     "console": ("source", "protocol", "log", "target", *DEVICE_INFO),
     "memballoon": ("stats", *DEVICE_INFO, "driver"),
+    "controller": ("model", "driver", "target", "pcihole64", *DEVICE_INFO),
+    "channel": ("source", "protocol", "log", "target", *DEVICE_INFO),
+    "input": ("driver", "source", *DEVICE_INFO),
     "sound": ("codec", "audio", *DEVICE_INFO, "driver"),
 }  # fmt: skip
 
@@ -388,6 +391,100 @@ class Console(_CharDevice):
     TAG = "console"
 
 
+class Channel(_CharDevice):
+    """``<channel>``: a host-guest byte stream, e.g. the QEMU guest agent's virtio port."""
+
+    __slots__ = ()
+    TAG = "channel"
+    ORDER: ClassVar = {"channel": DEVICE_ORDERS["channel"]}
+
+    target_name = StrProperty("./target/@name")
+
+    def __init__(
+        self,
+        *,
+        type: str = "unix",
+        target_type: str = "virtio",
+        target_name: str | None = None,
+        source_path: str | None = None,
+        alias: str | None = None,
+    ) -> None:
+        """A ``unix`` channel without ``source_path`` gets a socket path chosen by libvirt."""
+        Device.__init__(self)
+        self._set(
+            type=type, source_path=source_path, target_type=target_type,
+            target_name=target_name, alias=alias,
+        )  # fmt: skip
+
+
+class Controller(Device):
+    """``<controller>``: a bus controller (``scsi``, ``usb``, ``pci``, ``sata``...)."""
+
+    __slots__ = ()
+    TAG = "controller"
+    ORDER: ClassVar = {"controller": DEVICE_ORDERS["controller"]}
+
+    type = StrProperty("@type")
+    index = IntProperty("@index")
+    model = StrProperty("@model")
+
+    def __init__(
+        self,
+        *,
+        type: str,
+        index: int | None = 0,
+        model: str | None = None,
+        alias: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._set(type=type, index=index, model=model, alias=alias)
+
+
+class Input(Device):
+    """``<input>``: a pointer or keyboard, e.g. the USB tablet of an absolute pointer."""
+
+    __slots__ = ()
+    TAG = "input"
+    ORDER: ClassVar = {"input": DEVICE_ORDERS["input"]}
+
+    type = StrProperty("@type")
+    bus = StrProperty("@bus")
+
+    def __init__(self, *, type: str, bus: str | None = None, alias: str | None = None) -> None:
+        super().__init__()
+        self._set(type=type, bus=bus, alias=alias)
+
+
+class Rng(Device):
+    """``<rng>``: a random number generator fed from a host source such as /dev/urandom."""
+
+    __slots__ = ()
+    TAG = "rng"
+    ORDER: ClassVar = {"rng": DEVICE_ORDERS["rng"]}
+
+    model = StrProperty("@model")
+    backend_model = StrProperty("./backend/@model")
+    backend_path = StrProperty("./backend")
+    rate_bytes = IntProperty("./rate/@bytes")
+    rate_period = IntProperty("./rate/@period")
+
+    def __init__(
+        self,
+        *,
+        model: str = "virtio",
+        backend_model: str = "random",
+        backend_path: str | None = "/dev/urandom",
+        rate_bytes: int | None = None,
+        rate_period: int | None = None,
+        alias: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._set(
+            model=model, rate_bytes=rate_bytes, rate_period=rate_period,
+            backend_model=backend_model, backend_path=backend_path, alias=alias,
+        )  # fmt: skip
+
+
 class Hostdev(Device):
     """``<hostdev>``: a host PCI/USB/SCSI device passed through to the guest."""
 
@@ -401,7 +498,20 @@ class Hostdev(Device):
 
 
 DEVICE_CLASSES: dict[str, type[Device]] = {
-    cls.TAG: cls for cls in (Disk, Interface, Video, Filesystem, Serial, Console, Hostdev)
+    cls.TAG: cls
+    for cls in (
+        Disk,
+        Interface,
+        Video,
+        Filesystem,
+        Serial,
+        Console,
+        Channel,
+        Controller,
+        Input,
+        Rng,
+        Hostdev,
+    )
 }
 
 

@@ -33,6 +33,7 @@ from wattvisor.guest.xmlmodel import (
     StrProperty,
     ValueProperty,
     XMLObject,
+    YesNoProperty,
     built_node,
     insert_child,
     parse_xml,
@@ -102,11 +103,22 @@ class Features(XMLObject):
             "pvspinlock", "pmu", "vmport", "gic", "smm", "ioapic", "hpt", "vmcoreinfo", "htm",
             "nested-hv", "msrs", "ccf-assist", "cfpc", "sbbc", "ibs", "tcg",
         ),
+        "hyperv": (
+            "relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "stimer", "reset",
+            "vendor_id", "frequencies", "reenlightenment", "tlbflush", "ipi", "evmcs", "avic",
+            "emsr_bitmap", "xmm_input",
+        ),
     }  # fmt: skip
 
     acpi = FlagProperty("./acpi")
     apic = FlagProperty("./apic")
     pae = FlagProperty("./pae")
+    smm = FlagProperty("./smm")
+    # Hyper-V enlightenments Windows guests use (Nova turns these on for os_type=windows).
+    hyperv_relaxed = YesNoProperty("./hyperv/relaxed/@state", true="on", false="off")
+    hyperv_vapic = YesNoProperty("./hyperv/vapic/@state", true="on", false="off")
+    hyperv_spinlocks = YesNoProperty("./hyperv/spinlocks/@state", true="on", false="off")
+    hyperv_spinlock_retries = IntProperty("./hyperv/spinlocks/@retries")
     vmcoreinfo = FlagProperty("./vmcoreinfo")
 
     def __init__(self, names: Sequence[str] = ("acpi", "apic")) -> None:
@@ -283,6 +295,12 @@ class Domain(XMLObject):
     os_type = StrProperty("./os/type")
     arch = StrProperty("./os/type/@arch")
     machine = StrProperty("./os/type/@machine")
+    firmware = StrProperty("./os/@firmware")
+    loader = StrProperty("./os/loader")
+    loader_type = StrProperty("./os/loader/@type")
+    loader_readonly = YesNoProperty("./os/loader/@readonly")
+    loader_secure = YesNoProperty("./os/loader/@secure")
+    nvram = StrProperty("./os/nvram")
     kernel = StrProperty("./os/kernel")
     initrd = StrProperty("./os/initrd")
     cmdline = StrProperty("./os/cmdline")

@@ -39,11 +39,14 @@ class Binary:
     role: Role
     purpose: str
     path: str | None = None
+    # False for a file a program loads rather than runs (firmware): readable is enough.
+    executable: bool = True
 
     def location(self) -> str | None:
         """Where the program is on this machine, or None when it is missing."""
         if self.path is not None:
-            return self.path if os.access(self.path, os.X_OK) else None
+            mode = os.X_OK if self.executable else os.R_OK
+            return self.path if os.access(self.path, mode) else None
         return shutil.which(self.name) or shutil.which(self.name, path="/usr/sbin:/sbin")
 
     def missing_message(self) -> str:
@@ -56,21 +59,33 @@ class Binary:
 
 BINARIES: tuple[Binary, ...] = (
     Binary("qemu-system-x86_64", "qemu-system-x86", "host", "libvirt runs every guest with it"),
-    Binary("qemu-img", "qemu-utils", "host", "libvirt creates qcow2 volumes with it"),
+    Binary("qemu-img", "qemu-utils", "host",
+           "server disks are qcow2 overlays made with it; libvirt creates qcow2 volumes with it"),
+    Binary("mkfs.ext4", "e2fsprogs", "host", "formats the blank base of ephemeral disks",
+           path="/usr/sbin/mkfs.ext4"),
+    Binary("mkswap", "util-linux", "host", "formats the blank base of swap disks",
+           path="/usr/sbin/mkswap"),
     Binary(
         "virtiofsd", "qemu-system-common", "host",
         "libvirt serves read-only power-metrics shares with it (host.virtiofsd_path)",
         path="/usr/lib/qemu/virtiofsd",
     ),
     Binary("libvirtd", "libvirt-daemon", "host", "the libvirt daemon behind qemu:///system"),
+    Binary(
+        "OVMF_CODE_4M.fd", "ovmf", "host",
+        "UEFI firmware QEMU loads for hw_firmware_type=uefi guests (libvirt picks it)",
+        path="/usr/share/OVMF/OVMF_CODE_4M.fd", executable=False,
+    ),
     Binary("virtlogd", "libvirt-daemon", "host", "libvirtd starts no guest without it"),
     Binary(
         "iptables", "iptables", "host",
-        "libvirt networks (compute.interface_network) cannot start without it",
+        "libvirt networks (host.network mode nat, compute.interface_network) cannot start "
+        "without it",
         path="/usr/sbin/iptables",
     ),
     Binary(
-        "dnsmasq", "dnsmasq-base", "host", "libvirt networks serve DHCP with it",
+        "dnsmasq", "dnsmasq-base", "host",
+        "libvirt networks serve DNS (host.network nat and isolated) and DHCP with it",
         path="/usr/sbin/dnsmasq",
     ),
     Binary("busybox", "busybox-static", "image", "the built-in guest's userland",
@@ -90,6 +105,7 @@ BINARIES: tuple[Binary, ...] = (
            path="/usr/lib/postgresql/15/bin/postgres"),
     Binary("runuser", "util-linux", "tests", "runs PostgreSQL as its own user"),
     Binary("blkid", "util-linux", "tests", "checks the config drive's label"),
+    Binary("ip", "iproute2", "tests", "checks the gateway address on a network's bridge"),
     Binary("virt-admin", "libvirt-clients", "tests", "drops libvirt client connections"),
     Binary("cpio", "cpio", "tests", "reads back the initramfs archives"),
     Binary("gzip", "gzip", "tests", "unpacks the initramfs"),

@@ -5,7 +5,7 @@ filesystem labelled ``config-2`` holding ``openstack/<version>/meta_data.json``,
 so a guest learns its identity and its share mount tags without any network::
 
     openstack/latest/meta_data.json        the document below
-    openstack/latest/network_data.json     {}
+    openstack/latest/network_data.json     the server's interface and static addresses ({} if none)
     openstack/latest/vendor_data.json      {}
     openstack/2018-08-27/...               the same, under a dated version cloud-init knows
 
@@ -39,6 +39,7 @@ from typing import Any
 import pycdlib
 
 from wattvisor.guest import Disk, ShareMeta, make_alias
+from wattvisor.host.networks import GuestNetwork, network_data_document
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class ConfigDriveMetadata:
     meta: Mapping[str, str] = field(default_factory=dict)
     shares: tuple[ShareMeta, ...] = ()
     public_keys: Mapping[str, str] = field(default_factory=dict)
+    network: GuestNetwork | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -148,11 +150,12 @@ def config_drive_metadata_document(meta: ConfigDriveMetadata) -> dict[str, Any]:
 def config_drive_files(meta: ConfigDriveMetadata) -> dict[str, bytes]:
     """Every file of the drive, by path (``openstack/latest/meta_data.json`` -> bytes)."""
     meta_data = json.dumps(config_drive_metadata_document(meta), indent=2, sort_keys=True)
+    network_data = json.dumps(network_data_document(meta.network), indent=2)
     files: dict[str, bytes] = {}
     for version in METADATA_VERSIONS:
         base = f"openstack/{version}"
         files[f"{base}/meta_data.json"] = meta_data.encode() + b"\n"
-        files[f"{base}/network_data.json"] = b"{}\n"
+        files[f"{base}/network_data.json"] = network_data.encode() + b"\n"
         files[f"{base}/vendor_data.json"] = b"{}\n"
     return files
 
@@ -209,52 +212,63 @@ def config_drive_device(path: Path, *, bus: str = "ide") -> Disk:
 
 META_DATA_SLOT = 8192
 """Bytes reserved for ``meta_data.json`` in the cached image; larger documents get a fresh image."""
-_META_PLACEHOLDER = b"{" + b"#" * (META_DATA_SLOT - 3) + b"}\n"
-_template: tuple[bytes, tuple[int, ...]] | None = None
+NETWORK_DATA_SLOT = 4096
+"""Bytes reserved for ``network_data.json`` in the cached image."""
+_SLOTS: dict[str, int] = {"meta_data.json": META_DATA_SLOT, "network_data.json": NETWORK_DATA_SLOT}
+_PLACEHOLDERS: dict[str, bytes] = {
+    name: b"{" + fill * (size - 3) + b"}\n"
+    for (name, size), fill in zip(_SLOTS.items(), (b"#", b"%"), strict=True)
+}
+_template: tuple[bytes, dict[str, tuple[int, ...]]] | None = None
 _template_lock = threading.Lock()
 
 
 def config_drive_image(meta: ConfigDriveMetadata) -> bytes:
     """The ISO 9660 (Joliet + Rock Ridge) image bytes of the drive.
 
-    Every drive has the same layout and differs only in ``meta_data.json``, so the
-    image is built once with a fixed-size placeholder and each drive is a copy with
-    the document written over it, padded with JSON white space (about 40 times
-    cheaper than building the image). A document too large for the slot gets an
-    image of its own.
+    Every drive has the same layout and differs only in ``meta_data.json`` and
+    ``network_data.json``, so the image is built once with fixed-size placeholders
+    and each drive is a copy with the documents written over them, padded with JSON
+    white space (about 40 times cheaper than building the image). A document too
+    large for its slot gets an image of its own.
     """
     files = config_drive_files(meta)
-    document = files[f"openstack/{METADATA_VERSIONS[-1]}/meta_data.json"]
-    if len(document) > META_DATA_SLOT:
+    latest = f"openstack/{METADATA_VERSIONS[-1]}"
+    documents = {name: files[f"{latest}/{name}"] for name in _SLOTS}
+    if any(len(documents[name]) > size for name, size in _SLOTS.items()):
         return _build_image(files)
     image, offsets = _cached_template()
-    padded = document[:-1].ljust(META_DATA_SLOT - 1, b" ") + b"\n"
     drive = bytearray(image)
-    for offset in offsets:
-        drive[offset : offset + META_DATA_SLOT] = padded
+    for name, size in _SLOTS.items():
+        padded = documents[name][:-1].ljust(size - 1, b" ") + b"\n"
+        for offset in offsets[name]:
+            drive[offset : offset + size] = padded
     return bytes(drive)
 
 
-def _cached_template() -> tuple[bytes, tuple[int, ...]]:
+def _cached_template() -> tuple[bytes, dict[str, tuple[int, ...]]]:
     global _template
     with _template_lock:
         if _template is None:
             files = {
-                path: _META_PLACEHOLDER if path.endswith("/meta_data.json") else data
+                path: _PLACEHOLDERS.get(path.rpartition("/")[2], data)
                 for path, data in config_drive_files(_TEMPLATE_META).items()
             }
             image = _build_image(files)
-            offsets = []
-            start = image.find(_META_PLACEHOLDER)
-            while start != -1:
-                offsets.append(start)
-                start = image.find(_META_PLACEHOLDER, start + META_DATA_SLOT)
-            if len(offsets) != len(METADATA_VERSIONS):
-                raise ConfigDriveError(
-                    f"config drive template holds {len(offsets)} meta_data.json copies, "
-                    f"expected {len(METADATA_VERSIONS)}"
-                )
-            _template = (image, tuple(offsets))
+            found: dict[str, tuple[int, ...]] = {}
+            for name, placeholder in _PLACEHOLDERS.items():
+                offsets = []
+                start = image.find(placeholder)
+                while start != -1:
+                    offsets.append(start)
+                    start = image.find(placeholder, start + len(placeholder))
+                if len(offsets) != len(METADATA_VERSIONS):
+                    raise ConfigDriveError(
+                        f"config drive template holds {len(offsets)} {name} copies, "
+                        f"expected {len(METADATA_VERSIONS)}"
+                    )
+                found[name] = tuple(offsets)
+            _template = (image, found)
         return _template
 
 

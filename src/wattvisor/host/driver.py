@@ -8,6 +8,7 @@ aliases, disk serial / target dev / interface MAC).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from wattvisor.guest import (
     Device,
     Domain,
     Filesystem,
+    FlavorMeta,
     GuestXMLError,
     InstanceMetadata,
     make_alias,
@@ -680,6 +682,72 @@ class HostDriver:
                 libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, METADATA_KEY, METADATA_NS, flags
             ),
         )
+
+    def resize_domain(
+        self,
+        ident: str,
+        *,
+        vcpus: int,
+        memory_mib: int,
+        flavor: FlavorMeta,
+        stop_timeout_s: float = 60.0,
+    ) -> DomainState:
+        """Give a guest new vCPUs and memory (and ``flavor`` in its metadata): power it off
+        if running, redefine it, start it again.
+
+        If the new definition is refused or the guest does not start with it, the previous
+        definition is put back (and started if it was running) before HostError is
+        raised: a failed resize leaves the guest as it was.
+        """
+        dom = self._lookup(ident)
+        name = dom.name()
+        was_running = self._is_active(dom)
+        old_xml = self.domain_xml(ident, inactive=True)
+        domain = Domain.parse(old_xml)
+        domain.vcpus = vcpus
+        domain.memory_mib = memory_mib
+        domain.current_memory_kib = memory_mib * 1024
+        metadata = domain.instance_metadata
+        if metadata is None:
+            raise HostError(f"domain {name!r} carries no wattvisor metadata; not resized")
+        domain.instance_metadata = dataclasses.replace(metadata, flavor=flavor)
+        if was_running:
+            self.shutdown(ident, timeout_s=stop_timeout_s)
+        try:
+            self.define(domain)
+            if was_running:
+                self.start(ident)
+        except (HostError, libvirt.libvirtError) as exc:
+            log.warning("resizing %s failed (%s); restoring its previous definition", name, exc)
+            self._redefine(old_xml)
+            if was_running:
+                self.start(ident)
+            if isinstance(exc, HostError):
+                raise
+            raise HostError(f"resizing {name!r} failed: {exc.get_error_message()}") from exc
+        return self._state_or_gone(dom, name)
+
+    def update_instance_metadata(
+        self, ident: str, change: Callable[[InstanceMetadata], InstanceMetadata]
+    ) -> InstanceMetadata:
+        """Rewrite the guest's metadata with ``change``, live and in its persistent config.
+
+        The persistent definition's metadata is the one changed (the running guest's is
+        the same unless someone edited one of them by hand), and the result is written to
+        both: ``virDomainSetMetadata`` with AFFECT_LIVE | AFFECT_CONFIG, or CONFIG alone
+        for a guest that is off.
+        """
+        dom = self._lookup(ident)
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0
+        try:
+            xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, flags)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                raise HostError(f"domain {dom.name()!r} carries no wattvisor metadata") from exc
+            raise
+        updated = change(InstanceMetadata.from_xml(str(xml)))
+        self.set_instance_metadata(ident, updated)
+        return updated
 
     def instance_metadata(self, ident: str) -> InstanceMetadata | None:
         dom = self._lookup(ident)

@@ -155,6 +155,17 @@ def usable_domain_types(virt_type: str) -> tuple[str, ...]:
     return ("kvm", "qemu") if virt_type == "kvm" else ("qemu",)
 
 
+def vif_models(virt_type: str, arches: Iterable[str]) -> frozenset[str]:
+    """NIC models a ``virt_type`` host can give guests of ``arches`` (libvirt does not
+    report them: Nova's per-virt-type table)."""
+    wanted = set(arches)
+    return frozenset(
+        model
+        for model in _VIF_MODELS.get(virt_type, ())
+        if (allowed := _VIF_MODEL_ARCHES.get(model)) is None or wanted.intersection(allowed)
+    )
+
+
 def compute_traits(
     caps: HostCapabilities,
     virt_type: str,
@@ -189,11 +200,8 @@ def compute_traits(
         add(trait_name("COMPUTE_STORAGE_BUS", bus))
     for model in caps.video_models:
         add(trait_name("COMPUTE_GRAPHICS_MODEL", model))
-    arches = guest_arches or {caps.host_arch}
-    for model in _VIF_MODELS.get(virt_type, ()):
-        allowed = _VIF_MODEL_ARCHES.get(model)
-        if allowed is None or arches.intersection(allowed):
-            add(trait_name("COMPUTE_NET_VIF_MODEL", model))
+    for model in vif_models(virt_type, guest_arches or {caps.host_arch}):
+        add(trait_name("COMPUTE_NET_VIF_MODEL", model))
 
     virtiofs = "virtiofs" in caps.filesystem_drivers
     shared_memory = bool({"memfd", "file"} & caps.memory_backing_sources)

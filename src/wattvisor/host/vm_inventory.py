@@ -45,7 +45,9 @@ class LibvirtVMInventory:
             for share in meta.shares
             if share.purpose == POWER_METRICS_PURPOSE and share.tag in self._dirs_by_tag
         )
-        project = meta.owner.project_uuid if meta.owner is not None else ""
+        # Projects are known by their names everywhere power is shown (API paths, metric
+        # labels); the uuid beside the name is for systems that outlive a name.
+        project = meta.owner.project_name if meta.owner is not None else ""
         return VMRecord(uuid=uuid, domain=dom.name(), project=project or "",
                         power_metrics=bool(dirs), share_dirs=dirs)
 

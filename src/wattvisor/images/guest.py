@@ -40,12 +40,15 @@ BUSYBOX = Path("/bin/busybox")
 # config-drive cdrom: the cloud kernel has no AHCI driver, so the cdrom must sit
 # on the IDE bus (pc machine, ata_piix) or on virtio-scsi (sr_mod). button + evdev
 # turn the ACPI power button (``virsh shutdown``) into an input event for acpid.
+# virtio_net is the server's NIC (hw_vif_model virtio, the default); Debian's cloud
+# kernel ships no e1000 driver, so images asking for e1000 need another kernel.
 GUEST_MODULES: tuple[str, ...] = (
     "virtio_ring",
     "virtio",
     "virtio_pci_modern_dev",
     "virtio_pci_legacy_dev",
     "virtio_pci",
+    "virtio_net",
     "fuse",
     "virtiofs",
     "virtio_blk",

@@ -11,6 +11,16 @@ image serves every test and the ready image of ``wattvisor up``:
 - ``wv.scenario=idle``: sleep forever.
 - ``wv.scenario=cdrom wv.file=<path>``: mount the first ISO9660 cdrom read-only
   on /cdrom, list it and print ``wv.file`` from it, power off.
+- ``wv.scenario=disks`` (optionally ``wv.file=<block device>``): list the block
+  devices (``WV-DISKS [name:sectors:serial|...]``), find the disks labelled
+  ``ephemeral0`` and ``swap`` (``WV-LABELS``), turn that swap on (``WV-SWAPON``),
+  print the printable bytes at the start of
+  ``/dev/<wv.file>`` (``WV-DISK-HEAD``), then idle.
+- ``wv.scenario=devices`` (optionally ``wv.block=<name>``): what hardware the guest
+  sees: one ``WV-PCI`` line per PCI function (``vendor:device`` and class, from
+  /sys/bus/pci/devices), then ``WV-BLOCK`` (/sys/block) and ``WV-NETDEVS``
+  (/sys/class/net), power off. With ``wv.block`` it first waits up to 10 s for that
+  block device (SCSI and USB disks appear after a bus scan).
 - ``wv.scenario=poweroff``: power off right after booting (a guest stopping by
   itself while the host acts on it).
 - ``wv.scenario=metrics`` (optionally ``wv.interval``): what a wattvisor server with
@@ -18,6 +28,15 @@ image serves every test and the ready image of ``wattvisor up``:
   purpose is ``power_metrics`` in ``openstack/latest/meta_data.json``, mount that
   tag with virtiofs and print ``intel-rapl:0/energy_uj`` every ``wv.interval``
   seconds, forever. Without such a share it says so and idles.
+
+In every scenario, a guest with a network interface first configures it from the
+config drive's ``openstack/latest/network_data.json`` (static addresses, default
+routes; the interface is the one whose MAC the document names) and prints
+``WV-NET nic=... mac=... ipv4=<addr>/<prefix> ipv6=<addr>/<prefix>`` (or
+``WV-NET-FAILED``), then serves HTTP on port 9100 with busybox ``httpd``:
+``/metrics`` (redirected to ``/metrics/``) answers ``wv_guest_up 1`` in the
+Prometheus text format, ``/`` a short page naming the server; ``WV-HTTP port=9100``
+says it listens. A guest without an interface prints ``WV-NET-NONE``.
 
 In every scenario the guest powers off when asked through ACPI (the power
 button that libvirt's ``shutdown`` presses): busybox ``acpid`` runs
@@ -31,7 +50,7 @@ change: it is part of the image's cache key.
 
 from __future__ import annotations
 
-INIT_VERSION = 6
+INIT_VERSION = 9
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # wattvisor tiny guest init, version @INIT_VERSION@
@@ -67,6 +86,7 @@ tag=$(param wv.tag "")
 file=$(param wv.file value)
 pause=$(param wv.pause 3)
 interval=$(param wv.interval 5)
+block=$(param wv.block "")
 
 say "WV-BOOT kernel=$(uname -r) init=@INIT_VERSION@"
 
@@ -132,6 +152,98 @@ else
     say "WV-ACPI-FAILED button=[$button]"
 fi
 
+# Static addresses from the config drive's network_data.json (OpenStack format).
+# Objects are split one per line at "{"; keys come in a fixed order on each line.
+mask_bits() {
+    echo "$1" | awk 'function pop(v, n) { n = 0; while (v > 0) { n += v % 2; v = int(v / 2) }
+        return n }
+        { n = 0; s = tolower($0)
+          if (index(s, ".")) { k = split(s, o, "."); for (i = 1; i <= k; i++) n += pop(o[i] + 0) }
+          else for (i = 1; i <= length(s); i++) {
+              d = index("0123456789abcdef", substr(s, i, 1)); if (d > 0) n += pop(d - 1) }
+          print n }'
+}
+json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" | head -n 1; }
+
+setup_network() {
+    nics=""
+    # insmod virtio_net probes the device at once; one short second look suffices.
+    for i in 1 2; do
+        nics=$(ls /sys/class/net | grep -v '^lo$')
+        [ -n "$nics" ] && break
+        sleep 0.2
+    done
+    ip link set lo up
+    if [ -z "$nics" ]; then
+        say "WV-NET-NONE"
+        return 1
+    fi
+    find_cdrom || return 1
+    out=$(mount -t iso9660 -o ro "$dev" /cdrom 2>&1)
+    if [ $? -ne 0 ]; then
+        say "WV-NET-FAILED error=[config drive not mounted: $(echo "$out" | oneline)]"
+        return 1
+    fi
+    flat=$(tr -d '\n\r\t ' < /cdrom/openstack/latest/network_data.json 2>/dev/null | tr '{' '\n')
+    umount /cdrom
+    mac=$(echo "$flat" | json_field ethernet_mac_address)
+    if [ -z "$mac" ]; then
+        say "WV-NET-FAILED error=[no link in network_data.json]"
+        return 1
+    fi
+    nic=""
+    for n in $nics; do
+        [ "$(cat /sys/class/net/$n/address)" = "$mac" ] && nic=$n
+    done
+    if [ -z "$nic" ]; then
+        say "WV-NET-FAILED error=[no interface has mac $mac; have: $(echo $nics)]"
+        return 1
+    fi
+    ip link set "$nic" up
+    shown=""
+    for family in ipv4 ipv6; do
+        line=$(echo "$flat" | grep "\"type\":\"$family\"" | head -n 1)
+        [ -z "$line" ] && continue
+        addr=$(echo "$line" | json_field ip_address)
+        prefix=$(mask_bits "$(echo "$line" | json_field netmask)")
+        if [ "$family" = ipv4 ]; then
+            anywhere='"network":"0.0.0.0"'; flag=-4; extra=""
+        else
+            anywhere='"network":"::"'; flag=-6; extra=nodad
+        fi
+        out=$(ip $flag addr add "$addr/$prefix" dev "$nic" $extra 2>&1 ||
+            ip $flag addr add "$addr/$prefix" dev "$nic" 2>&1)
+        if [ $? -ne 0 ]; then
+            say "WV-NET-FAILED $family=$addr/$prefix error=[$(echo "$out" | oneline)]"
+            continue
+        fi
+        gateway=$(echo "$flat" | grep "$anywhere" | json_field gateway)
+        [ -n "$gateway" ] && ip $flag route add default via "$gateway" dev "$nic" 2>/dev/null
+        shown="$shown $family=$addr/$prefix"
+    done
+    say "WV-NET nic=$nic mac=$mac$shown"
+}
+
+serve_http() {
+    mkdir -p /www/cgi-bin /www/metrics
+    uuid=$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)
+    printf '<html><body>wattvisor tiny guest %s</body></html>\n' "$uuid" > /www/index.html
+    # /metrics redirects to /metrics/, a directory without index.html: httpd runs index.cgi.
+    printf '%s\n' '#!/bin/sh' \
+        'printf "Content-Type: text/plain; version=0.0.4\r\n\r\n"' \
+        'echo "# HELP wv_guest_up 1 while the guest serves this page."' \
+        'echo "# TYPE wv_guest_up gauge"' \
+        'echo "wv_guest_up 1"' > /www/cgi-bin/index.cgi
+    chmod 0755 /www/cgi-bin/index.cgi
+    if out=$(httpd -p 9100 -h /www 2>&1); then
+        say "WV-HTTP port=9100"
+    else
+        say "WV-HTTP-FAILED error=[$(echo "$out" | oneline)]"
+    fi
+}
+
+setup_network && serve_http
+
 say "WV-READY scenario=$scenario"
 
 case "$scenario" in
@@ -160,7 +272,44 @@ case "$scenario" in
     poweroff)
         finish
         ;;
+    devices)
+        if [ -n "$block" ]; then
+            for i in $(seq 1 50); do
+                [ -e "/sys/block/$block" ] && break
+                sleep 0.2
+            done
+        fi
+        for d in /sys/bus/pci/devices/*; do
+            id="$(sed 's/^0x//' "$d/vendor"):$(sed 's/^0x//' "$d/device")"
+            say "WV-PCI slot=${d##*/} id=$id class=$(sed 's/^0x//' "$d/class")"
+        done
+        say "WV-BLOCK [$(ls /sys/block | oneline)]"
+        say "WV-NETDEVS [$(ls /sys/class/net | oneline)]"
+        finish
+        ;;
     idle)
+        say "WV-IDLE"
+        while :; do sleep 3600; done
+        ;;
+    disks)
+        sleep 1
+        list=""
+        for b in /sys/block/*; do
+            name=${b##*/}
+            case "$name" in loop*|ram*) continue ;; esac
+            list="$list|$name:$(cat "$b/size"):$(cat "$b/serial" 2>/dev/null)"
+        done
+        say "WV-DISKS [${list#|}]"
+        eph=$(findfs LABEL=ephemeral0 2>/dev/null)
+        swap=$(findfs LABEL=swap 2>/dev/null)
+        say "WV-LABELS ephemeral0=[$eph] swap=[$swap]"
+        if [ -n "$swap" ]; then
+            out=$(swapon "$swap" 2>&1); rc=$?
+            say "WV-SWAPON rc=$rc error=[$(echo "$out" | oneline)] swaps=[$(oneline < /proc/swaps)]"
+        fi
+        if [ -b "/dev/$file" ]; then
+            say "WV-DISK-HEAD dev=$file value=[$(head -c 64 "/dev/$file" | tr -cd 'A-Za-z0-9_.-')]"
+        fi
         say "WV-IDLE"
         while :; do sleep 3600; done
         ;;
@@ -221,7 +370,7 @@ case "$scenario" in
         while :; do sleep 3600; done
         ;;
     *)
-        accepted="share busy idle cdrom metrics poweroff"
+        accepted="share busy idle cdrom metrics devices poweroff disks"
         say "WV-ERROR unknown wv.scenario=[$scenario]; accepted: $accepted"
         finish
         ;;

@@ -25,7 +25,9 @@ from wattvisor.scheduler.validation import (
     accepted_values,
     canonical_value,
     grouped_specs,
+    image_property,
     parse_bool,
+    request_problems,
 )
 from wattvisor.scheduler.validation import (
     SHARE_TRAIT as SHARE_TRAIT,
@@ -84,7 +86,8 @@ def power_metrics(spec: RequestSpec) -> list[str]:
     """A VM that asks for power metrics needs a host that can share its energy counter
     directory read-only, i.e. one with COMPUTE_SHARE_LOCAL_FS."""
     flavor_raw = spec.flavor.extra_specs.get(POWER_METRICS_FLAVOR_KEY)
-    image_raw = spec.image.properties.get(POWER_METRICS_IMAGE_KEY)
+    found = image_property(spec.image.properties, POWER_METRICS_IMAGE_KEY)
+    image_key, image_raw = found if found is not None else (POWER_METRICS_IMAGE_KEY, None)
     flavor_value = parse_bool(flavor_raw) if flavor_raw is not None else None
     image_value = parse_bool(image_raw) if image_raw is not None else None
     problems: list[Problem | str] = []
@@ -93,20 +96,18 @@ def power_metrics(spec: RequestSpec) -> list[str]:
             Problem("flavor extra spec", POWER_METRICS_FLAVOR_KEY, flavor_raw, ("true", "false"))
         )
     if image_raw is not None and image_value is None:
-        problems.append(
-            Problem("image property", POWER_METRICS_IMAGE_KEY, image_raw, ("true", "false"))
-        )
+        problems.append(Problem("image property", image_key, image_raw, ("true", "false")))
     if flavor_value is not None and image_value is not None and flavor_value != image_value:
         problems.append(
             f"flavor extra spec {POWER_METRICS_FLAVOR_KEY}={flavor_raw} and image property "
-            f"{POWER_METRICS_IMAGE_KEY}={image_raw} disagree; set one of them, or both alike"
+            f"{image_key}={image_raw} disagree; set one of them, or both alike"
         )
     if problems:
         raise InvalidSpec(problems)
     if flavor_value:
         reason = f"flavor extra spec {POWER_METRICS_FLAVOR_KEY}={flavor_raw}"
     elif image_value:
-        reason = f"image property {POWER_METRICS_IMAGE_KEY}={image_raw}"
+        reason = f"image property {image_key}={image_raw}"
     else:
         return []
     spec.require(SHARE_TRAIT, reason)
@@ -155,7 +156,15 @@ def disabled_hosts(spec: RequestSpec) -> list[str]:
 
 
 def run_prefilters(spec: RequestSpec, settings: SchedulerSettings) -> RequestSpec:
-    """Apply every enabled prefilter to ``spec`` (in place) and return it."""
+    """Apply every enabled prefilter to ``spec`` (in place) and return it.
+
+    First, whatever prefilters are on, the image properties are checked with the
+    flavor: an image saved before a rule existed, or a flavor and image that contradict
+    each other, is refused here rather than giving a guest without what was asked.
+    """
+    problems = request_problems(spec.flavor.extra_specs, spec.image.properties)
+    if problems:
+        raise InvalidSpec(problems)
     for item in PREFILTERS:
         if not item.enabled(settings):
             continue

@@ -28,6 +28,17 @@ from wattvisor.placement.names import (
     standard_resource_classes,
     standard_traits,
 )
+from wattvisor.scheduler.image_property_names import (
+    APPLIED_HW_PROPERTIES,
+    HW_PREFIX,
+    HW_SYNONYMS,
+    NOVA_HW_PROPERTIES,
+    canonical_property_name,
+    nearest_known_name,
+)
+from wattvisor.scheduler.image_property_names import (
+    POWER_METRICS_IMAGE_KEY as POWER_METRICS_IMAGE_KEY,
+)
 
 TRUE_SPELLINGS = frozenset({"1", "t", "true", "on", "y", "yes"})
 FALSE_SPELLINGS = frozenset({"0", "f", "false", "off", "n", "no"})
@@ -114,6 +125,10 @@ _HYPERVISOR_TYPES = (
     "zvm",
 )
 _VM_MODES = ("exe", "hvm", "uml", "xen")
+# Buses a QEMU guest's root disk and config drive cdrom can sit on (xen, lxc and uml
+# belong to other hypervisors; virtio-blk and a floppy controller carry no cdrom).
+ROOT_DISK_BUSES = ("fdc", "ide", "sata", "scsi", "usb", "virtio")
+CDROM_BUSES = ("ide", "sata", "scsi", "usb")
 
 # Spellings in common use that mean one of the canonical values above.
 _ALIASES: dict[str, dict[str, str]] = {
@@ -140,6 +155,8 @@ class TraitProperty:
     prefix: str
     seed: tuple[str, ...]
     custom: bool = False
+    # The values wattvisor can apply to a libvirt QEMU/KVM guest (None: every one).
+    applicable: tuple[str, ...] | None = None
 
     def trait_for(self, value: str) -> str:
         return f"{self.prefix}_{value.upper().replace('-', '_')}"
@@ -150,14 +167,17 @@ TRAIT_PROPERTIES: dict[str, TraitProperty] = {
     for p in (
         TraitProperty("hw_vif_model", "COMPUTE_NET_VIF_MODEL", _SEED_VIF_MODELS),
         TraitProperty("hw_video_model", "COMPUTE_GRAPHICS_MODEL", _SEED_VIDEO_MODELS),
-        TraitProperty("hw_disk_bus", "COMPUTE_STORAGE_BUS", _SEED_DISK_BUSES),
-        TraitProperty("hw_cdrom_bus", "COMPUTE_STORAGE_BUS", _SEED_DISK_BUSES),
+        TraitProperty(
+            "hw_disk_bus", "COMPUTE_STORAGE_BUS", _SEED_DISK_BUSES, applicable=ROOT_DISK_BUSES
+        ),
+        TraitProperty(
+            "hw_cdrom_bus", "COMPUTE_STORAGE_BUS", _SEED_DISK_BUSES, applicable=CDROM_BUSES
+        ),
         TraitProperty("hw_architecture", "HW_ARCH", _SEED_ARCHITECTURES),
         TraitProperty("hypervisor_type", "CUSTOM_HYPERVISOR", _HYPERVISOR_TYPES, custom=True),
         TraitProperty("vm_mode", "CUSTOM_VM_MODE", _VM_MODES, custom=True),
     )
 }
-POWER_METRICS_IMAGE_KEY = "hw_power_metrics"
 POWER_METRICS_FLAVOR_KEY = "hw:power_metrics"
 # The trait a host needs to share a VM's energy counters read-only (see prefilters).
 SHARE_TRAIT = "COMPUTE_SHARE_LOCAL_FS"
@@ -200,6 +220,8 @@ def accepted_values(key: str) -> tuple[str, ...]:
         t[len(prop.prefix) + 1 :].lower() for t in known if t.startswith(prop.prefix + "_")
     }
     candidates = set(prop.seed) | from_traits
+    if prop.applicable is not None:
+        candidates &= set(prop.applicable)
     return tuple(sorted(v for v in candidates if prop.trait_for(v) in known))
 
 
@@ -298,9 +320,7 @@ def _matching(pattern: str, shown: str) -> ValueRule:
 
 def _text() -> ValueRule:
     """Free text (filters of the aggregate and capabilities namespaces)."""
-    return ValueRule(
-        ("printable text",), lambda v: bool(v.strip()) and v.isprintable()
-    )
+    return ValueRule(("printable text",), lambda v: bool(v.strip()) and v.isprintable())
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,6 +602,65 @@ def flavor_problems(extra_specs: Mapping[str, str]) -> list[Problem | str]:
     return problems
 
 
+IMAGE_SOURCE = "image property"
+SCSI_MODELS = (
+    "buslogic", "ibmvscsi", "lsilogic", "lsisas1068", "lsisas1078", "virtio-scsi", "vmpvscsi",
+)  # fmt: skip
+SECURE_BOOT_POLICIES = ("required", "disabled", "optional")
+# Applied image properties whose value names no trait (the trait ones: TRAIT_PROPERTIES),
+# with Nova's accepted values.
+IMAGE_VALUE_RULES: dict[str, ValueRule] = {
+    POWER_METRICS_IMAGE_KEY: _boolean(),
+    "hw_machine_type": _matching(
+        r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", "a machine type name such as pc, q35, pc-q35-7.2"
+    ),
+    "hw_firmware_type": _one_of("bios", "uefi"),
+    "hw_rng_model": _one_of("virtio"),
+    "hw_scsi_model": _one_of(*SCSI_MODELS),
+    "hw_qemu_guest_agent": _boolean(),
+    "hw_pointer_model": _one_of("usbtablet"),
+    "os_type": _one_of("linux", "windows"),
+    "os_secure_boot": _one_of(*SECURE_BOOT_POLICIES),
+}
+RNG_ALLOWED_SPEC = "hw_rng:allowed"
+SECURE_BOOT_SPEC = "os:secure_boot"
+
+
+def property_value(key: str, raw: str) -> str:
+    """The value as applied: enumerations are case-insensitive; a machine type is not."""
+    return raw.strip() if key == "hw_machine_type" else raw.strip().lower()
+
+
+def image_property(properties: Mapping[str, str], key: str) -> tuple[str, str] | None:
+    """``(key as written, value)`` of property ``key`` or one of its synonyms, or None."""
+    if key in properties:
+        return key, str(properties[key])
+    for synonym, canonical in sorted(HW_SYNONYMS.items()):
+        if canonical == key and synonym in properties:
+            return synonym, str(properties[synonym])
+    return None
+
+
+def _hw_key_problem(key: str, value: str) -> Problem | None:
+    """The problem with a ``hw_*`` key that wattvisor does not apply, or None."""
+    if canonical_property_name(key) in APPLIED_HW_PROPERTIES:
+        return None
+    applied = tuple(sorted(APPLIED_HW_PROPERTIES | set(HW_SYNONYMS)))
+    if key in NOVA_HW_PROPERTIES:
+        return Problem(
+            IMAGE_SOURCE, key, value, applied,
+            reason="is not applied to guests by wattvisor, so it is refused",
+            accepted_label="hw_ properties wattvisor applies",
+        )  # fmt: skip
+    nearest = nearest_known_name(key)
+    hint = f"did you mean {nearest}?" if nearest else "no known name is close"
+    return Problem(
+        IMAGE_SOURCE, key, value, applied,
+        reason=f"is not a known image property ({hint})",
+        accepted_label="hw_ properties wattvisor applies",
+    )  # fmt: skip
+
+
 def image_problems(properties: Mapping[str, str]) -> list[Problem]:
     """Every problem with image ``properties`` (empty when they are all acceptable)."""
     problems: list[Problem] = []
@@ -591,27 +670,86 @@ def image_problems(properties: Mapping[str, str]) -> list[Problem]:
         if not isinstance(key, str) or not _SPEC_KEY.fullmatch(key):
             problems.append(
                 Problem(
-                    "image property", str(key), str(value),
+                    IMAGE_SOURCE, str(key), str(value),
                     ("keys of 1-255 characters from a-z A-Z 0-9 _ - : . and space",),
                     reason="has a key that is not accepted",
                 )
             )  # fmt: skip
-        elif len(str(value)) > MAX_SPEC_VALUE_LENGTH:
+            continue
+        if len(str(value)) > MAX_SPEC_VALUE_LENGTH:
             problems.append(
                 Problem(
-                    "image property", key, str(value),
+                    IMAGE_SOURCE, key, str(value),
                     (f"values of at most {MAX_SPEC_VALUE_LENGTH} characters",),
                     reason="is too long",
                 )
             )  # fmt: skip
-        elif key in TRAIT_PROPERTIES:
-            if canonical_value(key, str(value)) is None:
-                problems.append(Problem("image property", key, str(value), accepted_values(key)))
-        elif key == POWER_METRICS_IMAGE_KEY:
-            if parse_bool(str(value)) is None:
-                problems.append(Problem("image property", key, str(value), _BOOL_ACCEPTED))
+            continue
+        name = canonical_property_name(key)
+        if key.startswith(HW_PREFIX):
+            problem = _hw_key_problem(key, str(value))
+            if problem is not None:
+                problems.append(problem)
+                continue
+        if name in TRAIT_PROPERTIES:
+            if canonical_value(name, str(value)) is None:
+                problems.append(Problem(IMAGE_SOURCE, key, str(value), accepted_values(name)))
+        elif name in IMAGE_VALUE_RULES:
+            rule = IMAGE_VALUE_RULES[name]
+            if not rule.test(property_value(name, str(value))):
+                problems.append(Problem(IMAGE_SOURCE, key, str(value), rule.accepted))
         elif key.startswith(TRAIT_SPEC_PREFIX):
-            problems.extend(_check_trait_spec("image property", key, str(value)))
+            problems.extend(_check_trait_spec(IMAGE_SOURCE, key, str(value)))
+    synonyms = [(s, c) for s, c in sorted(HW_SYNONYMS.items()) if s in properties]
+    for synonym, canonical in synonyms:
+        if canonical in properties:
+            problems.append(
+                Problem(
+                    IMAGE_SOURCE, synonym, str(properties[synonym]), (canonical,),
+                    reason=f"means the same as {canonical}, which is set too; keep one",
+                    accepted_label="keep",
+                )
+            )  # fmt: skip
+    return problems
+
+
+def request_problems(
+    extra_specs: Mapping[str, str], properties: Mapping[str, str]
+) -> list[Problem | str]:
+    """What a flavor and an image ask for that contradicts itself (checked at server
+    create, when both are known): each would otherwise be dropped from the guest."""
+    problems: list[Problem | str] = list(image_problems(properties))
+    rng = image_property(properties, "hw_rng_model")
+    allowed_raw = extra_specs.get(RNG_ALLOWED_SPEC)
+    if rng is not None and allowed_raw is not None and parse_bool(str(allowed_raw)) is False:
+        problems.append(
+            f"image property {rng[0]}={rng[1]} asks for a random number generator that "
+            f"flavor extra spec {RNG_ALLOWED_SPEC}={allowed_raw} does not allow"
+        )
+    image_policy = image_property(properties, "os_secure_boot")
+    flavor_policy = extra_specs.get(SECURE_BOOT_SPEC)
+    if (
+        image_policy is not None
+        and flavor_policy is not None
+        and image_policy[1].strip().lower() != str(flavor_policy).strip().lower()
+    ):
+        problems.append(
+            f"flavor extra spec {SECURE_BOOT_SPEC}={flavor_policy} and image property "
+            f"os_secure_boot={image_policy[1]} disagree; set one of them, or both alike"
+        )
+    policy = str(flavor_policy or (image_policy[1] if image_policy else "")).strip().lower()
+    firmware = image_property(properties, "hw_firmware_type")
+    uefi = firmware is not None and firmware[1].strip().lower() == "uefi"
+    if policy == "required" and not uefi:
+        source = (
+            f"flavor extra spec {SECURE_BOOT_SPEC}"
+            if flavor_policy
+            else "image property os_secure_boot"
+        )
+        problems.append(
+            f"{source}=required needs UEFI firmware: set image property "
+            f"hw_firmware_type=uefi (it is {firmware[1] if firmware else 'unset'})"
+        )
     return problems
 
 

@@ -5,6 +5,7 @@ Other packages get engines and transactions from here and keep ORM details to th
 
 from wattvisor.store import compute_tables as compute_tables
 from wattvisor.store import generations as generations
+from wattvisor.store import task_tables as task_tables
 from wattvisor.store import trust_tables as trust_tables
 from wattvisor.store.engine import make_engine, read_transaction, write_transaction
 from wattvisor.store.migrate import migrate

@@ -1,4 +1,5 @@
-"""Tables of the compute service: users, flavors, images, hosts, servers, volumes, interfaces.
+"""Tables of the compute service: users, projects, flavors, images, hosts, servers, volumes,
+interfaces, server addresses.
 
 Only :mod:`wattvisor.compute` reads and writes them; it hands dataclasses, never rows,
 to the rest of the system. JSON columns hold small string maps (extra specs, image
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,9 +32,25 @@ class UserRow(Base):
     __tablename__ = "users"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
+    """Given at registration and never changed (a new key, role or project keeps it)."""
     project: Mapped[str] = mapped_column(String(255), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False)
     public_key: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ProjectRow(Base):
+    """A project's stable uuid, recorded the first time the project name is used.
+
+    Projects are names people choose (``compute.identifiers``); the uuid is what the
+    guest's metadata and other systems hold on to, as Nova's owner element does.
+    """
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
@@ -99,6 +117,8 @@ class ServerRow(Base):
     shares: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    boot_volume_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    """The volume the server boots from (its root disk), None when it boots from its image."""
 
     __table_args__ = (Index("ix_servers_project_status", "project", "status"),)
 
@@ -136,3 +156,29 @@ class InterfaceRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
     __table_args__ = (Index("ix_interfaces_server", "server_uuid"),)
+
+
+class ServerAddressRow(Base):
+    """A server's place on a network: slot ``n`` is the subnet's ``n``-th address.
+
+    One row per server and network. ``slot`` picks the IPv4 address (and the IPv6
+    address at the same offset in its subnet); the primary key makes two servers
+    holding one address impossible, whichever controller allocates.
+    """
+
+    __tablename__ = "server_addresses"
+
+    network: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    server_uuid: Mapped[str] = mapped_column(
+        ForeignKey("servers.uuid", ondelete="CASCADE"), nullable=False
+    )
+    mac: Mapped[str] = mapped_column(String(17), nullable=False)
+    ipv4: Mapped[str] = mapped_column(String(15), nullable=False)
+    ipv6: Mapped[str | None] = mapped_column(String(39), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("network", "mac", name="uq_server_addresses_mac"),
+        Index("ix_server_addresses_server", "server_uuid"),
+    )
