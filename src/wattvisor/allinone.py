@@ -129,6 +129,7 @@ def network_notes(client: LocalHostClient, spec: NetworkSpec) -> list[str]:
         return [f"servers will not build until their network works: {exc}"]
     return []
 
+
 @dataclass
 class AllInOne:
     """The running pieces; :meth:`build` wires them, :meth:`start`/:meth:`stop` run them."""
