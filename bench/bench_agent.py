@@ -94,6 +94,7 @@ def run() -> None:
         project="p", user="u", flavor=SpawnFlavor("f", "tiny", 1, 256, 1, 0, 0, {"a": "b"}),
         image=SpawnImage("i", "busybox", {"os_type": "linux"}, kernel_path="/k", cmdline="c"),
         power_metrics=True, created_at=datetime.now(UTC),
+        user_uuid=str(uuid.uuid4()), project_uuid=str(uuid.uuid4()),
     )  # fmt: skip
     wire = WIRE_TABLE["spawn"]
     body = wire.encode_arguments({"request": request})
