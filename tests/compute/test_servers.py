@@ -214,7 +214,7 @@ def test_status_follows_the_guest_when_it_changes_behind_our_back(
     driver.undefine(server.uuid)  # someone removed the domain with virsh
     compute.servers.sync_power_states()
     gone = compute.servers.get(ALICE, server.uuid)
-    assert gone.status == "ERROR" and "disappeared" in (gone.fault or "")
+    assert gone.status == "ERROR" and "the host lost the server" in (gone.fault or "")
 
 
 def test_disk_image_boots_from_a_per_server_overlay_of_the_disk(
