@@ -9,13 +9,13 @@ import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wattvisor.host.image_cache import (
     GIB,
     MIB,
-    CachedBase,
     DiskTooSmall,
     ImageCache,
     ImageCacheError,
@@ -134,19 +134,16 @@ def test_concurrent_spawns_of_one_image_copy_it_once(tmp_path: Path) -> None:
     image = _raw_image(tmp_path / "image.raw", 32 * MIB, os.urandom(MIB))
     cache = ImageCache(tmp_path / "images")
     copies = 0
-    original = ImageCache._image_base_locked
+    original = ImageCache._fill
     guard = threading.Lock()
 
-    def counting(self: ImageCache, image_id: str, source: Path, fmt: str) -> CachedBase:
+    def counting(self: ImageCache, *args: Any) -> tuple[str, int]:
         nonlocal copies
-        before = set(self.bases())
-        found = original(self, image_id, source, fmt)
-        if found.path not in before:
-            with guard:
-                copies += 1
-        return found
+        with guard:
+            copies += 1
+        return original(self, *args)
 
-    ImageCache._image_base_locked = counting  # type: ignore[method-assign]
+    ImageCache._fill = counting  # type: ignore[method-assign]
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(
@@ -154,7 +151,7 @@ def test_concurrent_spawns_of_one_image_copy_it_once(tmp_path: Path) -> None:
                 range(16),
             ))  # fmt: skip
     finally:
-        ImageCache._image_base_locked = original  # type: ignore[method-assign]
+        ImageCache._fill = original  # type: ignore[method-assign]
     assert copies == 1
     [base] = cache.bases()
     assert {qcow2_backing_file(r.root.path) for r in results if r.root} == {str(base)}
