@@ -45,8 +45,13 @@ class ImageFileChanged(Conflict):
 
     @property
     def public_message(self) -> str:
-        image = self.details.get("image", "?")
-        return f"a file of image {image!r} changed after it was registered; ask an admin"
+        """The digests without the controller's path: a host checks them, a member may read them."""
+        d = self.details
+        return (
+            f"the {d.get('part', '?')} file of image {d.get('image', '?')!r} changed after it "
+            f"was registered: now sha256 {d.get('actual_sha256', '?')}, registered sha256 "
+            f"{d.get('registered_sha256', '?')}; it is not served (ask an admin)"
+        )
 
 
 class ImageFileUnavailable(Conflict):
@@ -138,6 +143,7 @@ class OpenImageFile:
                         f"the {self.part} file of image {self.image_id} is shorter than its "
                         f"registered {self.digest.size} bytes (it ended at byte {offset})",
                         image=self.image_id, part=self.part,
+                        registered_sha256=self.digest.sha256,
                     )  # fmt: skip
                 offset += len(chunk)
                 if digest is not None:
@@ -148,6 +154,8 @@ class OpenImageFile:
                             f"was served: sha256 {digest.hexdigest()}, registered "
                             f"{self.digest.sha256}",
                             image=self.image_id, part=self.part,
+                            registered_sha256=self.digest.sha256,
+                            actual_sha256=digest.hexdigest(),
                         )  # fmt: skip
                 yield chunk
         finally:
@@ -199,6 +207,7 @@ class VerifiedFiles:
                         f"registered sha256 {recorded.sha256} and {recorded.size} bytes; it is not "
                         "served (register the image again to use the new content)",
                         image=image_id, part=part, registered_sha256=recorded.sha256,
+                        actual_sha256=actual.sha256,
                     )  # fmt: skip
                 with self._lock:
                     self._known[path] = (identity, recorded)
