@@ -28,8 +28,6 @@ from wattvisor.host.image_cache import (
     SourceInterrupted,
 )
 
-CHUNK = 1024 * 1024
-"""Bytes handed to the cache per step: a download's memory stays bounded."""
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
@@ -66,7 +64,9 @@ class HttpImageSource:
         try:
             with self.client.stream("GET", self.url, headers=headers) as response:
                 self._check(response, offset)
-                yield from response.iter_raw(CHUNK)
+                # As the bytes arrive (at most a socket read each): what came before a
+                # dropped connection is kept, and the resume starts after it.
+                yield from response.iter_raw()
         except httpx.TransportError as exc:
             raise SourceInterrupted(f"{type(exc).__name__}: {exc}") from exc
 
