@@ -42,7 +42,7 @@ class Fleet:
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     with served_controller(tmp_path, workers=8) as controller:
         credentials = controller.join_agent()
-        images = ControllerImages(controller.url, credentials.host_token)
+        images = ControllerImages.for_agent(credentials)
         try:
             yield Fleet(controller, images, tmp_path / "agent-data" / "images")
         finally:

@@ -10,18 +10,29 @@ copy per server cost the whole image each time). The cache lives in
   directory is 0755). A changed source file gets a new name: the overlays of the
   old content keep their base.
 - ``<image id>.source.json``: which base the source file became, keyed by the
-  source's identity (device, inode, size, mtime), so a cached spawn costs a stat
-  and a small read instead of hashing the image again.
+  source's identity (device, inode, size, mtime, and the sha256 it had to have), so
+  a cached spawn costs a stat and a small read instead of hashing the image again;
+  for a file fetched from the controller, the expected sha256 and size are the key.
+- ``<image id>+kernel-<sha256 prefix>``, ``<image id>+initrd-...``: the files of a
+  direct kernel boot, cached and checked the same way (the guest boots these, not
+  the controller's paths), with their own ``.source.json``.
 - ``ephemeral-<n>G-ext4.raw``, ``swap-<n>M.raw``: formatted blank disks (Nova's
   ``ephemeral_*``/``swap_*`` bases), backing the ephemeral and swap overlays.
 - ``.<key>.lock``: one ``flock`` per key, so concurrent spawns (threads or
   processes) populate a base once and a prune never removes a base while an
   overlay on it is being created.
 
-A base is written to a ``.part`` file beside it, synced and renamed, so a crashed
-copy is never taken for a base; leftovers are removed the next time the key is
-locked. Overlays carry their backing format in the qcow2 header (``-F``), which
-libvirt 9 needs to follow the chain itself.
+Bytes come from an :class:`ImageSource`: a local file (the all-in-one reads the
+catalog's paths) or the controller over HTTP
+(:class:`wattvisor.host.image_fetch.HttpImageSource`, for an agent). A base is
+written to a ``.part`` file beside it, hashed as it is written, checked against
+the sha256 and size the controller recorded (:class:`ExpectedContent`), synced and
+renamed only then: a corrupt or crashed copy is never taken for a base (a
+mismatch deletes it and raises :class:`ContentMismatch` naming both digests). An
+interrupted read resumes at the byte it stopped at, a bounded number of times.
+Leftovers are removed the next time the key is locked. Overlays carry their
+backing format in the qcow2 header (``-F``), which libvirt 9 needs to follow the
+chain itself.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ times); a 4xx answer or a digest the controller names differently is final.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
@@ -27,6 +28,9 @@ from wattvisor.host.image_cache import (
     ImageCacheError,
     SourceInterrupted,
 )
+
+if TYPE_CHECKING:
+    from wattvisor.agent.credentials import AgentCredentials
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
@@ -122,6 +126,13 @@ class ControllerImages:
         self.base_url = base_url
         self.token = token
         self.client = client or httpx.Client(timeout=DEFAULT_TIMEOUT)
+
+    @classmethod
+    def for_agent(cls, credentials: AgentCredentials) -> ControllerImages:
+        """The image files of the controller the agent joined (its URL from the join),
+        fetched with the agent's host tokens: what ``wattvisor agent`` gives its
+        :class:`~wattvisor.compute.local_host.LocalHostClient` as ``image_sources``."""
+        return cls(credentials.trust().controller_url, credentials.host_token)
 
     def source(
         self, image_id: str, part: str, path: str, expected: ExpectedContent | None
