@@ -135,6 +135,8 @@ def test_an_unknown_part_is_refused_naming_it(controller: Controller) -> None:
     response = _file(controller, image_id, controller.admin, params={"part": "rootfs"})
     assert response.status_code == 400
     assert "'rootfs'" in response.json()["error"]["message"]
+    typo = _file(controller, image_id, controller.admin, params={"prat": "disk"})
+    assert typo.status_code == 400 and "'prat'" in typo.json()["error"]["message"]
     missing = _file(controller, image_id, controller.admin, params={"part": "kernel"})
     assert missing.status_code == 404
     assert "has no kernel file" in missing.json()["error"]["message"]

@@ -26,6 +26,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from wattvisor.api.v1_routes import known_query
 from wattvisor.api.v1_schemas import ERROR_RESPONSES
 from wattvisor.auth import Principal
 from wattvisor.auth.errors import AccessDenied
@@ -83,7 +84,7 @@ def byte_range(
 def build_image_file_router(compute: Compute, authenticated: _Dependency) -> APIRouter:
     """The image file route; ``authenticated`` gives the principal (host tokens admitted
     by :func:`wattvisor.auth.policy.check_route` for this path)."""
-    router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+    router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES, dependencies=[Depends(known_query)])
     Caller = Annotated[Principal, Depends(authenticated)]
 
     @router.get(
