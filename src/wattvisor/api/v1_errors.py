@@ -73,10 +73,8 @@ def _accepted(error: dict[str, Any]) -> str | None:
 def echoed(value: Any) -> Any:
     """A refused value as an error may show it: numbers as they are, text cut short and
     with control and format characters escaped (the body itself may be a megabyte)."""
-    if (
-        value is None
-        or isinstance(value, bool | float)
-        or (isinstance(value, int) and abs(value) < 10**18)
+    if value is None or isinstance(value, bool | float) or (
+        isinstance(value, int) and abs(value) < 10**18
     ):
         return value
     return visible(value if isinstance(value, str) else repr(value)[:200])
@@ -128,7 +126,8 @@ def install_v1_errors(app: FastAPI) -> None:
         return error_response(
             exc.status,
             exc.code,
-            f"{exc.public_message}; an admin can find what the host said under request id {rid}",
+            f"{exc.public_message}; an admin can find what the host said under request id "
+            f"{rid}",
             {"request_id": rid},
         )
 

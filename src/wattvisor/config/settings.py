@@ -183,8 +183,7 @@ class HostSettings(BaseModel):
     )
     instance_name_template: str = "instance-%08x"
     share_tmpfs_kib: int = Field(
-        default=1024,
-        ge=0,
+        default=1024, ge=0,
         description="each domain's share directory is a tmpfs of this size (0: a plain "
         "directory on the share directory's filesystem)",
     )
