@@ -204,3 +204,21 @@ def test_a_file_changed_on_the_controller_is_refused_by_the_host(fleet: Fleet) -
     ):
         pytest.fail("a changed file was handed out as a base")
     assert "409" in str(refused.value) and expected.sha256 in str(refused.value)
+
+
+def test_interruptions_beyond_the_retry_bound_fail_the_fetch_and_leave_nothing(
+    fleet: Fleet,
+) -> None:
+    image_id, content = _register_disk(fleet.controller, 2 * MIB)
+    expected = _expected(content)
+    fleet.controller.log.cut_after = MIB
+    cache = ImageCache(fleet.cache_dir, retries=0)
+    source = fleet.images.source(image_id, "disk", "/controller/path", expected)
+    with (
+        pytest.raises(ImageCacheError, match="interrupted 1x, resumed at most 0x") as failed,
+        cache.image_base(image_id, source, "raw", expected),
+    ):
+        pytest.fail("an unfinished download was handed out as a base")
+    assert image_id in str(failed.value)
+    assert cache.bases() == [] and not list(fleet.cache_dir.glob(".*.part"))
+    assert len(fleet.controller.log.image_requests(image_id)) == 1

@@ -400,7 +400,8 @@ class ImageCache:
                     if failures > self.retries:
                         raise ImageCacheError(
                             f"fetching the {part} of image {image_id} from "
-                            f"{source.describe()} failed {failures} times; last: {exc}"
+                            f"{source.describe()} gave up: interrupted {failures}x, resumed "
+                            f"at most {self.retries}x; last: {exc}"
                         ) from exc
                     log.warning("fetching the %s of image %s was interrupted at byte %d "
                                 "(%s); resuming", part, image_id, position, exc)  # fmt: skip
