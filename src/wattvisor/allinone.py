@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from wattvisor.api.app import create_app
 from wattvisor.api.host_trust_routes import build_host_trust_router
+from wattvisor.api.image_file_routes import build_image_file_router
 from wattvisor.api.v1_routes import build_v1_router
 from wattvisor.auth.cluster_keys import ClusterSigner, ensure_cluster_key
 from wattvisor.auth.errors import KeyFileError
@@ -217,6 +218,7 @@ class AllInOne:
             placement_dependencies=[Depends(admin_only)],
             routers=[
                 build_v1_router(compute, authenticated, admin_only),
+                build_image_file_router(compute, authenticated),
                 build_host_trust_router(trust, authenticator, authenticated, admin_only),
             ],
             authenticator=authenticator,

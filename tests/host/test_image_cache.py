@@ -3,20 +3,23 @@ small overlays, sizes from the flavor, concurrent spawns, crashed copies never u
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wattvisor.host.image_cache import (
     GIB,
     MIB,
-    CachedBase,
+    ContentMismatch,
     DiskTooSmall,
+    ExpectedContent,
     ImageCache,
     ImageCacheError,
     create_overlay,
@@ -134,19 +137,16 @@ def test_concurrent_spawns_of_one_image_copy_it_once(tmp_path: Path) -> None:
     image = _raw_image(tmp_path / "image.raw", 32 * MIB, os.urandom(MIB))
     cache = ImageCache(tmp_path / "images")
     copies = 0
-    original = ImageCache._image_base_locked
+    original = ImageCache._fill
     guard = threading.Lock()
 
-    def counting(self: ImageCache, image_id: str, source: Path, fmt: str) -> CachedBase:
+    def counting(self: ImageCache, *args: Any) -> tuple[str, int]:
         nonlocal copies
-        before = set(self.bases())
-        found = original(self, image_id, source, fmt)
-        if found.path not in before:
-            with guard:
-                copies += 1
-        return found
+        with guard:
+            copies += 1
+        return original(self, *args)
 
-    ImageCache._image_base_locked = counting  # type: ignore[method-assign]
+    ImageCache._fill = counting  # type: ignore[method-assign]
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(
@@ -154,7 +154,7 @@ def test_concurrent_spawns_of_one_image_copy_it_once(tmp_path: Path) -> None:
                 range(16),
             ))  # fmt: skip
     finally:
-        ImageCache._image_base_locked = original  # type: ignore[method-assign]
+        ImageCache._fill = original  # type: ignore[method-assign]
     assert copies == 1
     [base] = cache.bases()
     assert {qcow2_backing_file(r.root.path) for r in results if r.root} == {str(base)}
@@ -263,3 +263,44 @@ def test_disk_targets_follow_the_roots_bus_and_keep_its_slot() -> None:
         disk_targets("ide", {"hda", "hdc"}, 3)
     with pytest.raises(InstanceDiskError, match="'floppy' is not accepted"):
         disk_targets("floppy", set(), 1)
+
+
+def _content_of(path: Path) -> ExpectedContent:
+    data = path.read_bytes()
+    return ExpectedContent(hashlib.sha256(data).hexdigest(), len(data))
+
+
+def test_a_local_image_is_checked_against_its_recorded_digest_before_use(tmp_path: Path) -> None:
+    image = _raw_image(tmp_path / "image.raw", 8 * MIB, os.urandom(MIB))
+    registered = _content_of(image)
+    # The file changed after registration, same size (an edit in place).
+    with image.open("r+b") as handle:
+        handle.seek(100)
+        handle.write(b"X")
+    cache = ImageCache(tmp_path / "images")
+    with (
+        pytest.raises(ContentMismatch) as refused,
+        cache.image_base(IMAGE_ID, image, "raw", registered),
+    ):
+        pytest.fail("a changed local image was used")
+    assert registered.sha256 in str(refused.value)
+    assert _content_of(image).sha256 in str(refused.value)
+    assert IMAGE_ID in str(refused.value)
+    assert cache.bases() == [] and not list(cache.root.glob(".*.part"))
+    with cache.image_base(IMAGE_ID, image, "raw", _content_of(image)) as base:
+        assert base.path.read_bytes() == image.read_bytes()
+
+
+def test_a_kernel_is_cached_once_per_content_and_checked(tmp_path: Path) -> None:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(os.urandom(100_000))
+    cache = ImageCache(tmp_path / "images")
+    first = cache.boot_file(IMAGE_ID, "kernel", kernel, _content_of(kernel))
+    assert first.read_bytes() == kernel.read_bytes()
+    assert first.stat().st_mode & 0o777 == 0o444
+    assert cache.boot_file(IMAGE_ID, "kernel", kernel, _content_of(kernel)) == first
+    wrong = ExpectedContent("0" * 64, kernel.stat().st_size)
+    with pytest.raises(ContentMismatch, match=r"0{64}"):
+        cache.boot_file(IMAGE_ID, "kernel", kernel, wrong)
+    with pytest.raises(ImageCacheError, match="'bootloader' is not accepted"):
+        cache.boot_file(IMAGE_ID, "bootloader", kernel, None)

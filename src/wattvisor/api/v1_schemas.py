@@ -109,6 +109,13 @@ class ImageCreate(_Request):
     disk_format: Literal["raw", "qcow2"] | None = None
 
 
+class ImageFileDigest(BaseModel):
+    """A file of the image as registered: hosts check what they fetch against it."""
+
+    sha256: str
+    size: int
+
+
 class Image(BaseModel):
     id: str
     name: str
@@ -119,14 +126,24 @@ class Image(BaseModel):
     initrd_path: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
     disk_path: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
     disk_format: str | None = None
+    files: dict[str, ImageFileDigest] = Field(
+        default_factory=dict,
+        description="sha256 and size of each file (disk, kernel, initrd) as registered; "
+        "hosts fetch them from GET /v1/images/{id}/file?part= and check them",
+    )
 
     @classmethod
     def of(cls, record: ImageRecord) -> Image:
+        files = {}
+        for part in ("disk", "kernel", "initrd"):
+            sha256, size = getattr(record, f"{part}_sha256"), getattr(record, f"{part}_size")
+            if sha256 is not None and size is not None:
+                files[part] = ImageFileDigest(sha256=sha256, size=size)
         return cls(
             id=record.id, name=record.name, properties=dict(record.properties),
             boot=record.boot, cmdline=record.cmdline, kernel_path=record.kernel_path,
             initrd_path=record.initrd_path, disk_path=record.disk_path,
-            disk_format=record.disk_format,
+            disk_format=record.disk_format, files=files,
         )  # fmt: skip
 
 

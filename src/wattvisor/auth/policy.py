@@ -1,9 +1,9 @@
 """Who sees what: the authenticated principal, project visibility and admin-only fields.
 
 Principals are users (roles ``admin`` and ``member``) or joined hosts (role ``host``).
-A host may call only its own host endpoints (:func:`check_route`), and users may call
-none of them: a host endpoint is answered for the host that signed the request, never
-for a user acting as one.
+A host may call only its own host endpoints and read image files (:func:`check_route`),
+and users may call none of the host endpoints: a host endpoint is answered for the host
+that signed the request, never for a user acting as one.
 
 Members act on their own project only, and another project's resources must look
 exactly like missing ones (404, never 403), so routes ask :func:`can_see_project`
@@ -29,6 +29,8 @@ PrincipalRole = Role | Literal["host"]
 """A user's role (``admin``, ``member``), or ``host`` for a joined host's own token."""
 HOST_ENDPOINT = re.compile(r"^/v1/hosts/(?P<host>[^/]+)/(?:heartbeat|credentials)$")
 """The routes a host calls with its own token, for itself (``{host}`` is its id)."""
+IMAGE_FILE_ENDPOINT = re.compile(r"^/v1/images/[^/]+/file$")
+"""Where hosts (and admins) read an image's disk, kernel or initrd to cache it."""
 JOIN_PATH = "/v1/hosts/join"
 """Where a host joins with a join token (no user or host token)."""
 JOIN_TOKENS_PATH = "/v1/hosts/join-tokens"
@@ -90,15 +92,19 @@ def host_endpoint(path: str) -> str | None:
 def check_route(principal: Principal, method: str, path: str) -> None:
     """Refuse (:class:`AccessDenied`, 403) a principal on a route its role may not call.
 
-    Hosts call only their own host endpoints; users (admins included) call none: an
-    admin who could heartbeat for a host could make the controller trust a dead one.
+    Hosts call only their own host endpoints, and ``GET`` an image's files (they fetch
+    what they boot); users (admins included) call no host endpoint: an admin who could
+    heartbeat for a host could make the controller trust a dead one.
     """
     host = host_endpoint(path)
+    if principal.is_host and method == "GET" and IMAGE_FILE_ENDPOINT.match(path):
+        return
     if principal.is_host:
         if host is None:
             raise AccessDenied(
                 f"a host token (host {principal.user}) may call only that host's own "
-                f"endpoints (POST /v1/hosts/{principal.user}/heartbeat, .../credentials); "
+                f"endpoints (POST /v1/hosts/{principal.user}/heartbeat, .../credentials) and "
+                f"GET /v1/images/<id>/file; "
                 f"{method} {path[:200]} is not one",
                 host_id=principal.user,
             )

@@ -14,14 +14,24 @@ import os
 import threading
 import uuid as uuidlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, Table, delete, insert, select
+from sqlalchemy import Engine, Table, delete, insert, select, update
 
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
 from wattvisor.compute.identifiers import check_flavor_id
+from wattvisor.compute.image_files import (
+    IMAGE_PARTS,
+    FileDigest,
+    ImageFileUnavailable,
+    ImagePart,
+    OpenImageFile,
+    VerifiedFiles,
+    file_digest,
+    image_part_path,
+)
 from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import FlavorRecord, ImageRecord
 from wattvisor.scheduler import InvalidSpec, validate_flavor_extra_specs, validate_image_properties
@@ -60,6 +70,7 @@ class Catalog:
         self.engine = engine
         self._lock = threading.Lock()
         self._snapshot: _Snapshot | None = None
+        self._verified = VerifiedFiles()
 
     def _current(self) -> _Snapshot:
         """The catalog as the store holds it now: the cached one while its generation holds."""
@@ -211,6 +222,9 @@ class Catalog:
             cmdline=cmdline if kernel_path else None, disk_path=disk_path,
             disk_format=(disk_format or "raw") if disk_path else None,
         )  # fmt: skip
+        # Hashed before the write transaction: a large disk takes seconds, and the
+        # store must not be held meanwhile.
+        record = _with_digests(record, {p: _digest_of(record, p) for p in _parts_of(record)})
         with write_transaction(self.engine) as conn:
             same = conn.execute(
                 select(_images).where((_images.c.name == name) | (_images.c.id == record.id))
@@ -224,10 +238,49 @@ class Catalog:
                     id=record.id, name=name, properties=props, kernel_path=record.kernel_path,
                     initrd_path=record.initrd_path, cmdline=record.cmdline,
                     disk_path=record.disk_path, disk_format=record.disk_format,
+                    **_digest_columns(record),
                 )
             )  # fmt: skip
             bump_generation(conn, CATALOG)
         return record
+
+    def with_digests(self, image: ImageRecord) -> ImageRecord:
+        """``image`` with every file's digest, recording (once) those it was registered
+        without: an image from before digests were kept is trusted as its files are on
+        first use, and held to that content afterwards. A file that cannot be read keeps
+        None (the host then reports it missing, as it did before)."""
+        missing = [p for p in _parts_of(image) if _recorded(image, p) is None]
+        if not missing:
+            return image
+        found: dict[ImagePart, FileDigest] = {}
+        for part in missing:
+            try:
+                found[part] = _digest_of(image, part)
+            except ImageFileUnavailable:
+                continue
+        if not found:
+            return image
+        record = _with_digests(image, found)
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                update(_images).where(_images.c.id == image.id).values(**_digest_columns(record))
+            )
+            bump_generation(conn, CATALOG)
+        return record
+
+    def open_image_file(self, ident: str, part: ImagePart) -> OpenImageFile:
+        """The image's ``part`` file open for streaming, its content checked against the
+        digest recorded at registration (:class:`ImageFileChanged` when it differs)."""
+        image = self.image(ident)
+        path = image_part_path(image.id, part, _paths_of(image))
+        image = self.with_digests(image)
+        recorded = _recorded(image, part)
+        if recorded is None:  # unreadable when the digest was to be recorded
+            raise ImageFileUnavailable(
+                f"the {part} file {path} of image {image.id} cannot be read",
+                image=image.id, part=part,
+            )  # fmt: skip
+        return self._verified.open(image.id, part, path, recorded)
 
     def images(self) -> list[ImageRecord]:
         return list(self._current().images)
@@ -293,4 +346,52 @@ def _image(row: Any) -> ImageRecord:
         cmdline=row.cmdline,
         disk_path=row.disk_path,
         disk_format=row.disk_format,
+        disk_sha256=row.disk_sha256,
+        disk_size=row.disk_size,
+        kernel_sha256=row.kernel_sha256,
+        kernel_size=row.kernel_size,
+        initrd_sha256=row.initrd_sha256,
+        initrd_size=row.initrd_size,
     )
+
+
+def _paths_of(image: ImageRecord) -> dict[ImagePart, str | None]:
+    return {"disk": image.disk_path, "kernel": image.kernel_path, "initrd": image.initrd_path}
+
+
+def _parts_of(image: ImageRecord) -> list[ImagePart]:
+    paths = _paths_of(image)
+    return [p for p in IMAGE_PARTS if paths[p]]
+
+
+def _recorded(image: ImageRecord, part: ImagePart) -> FileDigest | None:
+    sha256 = getattr(image, f"{part}_sha256")
+    size = getattr(image, f"{part}_size")
+    return FileDigest(sha256, size) if sha256 is not None and size is not None else None
+
+
+def _digest_of(image: ImageRecord, part: ImagePart) -> FileDigest:
+    path = _paths_of(image)[part] or ""
+    try:
+        return file_digest(Path(path))
+    except OSError as exc:
+        raise ImageFileUnavailable(
+            f"the {part} file {path} of image {image.name} cannot be read: {exc.strerror}",
+            image=image.id, part=part,
+        ) from exc  # fmt: skip
+
+
+def _with_digests(image: ImageRecord, digests: Mapping[ImagePart, FileDigest]) -> ImageRecord:
+    changes: dict[str, Any] = {}
+    for part, digest in digests.items():
+        changes[f"{part}_sha256"] = digest.sha256
+        changes[f"{part}_size"] = digest.size
+    return replace(image, **changes)
+
+
+def _digest_columns(image: ImageRecord) -> dict[str, Any]:
+    return {
+        f"{part}_{what}": getattr(image, f"{part}_{what}")
+        for part in IMAGE_PARTS
+        for what in ("sha256", "size")
+    }

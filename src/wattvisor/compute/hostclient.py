@@ -37,7 +37,13 @@ class SpawnFlavor:
 
 @dataclass(frozen=True, slots=True)
 class SpawnImage:
-    """How the guest boots: direct kernel boot, or a disk file the root overlay is backed by."""
+    """How the guest boots: direct kernel boot, or a disk file the root overlay is backed by.
+
+    The paths are the controller's; each comes with the sha256 and size it was
+    registered with, so a host that fetches the file from the controller (or copies it
+    from a local path) checks it before use. A None digest: an image whose file could
+    not be read when the controller recorded it.
+    """
 
     id: str
     name: str
@@ -47,6 +53,12 @@ class SpawnImage:
     cmdline: str | None = None
     disk_path: str | None = None
     disk_format: str | None = None
+    disk_sha256: str | None = None
+    disk_size: int | None = None
+    kernel_sha256: str | None = None
+    kernel_size: int | None = None
+    initrd_sha256: str | None = None
+    initrd_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

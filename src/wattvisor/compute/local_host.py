@@ -11,6 +11,7 @@ to a libvirtd that several data directories may share.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -18,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import libvirt
 
@@ -47,7 +49,13 @@ from wattvisor.host.configdrive import ConfigDriveMetadata, build_config_drive
 from wattvisor.host.connection import libvirt_error_summary
 from wattvisor.host.console_log import ConsoleLog, read_console_log, rotate_console_log
 from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostDriver, HostError
-from wattvisor.host.image_cache import ImageCache, ImageCacheError
+from wattvisor.host.image_cache import (
+    ExpectedContent,
+    ImageCache,
+    ImageCacheError,
+    ImageSources,
+    LocalImageFiles,
+)
 from wattvisor.host.instance_disks import InstanceDisks, prepare_instance_disks
 from wattvisor.host.networks import HostNetworks, NetworkError
 from wattvisor.host.shares import PreparedShare
@@ -69,6 +77,7 @@ class LocalHostClient:
         sampler: EnergySampler | None = None,
         *,
         data_dir: Path | None = None,
+        image_sources: ImageSources | None = None,
     ) -> None:
         self.driver = driver
         self.sampler = sampler
@@ -79,6 +88,9 @@ class LocalHostClient:
         self.volume_pool = f"{VOLUME_POOL_PREFIX}-{digest}"
         self._pool_lock = threading.Lock()
         self.image_cache = ImageCache(self.data_dir / "images")
+        self.image_sources: ImageSources = image_sources or LocalImageFiles()
+        """Where image files come from: this machine's paths (the all-in-one), or the
+        controller over HTTP (an agent: :class:`wattvisor.host.image_fetch.ControllerImages`)."""
         self.networks = HostNetworks(driver.connection)
 
     # -- identity ------------------------------------------------------------------------
@@ -125,6 +137,7 @@ class LocalHostClient:
         defined = False
         try:
             _make_traversable(instance_dir)
+            request = self._with_cached_boot_files(request)
             prepared = self.driver.prepare_shares(name) if request.power_metrics else []
             shares_prepared = bool(prepared)
             if request.power_metrics and not prepared:
@@ -176,15 +189,41 @@ class LocalHostClient:
         """Root overlay (unless booting from a volume), ephemeral and swap disks."""
         flavor, image = request.flavor, request.image
         try:
+            source = None
+            expected = _expected(image.disk_sha256, image.disk_size)
+            if image.disk_path and request.root_volume is None:
+                source = self.image_sources.source(image.id, "disk", image.disk_path, expected)
             return prepare_instance_disks(
-                instance_dir, self.image_cache, image_id=image.id,
-                image_path=None if request.root_volume is not None else image.disk_path,
+                instance_dir, self.image_cache, image_id=image.id, image_path=source,
                 image_format=image.disk_format, root_gb=flavor.disk_gb,
                 ephemeral_gb=flavor.ephemeral_gb, swap_mb=flavor.swap_mb,
-                root_alias=ROOT_DISK_ALIAS,
+                root_alias=ROOT_DISK_ALIAS, image_expected=expected,
             )  # fmt: skip
         except (ImageCacheError, ValueError) as exc:
             raise HostError(f"server {request.server_uuid}: {exc}") from exc
+
+    def _with_cached_boot_files(self, request: SpawnRequest) -> SpawnRequest:
+        """The request with its kernel and initrd replaced by the host's checked copies
+        in the image cache (fetched from the controller or copied from a local path,
+        once per content), so the guest boots exactly the registered files."""
+        image = request.image
+        changes: dict[str, Any] = {}
+        try:
+            for part, path, sha256, size in (
+                ("kernel", image.kernel_path, image.kernel_sha256, image.kernel_size),
+                ("initrd", image.initrd_path, image.initrd_sha256, image.initrd_size),
+            ):
+                if not path:
+                    continue
+                expected = _expected(sha256, size)
+                source = self.image_sources.source(image.id, part, path, expected)
+                cached = self.image_cache.boot_file(image.id, part, source, expected)
+                changes[f"{part}_path"] = str(cached)
+        except ImageCacheError as exc:
+            raise HostError(f"server {request.server_uuid}: {exc}") from exc
+        if not changes:
+            return request
+        return dataclasses.replace(request, image=dataclasses.replace(image, **changes))
 
     def _ensure_network(self, request: SpawnRequest) -> None:
         if request.network is None:
@@ -460,3 +499,7 @@ def _make_traversable(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     for created in missing:
         created.chmod(0o755)
+
+
+def _expected(sha256: str | None, size: int | None) -> ExpectedContent | None:
+    return ExpectedContent(sha256, size) if sha256 is not None and size is not None else None

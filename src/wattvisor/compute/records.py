@@ -55,6 +55,14 @@ class ImageRecord:
     cmdline: str | None = None
     disk_path: str | None = None
     disk_format: str | None = None
+    disk_sha256: str | None = None
+    disk_size: int | None = None
+    kernel_sha256: str | None = None
+    kernel_size: int | None = None
+    initrd_sha256: str | None = None
+    initrd_size: int | None = None
+    """Each file's sha256 and size as registered (None: registered before digests were
+    kept; the catalog records them on first use)."""
 
     @property
     def boot(self) -> Literal["kernel", "disk"]:

@@ -421,7 +421,8 @@ class ServerService:
                     SpawnRequest(
                         server_uuid=record.uuid, display_name=display_name,
                         domain_name=domain_name, project=record.project, user=record.user,
-                        flavor=_spawn_flavor(flavor), image=_spawn_image(image),
+                        flavor=_spawn_flavor(flavor),
+                        image=_spawn_image(self.catalog.with_digests(image)),
                         power_metrics=record.power_metrics, created_at=record.created_at,
                         root_volume=root_volume,
                         network=network,
@@ -861,6 +862,9 @@ def _spawn_image(image: ImageRecord) -> SpawnImage:
         id=image.id, name=image.name, properties=dict(image.properties),
         kernel_path=image.kernel_path, initrd_path=image.initrd_path, cmdline=image.cmdline,
         disk_path=image.disk_path, disk_format=image.disk_format,
+        disk_sha256=image.disk_sha256, disk_size=image.disk_size,
+        kernel_sha256=image.kernel_sha256, kernel_size=image.kernel_size,
+        initrd_sha256=image.initrd_sha256, initrd_size=image.initrd_size,
     )  # fmt: skip
 
 

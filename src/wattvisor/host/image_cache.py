@@ -10,18 +10,29 @@ copy per server cost the whole image each time). The cache lives in
   directory is 0755). A changed source file gets a new name: the overlays of the
   old content keep their base.
 - ``<image id>.source.json``: which base the source file became, keyed by the
-  source's identity (device, inode, size, mtime), so a cached spawn costs a stat
-  and a small read instead of hashing the image again.
+  source's identity (device, inode, size, mtime, and the sha256 it had to have), so
+  a cached spawn costs a stat and a small read instead of hashing the image again;
+  for a file fetched from the controller, the expected sha256 and size are the key.
+- ``<image id>+kernel-<sha256 prefix>``, ``<image id>+initrd-...``: the files of a
+  direct kernel boot, cached and checked the same way (the guest boots these, not
+  the controller's paths), with their own ``.source.json``.
 - ``ephemeral-<n>G-ext4.raw``, ``swap-<n>M.raw``: formatted blank disks (Nova's
   ``ephemeral_*``/``swap_*`` bases), backing the ephemeral and swap overlays.
 - ``.<key>.lock``: one ``flock`` per key, so concurrent spawns (threads or
   processes) populate a base once and a prune never removes a base while an
   overlay on it is being created.
 
-A base is written to a ``.part`` file beside it, synced and renamed, so a crashed
-copy is never taken for a base; leftovers are removed the next time the key is
-locked. Overlays carry their backing format in the qcow2 header (``-F``), which
-libvirt 9 needs to follow the chain itself.
+Bytes come from an :class:`ImageSource`: a local file (the all-in-one reads the
+catalog's paths) or the controller over HTTP
+(:class:`wattvisor.host.image_fetch.HttpImageSource`, for an agent). A base is
+written to a ``.part`` file beside it, hashed as it is written, checked against
+the sha256 and size the controller recorded (:class:`ExpectedContent`), synced and
+renamed only then: a corrupt or crashed copy is never taken for a base (a
+mismatch deletes it and raises :class:`ContentMismatch` naming both digests). An
+interrupted read resumes at the byte it stopped at, a bounded number of times.
+Leftovers are removed the next time the key is locked. Overlays carry their
+backing format in the qcow2 header (``-F``), which libvirt 9 needs to follow the
+chain itself.
 """
 
 from __future__ import annotations
@@ -41,13 +52,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
 MIB = 1024**2
 BASE_FORMATS = ("raw", "qcow2")
+BOOT_PARTS = ("kernel", "initrd")
 _COPY_CHUNK = 4 * MIB
 _ZEROS = bytes(_COPY_CHUNK)
 _IMAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -60,6 +72,84 @@ class ImageCacheError(RuntimeError):
 
 class DiskTooSmall(ImageCacheError):
     """The flavor's root disk is smaller than the image's virtual size."""
+
+
+class ContentMismatch(ImageCacheError):
+    """A copied or fetched file is not the content recorded for the image; it was deleted."""
+
+
+class SourceInterrupted(ImageCacheError):
+    """A read from a source stopped early (connection lost, server error): resumable."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedContent:
+    """What a file must be: its sha256 (hex) and size, as the controller recorded them."""
+
+    sha256: str
+    size: int
+
+
+class ImageSource(Protocol):
+    """Where the bytes of an image file come from: a local file, or the controller."""
+
+    def describe(self) -> str:
+        """Where, in words for an error message."""
+        ...
+
+    def identity(self) -> list[object] | None:
+        """What identifies the current content cheaply (a local file's device, inode,
+        size and mtime), or None when only the expected digest can (a remote file)."""
+        ...
+
+    def read_from(self, offset: int) -> Iterator[bytes]:
+        """The bytes from ``offset`` to the end, in bounded chunks. Raises
+        :class:`SourceInterrupted` when reading stops early and may be resumed,
+        :class:`ImageCacheError` when it cannot succeed."""
+        ...
+
+
+class LocalFileSource:
+    """A file on this host (the all-in-one reads the catalog's own paths)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+    def identity(self) -> list[object] | None:
+        try:
+            st = self.path.stat()
+        except OSError as exc:
+            raise ImageCacheError(f"{self.describe()} cannot be read: {exc.strerror}") from exc
+        return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+    def read_from(self, offset: int) -> Iterator[bytes]:
+        try:
+            with self.path.open("rb") as src:
+                src.seek(offset)
+                while chunk := src.read(_COPY_CHUNK):
+                    yield chunk
+        except OSError as exc:
+            raise ImageCacheError(f"{self.describe()} cannot be read: {exc.strerror}") from exc
+
+
+class ImageSources(Protocol):
+    """Where a host reads the image files a spawn names (by the controller's paths)."""
+
+    def source(
+        self, image_id: str, part: str, path: str, expected: ExpectedContent | None
+    ) -> ImageSource: ...
+
+
+class LocalImageFiles:
+    """The controller's paths are this host's (the all-in-one, ``wattvisor up``)."""
+
+    def source(
+        self, image_id: str, part: str, path: str, expected: ExpectedContent | None
+    ) -> ImageSource:
+        return LocalFileSource(Path(path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,73 +251,170 @@ def create_overlay(overlay: Path, base: CachedBase, size: int | None) -> None:
 class ImageCache:
     """The base files of one host (see the module text for the layout)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, retries: int = 5, retry_delay_s: float = 0.2) -> None:
         self.root = root
+        self.retries = retries
+        """How many interruptions one fetch survives (each resumes where it stopped)."""
+        self.retry_delay_s = retry_delay_s
 
     # -- bases ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def image_base(self, image_id: str, source: Path, fmt: str) -> Iterator[CachedBase]:
+    def image_base(
+        self,
+        image_id: str,
+        source: Path | ImageSource,
+        fmt: str,
+        expected: ExpectedContent | None = None,
+    ) -> Iterator[CachedBase]:
         """The base holding ``source``'s content, copied into the cache on first use.
 
-        The base cannot be pruned while the block runs: create its overlay in it.
+        With ``expected``, the content must have that sha256 and size: a copy that does
+        not is deleted before it could be used and :class:`ContentMismatch` names both
+        digests. A source that is not on this host (:class:`ImageSource` over HTTP)
+        needs ``expected``. The base cannot be pruned while the block runs: create its
+        overlay in it.
         """
-        if not _IMAGE_ID.fullmatch(image_id):
-            raise ImageCacheError(
-                f"image id {image_id[:80]!r} is not accepted; use 1-64 of A-Z a-z 0-9 _ -"
-            )
+        _check_image_id(image_id)
         if fmt not in BASE_FORMATS:
             raise ImageCacheError(
                 f"disk format {fmt!r} of image {image_id} is not accepted; accepted: "
                 f"{', '.join(BASE_FORMATS)}"
             )
+        src = LocalFileSource(source) if isinstance(source, Path) else source
         with self.locked(image_id):
-            yield self._image_base_locked(image_id, source, fmt)
+            yield self._cached_locked(image_id, image_id, "disk", src, fmt, expected)
 
-    def _image_base_locked(self, image_id: str, source: Path, fmt: str) -> CachedBase:
-        try:
-            st = source.stat()
-        except OSError as exc:
+    def boot_file(
+        self, image_id: str, part: str, source: Path | ImageSource, expected: ExpectedContent | None
+    ) -> Path:
+        """The image's kernel or initrd (``part``) in the cache, copied and checked as
+        :meth:`image_base` does (direct kernel boot reads them from the host's disk).
+
+        Kept as ``<image id>+<part>-<sha256 prefix>``, 0444; never pruned (a few MiB
+        each, and a running guest may be rebooted from them at any time).
+        """
+        _check_image_id(image_id)
+        if part not in BOOT_PARTS:
             raise ImageCacheError(
-                f"disk {source} of image {image_id} cannot be read: {exc.strerror}"
-            ) from exc
-        identity = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
-        index_path = self.root / f"{image_id}.source.json"
+                f"boot file part {part!r} is not accepted; accepted: {', '.join(BOOT_PARTS)}"
+            )
+        src = LocalFileSource(source) if isinstance(source, Path) else source
+        key = f"{image_id}+{part}"
+        with self.locked(key):
+            return self._cached_locked(key, image_id, part, src, None, expected).path
+
+    def _cached_locked(
+        self,
+        key: str,
+        image_id: str,
+        part: str,
+        source: ImageSource,
+        fmt: str | None,
+        expected: ExpectedContent | None,
+    ) -> CachedBase:
+        """The cached copy of ``source`` under ``key`` (the caller holds its lock)."""
+        identity = source.identity()
+        if identity is None:
+            if expected is None:
+                raise ImageCacheError(
+                    f"the {part} of image {image_id} from {source.describe()} has no recorded "
+                    "sha256 to check it against; it is not fetched (record the image's "
+                    "digests on the controller first)"
+                )
+            identity = ["sha256", expected.sha256, expected.size]
+        elif expected is not None:
+            identity = [*identity, expected.sha256]
+        index_path = self.root / f"{key}.source.json"
         known = self._read_index(index_path)
         if known is not None and known.get("source") == identity:
-            base = self.root / str(known["base"])
+            cached = self.root / str(known["base"])
             with contextlib.suppress(OSError):
-                if base.stat().st_size == known["size"] and known["format"] == fmt:
-                    os.utime(base)  # last use: what a prune goes by
-                    return CachedBase(base, fmt, int(known["virtual_size"]))
-            log.warning("base %s of image %s is missing or damaged; copying again",
-                        base.name, image_id)  # fmt: skip
-        part = self._part_path(image_id)
-        digest = hashlib.sha256()
+                if cached.stat().st_size == known["size"] and known["format"] == fmt:
+                    os.utime(cached)  # last use: what a prune goes by
+                    return CachedBase(cached, fmt or "raw", int(known["virtual_size"]))
+            log.warning("cached %s %s of image %s is missing or damaged; fetching again",
+                        part, cached.name, image_id)  # fmt: skip
+        part_path = self._part_path(key)
         try:
-            with source.open("rb") as src, _exclusive_file(part) as dst:
-                while chunk := src.read(_COPY_CHUNK):
-                    digest.update(chunk)
-                    if chunk == _ZEROS[: len(chunk)]:
-                        dst.seek(len(chunk), os.SEEK_CUR)  # keep holes: raw images are sparse
-                    else:
-                        dst.write(chunk)
-                dst.truncate()
-            size = part.stat().st_size
-            virtual_size = image_virtual_size(part, fmt)
-            base = self.root / f"{image_id}-{digest.hexdigest()[:16]}.{fmt}"
-            os.replace(part, base)
+            digest, size = self._fill(part_path, image_id, part, source, expected)
+            if fmt is not None:
+                virtual_size = image_virtual_size(part_path, fmt)
+                cached = self.root / f"{key}-{digest[:16]}.{fmt}"
+            else:
+                virtual_size = size
+                cached = self.root / f"{key}-{digest[:16]}"
+            os.replace(part_path, cached)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                part.unlink()
+                part_path.unlink()
             raise
         _fsync_dir(self.root)
         self._write_index(
             index_path,
-            {"source": identity, "base": base.name, "format": fmt, "size": size,
-             "virtual_size": virtual_size},
+            {"source": identity, "base": cached.name, "format": fmt, "size": size,
+             "virtual_size": virtual_size, "sha256": digest},
         )  # fmt: skip
-        return CachedBase(base, fmt, virtual_size)
+        return CachedBase(cached, fmt or "raw", virtual_size)
+
+    def _fill(
+        self,
+        part_path: Path,
+        image_id: str,
+        part: str,
+        source: ImageSource,
+        expected: ExpectedContent | None,
+    ) -> tuple[str, int]:
+        """Copy ``source`` into the new file ``part_path``; returns (sha256, size).
+
+        An interrupted read (:class:`SourceInterrupted`) resumes at the byte it
+        stopped at, up to :attr:`retries` times; the hash runs over every byte as
+        written, so the result is checked whole before anyone may use it.
+        """
+        digest = hashlib.sha256()
+        position = 0
+        failures = 0
+        with _exclusive_file(part_path) as dst:
+            while True:
+                try:
+                    for chunk in source.read_from(position):
+                        if expected is not None and position + len(chunk) > expected.size:
+                            raise ContentMismatch(
+                                f"the {part} of image {image_id} from {source.describe()} "
+                                f"is longer than its recorded {expected.size} bytes; it is "
+                                f"not used (recorded sha256 {expected.sha256})"
+                            )
+                        digest.update(chunk)
+                        if chunk == _ZEROS[: len(chunk)]:
+                            dst.seek(len(chunk), os.SEEK_CUR)  # keep holes: raw is sparse
+                        else:
+                            dst.write(chunk)
+                        position += len(chunk)
+                    if expected is not None and position < expected.size:
+                        raise SourceInterrupted(
+                            f"{source.describe()} ended at byte {position} of {expected.size}"
+                        )
+                    break
+                except SourceInterrupted as exc:
+                    failures += 1
+                    if failures > self.retries:
+                        raise ImageCacheError(
+                            f"fetching the {part} of image {image_id} from "
+                            f"{source.describe()} gave up: interrupted {failures}x, resumed "
+                            f"at most {self.retries}x; last: {exc}"
+                        ) from exc
+                    log.warning("fetching the %s of image %s was interrupted at byte %d "
+                                "(%s); resuming", part, image_id, position, exc)  # fmt: skip
+                    time.sleep(min(self.retry_delay_s * failures, 5.0))
+            dst.truncate()
+        got = digest.hexdigest()
+        if expected is not None and (got != expected.sha256 or position != expected.size):
+            raise ContentMismatch(
+                f"the {part} of image {image_id} from {source.describe()} does not match its "
+                f"recorded content: got sha256 {got} ({position} bytes), expected sha256 "
+                f"{expected.sha256} ({expected.size} bytes); the copy was deleted, not used"
+            )
+        return got, position
 
     @contextlib.contextmanager
     def blank_base(self, kind: str, size_bytes: int) -> Iterator[CachedBase]:
@@ -368,6 +555,13 @@ def _exclusive_file(path: Path) -> Iterator[BinaryIO]:
         handle.flush()
         os.fsync(handle.fileno())
         os.fchmod(handle.fileno(), 0o444)
+
+
+def _check_image_id(image_id: str) -> None:
+    if not _IMAGE_ID.fullmatch(image_id):
+        raise ImageCacheError(
+            f"image id {image_id[:80]!r} is not accepted; use 1-64 of A-Z a-z 0-9 _ -"
+        )
 
 
 def _fsync_dir(path: Path) -> None:

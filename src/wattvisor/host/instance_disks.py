@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wattvisor.guest import make_alias
-from wattvisor.host.image_cache import GIB, MIB, ImageCache, check_root_size, create_overlay
+from wattvisor.host.image_cache import (
+    GIB,
+    MIB,
+    ExpectedContent,
+    ImageCache,
+    ImageSource,
+    check_root_size,
+    create_overlay,
+)
 
 EPHEMERAL_SERIAL = "ephemeral0"
 SWAP_SERIAL = "swap"
@@ -57,19 +65,23 @@ def prepare_instance_disks(
     cache: ImageCache,
     *,
     image_id: str,
-    image_path: str | None,
+    image_path: str | ImageSource | None,
     image_format: str | None,
     root_gb: int,
     ephemeral_gb: int,
     swap_mb: int,
     root_alias: str,
+    image_expected: ExpectedContent | None = None,
 ) -> InstanceDisks:
     """Create the server's disk files in ``instance_dir`` (which exists); ``image_path``
-    None means no root overlay (direct kernel boot or a boot volume)."""
+    (a local path or a source such as the controller) None means no root overlay
+    (direct kernel boot or a boot volume). ``image_expected``: the content the image's
+    disk must have (checked before its base is used)."""
     root = None
     if image_path:
         fmt = image_format or "raw"
-        with cache.image_base(image_id, Path(image_path), fmt) as base:
+        source = Path(image_path) if isinstance(image_path, str) else image_path
+        with cache.image_base(image_id, source, fmt, image_expected) as base:
             size = check_root_size(root_gb, base.virtual_size, what=f"image {image_id}")
             path = instance_dir / "disk"
             create_overlay(path, base, size)

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -80,6 +81,12 @@ class ImageRow(Base):
     cmdline: Mapped[str | None] = mapped_column(Text, nullable=True)
     disk_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     disk_format: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    disk_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    disk_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    kernel_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kernel_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    initrd_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    initrd_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class HostRow(Base):
