@@ -34,6 +34,9 @@ from wattvisor.compute.local_host import LocalHostClient
 from wattvisor.config import Settings
 from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
 from wattvisor.host.driver import HostDriver, StartupReport
+from wattvisor.host.image_cache import ExpectedContent, ImageSource
+from wattvisor.host.image_fetch import DEFAULT_TIMEOUT as IMAGE_TIMEOUT
+from wattvisor.host.image_fetch import ControllerImages
 from wattvisor.host.qemu_access import check_data_dir
 from wattvisor.host.vm_inventory import LibvirtVMInventory
 from wattvisor.telemetry import MetricsListener, serve_metrics
@@ -85,12 +88,16 @@ class HostAgent:
             inventory=LibvirtVMInventory(driver),
             domain_stats=LibvirtDomainCpuStats(_ReconnectingStats(driver)),
         )
+        credentials = AgentCredentials(settings.agent_data_dir)
+        images = _JoinedControllerImages(
+            credentials, httpx.Client(timeout=IMAGE_TIMEOUT, verify=_verify(settings))
+        )
         return cls(
             settings=settings,
             driver=driver,
             sampler=sampler,
-            host=LocalHostClient(driver, sampler),
-            credentials=AgentCredentials(settings.agent_data_dir),
+            host=LocalHostClient(driver, sampler, image_sources=images),
+            credentials=credentials,
             startup=startup,
             http=httpx.Client(timeout=CONTROLLER_TIMEOUT_S, verify=_verify(settings)),
         )
@@ -171,6 +178,26 @@ class HostAgent:
         self.sampler.stop()
         self.http.close()
         self.driver.close()
+
+
+class _JoinedControllerImages:
+    """Image files from the controller this host joined, known only once it has joined
+    (the agent is built before it joins); checked against the same CA as other calls."""
+
+    def __init__(self, credentials: AgentCredentials, client: httpx.Client) -> None:
+        self._credentials = credentials
+        self._client = client
+        self._images: ControllerImages | None = None
+
+    def source(
+        self, image_id: str, part: str, path: str, expected: ExpectedContent | None
+    ) -> ImageSource:
+        if self._images is None:
+            trust = self._credentials.trust()
+            self._images = ControllerImages(
+                trust.controller_url, self._credentials.host_token, client=self._client
+            )
+        return self._images.source(image_id, part, path, expected)
 
 
 def _verify(settings: Settings) -> Any:

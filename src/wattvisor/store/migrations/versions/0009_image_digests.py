@@ -5,7 +5,7 @@ minutes and fail on a file that has since moved. The catalog records a file's di
 the first time it is needed (a host fetches it or a server boots it), and from then
 on a file whose content differs is refused.
 
-Revision ID: 0011_image_digests
+Revision ID: 0009_image_digests
 Revises: 0008_identity
 Create Date: 2026-12-02 10:00:00.000000
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_image_digests"
+revision = "0009_image_digests"
 down_revision = "0008_identity"
 branch_labels = None
 depends_on = None
