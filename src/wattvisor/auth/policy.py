@@ -27,7 +27,7 @@ from wattvisor.auth.users import Role
 
 PrincipalRole = Role | Literal["host"]
 """A user's role (``admin``, ``member``), or ``host`` for a joined host's own token."""
-HOST_ENDPOINT = re.compile(r"^/v1/hosts/(?P<host>[^/]+)/(?:heartbeat|credentials)$")
+HOST_ENDPOINT = re.compile(r"^/v1/hosts/(?P<host>[^/]+)/(?:heartbeat|credentials|energy)$")
 """The routes a host calls with its own token, for itself (``{host}`` is its id)."""
 JOIN_PATH = "/v1/hosts/join"
 """Where a host joins with a join token (no user or host token)."""
@@ -98,7 +98,8 @@ def check_route(principal: Principal, method: str, path: str) -> None:
         if host is None:
             raise AccessDenied(
                 f"a host token (host {principal.user}) may call only that host's own "
-                f"endpoints (POST /v1/hosts/{principal.user}/heartbeat, .../credentials); "
+                f"endpoints (POST /v1/hosts/{principal.user}/heartbeat, .../credentials, "
+                f".../energy); "
                 f"{method} {path[:200]} is not one",
                 host_id=principal.user,
             )

@@ -12,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import Table, select
 
 from wattvisor.auth import Principal, can_see_project, project_scope
+from wattvisor.compute.energy_history import EnergyHistory
 from wattvisor.compute.errors import HostOperationFailed, NotFound
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.names import quoted
@@ -48,9 +49,29 @@ class ServerPowerView:
 class PowerService:
     """Watts, joules, their source and recent history for servers, projects and hosts."""
 
-    def __init__(self, servers: ServerService, hosts: HostRegistry) -> None:
+    def __init__(
+        self,
+        servers: ServerService,
+        hosts: HostRegistry,
+        history: EnergyHistory | None = None,
+        history_step_s: float = 2.0,
+        history_window_s: float = 300.0,
+    ) -> None:
         self.servers = servers
         self.hosts = hosts
+        self.history = history
+        self.history_step_s = history_step_s
+        self.history_window_s = history_window_s
+
+    def _stored_history(self, **subject: str) -> tuple[Any, ...]:
+        assert self.history is not None
+        return tuple(
+            self.history.history(
+                since=self.history.now_s() - self.history_window_s,
+                step_s=self.history_step_s,
+                **subject,  # type: ignore[arg-type]
+            )
+        )
 
     def server_power(self, principal: Principal, server_id: str) -> PowerView:
         server = self.servers.get_live(principal, server_id)
@@ -59,6 +80,15 @@ class PowerService:
         client = self.hosts.client(server.host_uuid)
         snapshot = client.energy_snapshot()
         vm = snapshot.vms.get(server.uuid.lower()) if snapshot is not None else None
+        if (snapshot is None or vm is None) and self.history is not None:
+            stored = self.history.now(server_uuid=server.uuid.lower())
+            if stored.servers:
+                return PowerView(
+                    subject=server.uuid, watts=stored.watts, joules=stored.joules,
+                    source="+".join(sorted(stored.sources)), sampled=True,
+                    taken_at=stored.taken_at,
+                    history=self._stored_history(server_uuid=server.uuid.lower()), servers=1,
+                )  # fmt: skip
         if snapshot is None or vm is None:
             return PowerView(server.uuid, 0.0, 0.0, client.energy_source(), False, None)
         return PowerView(
@@ -141,11 +171,37 @@ class PowerService:
             taken = max(taken or 0.0, snapshot.taken_at)
             if not history:
                 history = tuple(client.project_history(project))
+        if self.history is not None:
+            # Hosts this controller does not sample in-process count through what their
+            # agents pushed: their latest fresh sample for watts, every counter for joules.
+            live = self._live_hosts()
+            stored = self.history.now(project=project, exclude_hosts=live)
+            if stored.servers:
+                sampled = True
+                watts += stored.watts
+                joules += stored.joules
+                servers += stored.servers
+                sources |= stored.sources
+                if stored.taken_at is not None:
+                    taken = max(taken or 0.0, stored.taken_at)
+                history = self._stored_history(project=project) or history
         return PowerView(
             subject=project, watts=watts, joules=joules,
             source="+".join(sorted(sources)) or "none", sampled=sampled, taken_at=taken,
             history=history, servers=servers,
         )  # fmt: skip
+
+    def _live_hosts(self) -> frozenset[str]:
+        """Hosts whose current figures come from a sampler this controller reads directly."""
+        live = set()
+        for uuid in self.hosts.names():
+            try:
+                client = self.hosts.client(uuid)
+            except HostOperationFailed:
+                continue
+            if client.energy_snapshot() is not None:
+                live.add(uuid)
+        return frozenset(live)
 
     def host_power(self, provider_uuid: str) -> PowerView:
         self.hosts.get(provider_uuid)
