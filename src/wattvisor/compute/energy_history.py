@@ -149,7 +149,9 @@ class EnergyHistory:
         newest = now + self.settings.max_future_s
         seen: set[int] = set()
         counters: dict[str, tuple[int, float]] = {}
-        for index, sample in enumerate(sorted(samples, key=lambda s: s.taken_at)):
+        order = sorted(range(len(samples)), key=lambda i: samples[i].taken_at)
+        for index in order:
+            sample = samples[index]
             at = f"samples[{index}]"
             _finite(sample.taken_at, f"{at}.taken_at", oldest, newest)
             _finite(sample.interval_s, f"{at}.interval_s", 0.001, MAX_INTERVAL_S)
