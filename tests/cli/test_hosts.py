@@ -20,7 +20,8 @@ def test_admin_registers_lists_disables_and_enables_hosts(
     second = served.json("host", "register", uri, "--name", "second", "--json")
     assert (second["name"], second["libvirt_uri"], second["local"]) == ("second", uri, False)
     assert {h["id"] for h in served.json("host", "list", "--json")} == {
-        local[0]["id"], second["id"]
+        local[0]["id"],
+        second["id"],
     }
     assert served.json("host", "show", "second", "--json")["id"] == second["id"]
 

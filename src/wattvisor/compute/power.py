@@ -14,6 +14,7 @@ from sqlalchemy import Table, select
 from wattvisor.auth import Principal, can_see_project, project_scope
 from wattvisor.compute.energy_history import EnergyHistory
 from wattvisor.compute.errors import HostOperationFailed, NotFound
+from wattvisor.compute.hostclient import HostClient
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.names import quoted
 from wattvisor.compute.records import PowerView
@@ -77,8 +78,13 @@ class PowerService:
         server = self.servers.get_live(principal, server_id)
         if server.host_uuid is None:
             return PowerView(server.uuid, 0.0, 0.0, "none", False, None)
-        client = self.hosts.client(server.host_uuid)
-        snapshot = client.energy_snapshot()
+        try:
+            client: HostClient | None = self.hosts.client(server.host_uuid)
+        except HostOperationFailed:
+            if self.history is None:
+                raise
+            client = None  # a host that pushes its samples, not driven from here
+        snapshot = client.energy_snapshot() if client is not None else None
         vm = snapshot.vms.get(server.uuid.lower()) if snapshot is not None else None
         if (snapshot is None or vm is None) and self.history is not None:
             stored = self.history.now(server_uuid=server.uuid.lower())
@@ -89,8 +95,9 @@ class PowerService:
                     taken_at=stored.taken_at,
                     history=self._stored_history(server_uuid=server.uuid.lower()), servers=1,
                 )  # fmt: skip
-        if snapshot is None or vm is None:
-            return PowerView(server.uuid, 0.0, 0.0, client.energy_source(), False, None)
+        if snapshot is None or vm is None or client is None:
+            source = client.energy_source() if client is not None else "none"
+            return PowerView(server.uuid, 0.0, 0.0, source, False, None)
         return PowerView(
             subject=server.uuid, watts=vm.power_watts, joules=vm.energy_joules_total,
             source=snapshot.source, sampled=True, taken_at=snapshot.taken_at,
