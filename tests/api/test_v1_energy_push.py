@@ -4,6 +4,7 @@ controller being down; the agents' discovery list passes promtool."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import threading
@@ -234,3 +235,77 @@ def test_the_agents_file_sd_list_passes_promtool(
     assert "SUCCESS" in checked.stdout + checked.stderr
     member = world.member("alice", "proj-a")
     assert world.client.get("/v1/prometheus/agents", headers=member).status_code == 403
+
+
+class _Exporter(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        body = b"wattvisor_agent_test_up 1\n" if self.path == "/metrics" else b""
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_a_real_prometheus_scrapes_an_agent_found_through_the_file(
+    world: V1World, tmp_path: Path
+) -> None:
+    exporter = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Exporter)
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    body, _keys = facts("scraped")
+    body["addresses"] = [f"http://127.0.0.1:{exporter.server_address[1]}"]
+    response = world.client.post(
+        "/v1/hosts/join", json=body, headers=bearer(join_token(world)["token"])
+    )
+    assert response.status_code == 201, response.text
+    target = tmp_path / "agents.json"
+    write_file_sd(world.node.compute.servers.engine, target)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: wattvisor-agents\n"
+        "    file_sd_configs:\n"
+        f"      - files: ['{target}']\n"
+        "        refresh_interval: 1s\n"
+    )
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [
+            "/usr/bin/prometheus", f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        found: list[Any] = []
+        while not found and time.monotonic() < deadline:
+            try:
+                reply = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/query",
+                    params={"query": "wattvisor_agent_test_up"}, timeout=5,
+                )  # fmt: skip
+                if reply.status_code == 200:
+                    found = reply.json()["data"]["result"]
+            except httpx.TransportError:
+                pass
+            if not found:
+                time.sleep(0.5)
+        assert found, (tmp_path / "prometheus.log").read_text()[-2000:]
+        labels = found[0]["metric"]
+        assert (labels["host_name"], labels["host_uuid"]) == ("scraped", body["id"])
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        log.close()
+        exporter.shutdown()
+        exporter.server_close()
