@@ -238,7 +238,7 @@ def test_the_agents_file_sd_list_passes_promtool(
 
 
 class _Exporter(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+    def do_GET(self) -> None:
         body = b"wattvisor_agent_test_up 1\n" if self.path == "/metrics" else b""
         self.send_response(200 if body else 404)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
