@@ -223,7 +223,7 @@ class AllInOne:
             routers=[
                 build_v1_router(compute, authenticated, admin_only),
                 build_host_trust_router(trust, authenticator, authenticated, admin_only),
-                build_energy_router(history, authenticated, admin_only),
+                build_energy_router(history, compute.power, authenticated, admin_only),
             ],
             authenticator=authenticator,
         )

@@ -12,14 +12,15 @@ annotations at runtime, and they name closure variables.)
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from wattvisor.api.v1_routes import PREFIX, known_query
-from wattvisor.api.v1_schemas import ERROR_RESPONSES
+from wattvisor.api.v1_schemas import ERROR_RESPONSES, PowerSample
 from wattvisor.auth import Principal
 from wattvisor.auth.fastapi import make_host_dependency
 from wattvisor.compute.energy_history import MAX_SERVERS_PER_SAMPLE, EnergyHistory
+from wattvisor.compute.power import MAX_HISTORY_S, PowerService
 from wattvisor.compute.prometheus_targets import agent_targets
 from wattvisor.energy.fleet_samples import HostSample, ServerSample
 
@@ -62,12 +63,19 @@ class EnergyBatchResult(BaseModel):
 
 
 def build_energy_router(
-    history: EnergyHistory, authenticated: Dependency, admin: Dependency
+    history: EnergyHistory, power: PowerService, authenticated: Dependency, admin: Dependency
 ) -> APIRouter:
     router = APIRouter(
         prefix=PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(known_query)]
     )
     Admin = Annotated[Principal, Depends(admin)]
+    Member = Annotated[Principal, Depends(authenticated)]
+    Since = Annotated[
+        float, Query(ge=1, le=MAX_HISTORY_S, description="window: the last this many seconds")
+    ]
+    Step = Annotated[
+        float | None, Query(ge=1, description="seconds per point (default: window / 300)")
+    ]
     HostCaller = Annotated[Principal, Depends(make_host_dependency(authenticated))]
 
     @router.post(
@@ -95,6 +103,28 @@ def build_energy_router(
             ignored_servers=result.ignored_servers,
             ignored_server_ids=list(result.ignored_server_uuids),
         )
+
+    @router.get(
+        "/projects/{project_id}/power/history", response_model=list[PowerSample], tags=["power"]
+    )
+    def project_power_history(
+        project_id: str, principal: Member, since: Since = 86400, step: Step = None
+    ) -> list[PowerSample]:
+        """The project's power and energy over time, summed over every host that pushes."""
+        points = power.stored_history(principal, project=project_id, since_s=since, step_s=step)
+        return [PowerSample(taken_at=p.taken_at, watts=p.power_watts,
+                            joules=p.energy_joules_total) for p in points]  # fmt: skip
+
+    @router.get(
+        "/servers/{server_id}/power/history", response_model=list[PowerSample], tags=["power"]
+    )
+    def server_power_history(
+        server_id: str, principal: Member, since: Since = 86400, step: Step = None
+    ) -> list[PowerSample]:
+        """The server's power and energy over time, from what its host pushed."""
+        points = power.stored_history(principal, server_id=server_id, since_s=since, step_s=step)
+        return [PowerSample(taken_at=p.taken_at, watts=p.power_watts,
+                            joules=p.energy_joules_total) for p in points]  # fmt: skip
 
     @router.get("/prometheus/agents", tags=["hosts"])
     def prometheus_agents(principal: Admin) -> list[dict[str, Any]]:

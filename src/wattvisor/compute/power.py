@@ -13,18 +13,20 @@ from sqlalchemy import Table, select
 
 from wattvisor.auth import Principal, can_see_project, project_scope
 from wattvisor.compute.energy_history import EnergyHistory
-from wattvisor.compute.errors import HostOperationFailed, NotFound
+from wattvisor.compute.errors import HostOperationFailed, InvalidRequest, NotFound
 from wattvisor.compute.hostclient import HostClient
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.names import quoted
 from wattvisor.compute.records import PowerView
 from wattvisor.compute.servers import ServerService
-from wattvisor.energy.snapshot import EnergySnapshot
+from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
 from wattvisor.energy.sources import is_meter
 from wattvisor.store import read_transaction
 from wattvisor.store.compute_tables import ServerRow
 
 _servers = cast(Table, ServerRow.__table__)
+MAX_HISTORY_S = 31 * 86400
+"""The longest history window asked for: the rollups' default retention and a day."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,40 @@ class PowerService:
             source="+".join(sorted(sources)) or "none", sampled=sampled, taken_at=taken,
             history=history, servers=servers,
         )  # fmt: skip
+
+    def stored_history(
+        self,
+        principal: Principal,
+        *,
+        project: str | None = None,
+        server_id: str | None = None,
+        since_s: float,
+        step_s: float | None = None,
+    ) -> list[PowerPoint]:
+        """The last ``since_s`` seconds of a project's or a server's history across every
+        host that pushed (full resolution for a day, rolled up for 30), oldest first."""
+        if self.history is None:
+            return []
+        if not 1 <= since_s <= MAX_HISTORY_S:
+            raise InvalidRequest(
+                f"since {since_s!r} s is not accepted; accepted: 1 to {MAX_HISTORY_S} seconds",
+                since=since_s,
+            )
+        if step_s is not None and not 1 <= step_s <= since_s:
+            raise InvalidRequest(
+                f"step {step_s!r} s is not accepted; accepted: 1 s up to the window ({since_s} s)",
+                step=step_s,
+            )
+        now = self.history.now_s()
+        if server_id is not None:
+            server = self.servers.get_live(principal, server_id)
+            return self.history.history(
+                server_uuid=server.uuid.lower(), since=now - since_s, until=now, step_s=step_s
+            )
+        assert project is not None
+        if not can_see_project(principal, project):
+            raise NotFound(f"project {quoted(project)} does not exist", project=project)
+        return self.history.history(project=project, since=now - since_s, until=now, step_s=step_s)
 
     def _live_hosts(self) -> frozenset[str]:
         """Hosts whose current figures come from a sampler this controller reads directly."""
