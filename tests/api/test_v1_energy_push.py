@@ -309,3 +309,21 @@ def test_a_real_prometheus_scrapes_an_agent_found_through_the_file(
         log.close()
         exporter.shutdown()
         exporter.server_close()
+
+
+def test_members_see_the_history_of_their_own_project_only(
+    two_hosts: tuple[V1World, dict[str, Any]],
+) -> None:
+    world, hosts = two_hosts
+    host, keys, server = hosts["east"]
+    assert push(world, host, keys, samples([server], 5, 6.0)).status_code == 200
+    mine = world.member("alice", "proj-a")
+    other = world.member("bob", "proj-b")
+    own = world.client.get("/v1/projects/proj-a/power/history?since=3600", headers=mine)
+    assert own.status_code == 200 and own.json()[-1]["joules"] == pytest.approx(30.0)
+    assert world.client.get(f"/v1/servers/{server}/power/history", headers=mine).status_code == 200
+    hidden = world.client.get("/v1/projects/proj-a/power/history", headers=other)
+    assert hidden.status_code == 404
+    assert world.client.get(f"/v1/servers/{server}/power/history", headers=other).status_code == 404
+    empty = world.client.get("/v1/projects/proj-a/power/history?since=0", headers=mine)
+    assert empty.status_code == 422 and "since" in empty.text

@@ -326,3 +326,28 @@ def test_only_one_process_downsamples_at_a_time(
     assert done is not None and done.rolled_samples == 20
     assert world.rows(EnergyServerSampleRow) == 0
     world.engine.dispose()
+
+
+def test_the_same_batch_from_two_controllers_at_once_is_stored_once(fleet: Fleet) -> None:
+    import threading
+
+    east = fleet.hosts[0]
+    fleet.clock.now = T0 + 200
+    samples = batch(fleet, east, T0, 50)
+    barrier = threading.Barrier(2)
+    results: list[tuple[int, int]] = []
+
+    def ingest() -> None:
+        barrier.wait(30)
+        outcome = fleet.history.ingest(east, samples)
+        results.append((outcome.stored, outcome.duplicates))
+
+    threads = [threading.Thread(target=ingest) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 2
+    assert sum(stored for stored, _ in results) == 50
+    assert all(stored + duplicates == 50 for stored, duplicates in results)
+    assert fleet.rows(EnergyHostSampleRow) == 50
