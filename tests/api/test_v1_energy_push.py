@@ -327,3 +327,18 @@ def test_members_see_the_history_of_their_own_project_only(
     assert world.client.get(f"/v1/servers/{server}/power/history", headers=other).status_code == 404
     empty = world.client.get("/v1/projects/proj-a/power/history?since=0", headers=mine)
     assert empty.status_code == 422 and "since" in empty.text
+
+
+def test_the_servers_by_watts_list_includes_servers_of_pushing_hosts(
+    two_hosts: tuple[V1World, dict[str, Any]],
+) -> None:
+    world, hosts = two_hosts
+    for name, watts in (("east", 3.0), ("west", 9.0)):
+        host, keys, server = hosts[name]
+        assert push(world, host, keys, samples([server], 3, watts)).status_code == 200
+    listing = world.client.get("/v1/power/servers?project=proj-a", headers=world.admin).json()
+    assert [(row["id"], row["watts"]) for row in listing] == [
+        (hosts["west"][2], 9.0),
+        (hosts["east"][2], 3.0),
+    ]
+    assert all(row["measured"] for row in listing)

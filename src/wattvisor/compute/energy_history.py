@@ -547,6 +547,35 @@ class EnergyHistory:
             len(servers), frozenset(hosts),
         )  # fmt: skip
 
+    def latest_servers(self, hosts: Iterable[str]) -> dict[str, tuple[float, float, str, float]]:
+        """Each server of ``hosts``' latest pushed samples: (watts, joules total, source,
+        taken_at); watts are 0 when the sample is older than ``history.stale_after_s``."""
+        wanted = list(hosts)
+        if not wanted:
+            return {}
+        stale = _ms(self._clock() - self.settings.stale_after_s)
+        found: dict[str, tuple[float, float, str, float]] = {}
+        with read_transaction(self.engine) as conn:
+            for sample in self._latest_host_samples(conn, wanted):
+                rows = conn.execute(
+                    select(
+                        _server_samples.c.server_uuid, _server_samples.c.power_watts,
+                        _server_samples.c.energy_joules_total,
+                    ).where(
+                        _server_samples.c.host_uuid == sample.host_uuid,
+                        _server_samples.c.ts_ms == sample.ts_ms,
+                    )
+                ).all()  # fmt: skip
+                fresh = sample.ts_ms >= stale
+                for uuid, watts, joules in rows:
+                    found[uuid] = (
+                        watts if fresh else 0.0,
+                        joules,
+                        sample.source,
+                        sample.ts_ms / 1000,
+                    )
+        return found
+
     def _counter_sum(
         self, conn: Any, project: str | None, server_uuid: str | None, exclude: frozenset[str]
     ) -> float:

@@ -144,6 +144,20 @@ class PowerService:
                     taken_at=snapshot.taken_at if vm and snapshot else None,
                 )
             )  # fmt: skip
+        unmetered = {h for h, (snapshot, _source) in meters.items() if snapshot is None}
+        if unmetered and self.history is not None:
+            # Hosts this controller does not sample: what their agents pushed.
+            stored = self.history.latest_servers(unmetered)
+            for index, view in enumerate(views):
+                found = stored.get(view.server_uuid.lower())
+                if found is None or view.sampled:
+                    continue
+                watts, joules, source, taken_at = found
+                views[index] = ServerPowerView(
+                    server_uuid=view.server_uuid, name=view.name, project=view.project,
+                    status=view.status, watts=watts, joules=joules, source=source,
+                    sampled=True, taken_at=taken_at,
+                )  # fmt: skip
         views.sort(key=lambda v: (-v.watts, v.name, v.server_uuid))
         return views
 
