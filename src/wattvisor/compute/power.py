@@ -65,6 +65,7 @@ class PowerService:
         self.history = history
         self.history_step_s = history_step_s
         self.history_window_s = history_window_s
+        self._unreachable: set[str] = set()
 
     def _stored_history(self, **subject: str) -> tuple[Any, ...]:
         assert self.history is not None
@@ -144,9 +145,11 @@ class PowerService:
                     taken_at=snapshot.taken_at if vm and snapshot else None,
                 )
             )  # fmt: skip
-        unmetered = {h for h, (snapshot, _source) in meters.items() if snapshot is None}
+        unmetered = {h for h, (snapshot, source) in meters.items() if snapshot is None and
+                     (source != "none" or h in self._unreachable)}  # fmt: skip
         if unmetered and self.history is not None:
-            # Hosts this controller does not sample: what their agents pushed.
+            # Hosts measured elsewhere (an agent that pushes) or not driven from here: what
+            # their agents pushed. A host known to measure nothing is not looked up.
             stored = self.history.latest_servers(unmetered)
             for index, view in enumerate(views):
                 found = stored.get(view.server_uuid.lower())
@@ -166,7 +169,9 @@ class PowerService:
         try:
             client = self.hosts.client(provider_uuid)
         except HostOperationFailed:
+            self._unreachable.add(provider_uuid)
             return None, "none"
+        self._unreachable.discard(provider_uuid)
         return client.energy_snapshot(), client.energy_source()
 
     def project_power(self, principal: Principal, project: str) -> PowerView:
