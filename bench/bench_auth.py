@@ -47,8 +47,12 @@ def _per_call_us(fn: Callable[[], object], iterations: int = ITERATIONS) -> tupl
 def run() -> None:
     pairs = [KeyPair() for _ in range(200)]
     registry = UserRegistry(
-        RegisteredUser(name=f"user{i}", project=f"proj{i % 50}", role="member",
-                       public_key=repr(pairs[i % len(pairs)].public_key))
+        RegisteredUser(
+            name=f"user{i}",
+            project=f"proj{i % 50}",
+            role="member",
+            public_key=repr(pairs[i % len(pairs)].public_key),
+        )
         for i in range(USERS)
     )
     target = 4_321
@@ -59,14 +63,19 @@ def run() -> None:
     read_only = mint_token(keys.private_key, name, timedelta(hours=1), read_only=True, now=NOW)
 
     rows: list[tuple[str, Callable[[], object]]] = [
-        ("verify, 1-block token (GET)",
-         lambda: verifier.verify(plain, operation="read", method="GET", path="/v1/servers")),
-        ("verify, read-only 2-block token (GET)",
-         lambda: verifier.verify(read_only, operation="read", method="GET", path="/v1/servers")),
-        ("  stage: parse + peek authority block",
-         lambda: UnverifiedBiscuit.from_base64(plain).block_source(0)),
-        ("  stage: parse + signature check",
-         lambda: Biscuit.from_base64(plain, keys.public_key)),
+        (
+            "verify, 1-block token (GET)",
+            lambda: verifier.verify(plain, operation="read", method="GET", path="/v1/servers"),
+        ),
+        (
+            "verify, read-only 2-block token (GET)",
+            lambda: verifier.verify(read_only, operation="read", method="GET", path="/v1/servers"),
+        ),
+        (
+            "  stage: parse + peek authority block",
+            lambda: UnverifiedBiscuit.from_base64(plain).block_source(0),
+        ),
+        ("  stage: parse + signature check", lambda: Biscuit.from_base64(plain, keys.public_key)),
     ]
     print(f"   registry of {USERS} users; token {len(plain)} chars ({len(read_only)} read-only)")
     for label, fn in rows:

@@ -69,10 +69,22 @@ def _build(base: Path, share: Path, state: Path) -> Built:
         pid += 1
         uuid = f"{index:08x}-0000-4000-8000-{index:012x}"
         name = f"instance-{index:08x}"
-        proc.add_process(pid, "qemu-system-x86", [
-            "/usr/bin/qemu-system-x86_64", "-name", f"guest={name},debug-threads=on",
-            "-S", "-uuid", uuid, "-machine", "pc-q35-7.2,usb=off", "-m", "2048",
-        ])
+        proc.add_process(
+            pid,
+            "qemu-system-x86",
+            [
+                "/usr/bin/qemu-system-x86_64",
+                "-name",
+                f"guest={name},debug-threads=on",
+                "-S",
+                "-uuid",
+                uuid,
+                "-machine",
+                "pc-q35-7.2,usb=off",
+                "-m",
+                "2048",
+            ],
+        )
         stats.set(uuid, name, 0)
         inventory.put(VMRecord(uuid, name, f"project-{index % 17}", True, (share,)))
     others: list[int] = []
@@ -146,9 +158,11 @@ def _run_here() -> None:
     import wattvisor.telemetry  # noqa: F401
 
     rss_before, _ = _rss_kib()
-    print(f"   {PROCESSES} host processes ({VMS} qemu, {KERNEL_THREADS} kernel threads, "
-          f"{CHANGED_PER_INTERVAL} busy per interval), {VMS} VMs with power metrics; "
-          f"{SAMPLES} samples")
+    print(
+        f"   {PROCESSES} host processes ({VMS} qemu, {KERNEL_THREADS} kernel threads, "
+        f"{CHANGED_PER_INTERVAL} busy per interval), {VMS} VMs with power metrics; "
+        f"{SAMPLES} samples"
+    )
     # /proc and sysfs are in-memory filesystems, so the synthetic trees live on tmpfs;
     # the counter state goes to disk like <data_dir>; guest shares are measured on both.
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
@@ -156,14 +170,18 @@ def _run_here() -> None:
         ("guest shares on tmpfs (default: host.share_tmpfs_kib)", shm),
         ("guest shares on disk (host.share_tmpfs_kib = 0)", None),
     ):
-        with tempfile.TemporaryDirectory(prefix="wattvisor-bench-", dir=shm) as trees, \
-                tempfile.TemporaryDirectory(prefix="wattvisor-bench-") as state, \
-                tempfile.TemporaryDirectory(prefix="wattvisor-bench-", dir=share_parent) as sh:
+        with (
+            tempfile.TemporaryDirectory(prefix="wattvisor-bench-", dir=shm) as trees,
+            tempfile.TemporaryDirectory(prefix="wattvisor-bench-") as state,
+            tempfile.TemporaryDirectory(prefix="wattvisor-bench-", dir=share_parent) as sh,
+        ):
             r = _measure(Path(trees), Path(sh), Path(state))
-        print(f"   {label}: CPU per sample mean {r['mean']:.2f} ms, median {r['median']:.2f} ms, "
-              f"p95 {r['p95']:.2f} ms, max {r['max']:.2f} ms (goal <= 5 ms) "
-              f"= {r['mean'] / 2000 * 100:.3f} % of a core at 2 s; first sample "
-              f"(reads every cmdline) {r['first']:.1f} ms; /proc scan alone {r['scan']:.2f} ms")
+        print(
+            f"   {label}: CPU per sample mean {r['mean']:.2f} ms, median {r['median']:.2f} ms, "
+            f"p95 {r['p95']:.2f} ms, max {r['max']:.2f} ms (goal <= 5 ms) "
+            f"= {r['mean'] / 2000 * 100:.3f} % of a core at 2 s; first sample "
+            f"(reads every cmdline) {r['first']:.1f} ms; /proc scan alone {r['scan']:.2f} ms"
+        )
     real = ProcessScanner(Path("/proc"))
     count = len(real.scan().processes)
     started = time.process_time()
@@ -172,9 +190,11 @@ def _run_here() -> None:
     real_us = (time.process_time() - started) / 20 / max(count, 1) * 1e6
     rss, peak = _rss_kib()
     print(f"   real /proc on this machine: {real_us:.1f} us per process ({count} processes)")
-    print(f"   memory: RSS {rss / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB (goal <= 60 MiB) "
-          f"for Python + libvirt + prometheus_client + the sampler with {SAMPLES} snapshots of "
-          f"history; {rss_before / 1024:.1f} MiB before the sampler existed")
+    print(
+        f"   memory: RSS {rss / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB (goal <= 60 MiB) "
+        f"for Python + libvirt + prometheus_client + the sampler with {SAMPLES} snapshots of "
+        f"history; {rss_before / 1024:.1f} MiB before the sampler existed"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ def run() -> None:
     started = time.perf_counter()
     ensure_guest_image()
     print(f"   cached lookup: {time.perf_counter() - started:.2f} s")
-    print(f"   initrd {image.initrd.stat().st_size / 1e6:.1f} MB, kernel "
-          f"{image.kernel.stat().st_size / 1e6:.1f} MB ({image.kernel_package})")
+    print(
+        f"   initrd {image.initrd.stat().st_size / 1e6:.1f} MB, kernel "
+        f"{image.kernel.stat().st_size / 1e6:.1f} MB ({image.kernel_package})"
+    )
 
     daemons = dev_libvirtd.ensure_libvirtd()
     conn = libvirt.open(dev_libvirtd.SYSTEM_URI)
@@ -39,15 +41,18 @@ def run() -> None:
             Path(tmp).chmod(0o755)
             for attempt in range(3):
                 console = Path(tmp) / f"console-{attempt}.log"
-                spec = GuestDomainSpec(unique_domain_name("wvbench"), image,
-                                       image.cmdline("idle"), console)
+                spec = GuestDomainSpec(
+                    unique_domain_name("wvbench"), image, image.cmdline("idle"), console
+                )
                 started = time.perf_counter()
                 dom = conn.createXML(spec.xml(), 0)
                 created = time.perf_counter() - started
                 try:
                     wait_for_marker(console, "WV-IDLE", 120)
-                    print(f"   boot {attempt + 1}: domain created in {created:.2f} s, "
-                          f"/init idle after {time.perf_counter() - started:.2f} s (TCG)")
+                    print(
+                        f"   boot {attempt + 1}: domain created in {created:.2f} s, "
+                        f"/init idle after {time.perf_counter() - started:.2f} s (TCG)"
+                    )
                 finally:
                     dom.destroy()
     finally:

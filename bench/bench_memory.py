@@ -86,7 +86,9 @@ def run() -> None:
     print(f"   {WARMUP} warm-up cycles, then {STEPS} x {PER_STEP} create -> ACTIVE -> delete "
           f"cycles ({rate:.0f} cycles/s), test:///default, SQLite")  # fmt: skip
     for label, figures in (("RSS", steps), ("Python heap", heap_steps)):
-        print(f"   {label} growth per 100 cycles (KiB): "
-              + ", ".join(f"{d:+d}" for d in figures)
-              + f"; mean {sum(figures) / len(figures) / PER_STEP * 1024:+.0f} bytes per server")
+        print(
+            f"   {label} growth per 100 cycles (KiB): "
+            + ", ".join(f"{d:+d}" for d in figures)
+            + f"; mean {sum(figures) / len(figures) / PER_STEP * 1024:+.0f} bytes per server"
+        )
     print("   (goal: no steady growth of the Python heap)")

@@ -17,8 +17,11 @@ from wattvisor.host.networks import NetworkSpec
 def test_inventories_carry_reservations_and_ratios(tmp_path: Path) -> None:
     settings = load_settings(
         data_dir=tmp_path,
-        host={"reserved_host_memory_mb": 1024, "cpu_allocation_ratio": 2.0,
-              "reserved_host_disk_gb": 5},
+        host={
+            "reserved_host_memory_mb": 1024,
+            "cpu_allocation_ratio": 2.0,
+            "reserved_host_disk_gb": 5,
+        },
     )
     inv = placement_inventories(settings, Inventory(vcpu=8, memory_mb=16384, disk_gb=100))
     assert inv["VCPU"].total == 8 and inv["VCPU"].allocation_ratio == 2.0
@@ -31,7 +34,8 @@ def test_inventories_carry_reservations_and_ratios(tmp_path: Path) -> None:
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[AllInOne]:
     settings = load_settings(
-        data_dir=tmp_path, host={"libvirt_uri": "test:///default", "virt_type": "qemu"},
+        data_dir=tmp_path,
+        host={"libvirt_uri": "test:///default", "virt_type": "qemu"},
         energy={"source": "model", "interval_s": 0.1},
     )
     built = AllInOne.build(settings)
@@ -46,7 +50,9 @@ def test_build_registers_the_host_with_its_traits(node: AllInOne) -> None:
     assert traits.traits == node.driver.traits()
     assert "COMPUTE_STORAGE_BUS_VIRTIO" in traits.traits
     assert set(node.placement.get_inventories(node.provider_uuid).inventories) == {
-        "VCPU", "MEMORY_MB", "DISK_GB"
+        "VCPU",
+        "MEMORY_MB",
+        "DISK_GB",
     }
 
 

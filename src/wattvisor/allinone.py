@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from sqlalchemy import Engine
 
+from wattvisor.agent.energy_push import EnergyPusher
 from wattvisor.api.app import create_app
+from wattvisor.api.energy_routes import build_energy_router
 from wattvisor.api.host_trust_routes import build_host_trust_router
 from wattvisor.api.image_file_routes import build_image_file_router
 from wattvisor.api.v1_routes import build_v1_router
@@ -27,8 +30,10 @@ from wattvisor.auth.fastapi import Authenticator, make_admin_dependency
 from wattvisor.auth.keys import bootstrap_admin
 from wattvisor.compute import Compute, HostClient, LocalHostClient, UserStore
 from wattvisor.compute import placement_inventories as placement_inventories
+from wattvisor.compute.energy_history import EnergyHistory, downsample_once
 from wattvisor.compute.host_trust import ClusterKeys, HostTrust
 from wattvisor.compute.hostclient_http import HttpHostClient
+from wattvisor.compute.prometheus_targets import write_file_sd
 from wattvisor.config import Settings
 from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
 from wattvisor.host import binaries
@@ -147,6 +152,10 @@ class AllInOne:
     compute: Compute
     notes: list[str] = field(default_factory=list)
     metrics: MetricsListener | None = None
+    history: EnergyHistory | None = None
+    pusher: EnergyPusher | None = None
+    _duties_stop: threading.Event = field(default_factory=threading.Event)
+    _duties: threading.Thread | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> AllInOne:
@@ -211,6 +220,8 @@ class AllInOne:
             join_verifier=trust.join_verifier,
         )
         authenticated = authenticator.dependency
+        history = compute.power.history
+        assert history is not None
         admin_only = make_admin_dependency(authenticated)
         app = create_app(
             settings,
@@ -220,6 +231,7 @@ class AllInOne:
                 build_v1_router(compute, authenticated, admin_only),
                 build_image_file_router(compute, authenticated),
                 build_host_trust_router(trust, authenticator, authenticated, admin_only),
+                build_energy_router(history, compute.power, authenticated, admin_only),
             ],
             authenticator=authenticator,
         )
@@ -227,6 +239,17 @@ class AllInOne:
         app.state.driver = driver
         app.state.sampler = sampler
         app.state.compute = compute
+        # The local host's samples go into the store through the same service call the
+        # push endpoint makes (no HTTP): history survives restarts and is downsampled
+        # like every agent's.
+        pusher = EnergyPusher(
+            sampler.latest,
+            lambda batch: history.ingest(provider_uuid, batch),
+            poll_s=max(0.05, settings.energy.interval_s / 2),
+            push_interval_s=settings.energy.interval_s,
+            batch_samples=settings.energy.push_batch_samples,
+            backlog_samples=settings.energy.push_backlog_samples,
+        )
         return cls(
             settings,
             driver,
@@ -239,6 +262,8 @@ class AllInOne:
             admin.message,
             compute,
             notes,
+            history=history,
+            pusher=pusher,
         )
 
     def ensure_ready_image(self) -> str:
@@ -251,6 +276,31 @@ class AllInOne:
     def start(self) -> None:
         self.sampler.start()
         self.compute.start(self.settings.compute.power_sync_interval_s)
+        if self.pusher is not None:
+            self.pusher.start()
+        interval = self.settings.history.downsample_interval_s
+        if self.history is not None and interval > 0 and self._duties is None:
+            self._duties_stop.clear()
+            self._duties = threading.Thread(
+                target=self._run_history_duties, args=(interval,),
+                name="wattvisor-history", daemon=True,
+            )  # fmt: skip
+            self._duties.start()
+
+    def _run_history_duties(self, interval_s: float) -> None:
+        """Downsampling (one controller at a time) and the agents' file_sd list."""
+        history = self.history
+        assert history is not None
+        target = self.settings.history.prometheus_file_sd
+        while True:
+            try:
+                if target is not None:
+                    write_file_sd(history.engine, target)
+                downsample_once(history)
+            except Exception:
+                log.exception("history duties failed; retrying at the next interval")
+            if self._duties_stop.wait(interval_s):
+                return
 
     def start_metrics_listener(self) -> MetricsListener:
         """Serve ``/metrics`` on ``metrics.listen``, apart from the API (see telemetry.listener).
@@ -275,6 +325,12 @@ class AllInOne:
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
+        self._duties_stop.set()
+        if self._duties is not None:
+            self._duties.join(10)
+            self._duties = None
+        if self.pusher is not None:
+            self.pusher.stop()
         self.sampler.stop()
         self.compute.close()
         self.driver.close()

@@ -22,9 +22,10 @@ from wattvisor.auth import mint_token_from_file
 
 @pytest.fixture
 def api(world: V1World) -> Iterator[httpx.Client]:
-    with serving(world.node.app) as port, httpx.Client(
-        base_url=f"http://127.0.0.1:{port}", timeout=30
-    ) as client:
+    with (
+        serving(world.node.app) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
         yield client
 
 

@@ -54,8 +54,9 @@ def test_no_operation_answers_with_a_server_error(
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=20, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def check(case: Any) -> None:
             response = case.call(headers=admin_headers)
             case.validate_response(response, checks=[not_a_server_error])

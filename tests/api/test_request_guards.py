@@ -49,9 +49,7 @@ def test_a_huge_body_without_a_token_is_refused_before_it_is_read(
     assert response.closed  # the rest of the body is not read either
 
 
-def test_a_body_announced_too_large_is_refused_with_413_at_once(
-    world: V1World, port: int
-) -> None:
+def test_a_body_announced_too_large_is_refused_with_413_at_once(world: V1World, port: int) -> None:
     head = _head(
         "POST", "/v1/flavors", f"Authorization: Bearer {_admin_token(world)}",
         "Content-Type: application/json", f"Content-Length: {ANNOUNCED}",

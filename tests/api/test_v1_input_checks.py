@@ -56,8 +56,9 @@ def test_flavor_id_outside_the_safe_pattern_is_refused(world: V1World, flavor_id
         assert "U+000A" in _error(response, 422)["message"]
     else:
         error = _error(response, 400)
-        assert "1-36 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit" in (
-            error["message"]
+        assert (
+            "1-36 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
+            in (error["message"])
         )
     assert _flavor_names(world) == before
 
@@ -89,8 +90,9 @@ def test_user_with_a_project_outside_the_safe_pattern_is_refused(
         assert "contains U+00" in _error(response, 422)["message"]
     else:
         error = _error(response, 400)
-        assert "1-64 characters from A-Z a-z 0-9 . _ @ -, starting with a letter or digit" in (
-            error["message"]
+        assert (
+            "1-64 characters from A-Z a-z 0-9 . _ @ -, starting with a letter or digit"
+            in (error["message"])
         )
     assert world.client.get("/v1/users/eve", headers=world.admin).status_code == 404
 

@@ -26,6 +26,5 @@ class KeyedUser:
 
 def keyed_user(name: str, project: str, role: Role = "member") -> KeyedUser:
     keys = KeyPair()
-    user = RegisteredUser(name=name, project=project, role=role,
-                          public_key=repr(keys.public_key))
+    user = RegisteredUser(name=name, project=project, role=role, public_key=repr(keys.public_key))
     return KeyedUser(user, keys)

@@ -41,8 +41,9 @@ def _app() -> typer.Typer:
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATTVISOR_")}
-    env.update({"WATTVISOR_DATA_DIR": str(tmp_path / "data"),
-                "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    env.update(
+        {"WATTVISOR_DATA_DIR": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    )
     env.update(extra)
     return env
 
@@ -88,9 +89,7 @@ def test_keys_create_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 def test_read_only_token_cannot_write(tmp_path: Path) -> None:
     env = _env(tmp_path)
     public_key = runner.invoke(_app(), ["keys", "create"], env=env).stdout.strip()
-    minted = runner.invoke(
-        _app(), ["token", "create", "--user", "alice", "--read-only"], env=env
-    )
+    minted = runner.invoke(_app(), ["token", "create", "--user", "alice", "--read-only"], env=env)
     assert minted.exit_code == 0, minted.output
     registry = UserRegistry(
         [RegisteredUser(name="alice", project="p", role="member", public_key=public_key)]
@@ -133,9 +132,7 @@ def test_bad_ttl_names_the_value_and_the_accepted_forms(tmp_path: Path, ttl: str
 
 def test_ttl_above_the_server_maximum_is_refused(tmp_path: Path) -> None:
     env = _env(tmp_path, WATTVISOR_AUTH__MAX_TOKEN_TTL_S=str(86400))
-    result = runner.invoke(
-        _app(), ["token", "create", "--user", "alice", "--ttl", "2d"], env=env
-    )
+    result = runner.invoke(_app(), ["token", "create", "--user", "alice", "--ttl", "2d"], env=env)
     assert result.exit_code == 2
     assert "maximum of 1d" in " ".join(result.stderr.split())
 

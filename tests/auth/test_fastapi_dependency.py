@@ -1,7 +1,6 @@
 """Authentication over HTTP: 401 with a precise code per refusal, 403 when a valid token's
 own checks refuse the request, 404 across projects."""
 
-
 import logging
 from datetime import timedelta
 from typing import Annotated, Any
@@ -22,10 +21,18 @@ from wattvisor.auth.fastapi import (
 from wattvisor.config.settings import AuthSettings
 
 SERVERS: dict[str, dict[str, Any]] = {
-    "s-a": {"id": "s-a", "project_id": "proj-a", "host": "compute-1",
-            "share_source_dir": "/var/lib/wattvisor/shares/s-a"},
-    "s-b": {"id": "s-b", "project_id": "proj-b", "host": "compute-2",
-            "share_source_dir": "/var/lib/wattvisor/shares/s-b"},
+    "s-a": {
+        "id": "s-a",
+        "project_id": "proj-a",
+        "host": "compute-1",
+        "share_source_dir": "/var/lib/wattvisor/shares/s-a",
+    },
+    "s-b": {
+        "id": "s-b",
+        "project_id": "proj-b",
+        "host": "compute-2",
+        "share_source_dir": "/var/lib/wattvisor/shares/s-b",
+    },
 }
 
 
@@ -84,9 +91,7 @@ def _out_of_scope(response: Any) -> dict[str, Any]:
 
 
 def test_owner_reads_own_server(client: TestClient, alice: KeyedUser) -> None:
-    response = client.get(
-        "/v1/servers/s-a", headers={"Authorization": f"Bearer {_token(alice)}"}
-    )
+    response = client.get("/v1/servers/s-a", headers={"Authorization": f"Bearer {_token(alice)}"})
     assert response.status_code == 200
     assert response.json() == {"id": "s-a", "project_id": "proj-a"}
 
@@ -94,13 +99,9 @@ def test_owner_reads_own_server(client: TestClient, alice: KeyedUser) -> None:
 def test_other_projects_server_is_not_found_not_forbidden(
     client: TestClient, alice: KeyedUser
 ) -> None:
-    response = client.get(
-        "/v1/servers/s-b", headers={"Authorization": f"Bearer {_token(alice)}"}
-    )
+    response = client.get("/v1/servers/s-b", headers={"Authorization": f"Bearer {_token(alice)}"})
     assert response.status_code == 404
-    missing = client.get(
-        "/v1/servers/nope", headers={"Authorization": f"Bearer {_token(alice)}"}
-    )
+    missing = client.get("/v1/servers/nope", headers={"Authorization": f"Bearer {_token(alice)}"})
     assert missing.status_code == 404 and missing.json() == {"detail": "server nope not found"}
     assert response.json() == {"detail": "server s-b not found"}
 
@@ -188,9 +189,7 @@ def test_expired_token_is_refused(client: TestClient, alice: KeyedUser) -> None:
     assert error["details"]["expired_at"] == "2026-11-22T11:05:00Z"
 
 
-def test_user_only_in_attenuation_block_is_refused(
-    client: TestClient, alice: KeyedUser
-) -> None:
+def test_user_only_in_attenuation_block_is_refused(client: TestClient, alice: KeyedUser) -> None:
     base = BiscuitBuilder("expires({e});", {"e": NOW + timedelta(hours=1)}).build(
         alice.keys.private_key
     )
@@ -210,9 +209,11 @@ def test_read_only_token_reads_but_cannot_delete(client: TestClient, alice: Keye
 
 
 def test_token_attenuated_by_its_holder_is_honoured(client: TestClient, alice: KeyedUser) -> None:
-    narrowed = Biscuit.from_base64(_token(alice), alice.keys.public_key).append(
-        BlockBuilder('check if method("GET")')
-    ).to_base64()
+    narrowed = (
+        Biscuit.from_base64(_token(alice), alice.keys.public_key)
+        .append(BlockBuilder('check if method("GET")'))
+        .to_base64()
+    )
     headers = {"Authorization": f"Bearer {narrowed}"}
     assert client.get("/v1/servers/s-a", headers=headers).status_code == 200
     _out_of_scope(client.delete("/v1/servers/s-a", headers=headers))

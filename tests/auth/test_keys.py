@@ -118,9 +118,9 @@ def test_admin_token_from_the_key_file_verifies_as_admin(tmp_path: Path) -> None
     files = ensure_admin_key(tmp_path / "admin.key")
     registry = UserRegistry([admin_user(files.public_key)])
     token = mint_token_from_file(files.private_path, "admin", timedelta(hours=1), now=NOW)
-    principal = TokenVerifier(registry.lookup, clock=lambda: NOW).verify(
-        token, operation="write"
-    ).principal
+    principal = (
+        TokenVerifier(registry.lookup, clock=lambda: NOW).verify(token, operation="write").principal
+    )
     assert principal.user == "admin" and principal.role == "admin" and principal.is_admin
 
 

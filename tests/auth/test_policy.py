@@ -34,7 +34,10 @@ class ServerView(BaseModel):
 
 def _server() -> ServerView:
     return ServerView(
-        id="s1", name="web", project_id="proj-a", node="compute-7.example",
+        id="s1",
+        name="web",
+        project_id="proj-a",
+        node="compute-7.example",
         console_log="/var/log/wattvisor/s1.log",
         shares=[ShareView(tag="scaphandre", purpose="power_metrics", source_dir=HOST_PATH)],
         meta={"role": "web"},
@@ -70,8 +73,12 @@ def test_admin_view_keeps_everything() -> None:
 def test_member_view_of_nested_dicts_drops_admin_fields_at_any_depth() -> None:
     raw: dict[str, Any] = {
         "servers": [
-            {"id": "s1", "host": "compute-7", "libvirt_uri": "qemu+ssh://compute-7/system",
-             "power": {"watts": 12.5, "host_path": "/sys/class/powercap/intel-rapl:0"}},
+            {
+                "id": "s1",
+                "host": "compute-7",
+                "libvirt_uri": "qemu+ssh://compute-7/system",
+                "power": {"watts": 12.5, "host_path": "/sys/class/powercap/intel-rapl:0"},
+            },
         ],
         "share_source_dir": "/srv/scaphandre",
     }

@@ -112,7 +112,9 @@ def test_clock_skew_tolerates_a_just_expired_token(
     verifier: TokenVerifier, alice: KeyedUser
 ) -> None:
     token = mint_token(
-        alice.keys.private_key, "alice", timedelta(hours=1),
+        alice.keys.private_key,
+        "alice",
+        timedelta(hours=1),
         now=NOW - timedelta(hours=1, seconds=30),
     )
     assert verifier.verify(token, operation="read").principal.user == "alice"
@@ -122,7 +124,9 @@ def test_skew_does_not_stretch_further_than_configured(
     verifier: TokenVerifier, alice: KeyedUser
 ) -> None:
     token = mint_token(
-        alice.keys.private_key, "alice", timedelta(hours=1),
+        alice.keys.private_key,
+        "alice",
+        timedelta(hours=1),
         now=NOW - timedelta(hours=1, seconds=61),
     )
     with pytest.raises(TokenExpired):
@@ -140,8 +144,10 @@ def test_token_outliving_the_maximum_lifetime_is_refused(
 
 def test_two_expiry_facts_are_refused(verifier: TokenVerifier, alice: KeyedUser) -> None:
     token = _raw(
-        alice.keys, 'user("alice"); expires({a}); expires({b});',
-        a=NOW + timedelta(hours=1), b=NOW + timedelta(days=2),
+        alice.keys,
+        'user("alice"); expires({a}); expires({b});',
+        a=NOW + timedelta(hours=1),
+        b=NOW + timedelta(days=2),
     )
     with pytest.raises(TokenMalformed, match="exactly one expires"):
         verifier.verify(token, operation="read")
@@ -169,9 +175,7 @@ def test_attenuation_cannot_add_a_second_identity(
     assert principal.user == "alice" and principal.role == "member"
 
 
-def test_authority_naming_two_users_is_refused(
-    verifier: TokenVerifier, alice: KeyedUser
-) -> None:
+def test_authority_naming_two_users_is_refused(verifier: TokenVerifier, alice: KeyedUser) -> None:
     token = _raw(
         alice.keys, 'user("alice"); user("root"); expires({e});', e=NOW + timedelta(hours=1)
     )
@@ -204,9 +208,7 @@ def test_unknown_user_gets_the_answer_of_a_known_user_with_a_wrong_key(
 def test_read_only_token_refuses_writes_and_allows_reads(
     verifier: TokenVerifier, alice: KeyedUser
 ) -> None:
-    token = mint_token(
-        alice.keys.private_key, "alice", timedelta(hours=1), read_only=True, now=NOW
-    )
+    token = mint_token(alice.keys.private_key, "alice", timedelta(hours=1), read_only=True, now=NOW)
     assert verifier.verify(token, operation="read").blocks == 2
     with pytest.raises(TokenCheckFailed, match=r'check if operation\("read"\)') as info:
         verifier.verify(token, operation="write")
@@ -216,13 +218,13 @@ def test_read_only_token_refuses_writes_and_allows_reads(
     ]
 
 
-def test_holder_attenuation_on_path_is_honoured(
-    verifier: TokenVerifier, alice: KeyedUser
-) -> None:
+def test_holder_attenuation_on_path_is_honoured(verifier: TokenVerifier, alice: KeyedUser) -> None:
     token = mint_token(alice.keys.private_key, "alice", timedelta(hours=1), now=NOW)
-    narrowed = Biscuit.from_base64(token, alice.keys.public_key).append(
-        BlockBuilder('check if path($p), $p.starts_with("/v1/servers")')
-    ).to_base64()
+    narrowed = (
+        Biscuit.from_base64(token, alice.keys.public_key)
+        .append(BlockBuilder('check if path($p), $p.starts_with("/v1/servers")'))
+        .to_base64()
+    )
     ok = verifier.verify(narrowed, operation="read", method="GET", path="/v1/servers/x")
     assert ok.principal.user == "alice"
     with pytest.raises(TokenCheckFailed, match="starts_with"):
@@ -233,9 +235,11 @@ def test_attenuation_with_its_own_earlier_expiry_is_honoured(
     verifier: TokenVerifier, alice: KeyedUser
 ) -> None:
     token = mint_token(alice.keys.private_key, "alice", timedelta(hours=10), now=NOW)
-    shortened = Biscuit.from_base64(token, alice.keys.public_key).append(
-        BlockBuilder("check if time($t), $t < {e}", {"e": NOW - timedelta(hours=1)})
-    ).to_base64()
+    shortened = (
+        Biscuit.from_base64(token, alice.keys.public_key)
+        .append(BlockBuilder("check if time($t), $t < {e}", {"e": NOW - timedelta(hours=1)}))
+        .to_base64()
+    )
     with pytest.raises(TokenCheckFailed):
         verifier.verify(shortened, operation="read")
 
@@ -255,8 +259,13 @@ def test_every_refusal_is_an_auth_error_with_a_distinct_code() -> None:
     codes = {cls.code for cls in AuthError.__subclasses__()}
     assert len(codes) == len(AuthError.__subclasses__())
     assert {
-        "missing_credentials", "token_malformed", "token_signature_invalid", "token_expired",
-        "token_no_expiry", "token_user_mismatch", "token_no_user",
+        "missing_credentials",
+        "token_malformed",
+        "token_signature_invalid",
+        "token_expired",
+        "token_no_expiry",
+        "token_user_mismatch",
+        "token_no_user",
     } <= codes
 
 
@@ -266,8 +275,9 @@ def test_key_rotation_invalidates_old_tokens(alice: KeyedUser) -> None:
     old = mint_token(alice.keys.private_key, "alice", timedelta(hours=1), now=NOW)
     new_keys = KeyPair()
     registry.register(
-        RegisteredUser(name="alice", project="proj-a", role="member",
-                       public_key=repr(new_keys.public_key)),
+        RegisteredUser(
+            name="alice", project="proj-a", role="member", public_key=repr(new_keys.public_key)
+        ),
         replace=True,
     )
     with pytest.raises(TokenSignatureInvalid):
@@ -284,8 +294,9 @@ def test_token_accepted_before_a_key_rotation_is_refused_after_it(alice: KeyedUs
     token = mint_token(alice.keys.private_key, "alice", timedelta(hours=1), now=NOW)
     assert verifier.verify(token, operation="read").principal.user == "alice"
     registry.register(
-        RegisteredUser(name="alice", project="proj-a", role="member",
-                       public_key=repr(KeyPair().public_key)),
+        RegisteredUser(
+            name="alice", project="proj-a", role="member", public_key=repr(KeyPair().public_key)
+        ),
         replace=True,
     )
     with pytest.raises(TokenSignatureInvalid):
@@ -308,8 +319,9 @@ def test_role_change_applies_to_a_token_already_accepted(alice: KeyedUser) -> No
     token = mint_token(alice.keys.private_key, "alice", timedelta(hours=1), now=NOW)
     assert verifier.verify(token, operation="read").principal.role == "member"
     registry.register(
-        RegisteredUser(name="alice", project="proj-b", role="admin",
-                       public_key=alice.user.public_key),
+        RegisteredUser(
+            name="alice", project="proj-b", role="admin", public_key=alice.user.public_key
+        ),
         replace=True,
     )
     again = verifier.verify(token, operation="read").principal
@@ -351,7 +363,8 @@ def test_token_exhausting_datalog_limits_is_refused_not_a_crash(
 ) -> None:
     facts = " ".join(f"n({i});" for i in range(900))
     token = _raw(
-        alice.keys, f'user("alice"); expires({{e}}); {facts} p($x, $y) <- n($x), n($y);',
+        alice.keys,
+        f'user("alice"); expires({{e}}); {facts} p($x, $y) <- n($x), n($y);',
         e=NOW + timedelta(hours=1),
     )
     with pytest.raises(TokenMalformed, match="execution limits"):

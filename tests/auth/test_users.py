@@ -39,14 +39,17 @@ def test_private_key_given_as_public_key_is_not_echoed() -> None:
 @pytest.mark.parametrize("name", ["", "-lead", 'a"b', "x" * 65, "a b", "é"])
 def test_bad_user_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidUserName, match="1-64 characters"):
-        RegisteredUser(name=name, project="p", role="member",
-                       public_key=repr(KeyPair().public_key))
+        RegisteredUser(name=name, project="p", role="member", public_key=repr(KeyPair().public_key))
 
 
 def test_unknown_role_is_refused() -> None:
     with pytest.raises(ValueError, match="'admin' or 'member'"):
-        RegisteredUser(name="a", project="p", role="owner",  # type: ignore[arg-type]
-                       public_key=repr(KeyPair().public_key))
+        RegisteredUser(
+            name="a",
+            project="p",
+            role="owner",  # type: ignore[arg-type]
+            public_key=repr(KeyPair().public_key),
+        )
 
 
 def test_registry_refuses_a_second_user_of_the_same_name() -> None:

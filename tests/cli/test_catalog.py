@@ -15,7 +15,10 @@ def test_flavor_created_with_an_extra_spec_is_listed_with_it(served: Served) -> 
     assert listed["metered"]["extra_specs"] == {"hw:power_metrics": "true"}
     metered = listed["metered"]
     assert (metered["vcpus"], metered["ram_mb"], metered["disk_gb"], metered["swap_mb"]) == (
-        2, 512, 3, 128
+        2,
+        512,
+        3,
+        128,
     )
     assert "hw:power_metrics=true" in served.run("flavor", "list").stdout
     assert served.json("flavor", "show", "metered", "--json")["id"] == created["id"]

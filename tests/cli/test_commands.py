@@ -24,8 +24,12 @@ runner = CliRunner()
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATTVISOR_")}
-    env.update({"WATTVISOR_DATA_DIR": str(tmp_path / "data"),
-                "WATTVISOR_HOST__LIBVIRT_URI": "test:///default"})
+    env.update(
+        {
+            "WATTVISOR_DATA_DIR": str(tmp_path / "data"),
+            "WATTVISOR_HOST__LIBVIRT_URI": "test:///default",
+        }
+    )
     env.update(extra)
     return env
 
@@ -108,10 +112,14 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
     token_file.write_text("scrape-token\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "wattvisor.cli", "up", "--port", str(port)],
-        env=_env(tmp_path, COLUMNS="250", WATTVISOR_ENERGY__INTERVAL_S="0.5",
-                 WATTVISOR_ENERGY__SOURCE="model",
-                 WATTVISOR_METRICS__LISTEN=f"127.0.0.1:{metrics_port}",
-                 WATTVISOR_METRICS__BEARER_TOKEN_FILE=str(token_file)),
+        env=_env(
+            tmp_path,
+            COLUMNS="250",
+            WATTVISOR_ENERGY__INTERVAL_S="0.5",
+            WATTVISOR_ENERGY__SOURCE="model",
+            WATTVISOR_METRICS__LISTEN=f"127.0.0.1:{metrics_port}",
+            WATTVISOR_METRICS__BEARER_TOKEN_FILE=str(token_file),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -189,9 +197,11 @@ def test_up_refuses_a_busy_metrics_address_before_starting(tmp_path: Path) -> No
 
 def test_up_refuses_metrics_on_the_api_port_and_a_missing_token_file(tmp_path: Path) -> None:
     port = _free_port()
-    same = runner.invoke(app, ["up", "--port", str(port)],
-                         env=_env(tmp_path, COLUMNS="250",
-                                  WATTVISOR_METRICS__LISTEN=f"127.0.0.1:{port}"))
+    same = runner.invoke(
+        app,
+        ["up", "--port", str(port)],
+        env=_env(tmp_path, COLUMNS="250", WATTVISOR_METRICS__LISTEN=f"127.0.0.1:{port}"),
+    )
     assert same.exit_code == 1 and "is the API's own address" in same.output
     missing = tmp_path / "no.token"
     result = runner.invoke(

@@ -96,9 +96,7 @@ def test_servers_are_found_by_unique_name(served: Served) -> None:
     assert by_name.exit_code == 0 and "DELETED" in by_name.output
 
 
-def test_admin_registers_a_user_who_then_uses_their_own_key(
-    served: Served, tmp_path: Path
-) -> None:
+def test_admin_registers_a_user_who_then_uses_their_own_key(served: Served, tmp_path: Path) -> None:
     key = tmp_path / "bob.key"
     made = served.run("keys", "create", "--out", str(key))
     assert made.exit_code == 0, made.output

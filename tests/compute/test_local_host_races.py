@@ -38,7 +38,9 @@ class RacingClient(LocalHostClient):
 
 
 def test_deleting_a_volume_deleted_meanwhile_succeeds(tmp_path: Path) -> None:
-    client = RacingClient(HostDriver(HostSettings(virt_type="qemu"), tmp_path, uri="test:///default"))
+    client = RacingClient(
+        HostDriver(HostSettings(virt_type="qemu"), tmp_path, uri="test:///default")
+    )
     try:
         path = client.create_volume("5d0c3f8e-0000-4000-8000-000000000001", 1, "raw")
         client.racing = True

@@ -61,19 +61,26 @@ def test_guest_reads_its_mount_tag_from_the_config_drive(
 ) -> None:
     instance = str(uuid.uuid4())
     shares = (ShareMeta(tag=TAG, purpose="power_metrics"),)
-    meta = ConfigDriveMetadata(
-        uuid=instance, name="power-demo", project_id="proj-a", shares=shares
-    )
+    meta = ConfigDriveMetadata(uuid=instance, name="power-demo", project_id="proj-a", shares=shares)
     drive = build_config_drive(world_readable_tmp / "drives" / f"{instance}.iso", meta)
     console = world_readable_tmp / "console.log"
 
     domain = Domain(
-        name=unique_domain_name(), uuid=instance, memory_mib=256, vcpus=1, virt_type="qemu",
-        machine="pc", kernel=str(guest_image.kernel), initrd=str(guest_image.initrd),
-        cmdline=guest_image.cmdline("cdrom", file=META_FILE), on_reboot="destroy",
+        name=unique_domain_name(),
+        uuid=instance,
+        memory_mib=256,
+        vcpus=1,
+        virt_type="qemu",
+        machine="pc",
+        kernel=str(guest_image.kernel),
+        initrd=str(guest_image.initrd),
+        cmdline=guest_image.cmdline("cdrom", file=META_FILE),
+        on_reboot="destroy",
         instance_metadata=InstanceMetadata(
-            package_version=__version__, display_name="power-demo",
-            creation_time=datetime.now(UTC), shares=shares,
+            package_version=__version__,
+            display_name="power-demo",
+            creation_time=datetime.now(UTC),
+            shares=shares,
         ),
     )
     domain.add_device(Serial(type="file", source_path=str(console)))

@@ -107,13 +107,23 @@ class Host:
         name = unique_domain_name("wvenergy")
         self.names.append(name)
         record = VMRecord(
-            uuid=str(uuid.uuid4()), domain=name, project="acceptance",
-            power_metrics=True, share_dirs=(self.share_dir,),
+            uuid=str(uuid.uuid4()),
+            domain=name,
+            project="acceptance",
+            power_metrics=True,
+            share_dirs=(self.share_dir,),
         )
         console = self.tmp / f"{name}.log"
         domain = Domain(
-            name=name, uuid=record.uuid, memory_mib=256, vcpus=1, virt_type="qemu",
-            machine="pc", kernel=str(image.kernel), initrd=str(image.initrd), cmdline=cmdline,
+            name=name,
+            uuid=record.uuid,
+            memory_mib=256,
+            vcpus=1,
+            virt_type="qemu",
+            machine="pc",
+            kernel=str(image.kernel),
+            initrd=str(image.initrd),
+            cmdline=cmdline,
             memory_backing=MemoryBacking(source_type="memfd", access_mode="shared"),
         )
         domain.add_device(Serial(type="file", source_path=str(console)))
@@ -294,7 +304,10 @@ def test_busy_guest_gets_most_energy_totals_are_conserved_and_guest_reads_its_co
     for guest in (busy, idle):
         vm = last.vms[guest.record.uuid]
         assert (vm.domain, vm.project, vm.running, vm.cpu_source) == (
-            guest.record.domain, "acceptance", True, "libvirt",
+            guest.record.domain,
+            "acceptance",
+            True,
+            "libvirt",
         )
     assert busy_j > 0
     assert busy_j >= 5 * idle_vm_j, f"busy/idle energy ratio {ratio:.2f} is below 5"
@@ -306,4 +319,3 @@ def test_busy_guest_gets_most_energy_totals_are_conserved_and_guest_reads_its_co
     assert len(positive) >= 2 and max(positive) > min(positive), reads
     assert reads == sorted(reads), reads
     assert max(reads) <= round(last.vms[busy.record.uuid].energy_joules_total * 1e6), reads
-

@@ -39,9 +39,7 @@ BOOT_TIMEOUT_S = 120.0
 
 
 @pytest.fixture
-def driver(
-    libvirt_system: libvirt.virConnect, world_readable_tmp: Path
-) -> Iterator[HostDriver]:
+def driver(libvirt_system: libvirt.virConnect, world_readable_tmp: Path) -> Iterator[HostDriver]:
     share_dir = world_readable_tmp / "scaphandre"
     share_dir.mkdir()
     host = HostDriver(
@@ -71,13 +69,21 @@ def test_guest_built_by_wattvisor_reads_its_share_and_cannot_write(
     console = world_readable_tmp / "console.log"
     [share] = driver.prepare_shares(name)
     domain = Domain(
-        name=name, uuid=str(uuid.uuid4()), memory_mib=256, vcpus=1, virt_type="qemu",
-        machine="pc", kernel=str(guest_image.kernel), initrd=str(guest_image.initrd),
+        name=name,
+        uuid=str(uuid.uuid4()),
+        memory_mib=256,
+        vcpus=1,
+        virt_type="qemu",
+        machine="pc",
+        kernel=str(guest_image.kernel),
+        initrd=str(guest_image.initrd),
         cmdline=guest_image.cmdline("share", tag=TAG, file="energy_uj", pause=3),
         memory_backing=MemoryBacking(source_type="memfd", access_mode="shared"),
         instance_metadata=InstanceMetadata(
-            package_version=__version__, display_name="power-demo",
-            creation_time=datetime.now(UTC), shares=(ShareMeta(tag=TAG, purpose="power_metrics"),),
+            package_version=__version__,
+            display_name="power-demo",
+            creation_time=datetime.now(UTC),
+            shares=(ShareMeta(tag=TAG, purpose="power_metrics"),),
         ),
     )
     domain.add_device(Serial(type="file", source_path=str(console)))
@@ -118,8 +124,13 @@ def test_host_folder_is_unchanged_by_the_guest(
     [share] = driver.prepare_shares(name)
     (share.data_dir / "energy_uj").write_text("42")
     domain = Domain(
-        name=name, memory_mib=256, vcpus=1, virt_type="qemu", machine="pc",
-        kernel=str(guest_image.kernel), initrd=str(guest_image.initrd),
+        name=name,
+        memory_mib=256,
+        vcpus=1,
+        virt_type="qemu",
+        machine="pc",
+        kernel=str(guest_image.kernel),
+        initrd=str(guest_image.initrd),
         cmdline=guest_image.cmdline("share", tag=TAG, file="energy_uj", pause=1),
         memory_backing=MemoryBacking(),
     )

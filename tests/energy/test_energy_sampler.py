@@ -60,14 +60,29 @@ class Host:
             **kwargs,  # type: ignore[arg-type]
         )
 
-    def start_vm(self, uuid: str, name: str, pid: int, *, power_metrics: bool = False,
-                 project: str = "proj-1", libvirt_cpu: bool = True) -> None:
-        self.inventory.put(VMRecord(uuid, name, project, power_metrics,
-                                    (self.share,) if power_metrics else ()))
+    def start_vm(
+        self,
+        uuid: str,
+        name: str,
+        pid: int,
+        *,
+        power_metrics: bool = False,
+        project: str = "proj-1",
+        libvirt_cpu: bool = True,
+    ) -> None:
+        self.inventory.put(
+            VMRecord(uuid, name, project, power_metrics, (self.share,) if power_metrics else ())
+        )
         self.proc.add_process(
-            pid, "qemu-system-x86",
-            ["/usr/bin/qemu-system-x86_64", "-name", f"guest={name},debug-threads=on",
-             "-uuid", uuid],
+            pid,
+            "qemu-system-x86",
+            [
+                "/usr/bin/qemu-system-x86_64",
+                "-name",
+                f"guest={name},debug-threads=on",
+                "-uuid",
+                uuid,
+            ],
         )
         self.stats.set(uuid, name, 0 if libvirt_cpu else None)
 
@@ -76,8 +91,14 @@ class Host:
         dom = self.stats.domains[uuid]
         self.stats.set(uuid, dom.name, None, active=False)
 
-    def interval(self, joules: float, busy: int = 100, idle: int = 100,
-                 cpu: dict[int, int] | None = None, vm_ns: dict[str, int] | None = None) -> None:
+    def interval(
+        self,
+        joules: float,
+        busy: int = 100,
+        idle: int = 100,
+        cpu: dict[int, int] | None = None,
+        vm_ns: dict[str, int] | None = None,
+    ) -> None:
         self.clock.advance(2.0)
         self.powercap.add_energy(PKG, int(joules * 1_000_000))
         self.proc.advance_cpu(busy, idle)
@@ -127,8 +148,12 @@ def test_virtiofsd_in_the_domain_cgroup_is_not_counted_again(host: Host) -> None
     host.proc.add_process(1, "init", ["/sbin/init"], cgroup="/init.scope", ppid=0)
     host.start_vm(UUID_A, "instance-1", 200)
     (host.proc.root / "200" / "cgroup").write_text(domain_cgroup)
-    host.proc.add_process(300, "virtiofsd", ["/usr/lib/qemu/virtiofsd", "--fd=3"],
-                          cgroup="/machine/qemu-1-instance-1.libvirt-qemu/emulator")
+    host.proc.add_process(
+        300,
+        "virtiofsd",
+        ["/usr/lib/qemu/virtiofsd", "--fd=3"],
+        cgroup="/machine/qemu-1-instance-1.libvirt-qemu/emulator",
+    )
     sampler = host.sampler()
     sampler.sample()
     host.interval(100.0, busy=100, idle=100, cpu={50: 100, 300: 100}, vm_ns={UUID_A: 10**9})
@@ -442,8 +467,13 @@ def test_sampler_from_settings_uses_configured_roots_and_state(host: Host) -> No
 
     settings = Settings(
         data_dir=host.tmp_path / "data",
-        energy={"source": "auto", "powercap_root": host.powercap.root,
-                "procfs_root": host.proc.root, "interval_s": 5, "top_processes": 3},
+        energy={
+            "source": "auto",
+            "powercap_root": host.powercap.root,
+            "procfs_root": host.proc.root,
+            "interval_s": 5,
+            "top_processes": 3,
+        },
     )
     sampler = EnergySampler.from_settings(settings, inventory=host.inventory)
     assert sampler.source_label == "rapl"

@@ -61,8 +61,9 @@ def test_recycled_pid_is_a_new_process(proc: SyntheticProc) -> None:
     scanner = ProcessScanner(proc.root)
     assert 10 not in scanner.scan().qemu
     proc.remove_process(10)
-    proc.add_process(10, "qemu-system-x86", ["qemu-system-x86_64", "-name", "guest=b"],
-                     starttime=900)
+    proc.add_process(
+        10, "qemu-system-x86", ["qemu-system-x86_64", "-name", "guest=b"], starttime=900
+    )
     assert scanner.scan().qemu[10].name == "b"
 
 

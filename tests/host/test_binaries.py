@@ -77,7 +77,9 @@ def test_setup_installs_the_package_of_every_program() -> None:
     """setup.sh takes its package list from the module itself, run by the system Python."""
     printed = subprocess.run(
         [sys.executable, str(REPO / "src/wattvisor/host/binaries.py")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert printed == binaries.debian_packages()
     assert {"qemu-utils", "iptables", "dnsmasq-base"} <= set(printed)

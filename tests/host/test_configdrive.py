@@ -89,8 +89,13 @@ def test_meta_data_json_carries_identity_and_share_devices(drive: Path) -> None:
     assert document["availability_zone"] == "lab"
     assert document["meta"] == {"role": "web"}
     assert document["devices"] == [
-        {"type": "share", "bus": "none", "address": "none", "tag": "scaphandre",
-         "purpose": "power_metrics"}
+        {
+            "type": "share",
+            "bus": "none",
+            "address": "none",
+            "tag": "scaphandre",
+            "purpose": "power_metrics",
+        }
     ]
 
 

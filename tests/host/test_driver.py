@@ -82,8 +82,14 @@ def test_define_rejects_malformed_xml(driver: HostDriver) -> None:
 def test_detach_by_alias_falls_back_to_device_xml(driver: HostDriver) -> None:
     guest = _guest()
     volume = str(uuid.uuid4())
-    guest.add_device(Disk(source_file="/var/lib/wv/disk.img", target_dev="vdb",
-                          serial=volume, alias=make_alias(volume)))
+    guest.add_device(
+        Disk(
+            source_file="/var/lib/wv/disk.img",
+            target_dev="vdb",
+            serial=volume,
+            alias=make_alias(volume),
+        )
+    )
     state = driver.define(guest)
     result = driver.detach_device(state.uuid, make_alias(volume))
     # test:///default has neither virDomainDetachDeviceAlias nor virDomainDetachDeviceFlags.
@@ -103,8 +109,7 @@ def test_detach_of_legacy_disk_finds_it_by_serial(driver: HostDriver) -> None:
 
 def test_detach_of_unknown_alias_names_it_and_changes_nothing(driver: HostDriver) -> None:
     guest = _guest()
-    guest.add_device(Disk(source_file="/var/lib/wv/a.img", target_dev="vdb",
-                          alias="ua-keep"))
+    guest.add_device(Disk(source_file="/var/lib/wv/a.img", target_dev="vdb", alias="ua-keep"))
     state = driver.define(guest)
     before = driver.domain_xml(state.uuid, inactive=True)
     with pytest.raises(DeviceNotFound, match=r"ua-missing.*ua-keep"):
@@ -114,8 +119,9 @@ def test_detach_of_unknown_alias_names_it_and_changes_nothing(driver: HostDriver
 
 def test_startup_upgrade_gives_legacy_domains_aliases_once(driver: HostDriver) -> None:
     guest = _guest()
-    guest.add_device(Disk(source_file="/var/lib/wv/b.img", target_dev="vdb",
-                          serial="legacy-serial"))
+    guest.add_device(
+        Disk(source_file="/var/lib/wv/b.img", target_dev="vdb", serial="legacy-serial")
+    )
     guest.add_device(Interface(source_network="default", mac="52:54:00:12:34:56"))
     state = driver.define(guest)
     reports = [r for r in driver.upgrade_existing_domains() if r.uuid == state.uuid]
@@ -160,8 +166,12 @@ def test_instance_metadata_is_updated_on_a_running_domain(driver: HostDriver) ->
         display_name="web-1",
         creation_time=datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC),
         flavor=FlavorMeta(name="tiny", id="f1", memory_mib=64, disk_gib=1, vcpus=1),
-        owner=OwnerMeta(user_uuid=str(uuid.uuid4()), user_name="alice",
-                        project_uuid=str(uuid.uuid4()), project_name="demo"),
+        owner=OwnerMeta(
+            user_uuid=str(uuid.uuid4()),
+            user_name="alice",
+            project_uuid=str(uuid.uuid4()),
+            project_name="demo",
+        ),
         root=RootMeta(type="image", uuid=str(uuid.uuid4())),
     )
     driver.set_instance_metadata(state.uuid, meta)

@@ -28,9 +28,7 @@ BOOT_TIMEOUT_S = 120.0
 
 
 @pytest.fixture
-def driver(
-    libvirt_system: libvirt.virConnect, world_readable_tmp: Path
-) -> Iterator[HostDriver]:
+def driver(libvirt_system: libvirt.virConnect, world_readable_tmp: Path) -> Iterator[HostDriver]:
     share_dir = world_readable_tmp / "scaphandre"
     share_dir.mkdir()
     host = HostDriver(
@@ -51,8 +49,14 @@ def _tiny_guest(host: HostDriver, image: GuestImage, tmp: Path, cmdline: str) ->
     name = unique_domain_name()
     host.created.append(name)  # type: ignore[attr-defined]
     domain = Domain(
-        name=name, memory_mib=256, vcpus=1, virt_type="qemu", machine="pc",
-        kernel=str(image.kernel), initrd=str(image.initrd), cmdline=cmdline,
+        name=name,
+        memory_mib=256,
+        vcpus=1,
+        virt_type="qemu",
+        machine="pc",
+        kernel=str(image.kernel),
+        initrd=str(image.initrd),
+        cmdline=cmdline,
         memory_backing=MemoryBacking(),
         instance_metadata=InstanceMetadata(  # a domain of wattvisor's
             package_version="0", display_name=name, creation_time=datetime.now(UTC)
@@ -68,10 +72,16 @@ def test_real_host_reports_only_known_traits_including_share(driver: HostDriver)
     custom = {t for t in traits if t.startswith("CUSTOM_")}
     assert traits - custom <= known
     assert custom == {"CUSTOM_HYPERVISOR_QEMU", "CUSTOM_VM_MODE_HVM"}
-    for trait in ("COMPUTE_STORAGE_BUS_VIRTIO", "COMPUTE_STORAGE_BUS_SATA",
-                  "COMPUTE_GRAPHICS_MODEL_VGA", "COMPUTE_NET_VIF_MODEL_VIRTIO",
-                  "COMPUTE_STORAGE_VIRTIO_FS", "COMPUTE_MEM_BACKING_FILE",
-                  "COMPUTE_SHARE_LOCAL_FS", "HW_ARCH_X86_64"):
+    for trait in (
+        "COMPUTE_STORAGE_BUS_VIRTIO",
+        "COMPUTE_STORAGE_BUS_SATA",
+        "COMPUTE_GRAPHICS_MODEL_VGA",
+        "COMPUTE_NET_VIF_MODEL_VIRTIO",
+        "COMPUTE_STORAGE_VIRTIO_FS",
+        "COMPUTE_MEM_BACKING_FILE",
+        "COMPUTE_SHARE_LOCAL_FS",
+        "HW_ARCH_X86_64",
+    ):
         assert trait in traits, trait
     assert driver.capabilities().domain_caps_available
 
@@ -96,8 +106,15 @@ def test_detach_disk_by_alias_from_running_guest(
     volume_id = str(uuid.uuid4())
     disk_file = world_readable_tmp / "volume.img"
     disk_file.write_bytes(b"\0" * (1 << 20))
-    domain.add_device(Disk(source_file=str(disk_file), target_dev="vdb", driver_type="raw",
-                           serial=volume_id, alias=make_alias(volume_id)))
+    domain.add_device(
+        Disk(
+            source_file=str(disk_file),
+            target_dev="vdb",
+            driver_type="raw",
+            serial=volume_id,
+            alias=make_alias(volume_id),
+        )
+    )
     state = driver.define(domain)
     driver.start(state.uuid)
     wait_for_marker(world_readable_tmp / f"{domain.name}.log", "WV-IDLE", BOOT_TIMEOUT_S)
@@ -119,8 +136,14 @@ def test_detach_by_alias_from_stopped_guest_edits_its_config(
 ) -> None:
     domain = _tiny_guest(driver, guest_image, world_readable_tmp, guest_image.cmdline("idle"))
     volume_id = str(uuid.uuid4())
-    domain.add_device(Disk(source_file=str(world_readable_tmp / "v.img"), target_dev="vdb",
-                           serial=volume_id, alias=make_alias(volume_id)))
+    domain.add_device(
+        Disk(
+            source_file=str(world_readable_tmp / "v.img"),
+            target_dev="vdb",
+            serial=volume_id,
+            alias=make_alias(volume_id),
+        )
+    )
     state = driver.define(domain)
     result = driver.detach_device(state.uuid, make_alias(volume_id))
     assert (result.method, result.live, result.config) == ("alias", False, True)
@@ -129,7 +152,9 @@ def test_detach_by_alias_from_stopped_guest_edits_its_config(
 
 def _client_ids() -> set[str]:
     listing = subprocess.run(
-        ["virt-admin", "srv-clients-list", "libvirtd"], check=True, capture_output=True,
+        ["virt-admin", "srv-clients-list", "libvirtd"],
+        check=True,
+        capture_output=True,
         text=True,
     ).stdout
     return set(re.findall(r"^\s*(\d+)\s+unix", listing, re.MULTILINE))
@@ -145,8 +170,11 @@ def test_driver_reconnects_after_libvirtd_drops_the_connection(
         ours = _client_ids() - before
         assert len(ours) == 1, (before, ours)
         # What the client sees when libvirtd restarts: the daemon closes the socket.
-        subprocess.run(["virt-admin", "client-disconnect", "libvirtd", ours.pop()], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["virt-admin", "client-disconnect", "libvirtd", ours.pop()],
+            check=True,
+            capture_output=True,
+        )
         names = {d.name for d in host.list_domains()}
     finally:
         host.close()
@@ -186,8 +214,13 @@ def test_attach_disk_to_running_guest_keeps_alias_live_and_in_config(
     volume_id = str(uuid.uuid4())
     disk_file = world_readable_tmp / "hot.img"
     disk_file.write_bytes(b"\0" * (1 << 20))
-    disk = Disk(source_file=str(disk_file), target_dev="vdb", driver_type="raw",
-                serial=volume_id, alias=make_alias(volume_id))
+    disk = Disk(
+        source_file=str(disk_file),
+        target_dev="vdb",
+        driver_type="raw",
+        serial=volume_id,
+        alias=make_alias(volume_id),
+    )
 
     driver.attach_device(state.uuid, disk.to_xml())
 

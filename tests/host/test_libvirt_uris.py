@@ -36,9 +36,7 @@ def test_uris_of_real_hosts_are_accepted(uri: str) -> None:
      ("qemu+libssh2://h/system", "transport or path"),
      ("q" * 300, "longer than 255")],
 )  # fmt: skip
-def test_other_uris_are_refused_with_the_reason_and_what_is_accepted(
-    uri: str, reason: str
-) -> None:
+def test_other_uris_are_refused_with_the_reason_and_what_is_accepted(uri: str, reason: str) -> None:
     with pytest.raises(HostURIError) as refused:
         check_host_uri(uri)
     message = str(refused.value)

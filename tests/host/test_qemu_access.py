@@ -152,9 +152,12 @@ def test_verdict_matches_the_kernels_for_qemus_account(case: str, probe_dir: Pat
         os.setxattr(probe_dir, "system.posix_acl_access", acl())
     who = qemu_identity(NO_CONF)
     assert who is not None
-    kernel = subprocess.run(
-        ["runuser", "-u", QEMU_USER, "--", "test", "-x", str(probe_dir)], check=False
-    ).returncode == 0
+    kernel = (
+        subprocess.run(
+            ["runuser", "-u", QEMU_USER, "--", "test", "-x", str(probe_dir)], check=False
+        ).returncode
+        == 0
+    )
     assert (can_search(probe_dir, who), kernel) == (expected, expected)
 
 

@@ -154,4 +154,3 @@ def test_a_share_that_cannot_be_made_is_that_domains_problem_only(scratch: Path)
         for domain in (good, bad):
             driver.undefine(domain.name)
         driver.close()
-

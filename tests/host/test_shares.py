@@ -62,11 +62,10 @@ def test_version_may_be_given_as_a_tuple(scratch: Path, share_dir: Path) -> None
     assert manager.readonly_mode() == "flag"
 
 
-def test_libvirt_11_uses_the_readonly_flag_without_mounting(
-    scratch: Path, share_dir: Path
-) -> None:
-    manager = ShareManager({str(share_dir): "scaphandre"}, scratch / "data",
-                           LIBVIRT_READONLY_VIRTIOFS)
+def test_libvirt_11_uses_the_readonly_flag_without_mounting(scratch: Path, share_dir: Path) -> None:
+    manager = ShareManager(
+        {str(share_dir): "scaphandre"}, scratch / "data", LIBVIRT_READONLY_VIRTIOFS
+    )
     [share] = manager.prepare("instance-00000001")
     assert manager.readonly_mode() == "flag"
     assert share.readonly_flag is True
@@ -75,8 +74,7 @@ def test_libvirt_11_uses_the_readonly_flag_without_mounting(
 
 
 def test_host_that_cannot_mount_offers_no_readonly_mode(share_dir: Path) -> None:
-    manager = ShareManager({str(share_dir): "scaphandre"}, Path("/proc/wattvisor-test"),
-                           LIBVIRT_9)
+    manager = ShareManager({str(share_dir): "scaphandre"}, Path("/proc/wattvisor-test"), LIBVIRT_9)
     assert manager.readonly_mode() is None
     assert manager.unavailable_reason is not None
     assert "needs 11.0" in manager.unavailable_reason
@@ -288,8 +286,9 @@ def test_domain_data_dir_is_a_size_capped_tmpfs_seen_read_only(scratch: Path) ->
     tmp_path = scratch
     share_dir = tmp_path / "scaphandre"
     share_dir.mkdir()
-    manager = ShareManager({str(share_dir): "scaph"}, tmp_path / "data", (9, 0, 0),
-                           tmpfs_size_kib=64)
+    manager = ShareManager(
+        {str(share_dir): "scaph"}, tmp_path / "data", (9, 0, 0), tmpfs_size_kib=64
+    )
     [prepared] = manager.prepare("instance-00000001")
     try:
         entry = top_mount(prepared.data_dir)

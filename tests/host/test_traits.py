@@ -90,14 +90,24 @@ def test_traits_are_all_known_to_os_traits_or_custom_families() -> None:
 def test_traits_cover_buses_video_nic_arch_and_share() -> None:
     traits = compute_traits(_caps(), "kvm", share_local_fs_readonly=True)
     for expected in (
-        "COMPUTE_STORAGE_BUS_VIRTIO", "COMPUTE_STORAGE_BUS_SATA", "COMPUTE_STORAGE_BUS_FDC",
-        "COMPUTE_GRAPHICS_MODEL_VGA", "COMPUTE_GRAPHICS_MODEL_BOCHS",
+        "COMPUTE_STORAGE_BUS_VIRTIO",
+        "COMPUTE_STORAGE_BUS_SATA",
+        "COMPUTE_STORAGE_BUS_FDC",
+        "COMPUTE_GRAPHICS_MODEL_VGA",
+        "COMPUTE_GRAPHICS_MODEL_BOCHS",
         "COMPUTE_GRAPHICS_MODEL_NONE",
-        "COMPUTE_NET_VIF_MODEL_VIRTIO", "COMPUTE_NET_VIF_MODEL_E1000E",
-        "COMPUTE_NET_VIF_MODEL_NE2K_PCI", "COMPUTE_NET_VIF_MODEL_VMXNET3",
-        "HW_ARCH_X86_64", "COMPUTE_ARCH_X86_64",
-        "CUSTOM_HYPERVISOR_KVM", "CUSTOM_HYPERVISOR_QEMU", "CUSTOM_VM_MODE_HVM",
-        "COMPUTE_STORAGE_VIRTIO_FS", "COMPUTE_MEM_BACKING_FILE", "COMPUTE_SHARE_LOCAL_FS",
+        "COMPUTE_NET_VIF_MODEL_VIRTIO",
+        "COMPUTE_NET_VIF_MODEL_E1000E",
+        "COMPUTE_NET_VIF_MODEL_NE2K_PCI",
+        "COMPUTE_NET_VIF_MODEL_VMXNET3",
+        "HW_ARCH_X86_64",
+        "COMPUTE_ARCH_X86_64",
+        "CUSTOM_HYPERVISOR_KVM",
+        "CUSTOM_HYPERVISOR_QEMU",
+        "CUSTOM_VM_MODE_HVM",
+        "COMPUTE_STORAGE_VIRTIO_FS",
+        "COMPUTE_MEM_BACKING_FILE",
+        "COMPUTE_SHARE_LOCAL_FS",
     ):
         assert expected in traits, expected
     # The host lacks qxl and the architectures for spapr-vlan/lan9118.

@@ -19,7 +19,8 @@ from wattvisor.host.vm_inventory import LibvirtVMInventory
 def driver(tmp_path: Path) -> Iterator[HostDriver]:
     host = HostDriver(
         HostSettings(share_local_fs={"/var/lib/wv-power": "scaphandre"}),
-        tmp_path, uri="test:///default",
+        tmp_path,
+        uri="test:///default",
     )
     yield host
     for state in host.list_domains():
@@ -38,9 +39,12 @@ def _define(driver: HostDriver, meta: InstanceMetadata | None) -> str:
 def test_power_metrics_guest_is_listed_with_project_and_share_dir(driver: HostDriver) -> None:
     project = str(uuid.uuid4())
     meta = InstanceMetadata(
-        package_version="0.1.0", display_name="p", creation_time=datetime.now(UTC),
-        owner=OwnerMeta(user_uuid=str(uuid.uuid4()), user_name="u", project_uuid=project,
-                        project_name="demo"),
+        package_version="0.1.0",
+        display_name="p",
+        creation_time=datetime.now(UTC),
+        owner=OwnerMeta(
+            user_uuid=str(uuid.uuid4()), user_name="u", project_uuid=project, project_name="demo"
+        ),
         shares=(ShareMeta(tag="scaphandre", purpose="power_metrics"),),
     )
     ident = _define(driver, meta)
@@ -60,7 +64,9 @@ def test_guest_without_metadata_is_listed_as_not_wattvisors(driver: HostDriver) 
 
 def test_share_with_unconfigured_tag_is_not_a_power_share(driver: HostDriver) -> None:
     meta = InstanceMetadata(
-        package_version="0.1.0", display_name="p", creation_time=datetime.now(UTC),
+        package_version="0.1.0",
+        display_name="p",
+        creation_time=datetime.now(UTC),
         shares=(ShareMeta(tag="elsewhere", purpose="power_metrics"),),
     )
     ident = _define(driver, meta)

@@ -36,7 +36,9 @@ def unpacked_initrd(guest_image: GuestImage, tmp_path_factory: pytest.TempPathFa
     # --no-absolute-filenames and no device nodes: extract as plain files only.
     subprocess.run(
         ["cpio", "-i", "-d", "--quiet", "--no-absolute-filenames", "--nonmatching", "dev/*"],
-        input=gunzip.stdout, cwd=root, check=True,
+        input=gunzip.stdout,
+        cwd=root,
+        check=True,
     )
     listing = subprocess.run(
         ["cpio", "-t", "-v", "--quiet"], input=gunzip.stdout, capture_output=True, check=True
@@ -99,7 +101,8 @@ def test_initramfs_has_init_busybox_and_a_console_node(
     assert (unpacked_initrd / "init").stat().st_mode & stat.S_IXUSR
     assert (unpacked_initrd / "bin" / "busybox").read_bytes()[:4] == b"\x7fELF"
     console = next(
-        line for line in (unpacked_initrd / "LISTING").read_text().splitlines()
+        line
+        for line in (unpacked_initrd / "LISTING").read_text().splitlines()
         if line.endswith(" dev/console")
     )
     assert console.startswith("c")
@@ -196,20 +199,24 @@ def test_guest_reads_a_file_from_an_iso9660_cdrom(
 ) -> None:
     """What a config drive needs: the cloud kernel has no AHCI, so IDE or virtio-scsi."""
     iso = world_readable_tmp / "config.iso"
-    iso.write_bytes(iso9660_image(
-        {"openstack/latest/meta_data.json": b'{"uuid": "wv-1"}\n', "README": b"hello\n"},
-        volume_id="config-2",
-    ))
+    iso.write_bytes(
+        iso9660_image(
+            {"openstack/latest/meta_data.json": b'{"uuid": "wv-1"}\n', "README": b"hello\n"},
+            volume_id="config-2",
+        )
+    )
     iso.chmod(0o644)
     console = world_readable_tmp / "console.log"
-    start_domain(GuestDomainSpec(
-        name=unique_domain_name(),
-        image=guest_image,
-        cmdline=guest_image.cmdline("cdrom", file="openstack/latest/meta_data.json"),
-        serial_log=console,
-        cdrom=iso,
-        cdrom_bus=bus,
-    ).xml())
+    start_domain(
+        GuestDomainSpec(
+            name=unique_domain_name(),
+            image=guest_image,
+            cmdline=guest_image.cmdline("cdrom", file="openstack/latest/meta_data.json"),
+            serial_log=console,
+            cdrom=iso,
+            cdrom_bus=bus,
+        ).xml()
+    )
     wait_for_marker(console, "WV-DONE", BOOT_TIMEOUT_S)
     text = read_console(console)
     assert "WV-CDROM-MOUNTED" in text, text
@@ -228,13 +235,15 @@ def test_busy_guest_keeps_printing_its_shared_counter(
     share.mkdir()
     (share / "energy_uj").write_text("41\n")
     console = world_readable_tmp / "console.log"
-    start_domain(GuestDomainSpec(
-        name=unique_domain_name(),
-        image=guest_image,
-        cmdline=guest_image.cmdline("busy", tag="power", file="energy_uj", interval=1),
-        serial_log=console,
-        shares=(GuestShare(share, "power"),),
-    ).xml())
+    start_domain(
+        GuestDomainSpec(
+            name=unique_domain_name(),
+            image=guest_image,
+            cmdline=guest_image.cmdline("busy", tag="power", file="energy_uj", interval=1),
+            serial_log=console,
+            shares=(GuestShare(share, "power"),),
+        ).xml()
+    )
     first = marker_fields(wait_for_marker(console, "WV-READ n=tick", BOOT_TIMEOUT_S))
     assert first["value"] == "41"
     wait_for_marker(console, "WV-BUSY", BOOT_TIMEOUT_S)

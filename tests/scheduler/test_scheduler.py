@@ -145,10 +145,8 @@ def test_no_valid_host_says_what_removed_the_hosts(mixed: Placement) -> None:
     with pytest.raises(NoValidHost) as caught:
         Scheduler(mixed).select_and_claim(spec)
     assert caught.value.reasons == (
-        "3 hosts lack COMPUTE_NET_VIF_MODEL_E1000 (required by image property "
-        "hw_vif_model=e1000)",
-        "1 host lacks COMPUTE_SHARE_LOCAL_FS (required by flavor extra spec "
-        "hw:power_metrics=true)",
+        "3 hosts lack COMPUTE_NET_VIF_MODEL_E1000 (required by image property hw_vif_model=e1000)",
+        "1 host lacks COMPUTE_SHARE_LOCAL_FS (required by flavor extra spec hw:power_metrics=true)",
     )
 
 

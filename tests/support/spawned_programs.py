@@ -114,8 +114,10 @@ class _Module:
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
-            name = func.id if isinstance(func, ast.Name) else (
-                func.attr if isinstance(func, ast.Attribute) else None
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else (func.attr if isinstance(func, ast.Attribute) else None)
             )
             if name == function.name:
                 yield node
@@ -328,8 +330,12 @@ def spawn_sites(path: Path) -> list[SpawnSite]:
         if index is None:
             continue
         site = SpawnSite(path, node.lineno)
-        argument = node.args[index] if len(node.args) > index else next(
-            (k.value for k in node.keywords if k.arg in {"args", "cmd", "path", "file"}), None
+        argument = (
+            node.args[index]
+            if len(node.args) > index
+            else next(
+                (k.value for k in node.keywords if k.arg in {"args", "cmd", "path", "file"}), None
+            )
         )
         frame = _Frame(module, module.enclosing_function(node))
         try:

@@ -21,9 +21,7 @@ BUSY_VM = "aaaaaaaa-1111-4111-8111-000000000001"
 IDLE_VM = "bbbbbbbb-2222-4222-8222-000000000002"
 
 
-def sampled_host(
-    tmp_path: Path, *, model: bool = False, twin_rsync: bool = False
-) -> EnergySampler:
+def sampled_host(tmp_path: Path, *, model: bool = False, twin_rsync: bool = False) -> EnergySampler:
     """Two samples over one 2 s interval: 100 J, busy VM 3x the idle VM, one busy rsync
     (``twin_rsync``: two, of one name)."""
     clock = ManualClock()

@@ -43,23 +43,30 @@ def test_host_series_in_base_units_with_source(sampler: EnergySampler) -> None:
 
 def test_vm_series_are_labelled_by_instance_domain_project(sampler: EnergySampler) -> None:
     series = _samples(sampler)
-    energy = {labels["instance"]: (labels, value)
-              for labels, value in series["wattvisor_vm_energy_joules_total"]}
-    assert energy[BUSY_VM][0] == {"instance": BUSY_VM, "domain": "instance-busy",
-                                  "project": "project-a", "source": "rapl"}
+    energy = {
+        labels["instance"]: (labels, value)
+        for labels, value in series["wattvisor_vm_energy_joules_total"]
+    }
+    assert energy[BUSY_VM][0] == {
+        "instance": BUSY_VM,
+        "domain": "instance-busy",
+        "project": "project-a",
+        "source": "rapl",
+    }
     # active = 80 J over 8 s of CPU: busy VM 3 s, idle VM 1 s, rsync 0.4 s -> shares of 4.4 s
     assert energy[BUSY_VM][1] == pytest.approx(80.0 * 3 / 4.4)
     assert energy[IDLE_VM][1] == pytest.approx(80.0 * 1 / 4.4)
     power = {labels["instance"]: value for labels, value in series["wattvisor_vm_power_watts"]}
     assert power[BUSY_VM] == pytest.approx(energy[BUSY_VM][1] / 2)
-    projects = {labels["project"]: value
-                for labels, value in series["wattvisor_project_power_watts"]}
+    projects = {
+        labels["project"]: value for labels, value in series["wattvisor_project_power_watts"]
+    }
     assert set(projects) == {"project-a", "project-b"}
 
 
 def test_process_series_carry_no_command_line_and_no_pid(sampler: EnergySampler) -> None:
     series = _samples(sampler)
-    (labels, value), = series["wattvisor_process_power_watts"]
+    ((labels, value),) = series["wattvisor_process_power_watts"]
     assert labels == {"comm": "rsync (copy)", "source": "rapl"}
     assert value == pytest.approx(80.0 * 0.4 / 4.4 / 2)
     assert "secret" not in generate_latest(make_metrics_registry(sampler)).decode()
@@ -67,13 +74,13 @@ def test_process_series_carry_no_command_line_and_no_pid(sampler: EnergySampler)
 
 def test_process_pids_only_when_the_operator_asks(sampler: EnergySampler) -> None:
     series = _samples(sampler, pids=True)
-    (labels, _value), = series["wattvisor_process_power_watts"]
+    ((labels, _value),) = series["wattvisor_process_power_watts"]
     assert labels == {"pid": "77", "comm": "rsync (copy)", "source": "rapl"}
 
 
 def test_processes_of_one_name_are_summed_without_pids(tmp_path: Path) -> None:
     sampler = sampled_host(tmp_path, twin_rsync=True)
-    (labels, value), = _samples(sampler)["wattvisor_process_power_watts"]
+    ((labels, value),) = _samples(sampler)["wattvisor_process_power_watts"]
     assert labels == {"comm": "rsync (copy)", "source": "rapl"}
     # rsync 0.4 s + its twin 0.4 s of 4.8 s CPU time, of 80 J active over 2 s.
     assert value == pytest.approx(80.0 * 0.8 / 4.8 / 2)
@@ -81,15 +88,24 @@ def test_processes_of_one_name_are_summed_without_pids(tmp_path: Path) -> None:
     assert sorted(labels["pid"] for labels, _ in by_pid) == ["77", "78"]
     compat = _samples(sampler, compat=True)["scaph_process_power_consumption_microwatts"]
     hosts = [(labels, v) for labels, v in compat if not labels["vmname"]]
-    assert hosts == [({"pid": "", "exe": "rsync (copy)", "cmdline": "rsync (copy)",
-                       "vmname": ""}, pytest.approx(value * 1e6))]
+    assert hosts == [
+        (
+            {"pid": "", "exe": "rsync (copy)", "cmdline": "rsync (copy)", "vmname": ""},
+            pytest.approx(value * 1e6),
+        )
+    ]
 
 
 def test_model_figures_are_labelled_estimate(model_sampler: EnergySampler) -> None:
     series = _samples(model_sampler)
-    for name in ("wattvisor_host_energy_joules_total", "wattvisor_host_power_watts",
-                 "wattvisor_vm_energy_joules_total", "wattvisor_vm_power_watts",
-                 "wattvisor_process_power_watts", "wattvisor_energy_source_info"):
+    for name in (
+        "wattvisor_host_energy_joules_total",
+        "wattvisor_host_power_watts",
+        "wattvisor_vm_energy_joules_total",
+        "wattvisor_vm_power_watts",
+        "wattvisor_process_power_watts",
+        "wattvisor_energy_source_info",
+    ):
         assert series[name], name
         assert all(labels["source"] == "estimate" for labels, _ in series[name]), name
 
@@ -100,8 +116,11 @@ def test_compat_series_only_when_asked(sampler: EnergySampler) -> None:
     assert series["scaph_host_power_microwatts"] == [
         ({"value_source": "powercap_rapl"}, pytest.approx(50_000_000.0))
     ]
-    vm_rows = [labels for labels, _ in series["scaph_process_power_consumption_microwatts"]
-               if labels["vmname"]]
+    vm_rows = [
+        labels
+        for labels, _ in series["scaph_process_power_consumption_microwatts"]
+        if labels["vmname"]
+    ]
     assert {row["vmname"] for row in vm_rows} == {"instance-busy", "instance-idle"}
     assert all(f"nameguest={row['vmname']}," in row["cmdline"] for row in vm_rows)
     uw = {labels["instance"]: v for labels, v in series["wattvisor_vm_power_consumption_uW"]}

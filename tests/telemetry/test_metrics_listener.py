@@ -72,8 +72,13 @@ def test_only_get_metrics_is_served(listener: MetricsListener) -> None:
 
 
 def test_scrape_without_the_token_gets_401(guarded: MetricsListener) -> None:
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
-                    {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Bearer"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": "Bearer"},
+    ):
         reply = httpx.get(guarded.url, headers=headers)
         assert reply.status_code == 401, headers
         assert reply.headers["www-authenticate"].startswith("Bearer")
@@ -200,8 +205,13 @@ def test_unmanaged_qemu_guest_is_only_host_energy(
     tmp_path: Path,
 ) -> None:
     name = unique_domain_name("wvforeign")
-    spec = GuestDomainSpec(name=name, image=guest_image, cmdline="console=ttyS0 quiet",
-                           serial_log=world_readable_tmp / f"{name}.log", memory_mib=128)
+    spec = GuestDomainSpec(
+        name=name,
+        image=guest_image,
+        cmdline="console=ttyS0 quiet",
+        serial_log=world_readable_tmp / f"{name}.log",
+        memory_mib=128,
+    )
     domain = start_domain(spec.xml())
     uuid = domain.UUIDString().lower()
     qemu_pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())

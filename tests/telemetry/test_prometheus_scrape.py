@@ -60,9 +60,14 @@ def prometheus_url(tmp_path: Path, exporter_port: int, token_file: Path) -> Iter
     port = _free_port()
     log = (tmp_path / "prometheus.log").open("wb")
     process = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield f"http://127.0.0.1:{port}"
@@ -96,15 +101,19 @@ def test_prometheus_scrapes_vm_series_and_answers_promql(prometheus_url: str) ->
     by_instance = {row["metric"]["instance"]: row for row in vms}
     assert set(by_instance) == {BUSY_VM, IDLE_VM}
     busy = by_instance[BUSY_VM]["metric"]
-    assert (busy["domain"], busy["project"], busy["source"]) == ("instance-busy", "project-a",
-                                                                 "rapl")
+    assert (busy["domain"], busy["project"], busy["source"]) == (
+        "instance-busy",
+        "project-a",
+        "rapl",
+    )
     assert float(by_instance[BUSY_VM]["value"][1]) == pytest.approx(80.0 * 3 / 4.4 / 2)
 
     host = _query(prometheus_url, "wattvisor_host_power_watts")
     assert host[0]["metric"]["instance"].startswith("127.0.0.1:")
 
-    per_project = _query(prometheus_url,
-                         "sum by (project) (wattvisor_vm_energy_joules_total)")
+    per_project = _query(prometheus_url, "sum by (project) (wattvisor_vm_energy_joules_total)")
     totals = {row["metric"]["project"]: float(row["value"][1]) for row in per_project}
-    assert totals == {"project-a": pytest.approx(80.0 * 3 / 4.4),
-                      "project-b": pytest.approx(80.0 / 4.4)}
+    assert totals == {
+        "project-a": pytest.approx(80.0 * 3 / 4.4),
+        "project-b": pytest.approx(80.0 / 4.4),
+    }

@@ -29,6 +29,7 @@ from wattvisor.agent.credentials import (
     join_cluster,
     make_controller_dependency,
 )
+from wattvisor.agent.energy_push import EnergyPusher, start_energy_push
 from wattvisor.agent.join_facts import join_facts
 from wattvisor.compute.local_host import LocalHostClient
 from wattvisor.config import Settings
@@ -75,6 +76,7 @@ class HostAgent:
     metrics: MetricsListener | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _heartbeat: threading.Thread | None = None
+    _energy_push: EnergyPusher | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> HostAgent:
@@ -152,6 +154,10 @@ class HostAgent:
         )
         self._heartbeat = threading.Thread(target=self._beat, name="agent-heartbeat", daemon=True)
         self._heartbeat.start()
+        # Samples go to the controller in batches, so its history covers every host.
+        self._energy_push = start_energy_push(
+            self.settings.energy, self.sampler.latest, self.credentials, self.http
+        )
 
     def heartbeat_once(self) -> bool:
         """One heartbeat; a failure is logged (the next one tries again)."""
@@ -170,6 +176,9 @@ class HostAgent:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._energy_push is not None:
+            self._energy_push.stop()
+            self._energy_push = None
         if self._heartbeat is not None:
             self._heartbeat.join(CONTROLLER_TIMEOUT_S)
         if self.metrics is not None:

@@ -27,7 +27,7 @@ from wattvisor.auth.users import Role
 
 PrincipalRole = Role | Literal["host"]
 """A user's role (``admin``, ``member``), or ``host`` for a joined host's own token."""
-HOST_ENDPOINT = re.compile(r"^/v1/hosts/(?P<host>[^/]+)/(?:heartbeat|credentials)$")
+HOST_ENDPOINT = re.compile(r"^/v1/hosts/(?P<host>[^/]+)/(?:heartbeat|credentials|energy)$")
 """The routes a host calls with its own token, for itself (``{host}`` is its id)."""
 IMAGE_FILE_ENDPOINT = re.compile(r"^/v1/images/[^/]+/file$")
 """Where hosts (and admins) read an image's disk, kernel or initrd to cache it."""
@@ -103,8 +103,8 @@ def check_route(principal: Principal, method: str, path: str) -> None:
         if host is None:
             raise AccessDenied(
                 f"a host token (host {principal.user}) may call only that host's own "
-                f"endpoints (POST /v1/hosts/{principal.user}/heartbeat, .../credentials) and "
-                f"GET /v1/images/<id>/file; "
+                f"endpoints (POST /v1/hosts/{principal.user}/heartbeat, .../credentials, "
+                f".../energy) and GET /v1/images/<id>/file; "
                 f"{method} {path[:200]} is not one",
                 host_id=principal.user,
             )

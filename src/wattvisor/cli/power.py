@@ -13,13 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Annotated, Any
 
 import typer
 from rich.live import Live
 
+from wattvisor.auth import InvalidTTL, parse_ttl
 from wattvisor.cli.api_client import (
     ApiClient,
     ServerArg,
@@ -29,6 +30,7 @@ from wattvisor.cli.api_client import (
     resolve_server,
     segment,
 )
+from wattvisor.cli.context import fail
 from wattvisor.cli.output import (
     Column,
     ColumnOption,
@@ -46,6 +48,14 @@ power_app = typer.Typer(
 )
 HistoryOption = Annotated[
     int, typer.Option("--history", min=0, help="How many recent samples to list.")
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="List the history of this long (90s, 30m, 6h, 7d; at most 31d) kept by the "
+        "controllers across every host, instead of the recent samples.",
+    ),
 ]
 TOP_COLUMNS = (
     Column("ID", "id", ident=True),
@@ -80,6 +90,19 @@ def _source_note(power: dict[str, Any]) -> str:
     return "" if power["measured"] else " (not measured)"
 
 
+def _stored_history(client: ApiClient, subject: str, kind: str, since: str) -> list[Any]:
+    try:
+        window = parse_ttl(since, maximum=timedelta(days=31))
+    except InvalidTTL as exc:
+        raise fail(f"--since: {exc}") from exc
+    seconds = max(1, int(window.total_seconds()))
+    base = "/v1/servers" if kind == "server" else "/v1/projects"
+    points: list[Any] = client.call(
+        "GET", f"{base}/{segment(subject)}/power/history?since={seconds}"
+    )
+    return points
+
+
 def _print_power(power: dict[str, Any], history: int, output: Output) -> None:
     """A power reading: its fields, then (in a table) its last ``history`` samples, newest first."""
     if output.fmt is not OutputFormat.table:
@@ -100,6 +123,7 @@ def _print_power(power: dict[str, Any], history: int, output: Output) -> None:
 def server_power(
     server_id: ServerArg,
     history: HistoryOption = 10,
+    since: SinceOption = None,
     fmt: FormatOption = None,
     columns: ColumnOption = None,
     as_json: JsonOption = False,
@@ -109,6 +133,9 @@ def server_power(
     output = Output.of(fmt, columns, as_json)
     with connect(url) as client:
         power = client.call("GET", f"/v1/servers/{resolve_server(client, server_id)}/power")
+        if since is not None:
+            power["history"] = _stored_history(client, power["subject"], "server", since)
+            history = len(power["history"])
     _print_power(power, history, output)
 
 
@@ -116,6 +143,7 @@ def server_power(
 def project_power(
     project: Annotated[str, typer.Argument(help="Project id.")],
     history: HistoryOption = 10,
+    since: SinceOption = None,
     fmt: FormatOption = None,
     columns: ColumnOption = None,
     as_json: JsonOption = False,
@@ -125,6 +153,9 @@ def project_power(
     output = Output.of(fmt, columns, as_json)
     with connect(url) as client:
         power = client.call("GET", f"/v1/projects/{segment(project)}/power")
+        if since is not None:
+            power["history"] = _stored_history(client, power["subject"], "project", since)
+            history = len(power["history"])
     _print_power(power, history, output)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from wattvisor.compute.catalog import Catalog
 from wattvisor.compute.console import ConsoleService
 from wattvisor.compute.devices import DeviceService
+from wattvisor.compute.energy_history import EnergyHistory
 from wattvisor.compute.errors import ComputeError
 from wattvisor.compute.hosts import HostClientFactory, HostRegistry
 from wattvisor.compute.identities import IdentityStore
@@ -75,7 +76,13 @@ class Compute:
             hosts=hosts,
             servers=servers,
             devices=DeviceService(engine, servers, hosts, settings),
-            power=PowerService(servers, hosts),
+            power=PowerService(
+                servers,
+                hosts,
+                EnergyHistory(engine, settings.history),
+                history_step_s=settings.energy.interval_s,
+                history_window_s=settings.energy.interval_s * settings.energy.history_samples,
+            ),
             scheduler=scheduler,
             console=ConsoleService(servers, hosts),
             identities=servers.identities,

@@ -319,11 +319,65 @@ class EnergySettings(BaseModel):
         description="also export scaphandre-named series (scaph_*) and a per-VM uW gauge "
         "for existing dashboards",
     )
+    push_interval_s: float = Field(
+        default=10.0, gt=0, le=3600, description="how often an agent pushes its samples"
+    )
+    push_batch_samples: int = Field(
+        default=60, ge=1, le=10_000, description="samples per push, at most"
+    )
+    push_backlog_samples: int = Field(
+        default=1800, ge=1, le=1_000_000, description="samples an agent keeps in memory "
+        "while its controllers are unreachable; beyond it the oldest are dropped",
+    )  # fmt: skip
     guest_max_energy_range_uj: int = Field(
         default=262_143_328_850,
         gt=0,
         description="where the guest-visible energy_uj counter wraps, like a real RAPL package",
     )
+
+
+class HistorySettings(BaseModel):
+    """The fleet's energy history, kept by the controllers in the store."""
+
+    raw_retention_s: int = Field(
+        default=86400, ge=60, le=30 * 86400,
+        description="samples are kept at full resolution this long, then rolled up",
+    )  # fmt: skip
+    rollup_bucket_s: int = Field(
+        default=300, ge=10, le=86400, description="length of a rolled-up bucket (averages, "
+        "joule sums); raw_retention_s should be a multiple of it",
+    )  # fmt: skip
+    rollup_retention_s: int = Field(
+        default=30 * 86400, ge=3600, le=3650 * 86400, description="rollups are kept this long"
+    )
+    max_server_rows: int = Field(
+        default=5_000_000, ge=1000, description="cap on per-server history rows (samples and "
+        "rollups together); over it the oldest history is dropped first",
+    )  # fmt: skip
+    downsample_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="how often a controller tries the downsampling duty (0: never)",
+    )
+    downsample_buckets_per_run: int = Field(
+        default=24, ge=1, le=10_000, description="buckets of raw samples rolled up per run, so "
+        "one run stays short however far behind it is",
+    )  # fmt: skip
+    max_batch_samples: int = Field(
+        default=500, ge=1, le=10_000, description="samples one push may carry"
+    )
+    max_future_s: float = Field(
+        default=300.0, ge=0, description="samples stamped further ahead of the controller's "
+        "clock are refused",
+    )  # fmt: skip
+    stale_after_s: float = Field(
+        default=120.0, gt=0, description="a host's latest pushed sample older than this no "
+        "longer counts for current watts (its joules still count)",
+    )  # fmt: skip
+    prometheus_file_sd: Path | None = Field(
+        default=None, description="where the controller writes a Prometheus file_sd list of "
+        "every joined agent's /metrics (unset: not written)",
+    )  # fmt: skip
 
 
 class ComputeSettings(BaseModel):
@@ -564,6 +618,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
 
     @classmethod
     def settings_customise_sources(

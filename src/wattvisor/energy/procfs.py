@@ -198,7 +198,8 @@ class CgroupReader:
 
     def prune(self, live: Mapping[int, ProcStat]) -> None:
         self._known = {
-            k: v for k, v in self._known.items()
+            k: v
+            for k, v in self._known.items()
             if (stat := live.get(k[0])) is not None and stat.starttime == k[1]
         }
 

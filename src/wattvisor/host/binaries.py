@@ -97,6 +97,8 @@ BINARIES: tuple[Binary, ...] = (
     Binary("useradd", "passwd", "dev", "creates the account libvirt runs QEMU as"),
     Binary("prometheus", "prometheus", "tests", "scrapes /metrics in the scrape test",
            path="/usr/bin/prometheus"),
+    Binary("promtool", "prometheus", "tests", "checks the agents' file_sd scrape config",
+           path="/usr/bin/promtool"),
     Binary("initdb", "postgresql", "tests", "creates the tests' PostgreSQL cluster",
            path="/usr/lib/postgresql/15/bin/initdb"),
     Binary("pg_ctl", "postgresql", "tests", "starts and stops the tests' PostgreSQL",
