@@ -17,6 +17,7 @@ from wattvisor.auth import Principal, can_see_project, project_scope
 from wattvisor.compute.energy_history import EnergyHistory
 from wattvisor.compute.errors import HostOperationFailed, InvalidRequest, NotFound
 from wattvisor.compute.hostclient import HostClient
+from wattvisor.compute.hostclient_http import HttpHostClient
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.names import quoted
 from wattvisor.compute.records import PowerView
@@ -92,6 +93,8 @@ class PowerService:
             if self.history is None:
                 raise
             client = None  # a host that pushes its samples, not driven from here
+        if isinstance(client, HttpHostClient) and self.history is not None:
+            client = None  # its agent pushes its samples: they are read from the store
         snapshot = client.energy_snapshot() if client is not None else None
         vm = snapshot.vms.get(server.uuid.lower()) if snapshot is not None else None
         if (snapshot is None or vm is None) and self.history is not None:
@@ -181,6 +184,10 @@ class PowerService:
             return None, "none"
         try:
             client = self.hosts.client(provider_uuid)
+            if isinstance(client, HttpHostClient) and self.history is not None:
+                # Its agent pushes its samples: they are read from the store.
+                self._unreachable.add(provider_uuid)
+                return None, "none"
             snapshot, source = client.energy_snapshot(), client.energy_source()
         except (HostOperationFailed, HostError) as exc:
             log.warning("no energy figures from host %s: %s", provider_uuid, exc)
@@ -273,15 +280,23 @@ class PowerService:
         return self.history.history(project=project, since=now - since_s, until=now, step_s=step_s)
 
     def _live_hosts(self) -> frozenset[str]:
-        """Hosts whose current figures come from a sampler this controller reads directly."""
+        """Hosts whose current figures come from a sampler this controller reads directly.
+
+        Hosts behind an agent push their samples into the store, which is where their
+        figures are read: asking every agent on every request would not scale."""
         live = set()
         for uuid in self.hosts.names():
             try:
                 client = self.hosts.client(uuid)
             except HostOperationFailed:
                 continue
-            if client.energy_snapshot() is not None:
-                live.add(uuid)
+            if isinstance(client, HttpHostClient):
+                continue
+            try:
+                if client.energy_snapshot() is not None:
+                    live.add(uuid)
+            except HostError as exc:
+                log.warning("no energy figures from host %s: %s", uuid, exc)
         return frozenset(live)
 
     def host_power(self, provider_uuid: str) -> PowerView:
