@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from wattvisor.energy.atomic_file import replace_contents
+from wattvisor.energy.atomic_file import exchange_pays_off, replace_contents
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ class GuestShareWriter:
         if max_energy_range_uj <= 0:
             raise GuestShareError(f"max_energy_range_uj {max_energy_range_uj} must be > 0")
         self.max_energy_range_uj = max_energy_range_uj
-        # (root, domain) -> (energy_uj path, its temp path, value last written)
-        self._written: dict[tuple[Path, str], tuple[bytes, bytes, int]] = {}
+        # (root, domain) -> (energy_uj path, its temp path, value last written, whether to
+        # replace it by exchange: asked once per domain, as shares usually sit on tmpfs)
+        self._written: dict[tuple[Path, str], tuple[bytes, bytes, int, bool]] = {}
 
     def counter_uj(self, joules: float) -> int:
         """The guest-visible counter for a VM total: µJ, wrapped like a RAPL package."""
@@ -79,8 +80,9 @@ class GuestShareWriter:
         _replace_file(zone / "max_energy_range_uj", f"{self.max_energy_range_uj}\n")
         value = self.counter_uj(joules)
         path, tmp = os.fsencode(zone / "energy_uj"), os.fsencode(zone / ".energy_uj.tmp")
-        _replace(path, tmp, b"%d\n" % value)
-        self._written[(root, domain)] = (path, tmp, value)
+        exchange = exchange_pays_off(os.fsencode(zone))
+        _replace(path, tmp, b"%d\n" % value, 0o644, exchange)
+        self._written[(root, domain)] = (path, tmp, value, exchange)
         return directory
 
     def update(self, root: Path, domain: str, joules: float) -> None:
@@ -90,15 +92,15 @@ class GuestShareWriter:
         if known is None:
             self.prepare(root, domain, joules)
             return
-        path, tmp, last = known
+        path, tmp, last, exchange = known
         if last == value:
             return
         try:
-            _replace(path, tmp, b"%d\n" % value)
+            _replace(path, tmp, b"%d\n" % value, 0o644, exchange)
         except FileNotFoundError:
             self.prepare(root, domain, joules)
             return
-        self._written[(root, domain)] = (path, tmp, value)
+        self._written[(root, domain)] = (path, tmp, value, exchange)
 
     def remove(self, root: Path, domain: str) -> None:
         """Remove the layout once the domain is deleted; ``<root>/<domain>`` goes if empty."""

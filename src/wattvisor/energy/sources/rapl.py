@@ -159,9 +159,7 @@ def discover_zones(
         named.append((key, name, path))
     if not named:
         found = ", ".join(sorted(os.listdir(root))) or "nothing"
-        raise EnergySourceError(
-            f"no RAPL zones under {str(root)!r} (found: {found}); {hint}"
-        )
+        raise EnergySourceError(f"no RAPL zones under {str(root)!r} (found: {found}); {hint}")
     psys = [(k, n, p) for k, n, p in named if k in tops and n == "psys"]
     if psys:
         chosen = psys
