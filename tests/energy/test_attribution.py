@@ -36,7 +36,8 @@ def test_busy_fraction_is_clamped() -> None:
     busy=st.floats(min_value=-0.5, max_value=1.5, allow_nan=False),
     vms=st.dictionaries(st.uuids().map(str), st.floats(min_value=0, max_value=1e12), max_size=8),
     processes=st.dictionaries(
-        st.integers(min_value=1, max_value=10**6), st.floats(min_value=0, max_value=1e12),
+        st.integers(min_value=1, max_value=10**6),
+        st.floats(min_value=0, max_value=1e12),
         max_size=30,
     ),
 )

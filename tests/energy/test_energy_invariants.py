@@ -59,8 +59,12 @@ class World:
         self.base = base
         self.clock = ManualClock()
         self.powercap = SyntheticPowercap(base / "sys")
-        self.powercap.add_zone("intel-rapl:0", "package-0", energy_uj=MAX_RANGE_UJ - 1,
-                               max_energy_range_uj=MAX_RANGE_UJ)
+        self.powercap.add_zone(
+            "intel-rapl:0",
+            "package-0",
+            energy_uj=MAX_RANGE_UJ - 1,
+            max_energy_range_uj=MAX_RANGE_UJ,
+        )
         self.proc = SyntheticProc(base / "proc")
         for pid in OTHER_PIDS:
             self.proc.add_process(pid, f"worker {pid}", ["/bin/worker"])
@@ -90,8 +94,9 @@ class World:
         self.inventory.put(VMRecord(uuid, name.replace(",,", ","), "p", True, (self.base / "s",)))
         pid = self.next_pid
         self.next_pid += 1
-        self.proc.add_process(pid, "qemu-system-x86",
-                              ["qemu-system-x86_64", "-name", f"guest={name}", "-uuid", uuid])
+        self.proc.add_process(
+            pid, "qemu-system-x86", ["qemu-system-x86_64", "-name", f"guest={name}", "-uuid", uuid]
+        )
         self.pids[index] = pid
         self.stats.set(uuid, name.replace(",,", ","), 0 if libvirt_cpu else None)
         self.state[index] = "running"
@@ -160,12 +165,19 @@ def test_energy_is_conserved_and_counters_only_grow(events: list[tuple[object, .
             assert snap is not None
             interval_energy = snap.interval
             assert interval_energy.host_joules == pytest.approx(pending_uj / 1e6, abs=1e-6)
-            _totals(dict(interval_energy.vm_joules), interval_energy.host_joules,
-                    interval_energy.idle_joules, interval_energy.other_joules)
+            _totals(
+                dict(interval_energy.vm_joules),
+                interval_energy.host_joules,
+                interval_energy.idle_joules,
+                interval_energy.other_joules,
+            )
             host = snap.host
-            _totals({u: v.energy_joules_total for u, v in snap.vms.items()},
-                    host.energy_joules_total, host.idle_energy_joules_total,
-                    host.other_processes_energy_joules_total)
+            _totals(
+                {u: v.energy_joules_total for u, v in snap.vms.items()},
+                host.energy_joules_total,
+                host.idle_energy_joules_total,
+                host.other_processes_energy_joules_total,
+            )
             assert host.energy_joules_total >= last_host
             assert host.idle_energy_joules_total >= last_idle
             assert host.other_processes_energy_joules_total >= last_other

@@ -84,3 +84,13 @@ def test_unusable_domain_names_are_rejected_without_writing(tmp_path: Path, name
     with pytest.raises(GuestShareError, match="cannot name a share directory"):
         GuestShareWriter().prepare(tmp_path, name)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_shares_on_tmpfs_are_replaced_whole_without_leftovers(tmpfs_dir: Path) -> None:
+    writer = GuestShareWriter()
+    zone = writer.prepare(tmpfs_dir, "vm", 1.0) / "intel-rapl:0"
+    inode = os.stat(zone / "energy_uj").st_ino
+    writer.update(tmpfs_dir, "vm", 2.0)
+    assert (zone / "energy_uj").read_text() == "2000000\n"
+    assert os.stat(zone / "energy_uj").st_ino != inode  # a reader's open file stays whole
+    assert sorted(p.name for p in zone.iterdir()) == ["energy_uj", "max_energy_range_uj", "name"]

@@ -55,9 +55,16 @@ class Guests:
         guest = Guest(name, str(uuid.uuid4()), self.tmp / f"{name}.log")
         self.defined.append(guest.uuid)
         domain = Domain(
-            name=guest.name, uuid=guest.uuid, memory_mib=256, vcpus=1, virt_type="qemu",
-            machine="pc", kernel=str(self.image.kernel), initrd=str(self.image.initrd),
-            cmdline=self.image.cmdline(scenario), memory_backing=MemoryBacking(),
+            name=guest.name,
+            uuid=guest.uuid,
+            memory_mib=256,
+            vcpus=1,
+            virt_type="qemu",
+            machine="pc",
+            kernel=str(self.image.kernel),
+            initrd=str(self.image.initrd),
+            cmdline=self.image.cmdline(scenario),
+            memory_backing=MemoryBacking(),
         )
         domain.add_device(Serial(type="file", source_path=str(guest.console)))
         self.driver.define(domain)
@@ -80,9 +87,7 @@ class Guests:
 def guests(
     libvirt_system: libvirt.virConnect, guest_image: GuestImage, world_readable_tmp: Path
 ) -> Iterator[Guests]:
-    driver = HostDriver(
-        HostSettings(virt_type="qemu"), world_readable_tmp / "data", uri=SYSTEM_URI
-    )
+    driver = HostDriver(HostSettings(virt_type="qemu"), world_readable_tmp / "data", uri=SYSTEM_URI)
     made = Guests(driver, guest_image, world_readable_tmp)
     try:
         yield made
@@ -110,7 +115,9 @@ def test_running_guest_reports_growing_cpu_time_and_stopped_domain_none(
     # without a QEMU process; that figure must not pass as the domain's.
     before_start = _entry(stats, busy.uuid)
     assert (before_start.name, before_start.active, before_start.cpu_ns) == (
-        busy.name, False, None,
+        busy.name,
+        False,
+        None,
     )
 
     guests.driver.start(busy.uuid)
@@ -127,7 +134,9 @@ def test_running_guest_reports_growing_cpu_time_and_stopped_domain_none(
 
     never_started = _entry(stats, stopped.uuid)
     assert (never_started.name, never_started.active, never_started.cpu_ns) == (
-        stopped.name, False, None,
+        stopped.name,
+        False,
+        None,
     )
 
     guests.driver.destroy(busy.uuid)

@@ -12,7 +12,9 @@ def test_keeps_the_newest_points_oldest_first() -> None:
     for second in range(1, 6):
         history.record("vm:a", float(second), second * 10.0, second * 100.0)
     assert [(p.taken_at, p.power_watts, p.energy_joules_total) for p in history.points("vm:a")] == [
-        (3.0, 30.0, 300.0), (4.0, 40.0, 400.0), (5.0, 50.0, 500.0)
+        (3.0, 30.0, 300.0),
+        (4.0, 40.0, 400.0),
+        (5.0, 50.0, 500.0),
     ]
     assert [p.taken_at for p in history.points("vm:a", limit=2)] == [4.0, 5.0]
     assert history.points("vm:a", limit=0) == []

@@ -10,8 +10,14 @@ from wattvisor.energy.qemu_cmdline import (
 )
 
 LIBVIRT_ARGV = [
-    "/usr/bin/qemu-system-x86_64", "-name", "guest=instance-0000002a,debug-threads=on",
-    "-S", "-uuid", "6695EB01-F6A4-8304-79AA-97F2502E193F", "-m", "512",
+    "/usr/bin/qemu-system-x86_64",
+    "-name",
+    "guest=instance-0000002a,debug-threads=on",
+    "-S",
+    "-uuid",
+    "6695EB01-F6A4-8304-79AA-97F2502E193F",
+    "-m",
+    "512",
 ]
 
 

@@ -53,13 +53,23 @@ def test_two_sockets_and_dram_are_summed_without_core(powercap: SyntheticPowerca
     powercap.add_zone("intel-rapl:1:1", "dram")
     source = RaplSource(powercap.root)
     source.read(WINDOW)
-    for key, uj in [("intel-rapl:0", 40), ("intel-rapl:1", 50), ("intel-rapl:0:1", 4),
-                    ("intel-rapl:1:1", 6), ("intel-rapl:0:0", 30), ("intel-rapl:1:0", 35)]:
+    for key, uj in [
+        ("intel-rapl:0", 40),
+        ("intel-rapl:1", 50),
+        ("intel-rapl:0:1", 4),
+        ("intel-rapl:1:1", 6),
+        ("intel-rapl:0:0", 30),
+        ("intel-rapl:1:0", 35),
+    ]:
         powercap.add_energy(key, uj * 1_000_000)
     reading = source.read(WINDOW)
     assert reading.energy_joules == pytest.approx(100.0)
-    assert sorted(reading.zones) == ["intel-rapl:0", "intel-rapl:0:1", "intel-rapl:1",
-                                     "intel-rapl:1:1"]
+    assert sorted(reading.zones) == [
+        "intel-rapl:0",
+        "intel-rapl:0:1",
+        "intel-rapl:1",
+        "intel-rapl:1:1",
+    ]
 
 
 def test_psys_alone_is_host_energy_when_present(powercap: SyntheticPowercap) -> None:

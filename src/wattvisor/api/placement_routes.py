@@ -778,9 +778,7 @@ class PlacementHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _add_placement_headers(
-    headers: MutableHeaders, request_id: str, version: Microversion
-) -> None:
+def _add_placement_headers(headers: MutableHeaders, request_id: str, version: Microversion) -> None:
     headers["openstack-request-id"] = request_id
     headers[VERSION_HEADER] = f"placement {version}"
     headers["Vary"] = VERSION_HEADER.lower()

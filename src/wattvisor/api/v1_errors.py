@@ -73,8 +73,10 @@ def _accepted(error: dict[str, Any]) -> str | None:
 def echoed(value: Any) -> Any:
     """A refused value as an error may show it: numbers as they are, text cut short and
     with control and format characters escaped (the body itself may be a megabyte)."""
-    if value is None or isinstance(value, bool | float) or (
-        isinstance(value, int) and abs(value) < 10**18
+    if (
+        value is None
+        or isinstance(value, bool | float)
+        or (isinstance(value, int) and abs(value) < 10**18)
     ):
         return value
     return visible(value if isinstance(value, str) else repr(value)[:200])
@@ -126,8 +128,7 @@ def install_v1_errors(app: FastAPI) -> None:
         return error_response(
             exc.status,
             exc.code,
-            f"{exc.public_message}; an admin can find what the host said under request id "
-            f"{rid}",
+            f"{exc.public_message}; an admin can find what the host said under request id {rid}",
             {"request_id": rid},
         )
 

@@ -26,7 +26,6 @@ principal that middleware left in ``request.state.principal``.
 annotations at runtime, and they name closure variables.)
 """
 
-
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -95,9 +94,7 @@ class PermissionDenied(HTTPException):
     """HTTP 403: the role, or the token's own checks, do not allow the request."""
 
     def __init__(self, error: AccessDenied) -> None:
-        super().__init__(
-            status_code=403, detail=error.to_dict(), headers=challenge(error) or None
-        )
+        super().__init__(status_code=403, detail=error.to_dict(), headers=challenge(error) or None)
         self.error = error
 
 

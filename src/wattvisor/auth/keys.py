@@ -60,9 +60,7 @@ def default_user_key_path() -> Path:
     return Path(base) / "wattvisor" / "key"
 
 
-def create_key_pair(
-    private_path: Path, *, force: bool = False, dir_mode: int = 0o700
-) -> KeyFiles:
+def create_key_pair(private_path: Path, *, force: bool = False, dir_mode: int = 0o700) -> KeyFiles:
     """Write a new key pair to ``private_path`` (0600) and ``<private_path>.pub`` (0644).
 
     An existing key is never overwritten unless ``force``: losing a private key

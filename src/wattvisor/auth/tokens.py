@@ -292,8 +292,7 @@ class TokenVerifier:
         except AuthorizationError as exc:
             failed = _FAILED_CHECK.findall(str(exc)) or [str(exc)]
             raise TokenCheckFailed(
-                f"token for user {name!r} refuses this {operation} request: "
-                + "; ".join(failed),
+                f"token for user {name!r} refuses this {operation} request: " + "; ".join(failed),
                 user=name,
                 operation=operation,
                 failed_checks=failed,

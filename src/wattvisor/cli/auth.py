@@ -32,7 +32,6 @@ keys_app = typer.Typer(help="Ed25519 key pairs that sign your API tokens.", no_a
 token_app = typer.Typer(help="Biscuit tokens for the wattvisor API.", no_args_is_help=True)
 
 
-
 @keys_app.command("create")
 def keys_create(
     out: Annotated[
@@ -169,9 +168,7 @@ def keys_rotate_cluster() -> None:
 
 @token_app.command("create")
 def token_create(
-    ttl: Annotated[
-        str, typer.Option("--ttl", help="Lifetime: 90s, 30m, 1h, 7d, 2w.")
-    ] = "1h",
+    ttl: Annotated[str, typer.Option("--ttl", help="Lifetime: 90s, 30m, 1h, 7d, 2w.")] = "1h",
     read_only: Annotated[
         bool,
         typer.Option("--read-only", help='Only GET/HEAD requests: check if operation("read").'),

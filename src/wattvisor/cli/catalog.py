@@ -97,9 +97,7 @@ def create_flavor(
     ram_mb: Annotated[int, typer.Option("--ram-mb", help="Memory in MiB.")],
     disk_gb: Annotated[int, typer.Option("--disk-gb", help="Root disk in GiB.")] = 0,
     swap_mb: Annotated[int, typer.Option("--swap-mb", help="Swap disk in MiB.")] = 0,
-    ephemeral_gb: Annotated[
-        int, typer.Option("--ephemeral-gb", help="Ephemeral disk in GiB.")
-    ] = 0,
+    ephemeral_gb: Annotated[int, typer.Option("--ephemeral-gb", help="Ephemeral disk in GiB.")] = 0,
     extra_spec: Annotated[
         list[str] | None,
         typer.Option("--extra-spec", help="KEY=VALUE, repeatable, e.g. hw:power_metrics=true."),
@@ -174,9 +172,7 @@ def create_image(
     disk: Annotated[
         str | None, typer.Option("--disk", help="Disk image path on the host (disk boot).")
     ] = None,
-    disk_format: Annotated[
-        str | None, typer.Option("--disk-format", help="raw or qcow2.")
-    ] = None,
+    disk_format: Annotated[str | None, typer.Option("--disk-format", help="raw or qcow2.")] = None,
     prop: Annotated[
         list[str] | None,
         typer.Option("--property", help="KEY=VALUE, repeatable, e.g. hw_vif_model=virtio."),

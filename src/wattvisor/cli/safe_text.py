@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import re
 
-UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 """C0, DEL, C1, the Arabic letter mark, LRM/RLM, line/paragraph separators, bidi embeddings,
 overrides and isolates."""
 
@@ -30,9 +28,7 @@ def safe(text: str) -> str:
     return UNSAFE.sub(_escaped, text)
 
 
-_UNSAFE_IN_JSON = re.compile(
-    "[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 """:data:`UNSAFE` without C0: ``json.dumps`` escapes those inside strings itself, and outside
 strings the only ones are the newlines and spaces of indentation."""
 

@@ -171,7 +171,9 @@ def up(
     freeze_startup_heap()
     server = _Server(
         uvicorn.Config(
-            node.app, host=settings.api.host, port=settings.api.port,
+            node.app,
+            host=settings.api.host,
+            port=settings.api.port,
             log_level="debug" if verbose else "warning",
         )
     )

@@ -63,8 +63,12 @@ def create(
     url: UrlOption = None,
 ) -> None:
     """Register a user; they then mint their own tokens with `wattvisor token create`."""
-    body = {"name": name, "project": project, "role": role,
-            "public_key": _public_key(public_key, public_key_file)}
+    body = {
+        "name": name,
+        "project": project,
+        "role": role,
+        "public_key": _public_key(public_key, public_key_file),
+    }
     with connect(url) as client:
         user = client.call("POST", "/v1/users", body)
     print_line(f"user {user['name']} ({user['role']}) in project {user['project']}")

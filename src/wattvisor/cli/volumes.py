@@ -146,8 +146,10 @@ def detach(
     with connect(url) as client:
         server_id = resolve_server(client, server_id)
         # An alias goes to the API as it is: its refusal lists the server's aliases.
-        alias = volume if volume.startswith(ALIAS_PREFIX) else ALIAS_PREFIX + resolve_volume(
-            client, volume
+        alias = (
+            volume
+            if volume.startswith(ALIAS_PREFIX)
+            else ALIAS_PREFIX + resolve_volume(client, volume)
         )
         client.call("DELETE", f"/v1/servers/{server_id}/volumes/{segment(alias)}")
     say(f"volume {alias.removeprefix(ALIAS_PREFIX)} detached from server {server_id}")

@@ -26,7 +26,6 @@ FileArgument = Annotated[
 ]
 
 
-
 def _read(file: str) -> bytes:
     """The bytes of FILE (or standard input for ``-``); exit 2 when unreadable."""
     if file == "-":

@@ -121,11 +121,14 @@ class DeviceService:
                 f"creating volume {name!r} failed: {exc}",
                 public=f"creating volume {name!r} failed on its host",
             ) from exc
-        with _undo_on_failure(
-            f"volume {volume_id}: removing it from its host",
-            lambda: client.delete_volume(path),
-            lambda: self._forget_creating(volume_id),
-        ), write_transaction(self.engine) as conn:
+        with (
+            _undo_on_failure(
+                f"volume {volume_id}: removing it from its host",
+                lambda: client.delete_volume(path),
+                lambda: self._forget_creating(volume_id),
+            ),
+            write_transaction(self.engine) as conn,
+        ):
             conn.execute(
                 update(_volumes)
                 .where(_volumes.c.id == volume_id)
@@ -278,13 +281,17 @@ class DeviceService:
             ),
             f"attaching volume {volume.id!r} to server {server.uuid!r}",
         )
-        with _undo_on_failure(
-            f"volume {volume_id}: detaching it from server {server.uuid} again",
-            lambda: self._host_call(
-                server, lambda c: c.detach_by_alias(domain, volume.alias),
-                f"detaching volume {volume.id!r} from server {server.uuid!r}",
+        with (
+            _undo_on_failure(
+                f"volume {volume_id}: detaching it from server {server.uuid} again",
+                lambda: self._host_call(
+                    server,
+                    lambda c: c.detach_by_alias(domain, volume.alias),
+                    f"detaching volume {volume.id!r} from server {server.uuid!r}",
+                ),
             ),
-        ), write_transaction(self.engine) as conn:
+            write_transaction(self.engine) as conn,
+        ):
             conn.execute(
                 update(_volumes)
                 .where(_volumes.c.id == volume_id)
@@ -339,19 +346,28 @@ class DeviceService:
             attachment = VolumeAttachment(volume.id, volume.path, volume.format)
 
             def reattach() -> None:
-                self._host_call(server, lambda c: c.attach_volume(domain, attachment),
-                                f"attaching {quoted(alias)} to server {server.uuid!r} again")
+                self._host_call(
+                    server,
+                    lambda c: c.attach_volume(domain, attachment),
+                    f"attaching {quoted(alias)} to server {server.uuid!r} again",
+                )
         else:
             with read_transaction(self.engine) as conn:
                 row = conn.execute(select(_interfaces).where(_interfaces.c.id == ident)).one()
             nic = InterfaceAttachment(ident, row.mac, row.kind, row.source, row.model)
 
             def reattach() -> None:
-                self._host_call(server, lambda c: c.attach_interface(domain, nic),
-                                f"attaching {quoted(alias)} to server {server.uuid!r} again")
+                self._host_call(
+                    server,
+                    lambda c: c.attach_interface(domain, nic),
+                    f"attaching {quoted(alias)} to server {server.uuid!r} again",
+                )
 
-        self._host_call(server, lambda c: c.detach_by_alias(domain, alias),
-                        f"detaching {quoted(alias)} from server {server.uuid!r}")
+        self._host_call(
+            server,
+            lambda c: c.detach_by_alias(domain, alias),
+            f"detaching {quoted(alias)} from server {server.uuid!r}",
+        )
         with (
             _undo_on_failure(f"{alias}: attaching it to server {server.uuid} again", reattach),
             write_transaction(self.engine) as conn,
@@ -410,7 +426,8 @@ class DeviceService:
                 _undo_on_failure(
                     f"interface {port_id}: detaching it from server {server.uuid} again",
                     lambda: self._host_call(
-                        server, lambda c: c.detach_by_alias(domain, f"ua-{port_id}"),
+                        server,
+                        lambda c: c.detach_by_alias(domain, f"ua-{port_id}"),
                         f"removing interface {port_id!r} from server {server.uuid!r}",
                     ),
                 ),

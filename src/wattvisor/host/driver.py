@@ -246,8 +246,7 @@ class HostDriver:
         if found:
             return found
         # Drivers without one (test:///default): stable for this URI on this machine.
-        return str(uuid_module.uuid5(uuid_module.NAMESPACE_URL,
-                                     f"{self.uri}#{conn.getHostname()}"))
+        return str(uuid_module.uuid5(uuid_module.NAMESPACE_URL, f"{self.uri}#{conn.getHostname()}"))
 
     def inventory(self) -> Inventory:
         info = self.connection.call(lambda c: c.getInfo())
@@ -585,9 +584,7 @@ class HostDriver:
                     )
                 )
             )
-            device = current.find_device(
-                alias=alias, serial=serial, target_dev=target_dev, mac=mac
-            )
+            device = current.find_device(alias=alias, serial=serial, target_dev=target_dev, mac=mac)
             if device is None:
                 if attempt > 1:
                     return DetachResult(alias=alias, method="alias", live=live, config=config)

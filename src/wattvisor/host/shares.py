@@ -168,8 +168,13 @@ def _mount(
 
 def mount_tmpfs(target: Path, size_kib: int) -> None:
     """A small private tmpfs on ``target`` (nosuid, nodev, noexec), mode 0755."""
-    _mount("wattvisor-share", target, _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "tmpfs",
-           f"size={size_kib}k,mode=0755")
+    _mount(
+        "wattvisor-share",
+        target,
+        _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+        "tmpfs",
+        f"size={size_kib}k,mode=0755",
+    )
 
 
 def bind_mount_readonly(source: Path, target: Path) -> None:

@@ -48,8 +48,13 @@ class LibvirtVMInventory:
         # Projects are known by their names everywhere power is shown (API paths, metric
         # labels); the uuid beside the name is for systems that outlive a name.
         project = meta.owner.project_name if meta.owner is not None else ""
-        return VMRecord(uuid=uuid, domain=dom.name(), project=project or "",
-                        power_metrics=bool(dirs), share_dirs=dirs)
+        return VMRecord(
+            uuid=uuid,
+            domain=dom.name(),
+            project=project or "",
+            power_metrics=bool(dirs),
+            share_dirs=dirs,
+        )
 
     def vms(self) -> Sequence[VMRecord]:
         domains = self.driver.connection.call(lambda c: c.listAllDomains(0))

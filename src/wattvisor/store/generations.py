@@ -30,9 +30,7 @@ HOST_KEYS = "host_keys"
 CLUSTER_KEYS = "cluster_keys"
 """Bumped by every change of the cluster's public keys (first start, rotation)."""
 KNOWN = (USERS, CATALOG, HOST_KEYS, CLUSTER_KEYS)
-_CURRENT = {
-    name: f"SELECT value FROM cache_generations WHERE name = '{name}'" for name in KNOWN
-}
+_CURRENT = {name: f"SELECT value FROM cache_generations WHERE name = '{name}'" for name in KNOWN}
 
 
 class CacheGeneration(Base):
