@@ -78,18 +78,25 @@ class ProcStat(NamedTuple):
     kernel_thread: bool
 
 
+_new_tuple = tuple.__new__
+
+
 def parse_pid_stat(raw: bytes, pid: int) -> ProcStat:
     """Parse ``/proc/<pid>/stat``; ``comm`` may itself contain spaces and parentheses."""
     close = raw.rindex(b")")
-    comm = raw[raw.index(b"(") + 1 : close].decode("utf-8", "replace")
     fields = raw[close + 2 :].split(None, 20)
-    return ProcStat(
-        pid,
-        comm,
-        int(fields[1]),
-        int(fields[11]) + int(fields[12]),
-        int(fields[19]),
-        bool(int(fields[6]) & PF_KTHREAD),
+    # tuple.__new__ skips the generated NamedTuple constructor: this runs for every
+    # process that used CPU time since the previous sample.
+    return _new_tuple(
+        ProcStat,
+        (
+            pid,
+            raw[raw.index(b"(") + 1 : close].decode("utf-8", "replace"),
+            int(fields[1]),
+            int(fields[11]) + int(fields[12]),
+            int(fields[19]),
+            bool(int(fields[6]) & PF_KTHREAD),
+        ),
     )
 
 
