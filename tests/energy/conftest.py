@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,3 +39,19 @@ def stats() -> SyntheticDomainStats:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+@pytest.fixture
+def tmpfs_dir() -> Iterator[Path]:
+    """A fresh directory on tmpfs (``/dev/shm`` or ``/run``), where guest shares usually live."""
+    with open("/proc/self/mounts") as mounts:
+        where = next(
+            (f[1] for f in map(str.split, mounts) if f[2] == "tmpfs" and os.access(f[1], os.W_OK)),
+            None,
+        )
+    assert where is not None, "no writable tmpfs mount on this machine"
+    directory = Path(tempfile.mkdtemp(dir=where, prefix="wattvisor-test-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)

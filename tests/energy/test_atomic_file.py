@@ -40,3 +40,21 @@ def test_failed_write_changes_nothing(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         replace_contents(str(target), str(tmp_path / "missing-dir" / ".tmp"), b"6\n")
     assert target.read_bytes() == b"5\n"
+
+
+def test_exchange_is_skipped_on_tmpfs_only(tmpfs_dir: Path) -> None:
+    assert not atomic_file.exchange_pays_off(str(tmpfs_dir))
+    assert atomic_file.exchange_pays_off("/no/such/directory")  # unsure: the safe answer
+
+
+def test_plain_rename_never_calls_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(tmp: object, path: object) -> bool:
+        raise AssertionError("exchange used")
+
+    monkeypatch.setattr(atomic_file, "_exchange", refuse)
+    target, tmp = tmp_path / "energy_uj", tmp_path / ".energy_uj.tmp"
+    replace_contents(str(target), str(tmp), b"1\n", exchange=False)
+    inode = os.stat(target).st_ino
+    replace_contents(str(target), str(tmp), b"2\n", exchange=False)
+    assert target.read_bytes() == b"2\n" and os.stat(target).st_ino != inode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["energy_uj"]

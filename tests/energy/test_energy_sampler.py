@@ -518,3 +518,60 @@ def test_preparing_a_forgotten_vm_again_brings_it_back(host: Host) -> None:
     snap = sampler.sample()
     assert snap is not None
     assert snap.vms[UUID_A].energy_joules_total == pytest.approx(10.0)
+
+
+def test_restarted_vm_is_followed_to_its_new_qemu_process(host: Host) -> None:
+    host.start_vm(UUID_A, "instance-1", 200, libvirt_cpu=False)
+    sampler = host.sampler()
+    sampler.sample()
+    host.interval(10.0, cpu={200: 50, 50: 50})
+    assert sampler.sample() is not None
+    host.proc.remove_process(200)
+    host.proc.add_process(
+        260, "qemu-system-x86",
+        ["/usr/bin/qemu-system-x86_64", "-name", "guest=instance-1", "-uuid", UUID_A],
+    )  # fmt: skip
+    host.interval(10.0, cpu={260: 30, 50: 10})
+    snap = sampler.sample()
+    assert snap is not None
+    assert snap.vms[UUID_A].cpu_source == "procfs"
+    # 5 J active; the new QEMU used 30 ticks of its own since it started, bash 10.
+    assert snap.interval.vm_joules[UUID_A] == pytest.approx(5.0 * 30 / 40)
+    assert set(snap.interval.process_joules) == {50}
+
+
+class _FailingOnce(SyntheticDomainStats):
+    def __init__(self, inner: SyntheticDomainStats) -> None:
+        super().__init__()
+        self.domains = inner.domains
+        self.fail = False
+
+    def domain_cpu(self) -> dict[str, object] | None:  # type: ignore[override]
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("libvirt went away mid-sample")
+        return super().domain_cpu()  # type: ignore[return-value]
+
+
+def test_cpu_time_used_before_a_failed_sample_is_still_counted(host: Host) -> None:
+    """A sample that fails after reading /proc must not make the next one miss CPU time."""
+    failing = _FailingOnce(host.stats)
+    sampler = EnergySampler(
+        RaplSource(host.powercap.root),
+        inventory=host.inventory,
+        state_file=host.tmp_path / "state" / "energy.json",
+        domain_stats=failing,
+        procfs_root=host.proc.root,
+        clock=host.clock,
+        clock_ticks_per_s=100,
+    )
+    sampler.sample()
+    host.interval(10.0, cpu={50: 40})
+    failing.fail = True
+    with pytest.raises(RuntimeError):
+        sampler.sample()
+    host.interval(10.0)  # bash sleeps from here on
+    snap = sampler.sample()
+    assert snap is not None
+    assert snap.interval.process_joules == {50: pytest.approx(snap.interval.active_joules)}
+    assert snap.interval.active_joules > 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+from wattvisor.energy import guest_share
 from wattvisor.energy.guest_share import GuestShareError, GuestShareWriter
 from wattvisor.energy.sources import RaplSource, SampleWindow
 
@@ -84,3 +87,48 @@ def test_unusable_domain_names_are_rejected_without_writing(tmp_path: Path, name
     with pytest.raises(GuestShareError, match="cannot name a share directory"):
         GuestShareWriter().prepare(tmp_path, name)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_shares_on_tmpfs_are_replaced_whole_without_leftovers(tmpfs_dir: Path) -> None:
+    writer = GuestShareWriter()
+    zone = writer.prepare(tmpfs_dir, "vm", 1.0) / "intel-rapl:0"
+    inode = os.stat(zone / "energy_uj").st_ino
+    writer.update(tmpfs_dir, "vm", 2.0)
+    assert (zone / "energy_uj").read_text() == "2000000\n"
+    assert os.stat(zone / "energy_uj").st_ino != inode  # a reader's open file stays whole
+    assert sorted(p.name for p in zone.iterdir()) == ["energy_uj", "max_energy_range_uj", "name"]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_domain_directory_made_anew_gets_the_counter_again(tmp_path: Path) -> None:
+    writer = GuestShareWriter()
+    directory = writer.prepare(tmp_path, "vm", 1.0)
+    shutil.rmtree(directory)
+    directory.mkdir()  # the host made the share source again
+    writer.update(tmp_path, "vm", 2.0)
+    assert (directory / "intel-rapl:0" / "energy_uj").read_text() == "2000000\n"
+
+
+def test_directories_held_open_are_bounded_and_closed_on_remove(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(guest_share, "MAX_OPEN_DIRECTORIES", 2)
+    before = _open_fds()
+    writer = GuestShareWriter()
+    for index in range(4):
+        writer.prepare(tmp_path, f"vm{index}", 0.0)
+    assert _open_fds() - before == 2
+    for index in range(4):
+        writer.update(tmp_path, f"vm{index}", index + 0.5)
+        counter = tmp_path / f"vm{index}" / "intel-rapl:0" / "energy_uj"
+        assert counter.read_text() == f"{(index + 0.5) * 1_000_000:.0f}\n"
+    for index in range(4):
+        writer.remove(tmp_path, f"vm{index}")
+    assert _open_fds() == before
+    writer.prepare(tmp_path, "again", 0.0)
+    del writer
+    gc.collect()
+    assert _open_fds() == before

@@ -76,3 +76,33 @@ def test_qemu_tree_has_children_and_vhost_threads_but_not_strangers(proc: Synthe
     proc.add_process(105, "bash", ["/bin/bash"], ppid=1)
     owners = qemu_process_trees(ProcessScanner(proc.root).scan())
     assert owners == {100: 100, 101: 100, 102: 100, 103: 100}
+
+
+def test_scan_lists_only_the_processes_whose_stat_changed(proc: SyntheticProc) -> None:
+    proc.add_process(10, "bash", ["/bin/bash"], starttime=100)
+    proc.add_process(11, "sleep", ["/bin/sleep", "60"])
+    scanner = ProcessScanner(proc.root)
+    first = scanner.scan()
+    assert sorted(first.changed) == [1, 2, 10, 11]
+    idle = scanner.scan()
+    assert idle.changed == [] and idle.number == first.number + 1
+    assert idle.processes[11] is first.processes[11]
+    proc.add_cpu(11, 3)
+    proc.add_process(12, "new", ["/bin/true"])
+    proc.remove_process(10)
+    proc.add_process(10, "qemu-system-x86", ["qemu-system-x86_64", "-name", "guest=c"],
+                     starttime=900)  # fmt: skip
+    later = scanner.scan()
+    assert sorted(later.changed) == [10, 11, 12]
+    assert later.processes[10].starttime == 900 and later.qemu[10].name == "c"
+    assert later.changed == [pid for pid in later.processes if pid in {10, 11, 12}]
+
+
+def test_recycled_pid_of_a_qemu_loses_its_vm_identity(proc: SyntheticProc) -> None:
+    proc.add_process(10, "qemu-system-x86", ["qemu-system-x86_64", "-name", "guest=a"],
+                     starttime=100)  # fmt: skip
+    scanner = ProcessScanner(proc.root)
+    assert scanner.scan().qemu[10].name == "a"
+    proc.remove_process(10)
+    proc.add_process(10, "bash", ["/bin/bash"], starttime=900)
+    assert 10 not in scanner.scan().qemu

@@ -97,6 +97,7 @@ class LedgerStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._directory_made = False
 
     def load(self) -> EnergyLedger:
         """The saved totals; an empty ledger when there is no file yet."""
@@ -115,5 +116,13 @@ class LedgerStore:
             ) from exc
 
     def save(self, ledger: EnergyLedger) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.path, json.dumps(ledger.to_json(), separators=(",", ":")).encode())
+        """Replace the file; its directory is made on the first save (again if it went away)."""
+        data = json.dumps(ledger.to_json(), separators=(",", ":")).encode()
+        if not self._directory_made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._directory_made = True
+        try:
+            write_atomically(self.path, data)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.path, data)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -78,18 +78,25 @@ class ProcStat(NamedTuple):
     kernel_thread: bool
 
 
+_new_tuple = tuple.__new__
+
+
 def parse_pid_stat(raw: bytes, pid: int) -> ProcStat:
     """Parse ``/proc/<pid>/stat``; ``comm`` may itself contain spaces and parentheses."""
     close = raw.rindex(b")")
-    comm = raw[raw.index(b"(") + 1 : close].decode("utf-8", "replace")
     fields = raw[close + 2 :].split(None, 20)
-    return ProcStat(
-        pid,
-        comm,
-        int(fields[1]),
-        int(fields[11]) + int(fields[12]),
-        int(fields[19]),
-        bool(int(fields[6]) & PF_KTHREAD),
+    # tuple.__new__ skips the generated NamedTuple constructor: this runs for every
+    # process that used CPU time since the previous sample.
+    return _new_tuple(
+        ProcStat,
+        (
+            pid,
+            raw[raw.index(b"(") + 1 : close].decode("utf-8", "replace"),
+            int(fields[1]),
+            int(fields[11]) + int(fields[12]),
+            int(fields[19]),
+            bool(int(fields[6]) & PF_KTHREAD),
+        ),
     )
 
 
@@ -105,10 +112,17 @@ def read_cmdline(procfs_root: Path, pid: int) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class ProcessScan:
-    """Every process at one instant, and which of them are QEMU (pid → identity)."""
+    """Every process at one instant, and which of them are QEMU (pid → identity).
+
+    ``changed`` lists, in ``processes`` order, the pids whose record is new in this
+    scan (a new process, or stat text that differs from the scan numbered
+    ``number - 1``); every other pid's record is the very object that scan had.
+    """
 
     processes: dict[int, ProcStat]
     qemu: dict[int, QemuIdentity]
+    changed: list[int] = field(default_factory=list)
+    number: int = 0
 
 
 class ProcessScanner:
@@ -117,9 +131,10 @@ class ProcessScanner:
     def __init__(self, procfs_root: Path = Path("/proc")) -> None:
         self.procfs_root = procfs_root
         self._root = str(procfs_root)
-        # pid -> (raw stat text, parsed record, QEMU identity or None)
-        self._known: dict[int, tuple[bytes, ProcStat, QemuIdentity | None]] = {}
+        # pid directory name -> (raw stat text, parsed record, QEMU identity or None)
+        self._known: dict[str, tuple[bytes, ProcStat, QemuIdentity | None]] = {}
         self.cmdline_reads = 0
+        self.scans = 0
 
     def scan(self) -> ProcessScan:
         try:
@@ -128,8 +143,9 @@ class ProcessScanner:
             raise ProcfsError(f"cannot list processes in {self._root}: {exc}") from exc
         processes: dict[int, ProcStat] = {}
         qemu: dict[int, QemuIdentity] = {}
+        changed: list[int] = []
         previous = self._known
-        known: dict[int, tuple[bytes, ProcStat, QemuIdentity | None]] = {}
+        known: dict[str, tuple[bytes, ProcStat, QemuIdentity | None]] = {}
         prefix = self._root + "/"
         open_, read, close, rdonly = os.open, os.read, os.close, os.O_RDONLY
         for name in names:
@@ -145,9 +161,9 @@ class ProcessScanner:
                 close(fd)
                 continue
             close(fd)
-            pid = int(name)
-            entry = previous.get(pid)
+            entry = previous.get(name)
             if entry is None or entry[0] != raw:
+                pid = int(name)
                 try:
                     stat = parse_pid_stat(raw, pid)
                 except (ValueError, IndexError):
@@ -160,12 +176,15 @@ class ProcessScanner:
                     self.cmdline_reads += 1
                     found = parse_qemu_argv(read_cmdline(self.procfs_root, pid))
                 entry = (raw, stat, found)
-            known[pid] = entry
-            processes[pid] = entry[1]
+                changed.append(pid)
+            known[name] = entry
+            stat = entry[1]
+            processes[stat.pid] = stat
             if entry[2] is not None:
-                qemu[pid] = entry[2]
+                qemu[stat.pid] = entry[2]
         self._known = known
-        return ProcessScan(processes=processes, qemu=qemu)
+        self.scans += 1
+        return ProcessScan(processes, qemu, changed, self.scans)
 
 
 # Helpers libvirt starts for a domain outside QEMU's process tree but inside its cgroup,

@@ -58,6 +58,7 @@ class _Baseline:
     processes: Mapping[int, ProcStat]
     libvirt_ns: dict[str, int]
     running: set[str] = field(default_factory=set)
+    scan_number: int = 0
 
 
 class EnergySampler:
@@ -318,7 +319,13 @@ class EnergySampler:
         other_ns: dict[int, float] = {}
         per_tick = self._ns_per_tick
         prev_processes: Mapping[int, ProcStat] = previous.processes if previous else {}
-        for pid, stat in scan.processes.items():
+        processes = scan.processes
+        # A pid whose stat text did not change since the previous sample used no CPU
+        # time: visit only the others, which the scanner lists when that sample's scan
+        # was its last one (always, unless a sample failed half-way).
+        consecutive = previous is not None and previous.scan_number == scan.number - 1
+        for pid in scan.changed if consecutive else processes:
+            stat = processes[pid]
             before = prev_processes.get(pid)
             if before is stat:
                 continue  # unchanged stat text: no CPU time used
@@ -347,7 +354,7 @@ class EnergySampler:
                 vm_ns[uuid] = float(delta_ns)
                 cpu_source[uuid] = "libvirt"
 
-        self._baseline = _Baseline(now, cpu, scan.processes, libvirt_now, running)
+        self._baseline = _Baseline(now, cpu, processes, libvirt_now, running, scan.number)
         if previous is None or reading is None or reading.is_baseline or interval_s <= 0:
             return None
 
