@@ -44,7 +44,8 @@ def remembering(users: UserRegistry, clock: Clock) -> TokenVerifier:
 
 
 def _create(verifier: TokenVerifier, token: str) -> str:
-    return verifier.verify(token, operation="write", method="POST", path="/v1/servers").principal.user
+    verified = verifier.verify(token, operation="write", method="POST", path="/v1/servers")
+    return verified.principal.user
 
 
 def test_a_remembered_token_is_refused_once_it_expires(
@@ -62,21 +63,19 @@ def test_a_token_whose_own_check_reads_the_clock_is_judged_at_each_request(
     remembering: TokenVerifier, alice: KeyedUser, clock: Clock
 ) -> None:
     token = mint_token(alice.keys.private_key, "alice", timedelta(hours=10), now=NOW)
-    shortened = Biscuit.from_base64(token, alice.keys.public_key).append(
-        BlockBuilder("check if time($t), $t < {e}", {"e": NOW + timedelta(minutes=5)})
-    ).to_base64()
+    shortened = (
+        Biscuit.from_base64(token, alice.keys.public_key)
+        .append(BlockBuilder("check if time($t), $t < {e}", {"e": NOW + timedelta(minutes=5)}))
+        .to_base64()
+    )
     assert _create(remembering, shortened) == "alice"
     clock.now = NOW + timedelta(minutes=10)
     with pytest.raises(TokenCheckFailed):
         _create(remembering, shortened)
 
 
-def test_a_read_allowed_is_no_write_allowed(
-    remembering: TokenVerifier, alice: KeyedUser
-) -> None:
-    token = mint_token(
-        alice.keys.private_key, "alice", timedelta(hours=1), read_only=True, now=NOW
-    )
+def test_a_read_allowed_is_no_write_allowed(remembering: TokenVerifier, alice: KeyedUser) -> None:
+    token = mint_token(alice.keys.private_key, "alice", timedelta(hours=1), read_only=True, now=NOW)
     for _ in range(2):
         read = remembering.verify(token, operation="read", method="GET", path="/v1/servers")
         assert read.principal.user == "alice"
@@ -88,9 +87,11 @@ def test_a_path_allowed_is_no_other_path_allowed(
     remembering: TokenVerifier, alice: KeyedUser
 ) -> None:
     token = mint_token(alice.keys.private_key, "alice", timedelta(hours=1), now=NOW)
-    narrowed = Biscuit.from_base64(token, alice.keys.public_key).append(
-        BlockBuilder('check if path($p), $p.starts_with("/v1/servers")')
-    ).to_base64()
+    narrowed = (
+        Biscuit.from_base64(token, alice.keys.public_key)
+        .append(BlockBuilder('check if path($p), $p.starts_with("/v1/servers")'))
+        .to_base64()
+    )
     for _ in range(2):
         assert _create(remembering, narrowed) == "alice"
     with pytest.raises(TokenCheckFailed, match="starts_with"):
