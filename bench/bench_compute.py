@@ -128,11 +128,15 @@ def _print(label: str, f: Figures) -> None:
     latency_note = "(goal p99 <= 250 ms)" if f.observed_s else "(queue included)"
     accepted = len(f.request_s)
     active = len(f.build_s)
+    settled = (
+        f"; {active} ACTIVE in {f.last_active - f.started:.2f} s = "
+        f"{active / max(1e-9, f.last_active - f.started):.0f}/s (goal >= 100/s)"
+        if active
+        else " (not waited for ACTIVE)"
+    )
     print(
         f"   {label}: {accepted} accepted in {f.accepted_at - f.started:.2f} s = "
-        f"{accepted / (f.accepted_at - f.started):.0f}/s; {active} ACTIVE in "
-        f"{f.last_active - f.started:.2f} s = "
-        f"{active / max(1e-9, f.last_active - f.started):.0f}/s (goal >= 100/s)"
+        f"{accepted / (f.accepted_at - f.started):.0f}/s{settled}"
     )
     print(
         f"      request p50 {_pct(f.request_s, 0.5) * 1e3:.1f} ms, "
