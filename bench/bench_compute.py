@@ -128,11 +128,15 @@ def _print(label: str, f: Figures) -> None:
     latency_note = "(goal p99 <= 250 ms)" if f.observed_s else "(queue included)"
     accepted = len(f.request_s)
     active = len(f.build_s)
+    settled = (
+        f"; {active} ACTIVE in {f.last_active - f.started:.2f} s = "
+        f"{active / max(1e-9, f.last_active - f.started):.0f}/s (goal >= 100/s)"
+        if active
+        else " (not waited for ACTIVE)"
+    )
     print(
         f"   {label}: {accepted} accepted in {f.accepted_at - f.started:.2f} s = "
-        f"{accepted / (f.accepted_at - f.started):.0f}/s; {active} ACTIVE in "
-        f"{f.last_active - f.started:.2f} s = "
-        f"{active / max(1e-9, f.last_active - f.started):.0f}/s (goal >= 100/s)"
+        f"{accepted / (f.accepted_at - f.started):.0f}/s{settled}"
     )
     print(
         f"      request p50 {_pct(f.request_s, 0.5) * 1e3:.1f} ms, "
@@ -266,15 +270,26 @@ def serve(data_dir: Path, port: int) -> None:
         node.start()
         freeze_startup_heap()
         server = _Server(uvicorn.Config(node.app, host="127.0.0.1", port=port, log_level="warning"))
+        profile_to = os.environ.get("WATTVISOR_BENCH_PROFILE")
+        profiler = None
+        if profile_to:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         try:
             server.run()
         finally:
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(profile_to)
             node.stop()
 
 
-def _http(waiting: bool, *, long_poll: bool = True) -> Figures:
+def _http(waiting: bool, *, long_poll: bool = True, settle: bool = True) -> Figures:
     """``waiting``: each client waits for ACTIVE, with ``GET ...?wait_s=`` when
-    ``long_poll``, else by polling every ``POLL_S``."""
+    ``long_poll``, else by polling every ``POLL_S``; without ``settle`` only the
+    creates are measured (no ACTIVE figures)."""
     import httpx
     from biscuit_auth import KeyPair
 
@@ -340,6 +355,8 @@ def _http(waiting: bool, *, long_poll: bool = True) -> Figures:
 
             figures = Figures(started=0.0)
             _drive(create, wait if waiting else None, figures, warm)
+            if not settle:
+                return figures
             with httpx.Client(base_url=base, headers=headers, timeout=30) as poll:
                 deadline = time.monotonic() + SETTLE_TIMEOUT_S
                 while True:
@@ -402,6 +419,30 @@ def _service(waiting: bool) -> Figures:
             node.stop()
 
 
+def _ratio(service: Figures, http: Figures) -> None:
+    """HTTP accepted/s over service accepted/s, with the machine reference beside it:
+    absolute figures on a shared machine move by 2x from hour to hour, their ratio less."""
+    from bench.__main__ import reference_ms
+
+    def rate(f: Figures) -> float:
+        return len(f.request_s) / max(1e-9, f.accepted_at - f.started)
+
+    print(
+        f"   side by side, burst: HTTP {rate(http):.0f} creates/s, service "
+        f"{rate(service):.0f} creates/s: HTTP = {rate(http) / rate(service) * 100:.0f} % of "
+        f"the service layer (goal >= 80 %); machine reference {reference_ms():.1f} ms"
+    )
+
+
+def run_side_by_side() -> None:
+    """Only the two burst figures and their ratio (``python -m bench.bench_compute ratio``)."""
+    service = _service(waiting=False)
+    _print("service, burst", service)
+    http = _http(waiting=False, settle=False)
+    _print("HTTP, burst", http)
+    _ratio(service, http)
+
+
 def run() -> None:
     workers = _settings(Path(tempfile.gettempdir()) / "unused").compute.workers
     print(f"   {CREATES} creates from {CLIENTS} concurrent clients, test:///default, SQLite WAL, "
@@ -409,14 +450,20 @@ def run() -> None:
     print("   burst: each client posts its creates back to back (create -> ACTIVE includes")
     print("   the queue of accepted builds); create+wait: each client waits for ACTIVE before")
     print(f"   its next create, by GET ?wait_s= or by polling every {POLL_S * 1e3:.0f} ms.")
-    _print("service, burst", _service(waiting=False))
+    service_burst = _service(waiting=False)
+    _print("service, burst", service_burst)
     _print("service, create+wait", _service(waiting=True))
-    _print("HTTP, burst", _http(waiting=False))
+    http_burst = _http(waiting=False)
+    _print("HTTP, burst", http_burst)
+    _ratio(service_burst, http_burst)
     _print("HTTP, create+wait (GET ?wait_s=)", _http(waiting=True))
     _print("HTTP, create+wait (polling)", _http(waiting=True, long_poll=False))
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["serve"] or len(sys.argv) != 4:
-        sys.exit("usage: python -m bench.bench_compute serve DATA_DIR PORT")
-    serve(Path(sys.argv[2]), int(sys.argv[3]))
+    if sys.argv[1:] == ["ratio"]:
+        run_side_by_side()
+    elif sys.argv[1:2] == ["serve"] and len(sys.argv) == 4:
+        serve(Path(sys.argv[2]), int(sys.argv[3]))
+    else:
+        sys.exit("usage: python -m bench.bench_compute (ratio | serve DATA_DIR PORT)")

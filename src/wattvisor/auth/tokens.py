@@ -89,6 +89,8 @@ READ_ONLY_CHECK = 'check if operation("read")'
 MAX_TOKEN_CHARS = 16_384
 SIGNATURE_CACHE_SIZE = 4_096
 """Tokens whose signature was checked against their user's key, remembered (LRU)."""
+AUTHORIZATION_CACHE_SIZE = 4_096
+"""Requests (token, operation, method, path) a token was authorized for, remembered (LRU)."""
 DEFAULT_CLOCK_SKEW = timedelta(seconds=60)
 DEFAULT_MAX_TTL = timedelta(days=30)
 
@@ -101,6 +103,8 @@ _ANY_USER_FACT = re.compile(r"^\s*user\(", re.MULTILINE)
 _NOBODY_KEY: PublicKey = KeyPair().public_key
 """Checked against when a token names no registered user, so that such a token costs the
 same signature check as a known user's, and timing does not tell the two apart either."""
+_READS_CLOCK = re.compile(r"\btime\s*\(")
+"""A block naming the ``time`` predicate: its checks can pass now and fail later."""
 _FAILED_CHECK = re.compile(r"Check n°\d+ in (?:block n°\d+|authorizer): .*?(?=, Check n°|$)")
 
 
@@ -222,6 +226,17 @@ class TokenVerifier:
         # authorizer still runs, on every request.
         self._signatures: OrderedDict[str, tuple[str, str, Biscuit]] = OrderedDict()
         self._signatures_lock = threading.Lock()
+        # (token, operation, method, path) -> (the key it verified with, its expiry), for
+        # authorizations that passed. Building the authorizer and running its datalog
+        # was most of what a verification still cost with the signature remembered. The
+        # outcome depends on the token, the request and the clock; only tokens whose
+        # datalog never reads the clock are remembered, and their expiry and lifetime
+        # are checked again on every request. The user is still looked up each time (a
+        # removed or re-keyed user is refused on the very next request).
+        self._authorized: OrderedDict[
+            tuple[str, str, str | None, str | None], tuple[str, datetime]
+        ] = OrderedDict()
+        self._authorized_lock = threading.Lock()
 
     def verify(
         self,
@@ -237,6 +252,26 @@ class TokenVerifier:
 
         now = self._clock().astimezone(UTC)
         lenient_now = now - self._skew
+        request = (token, operation, method.upper() if method is not None else None, path)
+        with self._authorized_lock:
+            earlier = self._authorized.get(request)
+            if earlier is not None:
+                self._authorized.move_to_end(request)
+        if earlier is not None and earlier[0] == user.public_key:
+            # The same token, request and key as an authorization that passed: only the
+            # clock moved, and this token's datalog never reads it (see _time_free).
+            expires = earlier[1]
+            try:
+                self._check_lifetime(name, expires, now)
+            except (TokenExpired, TokenLifetimeTooLong):
+                with self._authorized_lock:
+                    self._authorized.pop(request, None)
+                raise
+            return VerifiedToken(
+                principal=Principal(user=user.name, project=user.project, role=user.role),
+                expires=expires,
+                blocks=biscuit.block_count(),
+            )
         source = (
             "time({now}); operation({operation});\n"
             "check if expires($e), time($t), $t < $e;\n"
@@ -270,23 +305,7 @@ class TokenVerifier:
                 user=name,
             )
         expires = self._expiry(expiry_facts, name)
-        if expires <= lenient_now:
-            raise TokenExpired(
-                f"token for user {name!r} expired at {_iso(expires)} (server time "
-                f"{_iso(now)}, clock skew allowed {int(self._skew.total_seconds())} s); "
-                "create a new token",
-                user=name,
-                expired_at=_iso(expires),
-            )
-        latest = now + self._max_ttl + self._skew
-        if expires > latest:
-            raise TokenLifetimeTooLong(
-                f"token for user {name!r} expires at {_iso(expires)}, later than the "
-                f"maximum lifetime allows ({format_ttl(self._max_ttl)}, i.e. {_iso(latest)})",
-                user=name,
-                expires_at=_iso(expires),
-                max_ttl_s=int(self._max_ttl.total_seconds()),
-            )
+        self._check_lifetime(name, expires, now)
         try:
             authorizer.authorize()
         except AuthorizationError as exc:
@@ -307,11 +326,37 @@ class TokenVerifier:
                 "by rule; an authority block must name exactly one user",
                 user=name,
             )
+        if _time_free(biscuit):
+            with self._authorized_lock:
+                self._authorized[request] = (user.public_key, expires)
+                if len(self._authorized) > AUTHORIZATION_CACHE_SIZE:
+                    self._authorized.popitem(last=False)
         return VerifiedToken(
             principal=Principal(user=user.name, project=user.project, role=user.role),
             expires=expires,
             blocks=biscuit.block_count(),
         )
+
+    def _check_lifetime(self, name: str, expires: datetime, now: datetime) -> None:
+        """Refuse a token past its expiry (beyond the clock skew) or reaching further ahead
+        than the maximum lifetime, as of ``now``."""
+        if expires <= now - self._skew:
+            raise TokenExpired(
+                f"token for user {name!r} expired at {_iso(expires)} (server time "
+                f"{_iso(now)}, clock skew allowed {int(self._skew.total_seconds())} s); "
+                "create a new token",
+                user=name,
+                expired_at=_iso(expires),
+            )
+        latest = now + self._max_ttl + self._skew
+        if expires > latest:
+            raise TokenLifetimeTooLong(
+                f"token for user {name!r} expires at {_iso(expires)}, later than the "
+                f"maximum lifetime allows ({format_ttl(self._max_ttl)}, i.e. {_iso(latest)})",
+                user=name,
+                expires_at=_iso(expires),
+                max_ttl_s=int(self._max_ttl.total_seconds()),
+            )
 
     def _signed(self, token: str) -> tuple[RegisteredUser, Biscuit]:
         """The registered user ``token`` names, and the token with its signature checked
@@ -410,6 +455,16 @@ class TokenVerifier:
             )
         value = values[0]
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _time_free(biscuit: Biscuit) -> bool:
+    """Whether no block of ``biscuit`` reads the ``time`` fact, so that its authorization
+    for a given request cannot change while the clock alone moves (its expiry is checked
+    apart from the datalog). A block that merely mentions ``time(`` in a string is
+    counted as reading it: that only costs a remembered answer."""
+    return not any(
+        _READS_CLOCK.search(biscuit.block_source(i)) for i in range(biscuit.block_count())
+    )
 
 
 def _iso(moment: datetime) -> str:
