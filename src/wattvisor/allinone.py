@@ -128,6 +128,7 @@ def network_notes(client: LocalHostClient, spec: NetworkSpec) -> list[str]:
         return [f"servers will not build until their network works: {exc}"]
     return []
 
+
 @dataclass
 class AllInOne:
     """The running pieces; :meth:`build` wires them, :meth:`start`/:meth:`stop` run them."""
@@ -144,6 +145,9 @@ class AllInOne:
     compute: Compute
     notes: list[str] = field(default_factory=list)
     metrics: MetricsListener | None = None
+    # The store engine built here (None when a caller passed its own parts): its pooled
+    # connections hold the database files or sockets until stop() disposes it.
+    engine: Engine | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> AllInOne:
@@ -230,6 +234,7 @@ class AllInOne:
             admin.message,
             compute,
             notes,
+            engine=engine,
         )
 
     def ensure_ready_image(self) -> str:
@@ -269,3 +274,5 @@ class AllInOne:
         self.sampler.stop()
         self.compute.close()
         self.driver.close()
+        if self.engine is not None:
+            self.engine.dispose()
