@@ -7,9 +7,11 @@ Hundreds of modules later the count passes 1,024 and unrelated code breaks
 growth is measured where it happens: the descriptors open after the module's last
 teardown (module fixtures included) that were not open before its first test.
 
-Descriptors opened while a session-scoped fixture is set up belong to the whole
-session (a libvirt connection, a PostgreSQL server): they are counted once, as the
-fixture's, never as the module's that happened to use it first.
+Descriptors opened while a session- (or package-) scoped fixture is set up belong to
+the whole session (a libvirt connection, a PostgreSQL server): they are counted once,
+as the fixture's, never as the module's that happened to use it first. Leaked objects
+that the garbage collector would close are collected before each module's count, so
+only what stays open for good counts, and the count does not depend on GC timing.
 
 At the end the modules that grew the count most are printed with what their
 descriptors point to. Under ``CI=true`` a module that leaves more than
@@ -56,9 +58,7 @@ def kind(target: str) -> str:
     """What a descriptor is, without the inode or path details that differ per run."""
     if target.startswith(("socket:", "pipe:")):
         return target.split(":", 1)[0]
-    if target.startswith("anon_inode:"):
-        return target
-    if target.startswith("/dev/"):
+    if target.startswith(("anon_inode:", "/dev/")):
         return target
     suffix = os.path.splitext(target.removesuffix(" (deleted)"))[1]
     return f"file *{suffix}" if suffix else "file"
@@ -87,6 +87,7 @@ class FdBudget:
     session_owned: set[Descriptor] = field(default_factory=set)
     module: str | None = None
     module_start: set[Descriptor] = field(default_factory=set)
+    test_start: set[Descriptor] = field(default_factory=set)
     test_growth: dict[str, int] = field(default_factory=dict)
     modules: list[ModuleGrowth] = field(default_factory=list)
     first_count: int = 0
@@ -100,7 +101,7 @@ class FdBudget:
     def pytest_fixture_setup(
         self, fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
     ) -> Generator[None, object, object]:
-        if fixturedef.scope != "session":
+        if fixturedef.scope not in ("session", "package"):
             return (yield)
         before = open_descriptors()
         try:
@@ -119,11 +120,10 @@ class FdBudget:
             self.test_growth = {}
             if not self.first_count:
                 self.first_count = len(self.module_start)
-        before = open_descriptors()
+        self.test_start = open_descriptors()
         try:
             return (yield)
         finally:
-            self.test_growth[item.nodeid.split("::", 1)[-1]] = len(self.left_behind(before))
             self.last_count = len(open_descriptors())
             self.peak_count = max(self.peak_count, self.last_count)
 
@@ -132,6 +132,7 @@ class FdBudget:
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, object, object]:
         result = yield
+        self.test_growth[item.nodeid.split("::", 1)[-1]] = len(self.left_behind(self.test_start))
         if nextitem is not None and nextitem.nodeid.split("::", 1)[0] == self.module:
             return result
         # The module's fixtures are gone now; what it left behind stays for the session.
