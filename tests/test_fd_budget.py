@@ -1,4 +1,4 @@
-"""A test module that leaves open file descriptors behind is named, and fails in CI.
+"""A test module that leaves open file descriptors behind is named, and can fail in CI.
 
 The inner suites run in this process (as the whole suite does) and close what they
 kept open when their session ends, so this module itself leaves nothing behind.
@@ -71,6 +71,7 @@ def test_in_ci_a_module_over_the_budget_fails_at_its_last_teardown(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("WATTVISOR_FD_BUDGET", "enforce")
     result = suite.runpytest("-p", "no:cacheprovider", "test_leaky.py", "test_tidy.py")
     result.assert_outcomes(passed=4, errors=1)
     result.stdout.fnmatch_lines(
@@ -85,6 +86,7 @@ def test_session_fixtures_count_once_not_as_the_module_that_used_them_first(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("WATTVISOR_FD_BUDGET", "enforce")
     # The session fixture opens 60 in the first module; only the 5 kept by a test count.
     result = suite.runpytest("-p", "no:cacheprovider", "test_tidy.py", "test_leaky.py")
     result.assert_outcomes(passed=4, errors=1)
@@ -94,10 +96,12 @@ def test_session_fixtures_count_once_not_as_the_module_that_used_them_first(
     assert "test_tidy.py left" not in result.stdout.str()
 
 
-def test_outside_ci_the_growth_is_reported_without_failing(
-    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("ci", "mode"), [("false", "enforce"), ("true", "report")])
+def test_outside_ci_or_in_report_mode_the_growth_is_reported_without_failing(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: str, mode: str
 ) -> None:
-    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setenv("WATTVISOR_FD_BUDGET", mode)
     result = suite.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
@@ -108,3 +112,12 @@ def test_outside_ci_the_growth_is_reported_without_failing(
             "+   5 test_tidy.py (5 /dev/null)",
         ]
     )
+
+
+def test_an_unknown_mode_is_refused_naming_the_accepted_ones(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATTVISOR_FD_BUDGET", "strict")
+    result = suite.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*WATTVISOR_FD_BUDGET='strict' is not one of report, enforce*"])
