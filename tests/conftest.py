@@ -34,7 +34,14 @@ from wattvisor.store import make_engine
 # PostgreSQL server (session) and store_url (one per backend) fixtures; skips fail in CI
 # unless marked skip_by_design; pytester runs small suites to test that policy.
 # Namespace hosts (two_hosts, make_namespace_hosts): several libvirt hosts on this machine.
-pytest_plugins = ("support.postgres", "support.strict_skips", "support.namespace_hosts", "pytester")
+# fd_budget: the open file descriptors each test module leaves behind, in the summary.
+pytest_plugins = (
+    "support.postgres",
+    "support.strict_skips",
+    "support.namespace_hosts",
+    "support.fd_budget",
+    "pytester",
+)
 
 SYSTEM_URI = dev_libvirtd.SYSTEM_URI
 

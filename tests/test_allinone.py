@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from support.fd_budget import open_descriptors
 from wattvisor.allinone import AllInOne, placement_inventories
 from wattvisor.config import load_settings
 from wattvisor.host.driver import Inventory
@@ -54,6 +55,20 @@ def test_build_registers_the_host_with_its_traits(node: AllInOne) -> None:
         "MEMORY_MB",
         "DISK_GB",
     }
+
+
+def test_stop_closes_the_store(tmp_path: Path) -> None:
+    before = open_descriptors()
+    settings = load_settings(
+        data_dir=tmp_path, host={"libvirt_uri": "test:///default", "virt_type": "qemu"},
+        energy={"source": "model", "interval_s": 0.1},
+    )  # fmt: skip
+    for _round in range(3):
+        AllInOne.build(settings).stop()
+    # A node stopped and built again (tests, a restart in-process) must not keep the
+    # previous one's database files open.
+    left = open_descriptors() - before
+    assert not [target for _fd, target in left if target.startswith(str(tmp_path))]
 
 
 def test_rebuild_is_idempotent(node: AllInOne) -> None:

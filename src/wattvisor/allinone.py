@@ -156,6 +156,9 @@ class AllInOne:
     pusher: EnergyPusher | None = None
     _duties_stop: threading.Event = field(default_factory=threading.Event)
     _duties: threading.Thread | None = None
+    # The store engine built here (None when a caller passed its own parts): its pooled
+    # connections hold the database files or sockets until stop() disposes it.
+    engine: Engine | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> AllInOne:
@@ -264,6 +267,7 @@ class AllInOne:
             notes,
             history=history,
             pusher=pusher,
+            engine=engine,
         )
 
     def ensure_ready_image(self) -> str:
@@ -334,3 +338,5 @@ class AllInOne:
         self.sampler.stop()
         self.compute.close()
         self.driver.close()
+        if self.engine is not None:
+            self.engine.dispose()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from support.fd_budget import open_descriptors
 from wattvisor.api import create_app
 from wattvisor.config.settings import Settings
 from wattvisor.placement import Placement
@@ -432,6 +433,14 @@ def test_app_without_a_service_migrates_its_own_sqlite_store(tmp_path: Path) -> 
             "resource_providers": []
         }
     assert (tmp_path / "data" / "wattvisor.db").exists()
+
+
+def test_app_without_a_service_closes_its_store_when_it_shuts_down(tmp_path: Path) -> None:
+    for _round in range(3):
+        with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as app:
+            assert app.get("/placement/resource_providers", headers=H).status_code == 200
+    store_files = [t for _fd, t in open_descriptors() if t.startswith(str(tmp_path))]
+    assert store_files == []
 
 
 def test_custom_names_over_255_characters_are_a_400_and_nothing_is_created(

@@ -6,9 +6,12 @@ area means one more ``install``/``include_router`` call here, not a new applicat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, params
+from sqlalchemy import Engine
+from starlette.types import StatelessLifespan
 
 from wattvisor.api import placement_routes
 from wattvisor.api.allowed_methods import AllowedMethods
@@ -42,11 +45,12 @@ def create_app(
     over ``api.max_body_bytes`` are refused with 413; every response carries an
     ``X-Request-Id``.
     """
+    owned: Engine | None = None
     if placement is None:
-        engine = make_engine(settings.store_url)
-        migrate(engine)
-        placement = Placement(engine)
-    app = FastAPI(title="wattvisor", version="0.1.0")
+        owned = make_engine(settings.store_url)
+        migrate(owned)
+        placement = Placement(owned)
+    app = FastAPI(title="wattvisor", version="0.1.0", lifespan=_disposing(owned))
     app.state.settings = settings
     app.state.placement = placement
     placement_routes.install(app, placement, dependencies=placement_dependencies)
@@ -62,3 +66,21 @@ def create_app(
     app.add_middleware(AllowedMethods, router=app.router)
     app.add_middleware(RequestIds)
     return app
+
+
+def _disposing(engine: Engine | None) -> StatelessLifespan[FastAPI]:
+    """The app's lifespan: the store engine it made itself is disposed when it shuts down.
+
+    Its pooled connections hold the database file (or a socket) open until then; an
+    engine that a caller passed in with its service stays the caller's to dispose.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if engine is not None:
+                engine.dispose()
+
+    return lifespan

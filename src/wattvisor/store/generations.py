@@ -14,9 +14,20 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Connection, Engine, String, Table, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    String,
+    Table,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from wattvisor.store.models import Base
@@ -79,6 +90,11 @@ class _GenerationReader:
     pre-ping and no rollback), no transaction, no statement compilation. Measured per
     check: PostgreSQL 140 µs instead of 520 µs through the pool; SQLite tens of µs
     instead of hundreds through a read transaction.
+
+    The connection stays checked out, so ``engine.dispose()`` would not close it: the
+    reader closes it itself when its engine is disposed (a new one opens on the next
+    check). Otherwise every engine a process makes and disposes keeps one connection
+    (a socket, or a database file and its WAL) until the process ends.
     """
 
     def __init__(self) -> None:
@@ -113,6 +129,15 @@ class _GenerationReader:
                 return 0 if row is None else int(row[0])
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def close(self) -> None:
+        """Close the held connection for good; the pool it came from may be gone already."""
+        with self._lock:
+            raw, self._raw = self._raw, None
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw.detach()
+                raw.close()
+
 
 _readers: weakref.WeakKeyDictionary[Engine, _GenerationReader] = weakref.WeakKeyDictionary()
 _readers_lock = threading.Lock()
@@ -124,5 +149,15 @@ def current_generation(engine: Engine, name: str) -> int:
     reader = _readers.get(engine)
     if reader is None:
         with _readers_lock:
-            reader = _readers.setdefault(engine, _GenerationReader())
+            reader = _readers.get(engine)
+            if reader is None:
+                reader = _readers[engine] = _GenerationReader()
+                event.listen(engine, "engine_disposed", _closer(reader))
     return reader.read(engine, name)
+
+
+def _closer(reader: _GenerationReader) -> Callable[[Engine], None]:
+    def close(_engine: Engine) -> None:
+        reader.close()
+
+    return close
