@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from collections.abc import Callable
@@ -169,14 +170,16 @@ def test_metadata_document_has_identity_and_no_host_paths(
     assert str(compute.hosts.settings.data_dir) not in repr(document)
 
 
-def test_a_build_interrupted_by_a_restart_is_cleaned_up_and_marked_error(
+def test_a_build_interrupted_by_a_restart_finishes_on_the_domain_it_defined(
     compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
 ) -> None:
     server = compute.servers.create(ALICE, "interrupted", "tiny", kernel_image.id)
     settle(server.uuid)
     built = compute.servers.get(ALICE, server.uuid)
     host = built.host_uuid or ""
-    # What the store holds when the controller dies while spawning.
+    usage = compute.hosts.placement.get_usages(host).usages.get("VCPU", 0)
+    # What the store holds when the controller dies while spawning, with no build task
+    # left (a store written before tasks were durable).
     with write_transaction(compute.servers.engine) as conn:
         conn.execute(
             update(ServerRow.__table__)
@@ -184,13 +187,39 @@ def test_a_build_interrupted_by_a_restart_is_cleaned_up_and_marked_error(
             .values(status="BUILD", task="spawning")
         )
     notes = compute.servers.recover()
-    assert notes == [f"server {server.uuid}: build interrupted by a restart, now ERROR"]
+    assert notes == [f"server {server.uuid}: build queued again after a restart"]
     settle(server.uuid)
-    failed = compute.servers.get(ALICE, server.uuid)
-    assert failed.status == "ERROR" and "interrupted by a restart" in (failed.fault or "")
-    assert not compute.hosts.client(host).domain_exists(built.domain_name or "")
-    assert compute.hosts.placement.get_usages(host).usages.get("VCPU", 0) == 0
+    finished = compute.servers.get(ALICE, server.uuid)
+    assert (finished.status, finished.task, finished.fault) == ("ACTIVE", None, None)
+    assert finished.domain_name == built.domain_name and finished.host_uuid == host
+    states = compute.hosts.client(host).domain_states()
+    assert server.uuid.lower() in states
+    assert compute.hosts.placement.get_usages(host).usages.get("VCPU", 0) == usage
     assert compute.servers.recover() == []  # settled: nothing left in flight
+
+
+def test_a_spawn_repeated_for_a_server_adopts_its_domain_and_never_defines_a_second(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    server = compute.servers.create(ALICE, "once", "tiny", kernel_image.id)
+    settle(server.uuid)
+    built = compute.servers.get(ALICE, server.uuid)
+    assert built.host_uuid is not None and built.domain_name is not None
+    client = compute.hosts.client(built.host_uuid)
+    flavor, image = compute.catalog.flavor("tiny"), compute.catalog.image(kernel_image.id)
+    request = compute.servers._spawn_request(
+        built, built.domain_name, flavor, image, None, built.host_uuid
+    )
+    before = client.domain_states()
+    again = client.spawn(request)
+    assert again.domain_name == built.domain_name
+    assert client.domain_states() == before
+    other = dataclasses.replace(request, domain_name=built.domain_name + "-2")
+    with pytest.raises(Exception, match="already has domain"):
+        client.spawn(other)
+    assert client.domain_states() == before
+    assert not client.domain_exists(other.domain_name)
+    assert client.domain_exists(built.domain_name)
 
 
 def test_status_follows_the_guest_when_it_changes_behind_our_back(
