@@ -824,6 +824,13 @@ class ServerService:
         counts = self.tasks.counts()
         return counts["queued"] + counts["running"]
 
+    @property
+    def worker_id(self) -> str:
+        """The name this controller's claims carry in the task table."""
+        self.start_worker()
+        assert self._worker is not None
+        return self._worker.worker_id
+
     def start_worker(self) -> None:
         """Run server tasks from the store on this controller (once; idempotent)."""
         with self._worker_guard:
