@@ -138,6 +138,9 @@ class ServerService:
         """What runs each kind of server task; other services add theirs before the
         worker starts (the first request, :meth:`start_worker` or :meth:`recover`)."""
         self._worker: TaskWorker | None = None
+        self.runs_tasks = True
+        """False: this process only queues tasks and leaves running them to controllers
+        (their worker is started only by :meth:`start_worker`)."""
         self._worker_guard = threading.Lock()
         self._locks = KeyedLocks()
         self.volume_locks = KeyedLocks()
@@ -576,13 +579,13 @@ class ServerService:
         for row in rows:
             record = _server(row)
             if record.task == "deleting":
-                kind = "delete"
+                kind, what = "delete", "deleting"
             elif record.status == "BUILD":
-                kind = "build"
+                kind, what = "build", "build queued"
             elif record.task in ("stopping", "starting"):
-                kind = "stop" if record.task == "stopping" else "start"
+                kind = what = "stop" if record.task == "stopping" else "start"
             elif record.task in self.task_resumers:
-                kind = self.task_resumers[record.task]
+                kind, what = self.task_resumers[record.task], record.task
             else:
                 continue
             if self.tasks.in_flight(record.uuid):
@@ -590,7 +593,7 @@ class ServerService:
             with write_transaction(self.engine) as conn:
                 queued = self.tasks.enqueue(conn, kind, record.uuid).created
             if queued:
-                notes.append(f"server {record.uuid}: {kind} queued again after a restart")
+                notes.append(f"server {record.uuid}: {what} again after a restart")
         self.start_worker()
         return notes
 
@@ -844,9 +847,10 @@ class ServerService:
 
     def _notify(self) -> None:
         """A task was queued here: run it now rather than at the next poll."""
-        self.start_worker()
-        assert self._worker is not None
-        self._worker.notify()
+        if self.runs_tasks:
+            self.start_worker()
+        if self._worker is not None:
+            self._worker.notify()
 
     def _task_failed(self, task: TaskRecord) -> None:
         """A task failed for good (its attempts ran out, or its controller died on the
