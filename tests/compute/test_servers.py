@@ -16,8 +16,9 @@ from wattvisor.compute import Compute, Conflict, ImageRecord, InvalidRequest, No
 from wattvisor.compute.guest_build import ROOT_DISK_ALIAS
 from wattvisor.guest import Disk, Domain, Serial
 from wattvisor.host.configdrive import CONFIG_DRIVE_ALIAS
-from wattvisor.store import write_transaction
+from wattvisor.store import make_engine, write_transaction
 from wattvisor.store.compute_tables import ServerRow
+from wattvisor.store.duties import single_duty
 
 
 def _domain(compute: Compute, server_id: str) -> Domain:
@@ -244,6 +245,28 @@ def test_status_follows_the_guest_when_it_changes_behind_our_back(
     compute.servers.sync_power_states()
     gone = compute.servers.get(ALICE, server.uuid)
     assert gone.status == "ERROR" and "disappeared" in (gone.fault or "")
+
+
+def test_power_sync_is_skipped_while_another_controller_holds_its_duty(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    server = compute.servers.create(ALICE, "dutiful", "tiny", kernel_image.id)
+    settle(server.uuid)
+    record = compute.servers.get(ALICE, server.uuid)
+    driver = compute.hosts.client(record.host_uuid or "").driver  # type: ignore[attr-defined]
+    driver.destroy(server.uuid)  # the guest powered itself off
+    # Another controller's engine on the same store holds the duty (on SQLite, one
+    # process: the same in-process lock).
+    other = make_engine(compute.servers.engine.url.render_as_string(hide_password=False))
+    try:
+        with single_duty(other, "power-sync") as duty:
+            assert duty
+            assert compute.servers.sync_power_states() == []
+            assert compute.servers.get(ALICE, server.uuid).status == "ACTIVE"
+    finally:
+        other.dispose()
+    [change] = compute.servers.sync_power_states()
+    assert "ACTIVE -> SHUTOFF" in change
 
 
 def test_disk_image_boots_from_a_per_server_overlay_of_the_disk(
