@@ -12,10 +12,12 @@ all-in-one on SQLite (:mod:`wattvisor.allinone`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fastapi import Depends, FastAPI
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from wattvisor.allinone import build_host_trust
 from wattvisor.api.app import create_app
@@ -28,8 +30,25 @@ from wattvisor.config import Settings
 from wattvisor.host.driver import HostDriver
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine, migrate
+from wattvisor.store.duties import advisory_key
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _one_at_a_time(engine: Engine, name: str) -> Iterator[None]:
+    """Wait for, then hold, a PostgreSQL advisory lock named ``name`` (SQLite: one
+    process only, nothing to wait for)."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    key = advisory_key(name)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
 
 class ControllerStoreError(Exception):
@@ -87,11 +106,16 @@ class Controller:
             protected_users=frozenset({admin.user.name}),
         )
         notes = compute.hosts.reconnect()
-        user = admin.user
-        compute.users.register(user.name, user.project, user.role, user.public_key, replace=True)
-        if settings.compute.default_flavors:
-            compute.ensure_default_flavors()
-        trust, trust_notes = build_host_trust(settings, engine, placement)
+        with _one_at_a_time(engine, "controller-setup"):
+            # What every controller makes sure exists; done by one after another, so two
+            # starting together do not both create the same flavor.
+            user = admin.user
+            compute.users.register(
+                user.name, user.project, user.role, user.public_key, replace=True
+            )
+            if settings.compute.default_flavors:
+                compute.ensure_default_flavors()
+            trust, trust_notes = build_host_trust(settings, engine, placement)
         notes += trust_notes
         authenticator = Authenticator(
             compute.users.lookup,
