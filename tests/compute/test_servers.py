@@ -247,6 +247,23 @@ def test_status_follows_the_guest_when_it_changes_behind_our_back(
     assert gone.status == "ERROR" and "disappeared" in (gone.fault or "")
 
 
+def test_a_build_task_that_fails_for_good_leaves_the_server_error_with_its_last_error(
+    compute: Compute, kernel_image: ImageRecord
+) -> None:
+    compute.servers.runs_tasks = False  # the task is settled by hand below
+    server = compute.servers.create(ALICE, "doomed", "tiny", kernel_image.id)
+    [lease] = compute.servers.tasks.claim("by-hand", ["build"])
+    assert lease.task.target == server.uuid
+    failed = compute.servers.tasks.fail(lease, "the store went away", retry=False)
+    compute.servers._task_failed(failed)
+    record = compute.servers.get(ADMIN, server.uuid)
+    assert (record.status, record.task) == ("ERROR", None)
+    assert record.fault is not None and "build failed after 1 attempt" in record.fault
+    assert "the store went away" in (record.fault_detail or "")
+    assert "the store went away" not in record.fault  # the detail is the admin's
+    assert compute.hosts.placement.get_allocations(server.uuid).allocations == ()
+
+
 def test_power_sync_is_skipped_while_another_controller_holds_its_duty(
     compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
 ) -> None:

@@ -854,7 +854,14 @@ class ServerService:
 
     def _task_failed(self, task: TaskRecord) -> None:
         """A task failed for good (its attempts ran out, or its controller died on the
-        last one): the server is ERROR with the task's last error as the admin's detail."""
+        last one): the server is ERROR with the task's last error as the admin's detail.
+        A build that never recorded a host gives back its claim and addresses (one with
+        a host keeps them for the delete that follows, which removes what is there)."""
+        if task.kind == "build":
+            record = self._load(task.target)
+            if record is not None and record.status == "BUILD" and record.host_uuid is None:
+                self.scheduler.release(Claim(record.uuid, "", "", {}, 0))
+                self._release_addresses(record.uuid)
         with write_transaction(self.engine) as conn:
             conn.execute(
                 update(_servers)
