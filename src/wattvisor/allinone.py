@@ -27,6 +27,7 @@ from wattvisor.auth.keys import bootstrap_admin
 from wattvisor.compute import Compute, HostClient, LocalHostClient, UserStore
 from wattvisor.compute import placement_inventories as placement_inventories
 from wattvisor.compute.host_trust import ClusterKeys, HostTrust
+from wattvisor.compute.hostclient_http import HttpHostClient
 from wattvisor.config import Settings
 from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
 from wattvisor.host import binaries
@@ -128,6 +129,7 @@ def network_notes(client: LocalHostClient, spec: NetworkSpec) -> list[str]:
         return [f"servers will not build until their network works: {exc}"]
     return []
 
+
 @dataclass
 class AllInOne:
     """The running pieces; :meth:`build` wires them, :meth:`start`/:meth:`stop` run them."""
@@ -164,19 +166,26 @@ class AllInOne:
             domain_stats=LibvirtDomainCpuStats(_ReconnectingStats(driver)),
         )
 
-        def open_host(uri: str) -> HostClient:
-            # Another libvirt host driven from this process. Its energy is not measured
-            # here, so it offers no power-metrics shares (which would also share this
-            # machine's share directories with the local host).
-            remote = settings.host.model_copy(update={"share_local_fs": {}})
-            return LocalHostClient(HostDriver(remote, settings.data_dir, uri=uri))
+        trust, trust_notes = build_host_trust(settings, engine, placement)
+        signer = trust.signer
+
+        def open_agent(url: str) -> HostClient:
+            # A host that joined through its agent; every call carries the controller token.
+            if signer is None:
+                raise KeyFileError("this controller holds no cluster key to call agents with")
+            return HttpHostClient(
+                url,
+                signer.controller_token,
+                timeout_s=settings.agent.call_timeout_s,
+                ca_file=settings.agent.ca_file,
+            )
 
         admin = bootstrap_admin(settings)
         compute = Compute.build(
             engine,
             placement,
             settings,
-            client_factory=open_host,
+            client_factory=open_agent,
             power=LocalHostPower(sampler, placement, provider_uuid),
             protected_users=frozenset({admin.user.name}),
         )
@@ -186,7 +195,6 @@ class AllInOne:
         notes += network_notes(local, compute.servers.addresses.spec)
         if runs_local_system_qemu(driver.uri):
             notes += [b.missing_message() for b in binaries.missing("host")]
-        notes += compute.hosts.reconnect()
         notes += compute.servers.recover()
         notes += compute.devices.recover()
         user = admin.user
@@ -194,7 +202,6 @@ class AllInOne:
         if settings.compute.default_flavors:
             compute.ensure_default_flavors()
 
-        trust, trust_notes = build_host_trust(settings, engine, placement)
         notes += trust_notes
         authenticator = Authenticator(
             compute.users.lookup,

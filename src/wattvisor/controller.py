@@ -4,8 +4,8 @@ Any number of controllers run side by side on one store. None holds state of its
 a request's work is a task in the store that whichever controller claims it runs, a
 duty only one may do at a time (power sync) is a PostgreSQL advisory lock, and a
 controller that dies leaves its tasks to the others once their leases run out. A
-controller drives no host of its own: it reaches the hosts registered in the store
-(:meth:`wattvisor.compute.hosts.HostRegistry.reconnect`). ``wattvisor up`` stays the
+controller drives no host of its own: it calls the agents of the hosts that joined
+(``wattvisor agent``), as the store lists them. ``wattvisor up`` stays the
 all-in-one on SQLite (:mod:`wattvisor.allinone`).
 """
 
@@ -23,11 +23,12 @@ from wattvisor.allinone import build_host_trust
 from wattvisor.api.app import create_app
 from wattvisor.api.host_trust_routes import build_host_trust_router
 from wattvisor.api.v1_routes import build_v1_router
+from wattvisor.auth.errors import KeyFileError
 from wattvisor.auth.fastapi import Authenticator, make_admin_dependency
 from wattvisor.auth.keys import bootstrap_admin
-from wattvisor.compute import Compute, HostClient, LocalHostClient
+from wattvisor.compute import Compute, HostClient
+from wattvisor.compute.hostclient_http import HttpHostClient
 from wattvisor.config import Settings
-from wattvisor.host.driver import HostDriver
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine, migrate
 from wattvisor.store.duties import advisory_key
@@ -91,21 +92,29 @@ class Controller:
         migrate(engine)
         placement = Placement(engine)
 
-        def open_host(uri: str) -> HostClient:
-            # A host registered by URI, driven from here; its energy is measured by its
-            # own agent, not by a controller, so it offers no power-metrics shares.
-            remote = settings.host.model_copy(update={"share_local_fs": {}})
-            return LocalHostClient(HostDriver(remote, settings.data_dir, uri=uri))
+        with _one_at_a_time(engine, "controller-setup"):
+            trust, notes = build_host_trust(settings, engine, placement)
+        signer = trust.signer
+
+        def open_agent(url: str) -> HostClient:
+            # A host that joined through its agent; every call carries the controller token.
+            if signer is None:
+                raise KeyFileError("this controller holds no cluster key to call agents with")
+            return HttpHostClient(
+                url,
+                signer.controller_token,
+                timeout_s=settings.agent.call_timeout_s,
+                ca_file=settings.agent.ca_file,
+            )
 
         admin = bootstrap_admin(settings)
         compute = Compute.build(
             engine,
             placement,
             settings,
-            client_factory=open_host,
+            client_factory=open_agent,
             protected_users=frozenset({admin.user.name}),
         )
-        notes = compute.hosts.reconnect()
         with _one_at_a_time(engine, "controller-setup"):
             # What every controller makes sure exists; done by one after another, so two
             # starting together do not both create the same flavor.
@@ -115,8 +124,6 @@ class Controller:
             )
             if settings.compute.default_flavors:
                 compute.ensure_default_flavors()
-            trust, trust_notes = build_host_trust(settings, engine, placement)
-        notes += trust_notes
         authenticator = Authenticator(
             compute.users.lookup,
             settings.auth,

@@ -20,18 +20,18 @@ START_TIMEOUT_S = 30.0
 IO_TIMEOUT_S = 30.0
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 
 @contextmanager
-def serving(app: ASGIApp) -> Iterator[int]:
-    """Serve ``app`` on 127.0.0.1 while the block runs; yields the port."""
-    port = free_port()
+def serving(app: ASGIApp, host: str = "127.0.0.1") -> Iterator[int]:
+    """Serve ``app`` on ``host`` (loopback by default) while the block runs; yields the port."""
+    port = free_port(host)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

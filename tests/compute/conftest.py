@@ -60,10 +60,7 @@ def compute(store_url: str, settings: Settings) -> Iterator[Compute]:
     engine = make_engine(store_url)
     migrate(engine)
 
-    def open_host(uri: str) -> LocalHostClient:
-        return LocalHostClient(HostDriver(settings.host, settings.data_dir, uri=uri))
-
-    service = Compute.build(engine, Placement(engine), settings, client_factory=open_host)
+    service = Compute.build(engine, Placement(engine), settings)
     driver = HostDriver(settings.host, settings.data_dir, uri="test:///default")
     service.hosts.add(LocalHostClient(driver), name="local-host", local=True)
     service.ensure_default_flavors()

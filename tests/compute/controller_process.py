@@ -1,8 +1,8 @@
 """A controller's compute service as a process of its own, for the tests that kill one.
 
 ``python controller_process.py SETTINGS_JSON [HANG_AT]`` builds the compute service on
-the settings' PostgreSQL store, reconnects the hosts registered there by URI (a real
-libvirtd: ``test:///default`` state would be this process's alone), runs the task
+the settings' PostgreSQL store, drives the shared host (a real libvirtd:
+``test:///default`` state would be this process's alone), runs the task
 worker and the power-sync duty, and prints ``ready``. With ``HANG_AT`` set, every
 spawn on this controller stops for good at that point, as a controller killed there
 would: ``before`` right before the host call (the host and domain name are recorded),
@@ -52,14 +52,14 @@ def main(raw_settings: str, hang_at: str) -> None:
     settings = load_settings(**json.loads(raw_settings))
     engine = make_engine(settings.store_url)
 
-    def open_host(uri: str) -> HostClient:
-        client = LocalHostClient(HostDriver(settings.host, settings.data_dir, uri=uri))
-        return _Hanging(client, hang_at) if hang_at else client  # type: ignore[return-value]
-
-    compute = Compute.build(engine, Placement(engine), settings, client_factory=open_host)
-    problems = compute.hosts.reconnect()
-    if problems:
-        print(f"problems {problems}", flush=True)
+    compute = Compute.build(engine, Placement(engine), settings)
+    # Every controller drives the one shared libvirtd itself (in a fleet it would call
+    # the host's agent); the host keeps its provider uuid, so this re-registers it.
+    uri = settings.host.libvirt_uri
+    client: HostClient = LocalHostClient(HostDriver(settings.host, settings.data_dir, uri=uri))
+    if hang_at:
+        client = _Hanging(client, hang_at)  # type: ignore[arg-type,assignment]
+    compute.hosts.add(client, name="fleet-host")
     compute.servers.recover()
     compute.start(settings.compute.power_sync_interval_s)
     print(f"ready {compute.servers.worker_id}", flush=True)

@@ -1,11 +1,10 @@
-"""Hosts: registration by libvirt URI, placement view, enable/disable steering new servers."""
+"""Hosts: registration, placement view, enable/disable steering new servers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-import libvirt
 import pytest
 
 from compute.conftest import add_test_driver_host
@@ -13,13 +12,10 @@ from compute.principals import ALICE
 from wattvisor.compute import (
     Compute,
     Conflict,
-    HostOperationFailed,
     ImageRecord,
-    InvalidRequest,
     LocalHostClient,
     NotFound,
 )
-from wattvisor.compute.hosts import HostRegistry
 from wattvisor.host.driver import HostDriver
 from wattvisor.scheduler.prefilters import DISABLED_TRAIT
 
@@ -42,42 +38,10 @@ def test_another_host_is_added_with_its_placement_view(compute: Compute, tmp_pat
     assert {h.name for h in compute.hosts.list_all()} == {"local-host", "rack-2"}
 
 
-@pytest.mark.libvirtd
-def test_a_real_host_is_registered_by_uri(
-    compute: Compute, libvirt_system: libvirt.virConnect
-) -> None:
-    host = compute.hosts.register_uri("qemu:///system", name="rack-2")
-    assert host.name == "rack-2" and not host.local and host.libvirt_uri == "qemu:///system"
-    assert host.state == "up" and host.inventory["VCPU"] > 0
-    assert host.provider_uuid == libvirt_system.getCapabilities().split("<uuid>")[1][:36]
-    with pytest.raises(Conflict, match="registered already"):
-        compute.hosts.register_uri("qemu:///system", name="again")
-
-
 def _host_file(tmp_path: Path) -> Path:
     secret = tmp_path / "secret.key"
     secret.write_text("PRIVATE-KEY-LINE\n")
     return secret
-
-
-@pytest.mark.parametrize(
-    "uri",
-    ["nonsense", "test:///etc/shadow", "test:///{secret}", "test:///default?x=1",
-     "qemu:///session", "qemu:///system?socket={secret}", "qemu+unix:///system",
-     "qemu+ssh://host/system?keyfile={secret}", "qemu+ext:///system?command=/bin/cat",
-     "lxc:///", "qemu+tcp://host/session", "qemu+tcp:///system"],
-)  # fmt: skip
-def test_uris_a_real_host_does_not_use_are_refused(
-    compute: Compute, tmp_path: Path, uri: str
-) -> None:
-    uri = uri.format(secret=_host_file(tmp_path))
-    with pytest.raises(InvalidRequest) as refused:
-        compute.hosts.register_uri(uri)
-    message = refused.value.message
-    assert f"libvirt URI {uri!r} is not accepted" in message
-    assert "qemu+ssh://[user@]host[:port]/system" in message and "test:///default" in message
-    assert "PRIVATE-KEY-LINE" not in message
-    assert len(compute.hosts.list_all()) == 1
 
 
 def test_name_of_another_host_is_refused(compute: Compute, tmp_path: Path) -> None:
@@ -86,17 +50,6 @@ def test_name_of_another_host_is_refused(compute: Compute, tmp_path: Path) -> No
     assert len(compute.hosts.list_all()) == 1
     with pytest.raises(NotFound):
         compute.hosts.get("00000000-0000-0000-0000-000000000000")
-
-
-def test_unreachable_host_is_said_without_libvirts_message(compute: Compute) -> None:
-    uri = "qemu+tcp://no.such.host.invalid/system"
-    with pytest.raises(HostOperationFailed) as failed:
-        compute.hosts.register_uri(uri)
-    message = failed.value.message
-    assert message.startswith(f"host {uri!r} could not be reached (libvirt error 38 ")
-    assert "VIR_ERR_SYSTEM_ERROR" in message and "VIR_FROM_RPC" in message
-    assert "resolve" not in message.lower() and "16509" not in message
-    assert len(compute.hosts.list_all()) == 1
 
 
 def test_a_host_that_cannot_be_reached_shows_the_code_not_the_text(
@@ -150,17 +103,3 @@ def test_disabled_state_survives_re_registration(compute: Compute) -> None:
     compute.hosts.add(client, local=True)  # what a restart does
     again = compute.hosts.get(host.provider_uuid)
     assert not again.enabled and DISABLED_TRAIT in again.traits
-
-
-def test_restart_does_not_reopen_a_stored_uri_that_is_no_longer_accepted(
-    compute: Compute, tmp_path: Path
-) -> None:
-    add_test_driver_host(compute, tmp_path, "rack-2")
-    hosts = compute.hosts
-    restarted = HostRegistry(hosts.engine, hosts.placement, hosts.settings, hosts.client_factory)
-    try:
-        [problem] = restarted.reconnect()
-        assert problem.startswith("host rack-2 is not reconnected: libvirt URI 'test://")
-        assert restarted.clients() == []
-    finally:
-        restarted.close()

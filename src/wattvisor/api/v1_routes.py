@@ -10,7 +10,7 @@ annotations at runtime, and they name closure variables.)
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -26,7 +26,6 @@ from wattvisor.api.v1_schemas import (
     FlavorCreate,
     Host,
     HostDisable,
-    HostRegister,
     Image,
     ImageCreate,
     Interface,
@@ -103,16 +102,22 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     Admin = Annotated[Principal, Depends(admin)]
 
     def server_view(
-        principal: Principal, record: ServerRecord, names: dict[str, str] | None = None
+        principal: Principal,
+        record: ServerRecord,
+        names: dict[str, str] | None = None,
+        down: Collection[str] | None = None,
     ) -> Server:
         if names is None:
             # Host names are for admins: a member's view needs no store read for them.
             wanted = principal.is_admin and record.host_uuid
             names = compute.hosts.names() if wanted else {}
+        if down is None:
+            behind_agent = record.host_uuid and not compute.hosts.driven_here(record.host_uuid)
+            down = compute.hosts.down_hosts() if behind_agent else ()
         host = names.get(record.host_uuid or "")
         # Members read the fault as written for them; admins the host's own words.
         fault = (record.fault_detail or record.fault) if principal.is_admin else record.fault
-        return Server.of(record, host, fault)
+        return Server.of(record, host, fault, host_down=record.host_uuid in down)
 
     # -- identity ----------------------------------------------------------------------
 
@@ -178,9 +183,11 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     def list_servers(principal: Member) -> JSONResponse:
         """Your project's servers (an admin's: every project's), deleted ones left out."""
         names = compute.hosts.names()
-        return respond(
-            principal, [server_view(principal, s, names) for s in servers.list_all(principal)]
-        )
+        listed = servers.list_all(principal)
+        hosts = {s.host_uuid for s in listed if s.host_uuid}
+        behind_agents = any(not compute.hosts.driven_here(h) for h in hosts)
+        down = compute.hosts.down_hosts() if behind_agents else {}
+        return respond(principal, [server_view(principal, s, names, down) for s in listed])
 
     @router.post("/servers", response_model=Server, status_code=202, tags=["servers"])
     def create_server(body: ServerCreate, principal: Member) -> JSONResponse:
@@ -394,11 +401,6 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
     @router.get("/hosts", response_model=list[Host], tags=["hosts"])
     def list_hosts(principal: Admin) -> list[Host]:
         return [Host.of(h) for h in compute.hosts.list_all()]
-
-    @router.post("/hosts", response_model=Host, status_code=201, tags=["hosts"])
-    def register_host(body: HostRegister, principal: Admin) -> Host:
-        """Connect to another libvirt host by URI and register it with placement."""
-        return Host.of(compute.hosts.register_uri(body.uri, body.name))
 
     @router.get("/hosts/{host_id}", response_model=Host, tags=["hosts"])
     def show_host(host_id: str, principal: Admin) -> Host:

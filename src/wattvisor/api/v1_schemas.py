@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from wattvisor.auth import ADMIN_ONLY
 from wattvisor.compute import (
@@ -29,7 +29,6 @@ from wattvisor.compute.console import ConsoleLogView
 from wattvisor.compute.identities import ProjectRecord
 from wattvisor.compute.names import PrintableText
 from wattvisor.compute.power import ServerPowerView
-from wattvisor.host.libvirt_uris import ACCEPTED, check_host_uri
 
 
 class _Request(BaseModel):
@@ -214,9 +213,20 @@ class Server(BaseModel):
     host: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
     host_id: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
     domain_name: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
+    host_status: Literal["up", "down"] | None = Field(
+        default=None,
+        description="down: the server's host stopped answering (its agent sends no "
+        "heartbeat); the server keeps its status and is not rebuilt elsewhere",
+    )
 
     @classmethod
-    def of(cls, record: ServerRecord, host_name: str | None, fault: str | None) -> Server:
+    def of(
+        cls,
+        record: ServerRecord,
+        host_name: str | None,
+        fault: str | None,
+        host_down: bool = False,
+    ) -> Server:
         return cls(
             id=record.uuid, name=record.name, project=record.project, user=record.user,
             flavor_id=record.flavor_id, image_id=record.image_id, status=record.status,
@@ -225,6 +235,7 @@ class Server(BaseModel):
             created_at=record.created_at,
             updated_at=record.updated_at, host=host_name, host_id=record.host_uuid,
             domain_name=record.domain_name, boot_volume_id=record.boot_volume_id,
+            host_status=None if record.host_uuid is None else ("down" if host_down else "up"),
         )  # fmt: skip
 
 
@@ -352,16 +363,6 @@ class Me(BaseModel):
 # -- hosts --------------------------------------------------------------------------------
 
 
-class HostRegister(_Request):
-    uri: str = Field(max_length=2048, description=f"libvirt URI of the host; accepted: {ACCEPTED}")
-    name: PrintableText | None = Field(default=None, min_length=1, max_length=200)
-
-    @field_validator("uri")
-    @classmethod
-    def _accepted_uri(cls, value: str) -> str:
-        return check_host_uri(value)
-
-
 class HostDisable(_Request):
     reason: PrintableText | None = Field(default=None, max_length=255)
 
@@ -379,6 +380,10 @@ class Host(BaseModel):
     usage: dict[str, int]
     energy_source: str
     servers: int
+    unknown_domains: list[str] = Field(
+        default_factory=list,
+        description="uuids of domains the host runs that no server owns; left alone",
+    )
 
     @classmethod
     def of(cls, record: HostRecord) -> Host:
@@ -387,7 +392,7 @@ class Host(BaseModel):
             enabled=record.enabled, disabled_reason=record.disabled_reason, local=record.local,
             state=record.state, traits=list(record.traits), inventory=dict(record.inventory),
             usage=dict(record.usage), energy_source=record.energy_source,
-            servers=record.servers,
+            servers=record.servers, unknown_domains=list(record.unknown_domains),
         )  # fmt: skip
 
 

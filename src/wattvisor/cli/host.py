@@ -1,6 +1,6 @@
 """``wattvisor host ...``: what a host is and can do, and the registered hosts (admin).
 
-``list``, ``show``, ``register``, ``enable``, ``disable``, ``join-token`` and ``traits`` are thin
+``list``, ``show``, ``enable``, ``disable``, ``join-token`` and ``traits`` are thin
 clients of the admin ``/v1/hosts`` routes, so the API decides and its error
 messages are shown as they are. ``traits`` shows what the running service
 registered with placement; ``traits --local`` looks at this machine directly,
@@ -210,24 +210,6 @@ def show_host(
     with connect(url) as client:
         host = client.call("GET", f"/v1/hosts/{resolve_host(client, host_id)}")
     output.record(host)
-
-
-@host_app.command("register")
-def register_host(
-    uri: Annotated[str, typer.Argument(help="libvirt URI, e.g. qemu+ssh://host2/system.")],
-    name: Annotated[
-        str | None, typer.Option("--name", help="Host name (default: the API's).")
-    ] = None,
-    as_json: JsonOption = False,
-    url: UrlOption = None,
-) -> None:
-    """Connect the API to another libvirt host and register it with placement (admin)."""
-    body: dict[str, Any] = {"uri": uri}
-    if name is not None:
-        body["name"] = name
-    with connect(url) as client:
-        host = client.call("POST", "/v1/hosts", body)
-    Output.of(None, None, as_json).record(host)
 
 
 @host_app.command("enable")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from wattvisor import __version__
+from wattvisor.cli.agent import agent
 from wattvisor.cli.auth import keys_app, token_app
 from wattvisor.cli.catalog import add_image_commands, flavor_app
 from wattvisor.cli.context import state
@@ -65,6 +66,7 @@ app.add_typer(power_app, name="power")
 app.add_typer(user_app, name="user")
 app.command("up")(up)
 app.command("controller")(controller)
+app.command("agent")(agent)
 app.add_typer(dev_app, name="dev")
 
 

@@ -3,9 +3,11 @@
 The controller never imports libvirt; it holds one :class:`HostClient` per host.
 :class:`wattvisor.compute.local_host.LocalHostClient` serves a host in-process
 (a :class:`~wattvisor.host.driver.HostDriver` plus, on the machine the process
-runs on, the energy sampler); an HTTP client for ``wattvisor agent`` can implement
-the same protocol later. Requests and results are plain dataclasses so they can
-cross a network unchanged.
+runs on, the energy sampler); :class:`wattvisor.compute.hostclient_http.HttpHostClient`
+calls the same protocol on a host's ``wattvisor agent``. Requests and results are
+plain dataclasses, so they cross the network unchanged: a method added here is put
+on the wire by naming it in :data:`wattvisor.compute.hostclient_wire.WIRE_METHODS`
+and giving ``HttpHostClient`` its one-line method.
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ here holding its libvirt URI, whether it takes new servers, and the sequence
 that numbers its domain names (``instance_name_template``). A disabled host
 carries ``COMPUTE_STATUS_DISABLED``, which the scheduler's prefilter forbids, as
 Nova does: servers already there keep running.
+
+A host is added by running ``wattvisor agent`` on it (it joins through
+:mod:`wattvisor.compute.host_trust`); the controller reaches it over HTTP through
+the client ``client_factory`` opens for the agent's URL, and judges it alive by its
+heartbeats (:meth:`HostRegistry.down_hosts`). Only ``wattvisor up``'s own host is
+served in-process. The controller never opens libvirt on another machine.
 """
 
 from __future__ import annotations
@@ -12,18 +18,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 
-from wattvisor.compute.errors import Conflict, HostOperationFailed, InvalidRequest, NotFound
+from wattvisor.auth.tokens import utcnow
+from wattvisor.compute.errors import Conflict, HostOperationFailed, NotFound
 from wattvisor.compute.hostclient import HostClient, HostFacts
 from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import HostRecord
 from wattvisor.config.settings import Settings
-from wattvisor.host.connection import libvirt_error_summary
 from wattvisor.host.driver import Inventory
-from wattvisor.host.libvirt_uris import HostURIError, check_host_uri
 from wattvisor.placement import ConcurrentUpdate, Placement
 from wattvisor.placement import NotFound as PlacementNotFound
 from wattvisor.placement.entities import Inventory as PlacementInventory
@@ -35,11 +41,16 @@ from wattvisor.store.trust_tables import HostAgentRow
 log = logging.getLogger(__name__)
 
 HostClientFactory = Callable[[str], HostClient]
-"""Opens a client for a libvirt URI (in-process now, an agent's address later)."""
+"""Opens a client for the URL of a joined host's agent (``HttpHostClient``)."""
 
 _hosts = cast(Table, HostRow.__table__)
 _servers = cast(Table, ServerRow.__table__)
 _agents = cast(Table, HostAgentRow.__table__)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; the store writes UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _close_quietly(client: HostClient) -> None:
@@ -87,6 +98,8 @@ class HostRegistry:
         self.settings = settings
         self.client_factory = client_factory
         self._clients: dict[str, HostClient] = {}
+        self._unknown: dict[str, frozenset[str]] = {}
+        self._added: set[str] = set()
         self._lock = threading.Lock()
 
     # -- registration --------------------------------------------------------------------
@@ -132,6 +145,7 @@ class HostRegistry:
         with self._lock:
             old = self._clients.get(facts.provider_uuid)
             self._clients[facts.provider_uuid] = client
+            self._added.add(facts.provider_uuid)
         if old is not None and old is not client:
             _close_quietly(old)
         return facts.provider_uuid
@@ -147,77 +161,70 @@ class HostRegistry:
             frozenset(traits),
         )
 
-    def register_uri(self, uri: str, name: str | None = None) -> HostRecord:
-        """Connect to another libvirt host by URI and register it (admin).
+    # -- joined hosts ------------------------------------------------------------------
 
-        Only the URIs of :func:`check_host_uri` are opened. When the host cannot be
-        reached, the answer gives libvirt's error code and domain; libvirt's message,
-        which can quote host files, goes to the log only.
-        """
-        require_printable("libvirt URI", uri)
-        require_printable("host name", name)
-        if self.client_factory is None:
-            raise InvalidRequest("this controller cannot open hosts by URI", uri=uri)
-        try:
-            check_host_uri(uri)
-        except HostURIError as exc:
-            raise InvalidRequest(str(exc), uri=uri) from exc
-        if any(c.uri == uri for c in self.clients()):
-            raise Conflict(f"a host with libvirt URI {uri!r} is registered already", uri=uri)
-        client: HostClient | None = None
-        try:
-            client = self.client_factory(uri)
-            facts_uuid = client.facts().provider_uuid
-        except Exception as exc:
-            log.warning("host %s could not be reached: %s", uri, exc, exc_info=exc)
-            if client is not None:
-                _close_quietly(client)
-            raise HostOperationFailed(
-                f"host {uri!r} could not be reached ({libvirt_error_summary(exc)}); "
-                "libvirt's message is in the controller's log",
-                uri=uri,
-            ) from exc
-        if facts_uuid in self._clients:
-            client.close()
-            raise Conflict(
-                f"libvirt URI {uri!r} leads to host {facts_uuid}, which is registered already",
-                uri=uri,
-            )
-        try:
-            provider_uuid = self.add(client, name=name)
-        except Exception:
-            _close_quietly(client)
-            raise
-        return self.get(provider_uuid)
-
-    def reconnect(self) -> list[str]:
-        """Open clients for hosts registered by URI before a restart; returns problems."""
-        problems = []
+    def _agent_row(self, provider_uuid: str) -> Any:
         with read_transaction(self.engine) as conn:
-            # Hosts that joined through their agent are reached through it, never by URI.
-            joined = select(_agents.c.host_uuid)
+            return conn.execute(select(_agents).where(_agents.c.host_uuid == provider_uuid)).first()
+
+    def _open_agent(self, provider_uuid: str) -> HostClient | None:
+        """The client of a host that joined through its agent, opened on first use (the
+        join may have reached another controller of the cluster)."""
+        if self.client_factory is None:
+            return None
+        row = self._agent_row(provider_uuid)
+        if row is None:
+            return None
+        urls = [a for a in row.addresses if str(a).startswith(("http://", "https://"))]
+        if not urls:
+            log.warning(
+                "host %s joined without an agent URL among %s", provider_uuid, row.addresses
+            )
+            return None
+        opened = self.client_factory(str(urls[0]))
+        with self._lock:
+            client = self._clients.setdefault(provider_uuid, opened)
+        if client is not opened:
+            _close_quietly(opened)
+        return client
+
+    def joined_hosts(self) -> list[str]:
+        """Hosts that joined through their agent."""
+        with read_transaction(self.engine) as conn:
+            return [str(u) for u in conn.execute(select(_agents.c.host_uuid)).scalars()]
+
+    def down_hosts(self) -> dict[str, str]:
+        """Joined hosts whose agent sent no heartbeat for ``agent.down_after_s``: why.
+
+        Measured from the last heartbeat, or from the join before the first one."""
+        limit = self.settings.agent.down_after_s
+        now = utcnow()
+        with read_transaction(self.engine) as conn:
             rows = conn.execute(
-                select(_hosts).where(
-                    _hosts.c.local.is_(False), _hosts.c.provider_uuid.not_in(joined)
-                )
+                select(_agents.c.host_uuid, _agents.c.joined_at, _agents.c.last_heartbeat_at)
             ).all()
+        down = {}
         for row in rows:
-            if row.provider_uuid in self._clients or self.client_factory is None:
-                continue
-            try:
-                check_host_uri(row.libvirt_uri)
-            except HostURIError as exc:
-                problems.append(f"host {row.name} is not reconnected: {exc}")
-                continue
-            try:
-                self.add(self.client_factory(row.libvirt_uri), name=row.name)
-            except Exception as exc:
-                log.warning("host %s (%s) is unreachable: %s", row.name, row.libvirt_uri, exc)
-                problems.append(
-                    f"host {row.name} ({row.libvirt_uri}) is unreachable "
-                    f"({libvirt_error_summary(exc)}; libvirt's message is in the log)"
+            seen = _aware(row.last_heartbeat_at or row.joined_at)
+            silent = (now - seen).total_seconds()
+            if silent > limit:
+                down[str(row.host_uuid)] = (
+                    f"down: no heartbeat from its agent for {silent:.0f} s "
+                    f"(agent.down_after_s = {limit:g})"
                 )
-        return problems
+        return down
+
+    def note_unknown_domains(self, provider_uuid: str, uuids: set[str]) -> None:
+        """Remember (and log once) the domains a host runs that the store does not know:
+        they are reported to admins and left alone."""
+        with self._lock:
+            before = self._unknown.get(provider_uuid, frozenset())
+            self._unknown[provider_uuid] = frozenset(uuids)
+        for uuid in sorted(uuids - before):
+            log.warning(
+                "host %s runs domain %s, which no server of this cluster owns; left alone",
+                provider_uuid, uuid,
+            )  # fmt: skip
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -225,9 +232,34 @@ class HostRegistry:
         with self._lock:
             return list(self._clients.values())
 
+    def driven_here(self, provider_uuid: str) -> bool:
+        """Whether this controller drives the host itself (:meth:`add`), not through an
+        agent: such a host is up while its client is (no heartbeat to look up)."""
+        with self._lock:
+            return provider_uuid in self._added
+
+    def live_clients(self) -> list[HostClient]:
+        """A client for every host that is not down (joined hosts' opened on first use)."""
+        down = self.down_hosts()
+        with read_transaction(self.engine) as conn:
+            uuids = [str(u) for u in conn.execute(select(_hosts.c.provider_uuid)).scalars()]
+        clients = []
+        for uuid in uuids:
+            if uuid in down:
+                continue
+            with self._lock:
+                client = self._clients.get(uuid)
+            if client is None:
+                client = self._open_agent(uuid)
+            if client is not None:
+                clients.append(client)
+        return clients
+
     def client(self, provider_uuid: str) -> HostClient:
         with self._lock:
             client = self._clients.get(provider_uuid)
+        if client is None:
+            client = self._open_agent(provider_uuid)
         if client is None:
             raise HostOperationFailed(
                 f"host {provider_uuid} is not connected to this controller",
@@ -259,7 +291,8 @@ class HostRegistry:
                 .group_by(_servers.c.host_uuid)
             ).all()
         counts = {str(host): int(n) for host, n in counted}
-        return [self._record(row, int(counts.get(row.provider_uuid, 0))) for row in rows]
+        down = self.down_hosts()
+        return [self._record(row, int(counts.get(row.provider_uuid, 0)), down) for row in rows]
 
     def get(self, provider_uuid: str) -> HostRecord:
         for record in self.list_all():
@@ -267,10 +300,19 @@ class HostRegistry:
                 return record
         raise NotFound(f"host {quoted(provider_uuid)} does not exist", host_id=provider_uuid)
 
-    def _record(self, row: Any, servers: int) -> HostRecord:
+    def _record(self, row: Any, servers: int, down: dict[str, str] | None = None) -> HostRecord:
         uuid = str(row.provider_uuid)
         with self._lock:
             client = self._clients.get(uuid)
+            unknown = tuple(sorted(self._unknown.get(uuid, ())))
+        agent = self._agent_row(uuid)
+        if agent is not None:
+            # A joined host's liveness is its heartbeat; what meters it, what it reported.
+            state = (down if down is not None else self.down_hosts()).get(uuid, "up")
+            energy = str(agent.energy_source)
+        else:
+            state = client.state() if client is not None else "down: not connected"
+            energy = client.energy_source() if client is not None else "none"
         try:
             traits = tuple(sorted(self.placement.get_provider_traits(uuid).traits))
             inventories = self.placement.get_inventories(uuid).inventories
@@ -284,12 +326,13 @@ class HostRegistry:
             enabled=bool(row.enabled),
             disabled_reason=row.disabled_reason,
             local=bool(row.local),
-            state=client.state() if client is not None else "down: not connected",
+            state=state,
             traits=traits,
             inventory={rc: inv.total for rc, inv in inventories.items()},
             usage=usage,
-            energy_source=client.energy_source() if client is not None else "none",
+            energy_source=energy,
             servers=servers,
+            unknown_domains=unknown,
         )
 
     # -- enable / disable ----------------------------------------------------------------

@@ -6,6 +6,8 @@ host; a host's is its whole meter (admins only). Reading never triggers a sample
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,8 +21,11 @@ from wattvisor.compute.records import PowerView
 from wattvisor.compute.servers import ServerService
 from wattvisor.energy.snapshot import EnergySnapshot
 from wattvisor.energy.sources import is_meter
+from wattvisor.host.driver import HostError
 from wattvisor.store import read_transaction
 from wattvisor.store.compute_tables import ServerRow
+
+log = logging.getLogger(__name__)
 
 _servers = cast(Table, ServerRow.__table__)
 
@@ -88,12 +93,15 @@ class PowerService:
         with read_transaction(self.servers.engine) as conn:
             rows = conn.execute(query).all()
         meters: dict[str, tuple[EnergySnapshot | None, str]] = {}
+        down: dict[str, str] | None = None  # looked up once, if a host is behind an agent
         views = []
         for row in rows:
             snapshot, source = None, "none"
             if row.host_uuid is not None:
                 if row.host_uuid not in meters:
-                    meters[row.host_uuid] = self._meter(row.host_uuid)
+                    if down is None and not self.hosts.driven_here(row.host_uuid):
+                        down = self.hosts.down_hosts()
+                    meters[row.host_uuid] = self._meter(row.host_uuid, down or ())
                 snapshot, source = meters[row.host_uuid]
             vm = snapshot.vms.get(row.uuid.lower()) if snapshot is not None else None
             views.append(
@@ -108,13 +116,19 @@ class PowerService:
         views.sort(key=lambda v: (-v.watts, v.name, v.server_uuid))
         return views
 
-    def _meter(self, provider_uuid: str) -> tuple[EnergySnapshot | None, str]:
-        """A host's latest snapshot and energy source; none for a host not connected here."""
+    def _meter(
+        self, provider_uuid: str, down: Collection[str] = ()
+    ) -> tuple[EnergySnapshot | None, str]:
+        """A host's latest snapshot and energy source; none for a host that is down, not
+        connected here, or whose agent does not answer (the list is still given)."""
+        if provider_uuid in down:
+            return None, "none"
         try:
             client = self.hosts.client(provider_uuid)
-        except HostOperationFailed:
+            return client.energy_snapshot(), client.energy_source()
+        except (HostOperationFailed, HostError) as exc:
+            log.warning("no energy figures from host %s: %s", provider_uuid, exc)
             return None, "none"
-        return client.energy_snapshot(), client.energy_source()
 
     def project_power(self, principal: Principal, project: str) -> PowerView:
         """The sum over every host's latest sample for the project."""
@@ -126,8 +140,12 @@ class PowerService:
         taken: float | None = None
         sampled = False
         history: tuple[Any, ...] = ()
-        for client in self.hosts.clients():
-            snapshot = client.energy_snapshot()
+        for client in self.hosts.live_clients():
+            try:
+                snapshot = client.energy_snapshot()
+            except HostError as exc:
+                log.warning("no energy figures from host %s: %s", client.uri, exc)
+                continue
             if snapshot is None:
                 continue
             found = snapshot.projects.get(project)

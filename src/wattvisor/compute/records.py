@@ -145,6 +145,8 @@ class HostRecord:
     usage: Mapping[str, int] = field(default_factory=dict)
     energy_source: str = "none"
     servers: int = 0
+    unknown_domains: tuple[str, ...] = ()
+    """Domains (uuids) the host runs that no server owns: reported, left alone."""
 
 
 @dataclass(frozen=True, slots=True)

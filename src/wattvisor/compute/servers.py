@@ -624,22 +624,44 @@ class ServerService:
             record = _server(row)
             if record.host_uuid is not None:
                 by_host.setdefault(record.host_uuid, []).append(record)
+        # A down host's servers keep their status (the API shows host_status down) and
+        # are never rebuilt elsewhere; they are looked at again when the host is back.
+        down = self.hosts.down_hosts()
+        joined = set(self.hosts.joined_hosts())
         changes: list[str] = []
-        for host_uuid, records in by_host.items():
+        for host_uuid in [*by_host, *(j for j in joined if j not in by_host)]:
+            if host_uuid in down:
+                continue
             try:
                 states = self.hosts.client(host_uuid).domain_states()
             except Exception as exc:
                 log.warning("power sync skipped host %s: %s", host_uuid, exc)
                 continue
-            for record in records:
+            if host_uuid in joined:
+                self._note_unknown(host_uuid, states)
+            for record in by_host.get(host_uuid, []):
                 change = self._sync_one(record, states.get(record.uuid.lower()))
                 if change is not None:
                     changes.append(change)
         return changes
 
+    def _note_unknown(self, host_uuid: str, states: dict[str, str]) -> None:
+        """A joined host's domains that no server owns: reported to admins, left alone
+        (another tool's guests may share the host's libvirtd)."""
+        with read_transaction(self.engine) as conn:
+            known = {
+                str(u).lower()
+                for u in conn.execute(
+                    select(_servers.c.uuid).where(
+                        (_servers.c.host_uuid == host_uuid) & (_servers.c.status != "DELETED")
+                    )
+                ).scalars()
+            }
+        self.hosts.note_unknown_domains(host_uuid, set(states) - known)
+
     def _sync_one(self, record: ServerRecord, state: str | None) -> str | None:
         if state is None:
-            wanted, fault = "ERROR", "the guest's domain disappeared from its host"
+            wanted, fault = "ERROR", "the host lost the server: its domain is gone from the host"
         elif state in ("running", "blocked", "paused"):
             wanted, fault = "ACTIVE", None
         elif state in ("shutoff", "crashed"):

@@ -65,9 +65,9 @@ class Compute:
         protected_users: frozenset[str] = frozenset(),
     ) -> Compute:
         """Wire the services; the store at ``engine`` must be migrated already."""
-        scheduler = Scheduler(placement, settings.scheduler, power)
         catalog = Catalog(engine)
         hosts = HostRegistry(engine, placement, settings, client_factory)
+        scheduler = Scheduler(placement, settings.scheduler, power, down_hosts=hosts.down_hosts)
         servers = ServerService(engine, catalog, hosts, scheduler, settings)
         return cls(
             users=UserStore(engine, protected_users),

@@ -183,7 +183,8 @@ class HostSettings(BaseModel):
     )
     instance_name_template: str = "instance-%08x"
     share_tmpfs_kib: int = Field(
-        default=1024, ge=0,
+        default=1024,
+        ge=0,
         description="each domain's share directory is a tmpfs of this size (0: a plain "
         "directory on the share directory's filesystem)",
     )
@@ -479,6 +480,86 @@ class MetricsSettings(BaseModel):
         return parse_listen_address(self.listen)
 
 
+class AgentSettings(BaseModel):
+    """``wattvisor agent`` on a host, and how controllers reach and judge agents."""
+
+    listen: str = Field(
+        default="127.0.0.1:8775",
+        description="host:port the agent serves the host protocol on (IPv6 in brackets); "
+        "controllers must reach it",
+    )
+    advertise_url: str | None = Field(
+        default=None,
+        description="the URL controllers call the agent at; default http(s)://<listen>",
+    )
+    tls_cert: Path | None = Field(
+        default=None, description="PEM certificate the agent serves HTTPS with (with tls_key)"
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    ca_file: Path | None = Field(
+        default=None,
+        description="controller side: PEM bundle that agents' certificates are checked "
+        "against; unset: the system's trusted authorities",
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="where the agent keeps its host key and cluster trust; "
+        "default <data_dir>/agent",
+    )
+    controller: str | None = Field(
+        default=None, description="URL of the controller the agent joins and heartbeats to"
+    )
+    heartbeat_s: float = Field(
+        default=10.0, gt=0, le=3600, description="seconds between an agent's heartbeats"
+    )
+    down_after_s: float = Field(
+        default=60.0, gt=0, le=86400,
+        description="controller side: a host whose agent has not sent a heartbeat for this "
+        "long is down (not scheduled to; its servers show host_status down)",
+    )  # fmt: skip
+    call_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600,
+        description="controller side: how long one call to an agent may take",
+    )  # fmt: skip
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @field_validator("controller", "advertise_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError(
+                f"URL {value!r} is not accepted; use http://host:port or https://host:port"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> AgentSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given = "tls_cert" if self.tls_cert is not None else "tls_key"
+            raise ValueError(
+                f"agent.{given} is set alone; accepted: both agent.tls_cert and "
+                "agent.tls_key, or neither"
+            )
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_listen_address(self.listen)
+
+    @property
+    def url(self) -> str:
+        """Where controllers call this agent."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        scheme = "https" if self.tls_cert is not None else "http"
+        return f"{scheme}://{self.listen}"
+
+
 class Settings(BaseSettings):
     """All of wattvisor's settings."""
 
@@ -497,6 +578,7 @@ class Settings(BaseSettings):
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -528,6 +610,10 @@ class Settings(BaseSettings):
     @property
     def cluster_key_path(self) -> Path:
         return self.auth.cluster_key_file or self.data_dir / "cluster.key"
+
+    @property
+    def agent_data_dir(self) -> Path:
+        return self.agent.data_dir or self.data_dir / "agent"
 
 
 # The TOML path has to reach settings_customise_sources, a classmethod without arguments.

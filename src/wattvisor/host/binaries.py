@@ -117,6 +117,7 @@ BINARIES: tuple[Binary, ...] = (
     Binary("nsenter", "util-linux", "tests", "runs commands and daemons inside a test host"),
     Binary("unshare", "util-linux", "tests", "gives each test host its own mounts and name"),
     Binary("hostname", "hostname", "tests", "names each test host (libvirt's getHostname)"),
+    Binary("openssl", "openssl", "tests", "makes the agent TLS test's certificates"),
 )  # fmt: skip
 
 

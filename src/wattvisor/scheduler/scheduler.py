@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid as uuidlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from wattvisor.config.settings import SchedulerSettings
@@ -24,6 +24,7 @@ from wattvisor.scheduler.request_spec import RequestSpec
 from wattvisor.scheduler.weighers import HostPowerSource, WeighContext, best_host
 
 LOG = logging.getLogger(__name__)
+DOWN_CHECK = "down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +67,13 @@ class Scheduler:
         placement: Placement,
         settings: SchedulerSettings | None = None,
         power: HostPowerSource | None = None,
+        down_hosts: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.placement = placement
         self.settings = settings or SchedulerSettings()
         self.weigh_context = WeighContext(power=power)
+        self.down_hosts = down_hosts
+        """The hosts that are down now (their agent stopped sending heartbeats): skipped."""
 
     def prepare(self, spec: RequestSpec) -> RequestSpec:
         """Run the enabled prefilters on ``spec`` (once per spec)."""
@@ -96,12 +100,13 @@ class Scheduler:
             self.prepare(spec)
         consumer = consumer_uuid or str(uuidlib.uuid4())
         excluded = set(exclude)
+        down = frozenset(self.down_hosts()) if self.down_hosts is not None else frozenset()
         request = spec.candidate_request()
         conflicts = 0
 
         def choose(table: CandidateTable) -> ProviderState | None:
-            if excluded:
-                table.exclude(excluded)
+            if excluded or down:
+                table.exclude(excluded | down)
             if not table.ids:
                 return None
             return table.state(best_host(table, self.settings, self.weigh_context))
@@ -109,7 +114,7 @@ class Scheduler:
         while True:
             host = self.placement.with_candidates(request, choose)
             if host is None:
-                raise self._no_valid_host(spec, excluded, spawn_failures)
+                raise self._no_valid_host(spec, excluded, spawn_failures, down)
             try:
                 generation = self.placement.set_allocations(
                     consumer,
@@ -175,9 +180,16 @@ class Scheduler:
         )
 
     def _no_valid_host(
-        self, spec: RequestSpec, excluded: set[str], spawn_failures: Iterable[str]
+        self,
+        spec: RequestSpec,
+        excluded: set[str],
+        spawn_failures: Iterable[str],
+        down: frozenset[str] = frozenset(),
     ) -> NoValidHost:
-        total, eliminated, passed = self.placement.eliminate(elimination_checks(spec, excluded))
+        checks = elimination_checks(spec, excluded)
+        if down:
+            checks.insert(0, Check("excluded", DOWN_CHECK, uuids=down))
+        total, eliminated, passed = self.placement.eliminate(checks)
         reasons = [_describe(e, spec) for e in eliminated if e.removed]
         if total == 0:
             reasons.append("no host is registered")
@@ -220,6 +232,9 @@ def _describe(elimination: Elimination, spec: RequestSpec) -> str:
     check, count = elimination.check, elimination.removed
     hosts = _hosts(count)
     one = count == 1
+    if check.kind == "excluded" and check.name == DOWN_CHECK:
+        verb, whose = ("is", "its") if one else ("are", "their")
+        return f"{hosts} {verb} down (no heartbeat from {whose} agent)"
     if check.kind == "excluded":
         return f"{hosts} failed to spawn this server and {'was' if one else 'were'} not retried"
     if check.kind == "forbidden" and check.name == DISABLED_TRAIT:

@@ -1,0 +1,182 @@
+"""What ``wattvisor agent`` runs on one host: everything that touches that host.
+
+The libvirt driver (``host.libvirt_uri``, ``qemu:///system`` by default) with its
+start-up duties (share mounts re-established, the alias upgrade of the host's own
+domains), the energy sampler and its ``/metrics`` listener, the host protocol served
+to the cluster's controllers (:mod:`wattvisor.agent.app`), and a heartbeat to the
+controller that keeps the host ``up`` and the cluster keys current.
+
+The first start joins the cluster with a join token; later starts reuse the
+credentials kept under ``agent.data_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from wattvisor.agent.app import create_agent_app
+from wattvisor.agent.credentials import (
+    AgentCredentials,
+    ClusterTrust,
+    NotJoined,
+    join_cluster,
+    make_controller_dependency,
+)
+from wattvisor.agent.join_facts import join_facts
+from wattvisor.compute.local_host import LocalHostClient
+from wattvisor.config import Settings
+from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
+from wattvisor.host.driver import HostDriver, StartupReport
+from wattvisor.host.qemu_access import check_data_dir
+from wattvisor.host.vm_inventory import LibvirtVMInventory
+from wattvisor.telemetry import MetricsListener, serve_metrics
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_TIMEOUT_S = 30.0
+MIN_HEARTBEAT_RETRY_S = 1.0
+
+
+class AgentSetupError(RuntimeError):
+    """The agent cannot start as configured; the message says what to change."""
+
+
+class _ReconnectingStats:
+    """The sampler's one libvirt call, through the driver's reconnecting connection."""
+
+    def __init__(self, driver: HostDriver) -> None:
+        self.driver = driver
+
+    def getAllDomainStats(self, stats: int, flags: int) -> Any:
+        return self.driver.connection.call(lambda c: c.getAllDomainStats(stats, flags))
+
+
+@dataclass
+class HostAgent:
+    """The running parts of one agent; :meth:`build`, then :meth:`join`, :meth:`start`."""
+
+    settings: Settings
+    driver: HostDriver
+    sampler: EnergySampler
+    host: LocalHostClient
+    credentials: AgentCredentials
+    startup: StartupReport
+    http: httpx.Client
+    metrics: MetricsListener | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _heartbeat: threading.Thread | None = None
+
+    @classmethod
+    def build(cls, settings: Settings) -> HostAgent:
+        """Open the host (start-up duties included) and the sampler; nothing is served yet."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        driver = HostDriver.from_settings(settings)
+        check_data_dir(settings.data_dir, driver.uri)
+        startup = driver.startup()
+        sampler = EnergySampler.from_settings(
+            settings,
+            inventory=LibvirtVMInventory(driver),
+            domain_stats=LibvirtDomainCpuStats(_ReconnectingStats(driver)),
+        )
+        return cls(
+            settings=settings,
+            driver=driver,
+            sampler=sampler,
+            host=LocalHostClient(driver, sampler),
+            credentials=AgentCredentials(settings.agent_data_dir),
+            startup=startup,
+            http=httpx.Client(timeout=CONTROLLER_TIMEOUT_S, verify=_verify(settings)),
+        )
+
+    def join(self, controller: str | None, join_token: str | None) -> tuple[ClusterTrust, bool]:
+        """Join with ``join_token`` on first start; afterwards reuse the stored trust.
+
+        Returns the trust and whether this start joined."""
+        try:
+            trust = self.credentials.trust()
+        except NotJoined:
+            trust = None
+        if trust is not None:
+            if controller and controller.rstrip("/") != trust.controller_url.rstrip("/"):
+                raise AgentSetupError(
+                    f"this host joined the controller at {trust.controller_url!r}, not "
+                    f"{controller!r}; remove {str(self.credentials.trust_path)!r} to join "
+                    "another cluster"
+                )
+            return trust, False
+        url = controller or self.settings.agent.controller
+        if not url or not join_token:
+            raise AgentSetupError(
+                "this host has not joined a cluster yet: give --controller URL and "
+                "--join-token TOKEN (an admin makes one with `wattvisor host join-token`)"
+            )
+        agent = self.settings.agent
+        if agent.address[0] in ("0.0.0.0", "::") and not agent.advertise_url:
+            raise AgentSetupError(
+                f"agent.listen {agent.listen!r} answers on every address, so controllers "
+                "cannot be told one; set agent.advertise_url to the URL they reach this host "
+                "at (e.g. http://198.18.0.2:8775)"
+            )
+        facts = join_facts(self.host, [agent.url], name=socket.gethostname())
+        return join_cluster(self.credentials, self.http, url, join_token, facts), True
+
+    def app(self) -> FastAPI:
+        return create_agent_app(self.host, make_controller_dependency(self.credentials))
+
+    def start(self) -> None:
+        """Sample energy, serve ``/metrics`` and heartbeat; the host app is served apart."""
+        self.sampler.start()
+        metrics = self.settings.metrics
+        host, port = metrics.address
+        self.metrics = serve_metrics(
+            self.sampler,
+            host=host,
+            port=port,
+            compat_series=self.settings.energy.compat_series,
+            process_pids=metrics.process_pids,
+            bearer_token_file=metrics.bearer_token_file,
+        )
+        self._heartbeat = threading.Thread(target=self._beat, name="agent-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def heartbeat_once(self) -> bool:
+        """One heartbeat; a failure is logged (the next one tries again)."""
+        try:
+            self.credentials.heartbeat(self.http)
+        except Exception as exc:
+            log.warning("heartbeat to the controller failed: %s", exc)
+            return False
+        return True
+
+    def _beat(self) -> None:
+        interval = self.settings.agent.heartbeat_s
+        while not self._stop.is_set():
+            ok = self.heartbeat_once()
+            self._stop.wait(interval if ok else max(MIN_HEARTBEAT_RETRY_S, interval / 2))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(CONTROLLER_TIMEOUT_S)
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
+        self.sampler.stop()
+        self.http.close()
+        self.driver.close()
+
+
+def _verify(settings: Settings) -> Any:
+    """How the agent checks the controller's certificate: ``agent.ca_file`` when set."""
+    if settings.agent.ca_file is not None:
+        import ssl
+
+        return ssl.create_default_context(cafile=str(settings.agent.ca_file))
+    return True

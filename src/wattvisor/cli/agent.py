@@ -1,0 +1,102 @@
+"""``wattvisor agent``: run this machine as a host of a cluster.
+
+The first run joins (``--controller URL --join-token TOKEN``); later runs reuse the
+credentials the join left under ``agent.data_dir``. The agent serves the host protocol
+on ``agent.listen`` (HTTPS when ``agent.tls_cert``/``agent.tls_key`` are set) to the
+cluster's controllers only, its energy on ``metrics.listen``, and heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from wattvisor.cli.context import fail, state
+from wattvisor.cli.up import DEFAULT_POWER_TAG, _configure_logging, _Server
+
+out = Console(stderr=True, highlight=False)
+
+
+def agent(
+    controller: Annotated[
+        str | None,
+        typer.Option("--controller", help="URL of the controller to join (first run)."),
+    ] = None,
+    join_token: Annotated[
+        str | None,
+        typer.Option(
+            "--join-token",
+            envvar="WATTVISOR_JOIN_TOKEN",
+            help="Single-use join token from `wattvisor host join-token` (first run).",
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run this machine as a host: join the cluster once, then serve it."""
+    from wattvisor.agent.credentials import JoinFailed
+    from wattvisor.agent.runtime import AgentSetupError, HostAgent
+    from wattvisor.energy import EnergySourceError
+    from wattvisor.host.connection import HostConnectionError
+    from wattvisor.host.qemu_access import DataDirUnreachable
+    from wattvisor.telemetry import MetricsListenerError
+
+    _configure_logging(verbose)
+    if not verbose:
+        # One line per heartbeat and per call is noise; failures are logged by the agent.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = state.settings()
+    if controller is not None:
+        settings.agent.controller = controller
+    if not settings.host.share_local_fs:
+        power_dir = settings.data_dir / "power-metrics"
+        settings.host.share_local_fs = {str(power_dir): DEFAULT_POWER_TAG}
+    try:
+        node = HostAgent.build(settings)
+    except (HostConnectionError, EnergySourceError, DataDirUnreachable) as exc:
+        raise fail(str(exc)) from exc
+    try:
+        trust, joined = node.join(controller, join_token)
+    except (AgentSetupError, JoinFailed) as exc:
+        node.stop()
+        raise fail(str(exc)) from exc
+    except Exception as exc:
+        node.stop()
+        raise fail(f"cannot reach the controller to join: {exc}") from exc
+    verb = "joined" if joined else "rejoined"
+    out.print(
+        f"{verb} cluster {trust.cluster_id} as host {trust.host_id} "
+        f"(controller {trust.controller_url})"
+    )
+    for problem in node.startup.problems:
+        out.print(f"note: {problem}")
+    for upgraded in node.startup.upgraded:
+        out.print(f"upgraded domain {upgraded.domain}: aliases {', '.join(upgraded.added_aliases)}")
+    try:
+        node.start()
+    except MetricsListenerError as exc:
+        node.stop()
+        raise fail(str(exc)) from exc
+    host, port = settings.agent.address
+    agent_settings = settings.agent
+    out.print(
+        f"serving the host protocol at {agent_settings.url}; energy: {node.sampler.source_label}"
+    )
+    server = _Server(
+        uvicorn.Config(
+            node.app(),
+            host=host,
+            port=port,
+            log_level="debug" if verbose else "warning",
+            ssl_certfile=str(agent_settings.tls_cert) if agent_settings.tls_cert else None,
+            ssl_keyfile=str(agent_settings.tls_key) if agent_settings.tls_key else None,
+        )
+    )
+    try:
+        server.run()
+    finally:
+        node.stop()
+        out.print("stopped")

@@ -1,0 +1,141 @@
+"""Liveness of joined hosts (real store, SQLite and PostgreSQL): a host whose agent sent
+no heartbeat for agent.down_after_s is down, shown so, and skipped by the scheduler;
+its next heartbeat makes it up again. The controller opens the agent's URL on first use."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import cast
+
+import pytest
+from biscuit_auth import KeyPair
+from sqlalchemy import Table, update
+
+from compute.principals import ALICE
+from wattvisor.auth import Principal
+from wattvisor.auth.cluster_keys import ClusterSigner, ensure_cluster_key
+from wattvisor.auth.tokens import utcnow
+from wattvisor.compute import Compute, HostClient, ImageRecord
+from wattvisor.compute.host_trust import ClusterKeys, HostTrust, JoinRequest
+from wattvisor.compute.hostclient_http import HttpHostClient
+from wattvisor.host.driver import Inventory
+from wattvisor.store import write_transaction
+from wattvisor.store.trust_tables import HostAgentRow
+
+ADMIN = Principal(user="admin", project="admin", role="admin")
+AGENT_URL = "http://127.0.0.1:9"  # nothing answers: liveness is the heartbeat alone
+_agents = cast(Table, HostAgentRow.__table__)
+
+
+@pytest.fixture
+def joined(compute: Compute) -> Iterator[tuple[HostTrust, str]]:
+    """A host joined through its agent (which never answers calls) with a fresh join."""
+    settings = compute.hosts.settings
+    engine = compute.hosts.engine
+    files = ensure_cluster_key(settings.cluster_key_path)
+    cluster = ClusterKeys(engine)
+    cluster.ensure(files.public_key)
+    signer = ClusterSigner(
+        settings.cluster_key_path,
+        lambda: cluster.require().current.public_key,
+        lambda: cluster.require().cluster_id,
+    )
+    trust = HostTrust(engine, compute.hosts.placement, settings, cluster, signer)
+    opened: list[str] = []
+
+    def open_agent(url: str) -> HostClient:
+        opened.append(url)
+        return HttpHostClient(url, signer.controller_token, timeout_s=2.0)
+
+    compute.hosts.client_factory = open_agent
+    issued = trust.create_join_token(ADMIN, timedelta(hours=1))
+    request = JoinRequest(
+        host_id=str(uuid.uuid4()), name="agent-host", libvirt_uri="qemu:///system",
+        traits=frozenset({"HW_CPU_X86_AVX2"}), inventory=Inventory(8, 16384, 100),
+        energy_source="rapl", addresses=(AGENT_URL,), public_key=repr(KeyPair().public_key),
+    )  # fmt: skip
+    trust.join(trust.join_verifier().verify(issued.token), request)
+    yield trust, request.host_id
+    assert opened in ([], [AGENT_URL])
+
+
+def _silence(compute: Compute, host_uuid: str, seconds: float) -> None:
+    """As if the host's last heartbeat (or its join) were ``seconds`` ago."""
+    past = utcnow() - timedelta(seconds=seconds)
+    with write_transaction(compute.hosts.engine) as conn:
+        conn.execute(
+            update(_agents)
+            .where(_agents.c.host_uuid == host_uuid)
+            .values(joined_at=past, last_heartbeat_at=past)
+        )
+
+
+def test_a_joined_host_is_up_with_its_energy_source_until_its_heartbeats_stop(
+    compute: Compute, joined: tuple[HostTrust, str]
+) -> None:
+    trust, host_uuid = joined
+    host = compute.hosts.get(host_uuid)
+    assert (host.state, host.energy_source, host.local) == ("up", "rapl", False)
+    limit = compute.hosts.settings.agent.down_after_s
+    _silence(compute, host_uuid, limit + 5)
+    down = compute.hosts.get(host_uuid)
+    assert down.state.startswith("down: no heartbeat from its agent for ")
+    assert f"agent.down_after_s = {limit:g}" in down.state
+    assert set(compute.hosts.down_hosts()) == {host_uuid}
+    trust.heartbeat(host_uuid)
+    assert compute.hosts.get(host_uuid).state == "up" and compute.hosts.down_hosts() == {}
+
+
+def test_the_scheduler_skips_a_down_host_and_says_so(
+    compute: Compute,
+    joined: tuple[HostTrust, str],
+    kernel_image: ImageRecord,
+    settle: Callable[[str], None],
+) -> None:
+    _trust, host_uuid = joined
+    [local] = [h for h in compute.hosts.list_all() if h.local]
+    compute.hosts.set_enabled(local.provider_uuid, False)
+    _silence(compute, host_uuid, compute.hosts.settings.agent.down_after_s + 5)
+    server = compute.servers.create(ALICE, "nowhere", "tiny", kernel_image.id)
+    settle(server.uuid)
+    failed = compute.servers.get(ALICE, server.uuid)
+    assert failed.status == "ERROR" and failed.host_uuid is None
+    detail = failed.fault_detail or ""
+    assert "1 host is down (no heartbeat from its agent)" in detail, detail
+    assert "disabled by an operator" in detail
+    assert "spawn errors" not in detail  # the down host was never tried
+
+
+def test_the_client_of_a_joined_host_calls_its_agent_url(
+    compute: Compute, joined: tuple[HostTrust, str]
+) -> None:
+    _trust, host_uuid = joined
+    client = compute.hosts.client(host_uuid)
+    assert isinstance(client, HttpHostClient) and client.uri == AGENT_URL
+    assert compute.hosts.client(host_uuid) is client
+    assert client.state().startswith("down")
+
+
+def test_unknown_domains_are_reported_once_and_kept_per_host(
+    compute: Compute, joined: tuple[HostTrust, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _trust, host_uuid = joined
+    foreign = str(uuid.uuid4())
+    compute.hosts.note_unknown_domains(host_uuid, {foreign})
+    compute.hosts.note_unknown_domains(host_uuid, {foreign})
+    assert compute.hosts.get(host_uuid).unknown_domains == (foreign,)
+    assert sum(foreign in r.getMessage() for r in caplog.records) == 1
+    compute.hosts.note_unknown_domains(host_uuid, set())
+    assert compute.hosts.get(host_uuid).unknown_domains == ()
+
+
+def test_power_views_go_on_without_a_host_whose_agent_does_not_answer(
+    compute: Compute, joined: tuple[HostTrust, str]
+) -> None:
+    _trust, host_uuid = joined
+    view = compute.power.project_power(ADMIN, "proj-a")
+    assert view.sampled is False and view.source == "none"
+    assert compute.power._meter(host_uuid) == (None, "none")
+    assert compute.power._meter(host_uuid, down={host_uuid}) == (None, "none")
