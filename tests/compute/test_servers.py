@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from collections.abc import Callable
@@ -15,8 +16,9 @@ from wattvisor.compute import Compute, Conflict, ImageRecord, InvalidRequest, No
 from wattvisor.compute.guest_build import ROOT_DISK_ALIAS
 from wattvisor.guest import Disk, Domain, Serial
 from wattvisor.host.configdrive import CONFIG_DRIVE_ALIAS
-from wattvisor.store import write_transaction
+from wattvisor.store import make_engine, write_transaction
 from wattvisor.store.compute_tables import ServerRow
+from wattvisor.store.duties import single_duty
 
 
 def _domain(compute: Compute, server_id: str) -> Domain:
@@ -169,14 +171,16 @@ def test_metadata_document_has_identity_and_no_host_paths(
     assert str(compute.hosts.settings.data_dir) not in repr(document)
 
 
-def test_a_build_interrupted_by_a_restart_is_cleaned_up_and_marked_error(
+def test_a_build_interrupted_by_a_restart_finishes_on_the_domain_it_defined(
     compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
 ) -> None:
     server = compute.servers.create(ALICE, "interrupted", "tiny", kernel_image.id)
     settle(server.uuid)
     built = compute.servers.get(ALICE, server.uuid)
     host = built.host_uuid or ""
-    # What the store holds when the controller dies while spawning.
+    usage = compute.hosts.placement.get_usages(host).usages.get("VCPU", 0)
+    # What the store holds when the controller dies while spawning, with no build task
+    # left (a store written before tasks were durable).
     with write_transaction(compute.servers.engine) as conn:
         conn.execute(
             update(ServerRow.__table__)
@@ -184,13 +188,39 @@ def test_a_build_interrupted_by_a_restart_is_cleaned_up_and_marked_error(
             .values(status="BUILD", task="spawning")
         )
     notes = compute.servers.recover()
-    assert notes == [f"server {server.uuid}: build interrupted by a restart, now ERROR"]
+    assert notes == [f"server {server.uuid}: build queued again after a restart"]
     settle(server.uuid)
-    failed = compute.servers.get(ALICE, server.uuid)
-    assert failed.status == "ERROR" and "interrupted by a restart" in (failed.fault or "")
-    assert not compute.hosts.client(host).domain_exists(built.domain_name or "")
-    assert compute.hosts.placement.get_usages(host).usages.get("VCPU", 0) == 0
+    finished = compute.servers.get(ALICE, server.uuid)
+    assert (finished.status, finished.task, finished.fault) == ("ACTIVE", None, None)
+    assert finished.domain_name == built.domain_name and finished.host_uuid == host
+    states = compute.hosts.client(host).domain_states()
+    assert server.uuid.lower() in states
+    assert compute.hosts.placement.get_usages(host).usages.get("VCPU", 0) == usage
     assert compute.servers.recover() == []  # settled: nothing left in flight
+
+
+def test_a_spawn_repeated_for_a_server_adopts_its_domain_and_never_defines_a_second(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    server = compute.servers.create(ALICE, "once", "tiny", kernel_image.id)
+    settle(server.uuid)
+    built = compute.servers.get(ALICE, server.uuid)
+    assert built.host_uuid is not None and built.domain_name is not None
+    client = compute.hosts.client(built.host_uuid)
+    flavor, image = compute.catalog.flavor("tiny"), compute.catalog.image(kernel_image.id)
+    request = compute.servers._spawn_request(
+        built, built.domain_name, flavor, image, None, built.host_uuid
+    )
+    before = client.domain_states()
+    again = client.spawn(request)
+    assert again.domain_name == built.domain_name
+    assert client.domain_states() == before
+    other = dataclasses.replace(request, domain_name=built.domain_name + "-2")
+    with pytest.raises(Exception, match="already has domain"):
+        client.spawn(other)
+    assert client.domain_states() == before
+    assert not client.domain_exists(other.domain_name)
+    assert client.domain_exists(built.domain_name)
 
 
 def test_status_follows_the_guest_when_it_changes_behind_our_back(
@@ -215,6 +245,45 @@ def test_status_follows_the_guest_when_it_changes_behind_our_back(
     compute.servers.sync_power_states()
     gone = compute.servers.get(ALICE, server.uuid)
     assert gone.status == "ERROR" and "the host lost the server" in (gone.fault or "")
+
+
+def test_a_build_task_that_fails_for_good_leaves_the_server_error_with_its_last_error(
+    compute: Compute, kernel_image: ImageRecord
+) -> None:
+    compute.servers.runs_tasks = False  # the task is settled by hand below
+    server = compute.servers.create(ALICE, "doomed", "tiny", kernel_image.id)
+    [lease] = compute.servers.tasks.claim("by-hand", ["build"])
+    assert lease.task.target == server.uuid
+    failed = compute.servers.tasks.fail(lease, "the store went away", retry=False)
+    compute.servers._task_failed(failed)
+    record = compute.servers.get(ADMIN, server.uuid)
+    assert (record.status, record.task) == ("ERROR", None)
+    assert record.fault is not None and "build failed after 1 attempt" in record.fault
+    assert "the store went away" in (record.fault_detail or "")
+    assert "the store went away" not in record.fault  # the detail is the admin's
+    assert compute.hosts.placement.get_allocations(server.uuid).allocations == ()
+
+
+def test_power_sync_is_skipped_while_another_controller_holds_its_duty(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    server = compute.servers.create(ALICE, "dutiful", "tiny", kernel_image.id)
+    settle(server.uuid)
+    record = compute.servers.get(ALICE, server.uuid)
+    driver = compute.hosts.client(record.host_uuid or "").driver  # type: ignore[attr-defined]
+    driver.destroy(server.uuid)  # the guest powered itself off
+    # Another controller's engine on the same store holds the duty (on SQLite, one
+    # process: the same in-process lock).
+    other = make_engine(compute.servers.engine.url.render_as_string(hide_password=False))
+    try:
+        with single_duty(other, "power-sync") as duty:
+            assert duty
+            assert compute.servers.sync_power_states() == []
+            assert compute.servers.get(ALICE, server.uuid).status == "ACTIVE"
+    finally:
+        other.dispose()
+    [change] = compute.servers.sync_power_states()
+    assert "ACTIVE -> SHUTOFF" in change
 
 
 def test_disk_image_boots_from_a_per_server_overlay_of_the_disk(

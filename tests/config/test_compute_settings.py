@@ -24,6 +24,24 @@ def test_build_concurrency_is_configurable_and_checked(
         load_settings(data_dir=tmp_path)
 
 
+def test_task_lease_and_poll_are_configurable_and_checked_naming_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATTVISOR_COMPUTE__TASK_LEASE_S", "12")
+    monkeypatch.setenv("WATTVISOR_COMPUTE__TASK_POLL_S", "0.5")
+    compute = load_settings(data_dir=tmp_path).compute
+    assert (compute.task_lease_s, compute.task_poll_s) == (12, 0.5)
+    monkeypatch.setenv("WATTVISOR_COMPUTE__TASK_LEASE_S", "1")
+    with pytest.raises(
+        ConfigError, match=r"compute\.task_lease_s.*greater than or equal to 2.*'1'"
+    ):
+        load_settings(data_dir=tmp_path)
+    monkeypatch.setenv("WATTVISOR_COMPUTE__TASK_LEASE_S", "30")
+    monkeypatch.setenv("WATTVISOR_COMPUTE__TASK_POLL_S", "0")
+    with pytest.raises(ConfigError, match=r"compute\.task_poll_s.*greater than 0.*'0'"):
+        load_settings(data_dir=tmp_path)
+
+
 @pytest.mark.parametrize("project", ["a/b", "..", "with space", "p" * 65])
 def test_an_admin_project_outside_the_project_rule_is_refused_naming_the_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, project: str

@@ -51,6 +51,8 @@ from wattvisor.compute.console import MAX_BYTES, MAX_LINES
 from wattvisor.compute.names import quoted
 
 PREFIX = "/v1"
+WAIT_POLL_S = 0.1
+"""How often ``wait_s`` asks the store whether the server's task has finished."""
 MAX_WAIT_S = 60.0
 """The longest ``GET /v1/servers/{id}?wait_s=`` holds a request open."""
 
@@ -220,10 +222,15 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
             return record, server_view(principal, record)
 
         record, view = await run_in_threadpool(look)
-        task = servers.pending_task(record.uuid) if wait_s > 0 else None
-        if task is not None:
-            # asyncio.wait, unlike wait_for, leaves the task alone when the time is up.
-            await asyncio.wait({asyncio.wrap_future(task)}, timeout=wait_s)
+        if wait_s > 0 and await run_in_threadpool(servers.has_pending_task, record.uuid):
+            # The task may run on any controller: the store says when it is done. Polled
+            # without holding a thread in between.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_s
+            while loop.time() < deadline:
+                await asyncio.sleep(min(WAIT_POLL_S, max(0.0, deadline - loop.time())))
+                if not await run_in_threadpool(servers.has_pending_task, record.uuid):
+                    break
             _, view = await run_in_threadpool(look)
         return respond(principal, view)
 

@@ -12,6 +12,7 @@ from wattvisor.cli.agent import agent
 from wattvisor.cli.auth import keys_app, token_app
 from wattvisor.cli.catalog import add_image_commands, flavor_app
 from wattvisor.cli.context import state
+from wattvisor.cli.controller import controller
 from wattvisor.cli.dev import dev_app
 from wattvisor.cli.host import host_app
 from wattvisor.cli.image import image_app
@@ -64,6 +65,7 @@ app.add_typer(volume_app, name="volume")
 app.add_typer(power_app, name="power")
 app.add_typer(user_app, name="user")
 app.command("up")(up)
+app.command("controller")(controller)
 app.command("agent")(agent)
 app.add_typer(dev_app, name="dev")
 

@@ -44,7 +44,7 @@ from wattvisor.compute.metadata_update import apply_update, flavor_meta
 from wattvisor.energy import EnergySampler
 from wattvisor.energy.inventory import VMRecord
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
-from wattvisor.guest import Disk, Domain, Interface, ShareMeta, make_alias
+from wattvisor.guest import Disk, Domain, Filesystem, Interface, ShareMeta, make_alias
 from wattvisor.host.configdrive import ConfigDriveMetadata, build_config_drive
 from wattvisor.host.connection import libvirt_error_summary
 from wattvisor.host.console_log import ConsoleLog, read_console_log, rotate_console_log
@@ -131,6 +131,12 @@ class LocalHostClient:
     # -- lifecycle -----------------------------------------------------------------------
 
     def spawn(self, request: SpawnRequest) -> SpawnResult:
+        """Build and start the server, once per server uuid: a repeated spawn (a build
+        task run again after its controller died) adopts the domain the first one
+        defined instead of defining a second, and starts it if it is not running."""
+        adopted = self._adopt(request)
+        if adopted is not None:
+            return adopted
         instance_dir = self.instances_dir / request.server_uuid
         name = request.domain_name
         shares_prepared = False
@@ -184,6 +190,33 @@ class LocalHostClient:
             self._cleanup(request, defined=defined, shares_prepared=shares_prepared)
             self.networks.forget()  # the next spawn checks the network again
             raise
+
+    def _adopt(self, request: SpawnRequest) -> SpawnResult | None:
+        """The result of an earlier spawn of the same server, if its domain exists here.
+
+        A domain of this uuid under another name is refused without touching it (its
+        files are keyed by the uuid: a cleanup here would remove them from under it).
+        """
+        try:
+            state = self.driver.domain_state(request.server_uuid)
+        except DomainNotFound:
+            return None
+        if state.name != request.domain_name:
+            raise HostError(
+                f"server {request.server_uuid} already has domain {state.name!r} on "
+                f"{self.driver.uri}; not defining {request.domain_name!r} as a second one"
+            )
+        domain = self.driver.domain(request.server_uuid, inactive=True)
+        tags = tuple(
+            fs.target_dir
+            for fs in domain.devices.of_type(Filesystem)
+            if fs.driver_type == "virtiofs" and fs.target_dir
+        )
+        if not state.active:
+            state = self.driver.start(request.server_uuid)
+        log.info("server %s: adopted domain %s from an earlier spawn", request.server_uuid,
+                 state.name)  # fmt: skip
+        return SpawnResult(domain_name=state.name, share_tags=tags, state=state.state)
 
     def _disks(self, request: SpawnRequest, instance_dir: Path) -> InstanceDisks:
         """Root overlay (unless booting from a volume), ephemeral and swap disks."""

@@ -22,6 +22,7 @@ server ends as it was, with a fault saying the resize failed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from wattvisor.compute.hostclient import MetadataUpdate, SpawnFlavor
 from wattvisor.compute.names import check_server_name, quoted
 from wattvisor.compute.records import FlavorRecord, ImageRecord, ServerRecord
 from wattvisor.compute.servers import ServerService, _servers
+from wattvisor.compute.tasks import Lease
 from wattvisor.placement import (
     CapacityExceeded,
     ConcurrentUpdate,
@@ -51,6 +53,7 @@ from wattvisor.store import write_transaction
 log = logging.getLogger(__name__)
 
 RESIZE_TASK = "resizing"
+RESIZE_TASK_KIND = "resize"
 RESIZABLE = ("ACTIVE", "SHUTOFF")
 LOCK_WAIT_S = 30.0
 """How long a rename or resize waits for a task of the server that holds its lock."""
@@ -73,7 +76,8 @@ class ServerUpdates:
         self.servers = servers
         self.catalog: Catalog = servers.catalog
         self.placement = placement
-        servers.task_resumers[RESIZE_TASK] = self._resume
+        servers.task_handlers[RESIZE_TASK_KIND] = self._resize_task
+        servers.task_resumers[RESIZE_TASK] = RESIZE_TASK_KIND
 
     # ------------------------------------------------------------------- rename
 
@@ -182,9 +186,32 @@ class ServerUpdates:
             raise
         self._set_flavor(record.uuid, new.id)
         accepted = self.servers.get(principal, server_id)
-        before = _Before(flavor_id=record.flavor_id, resources=held)
-        self.servers._submit(record.uuid, lambda: self._on_host(record.uuid, new, before))
+        self.servers.queue(
+            record.uuid, RESIZE_TASK_KIND,
+            {"flavor": dataclasses.asdict(new),
+             "before": {"flavor_id": record.flavor_id, "resources": held}},
+        )  # fmt: skip
         return accepted
+
+    def _resize_task(self, lease: Lease) -> None:
+        """The ``resize`` task: the host's part, with what to put back if it fails; one
+        queued again after a restart without them carries on to the record's flavor."""
+        server_uuid = lease.task.target
+        payload = lease.task.payload
+        with self.servers.lock_for(server_uuid):
+            record = self.servers._load(server_uuid)
+            if record is None or record.task != RESIZE_TASK:
+                return
+            if "flavor" not in payload:
+                self._resume(record)
+                return
+            data = payload["flavor"]
+            flavor = FlavorRecord(**{**data, "extra_specs": dict(data.get("extra_specs") or {})})
+            before = payload.get("before")
+            self._on_host(
+                server_uuid, flavor,
+                None if before is None else _Before(before["flavor_id"], dict(before["resources"])),
+            )  # fmt: skip
 
     def _image(self, record: ServerRecord) -> ImageRecord:
         """The server's image for the request spec; one deleted since is an image without

@@ -1,11 +1,14 @@
-"""Servers: create (validate → record BUILD → schedule and spawn in a worker), stop,
+"""Servers: create (validate → record BUILD → schedule and spawn in a task), stop,
 start, delete, their config drive document; recovery after a restart and power sync.
 
 A request is checked completely before anything is written, so a rejected request
-changes nothing. The slow part of every lifecycle action runs in a thread pool and
-is serialised per server (a delete waits for the build it follows). Visibility is
-decided here, not in the API: a member sees their own project only, and another
-project's server looks exactly like a missing one.
+changes nothing. The slow part of every lifecycle action is a task in the store
+(:mod:`wattvisor.compute.tasks`), queued in the transaction that accepts the request:
+any controller sharing the store runs it, one task of a server at a time in the order
+they were accepted (a delete waits for the build it follows), and a controller that
+dies mid-task leaves it to another one, or to itself restarted. Visibility is decided
+here, not in the API: a member sees their own project only, and another project's
+server looks exactly like a missing one.
 """
 
 from __future__ import annotations
@@ -15,11 +18,8 @@ import dataclasses
 import logging
 import threading
 import uuid as uuidlib
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -61,6 +61,7 @@ from wattvisor.compute.records import (
     ServerRecord,
     VolumeRecord,
 )
+from wattvisor.compute.tasks import Handler, Lease, TaskQueue, TaskRecord, TaskWorker
 from wattvisor.config.settings import Settings
 from wattvisor.guest import ShareMeta
 from wattvisor.host.configdrive import (
@@ -90,6 +91,7 @@ from wattvisor.scheduler.prefilters import SHARE_TRAIT
 from wattvisor.scheduler.validation import POWER_METRICS_FLAVOR_KEY
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import InterfaceRow, ServerAddressRow, ServerRow, VolumeRow
+from wattvisor.store.duties import single_duty
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +128,27 @@ class ServerService:
         self.settings = settings
         self.addresses = AddressBook(engine, NetworkSpec.from_settings(settings.host.network))
         self.identities = IdentityStore(engine)
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.compute.workers, thread_name_prefix="wattvisor-compute"
-        )
+        self.tasks = TaskQueue(engine, lease_s=settings.compute.task_lease_s)
+        self.task_handlers: dict[str, Handler] = {
+            "build": self._build_task,
+            "stop": self._power_task,
+            "start": self._power_task,
+            "delete": self._delete_task,
+        }
+        """What runs each kind of server task; other services add theirs before the
+        worker starts (the first request, :meth:`start_worker` or :meth:`recover`)."""
+        self._worker: TaskWorker | None = None
+        self.runs_tasks = True
+        """False: this process only queues tasks and leaves running them to controllers
+        (their worker is started only by :meth:`start_worker`)."""
+        self._worker_guard = threading.Lock()
         self._locks = KeyedLocks()
-        self._locks_guard = threading.Lock()
-        self._pending: dict[str, Future[None]] = {}
         self.volume_locks = KeyedLocks()
         """Locks serialising what claims a volume: attach, detach, delete, boot from it."""
         self._image_sizes: dict[tuple[str, tuple[int, ...]], int] = {}
-        self.task_resumers: dict[str, Callable[[ServerRecord], None]] = {}
-        """How :meth:`recover` carries on a task other services give servers, by task name."""
+        self.task_resumers: dict[str, str] = {}
+        """The task kind that carries on a server task other services give servers (by
+        the server's task name), for :meth:`recover`."""
 
     # ------------------------------------------------------------------ reading
 
@@ -247,9 +259,14 @@ class ServerService:
                     ).rowcount  # fmt: skip
                     if claimed != 1:
                         raise _VolumeTaken  # rolls the server back
+                self.tasks.enqueue(
+                    conn, "build", record.uuid,
+                    {"flavor": dataclasses.asdict(flavor_record),
+                     "image": dataclasses.asdict(image_record), "power_metrics": power_metrics},
+                )  # fmt: skip
         except _VolumeTaken:
             raise self._volume_taken(principal, volume_id or "") from None
-        self._submit(record.uuid, lambda: self._build(record, spec, flavor_record, image_record))
+        self._notify()
         return record
 
     def _boot_volume(self, principal: Principal, ident: str) -> VolumeRecord:
@@ -375,6 +392,92 @@ class ServerService:
             )
         return VolumeAttachment(row.id, row.path, row.format)
 
+    def _build_task(self, lease: Lease) -> None:
+        """The ``build`` task: the request as accepted (flavor and image as they were then)
+        and the server's row give everything; an attempt after an interrupted one first
+        finishes or undoes what that one did on its host."""
+        server_uuid = lease.task.target
+        with self._locks.hold(server_uuid):
+            current = self._load(server_uuid)
+            if current is None or current.status != "BUILD" or current.task not in _BUILD_TASKS:
+                return  # deleted before it was built: the delete that follows settles it
+            payload = lease.task.payload
+            try:
+                flavor = (
+                    _flavor_record(payload["flavor"])
+                    if "flavor" in payload
+                    else self.catalog.flavor(current.flavor_id)
+                )
+                image = (
+                    _image_record(payload["image"])
+                    if "image" in payload
+                    else self.catalog.image(current.image_id)
+                )
+                owner = Principal(current.user, current.project, "member")
+                power_metrics = payload.get("power_metrics", current.power_metrics)
+                spec = self._request_spec(
+                    owner, flavor, image, power_metrics,
+                    volume_backed=current.boot_volume_id is not None,
+                )  # fmt: skip
+            except (NotFound, InvalidRequest) as exc:
+                self._finish(server_uuid, _BUILD_TASKS, status="ERROR",
+                             fault=f"build failed: {exc.message}")  # fmt: skip
+                return
+            interrupted = lease.attempt > 1 or current.host_uuid is not None
+            if interrupted and self._resume_build(current, flavor, image):
+                return
+            self._build(current, spec, flavor, image)
+
+    def _resume_build(self, record: ServerRecord, flavor: FlavorRecord, image: ImageRecord) -> bool:
+        """After an interrupted attempt: finish on the host it chose while that host still
+        holds the server's claim (the host adopts the domain that attempt defined, or
+        builds it under the recorded name); True when the server is ACTIVE now. Otherwise
+        whatever the attempt did is undone, so the build starts over clean; raises (the
+        task is tried again later) when the host cannot say it is."""
+        host, domain = record.host_uuid, record.domain_name
+        if host is not None and domain is not None and self._holds_claim(record.uuid, host):
+            try:
+                network = self.addresses.allocate(record.uuid)
+                result = self.hosts.client(host).spawn(
+                    self._spawn_request(record, domain, flavor, image, network, host)
+                )
+            except Exception as exc:
+                log.warning("finishing the interrupted build of %s failed: %s", record.uuid, exc)
+            else:
+                self._finish(
+                    record.uuid, _BUILD_TASKS, status="ACTIVE", fault=None, host_uuid=host,
+                    domain_name=result.domain_name, shares=list(result.share_tags),
+                )  # fmt: skip
+                return True
+        if host is not None and domain is not None:
+            self.hosts.client(host).delete(record.uuid, domain)
+        self.scheduler.release(Claim(record.uuid, host or "", "", {}, 0))
+        self._finish(record.uuid, _BUILD_TASKS, "scheduling", host_uuid=None, domain_name=None)
+        return False
+
+    def _holds_claim(self, server_uuid: str, host_uuid: str) -> bool:
+        held = self.scheduler.placement.get_allocations(server_uuid)
+        return any(part.provider_uuid == host_uuid for part in held.allocations)
+
+    def _spawn_request(
+        self,
+        record: ServerRecord,
+        domain_name: str,
+        flavor: FlavorRecord,
+        image: ImageRecord,
+        network: GuestNetwork | None,
+        host_uuid: str,
+    ) -> SpawnRequest:
+        owner = self.identities.owner(record.user, record.project)
+        return SpawnRequest(
+            server_uuid=record.uuid, display_name=record.name, domain_name=domain_name,
+            project=record.project, user=record.user, flavor=_spawn_flavor(flavor),
+            image=_spawn_image(self.catalog.with_digests(image)),
+            power_metrics=record.power_metrics,
+            created_at=record.created_at, root_volume=self._root_volume(record, host_uuid),
+            network=network, user_uuid=owner.user_uuid, project_uuid=owner.project_uuid,
+        )  # fmt: skip
+
     def _build(
         self,
         record: ServerRecord,
@@ -382,9 +485,6 @@ class ServerService:
         flavor: FlavorRecord,
         image: ImageRecord,
     ) -> None:
-        current = self._load(record.uuid)
-        if current is None or current.status != "BUILD" or current.task not in _BUILD_TASKS:
-            return  # deleted before it was built: the delete that follows settles it
         try:
             network: GuestNetwork | None = self.addresses.allocate(record.uuid)
         except AddressesExhausted as exc:
@@ -399,8 +499,6 @@ class ServerService:
             )  # fmt: skip
             return
         spawned: dict[str, Any] = {}
-        owner = self.identities.owner(record.user, record.project)
-        display_name = current.name  # a rename while it waited for its turn counts
 
         def spawn(claim: Claim) -> None:
             def spawning(conn: Connection, domain_name: str) -> None:
@@ -414,21 +512,13 @@ class ServerService:
                 )  # fmt: skip
 
             try:
-                root_volume = self._root_volume(record, claim.provider_uuid)
                 client = self.hosts.client(claim.provider_uuid)
                 domain_name = self.hosts.allocate_domain_name(claim.provider_uuid, spawning)
                 result = client.spawn(
-                    SpawnRequest(
-                        server_uuid=record.uuid, display_name=display_name,
-                        domain_name=domain_name, project=record.project, user=record.user,
-                        flavor=_spawn_flavor(flavor),
-                        image=_spawn_image(self.catalog.with_digests(image)),
-                        power_metrics=record.power_metrics, created_at=record.created_at,
-                        root_volume=root_volume,
-                        network=network,
-                        user_uuid=owner.user_uuid, project_uuid=owner.project_uuid,
+                    self._spawn_request(
+                        record, domain_name, flavor, image, network, claim.provider_uuid
                     )
-                )  # fmt: skip
+                )
             except Exception as exc:
                 message = exc.message if isinstance(exc, ComputeError) else str(exc)
                 log.warning("spawning %s on %s failed: %s", record.uuid, claim.provider_name, exc)
@@ -472,12 +562,12 @@ class ServerService:
     # ------------------------------------------------------------------ restart
 
     def recover(self) -> list[str]:
-        """Settle what a previous run of the controller left in flight; one line per server.
+        """Start running tasks, and queue one for each server that has work in flight but
+        no task for it in the store (one written before tasks were durable, or by hand);
+        one line per server queued.
 
-        A build that was interrupted cannot be resumed safely: whatever it created on
-        its host is removed, its claim released, and the server is ERROR with a fault
-        saying so. Interrupted stop/start/delete tasks are simply run again (each is
-        idempotent).
+        Interrupted tasks need nothing here: their lease runs out and any controller
+        runs them again (a build finishes on the domain it defined, or starts over).
         """
         with read_transaction(self.engine) as conn:
             rows = conn.execute(
@@ -490,33 +580,23 @@ class ServerService:
         for row in rows:
             record = _server(row)
             if record.task == "deleting":
-                self._submit(record.uuid, partial(self._delete, record.uuid))
-                notes.append(f"server {record.uuid}: deleting again after a restart")
+                kind, what = "delete", "deleting"
             elif record.status == "BUILD":
-                self._submit(record.uuid, partial(self._abandon_build, record))
-                notes.append(f"server {record.uuid}: build interrupted by a restart, now ERROR")
+                kind, what = "build", "build queued"
             elif record.task in ("stopping", "starting"):
-                action = "stop" if record.task == "stopping" else "start"
-                self._submit(record.uuid, partial(self._power, record.uuid, action))
-                notes.append(f"server {record.uuid}: {action} again after a restart")
+                kind = what = "stop" if record.task == "stopping" else "start"
             elif record.task in self.task_resumers:
-                self._submit(record.uuid, partial(self.task_resumers[record.task], record))
-                notes.append(f"server {record.uuid}: {record.task} again after a restart")
+                kind, what = self.task_resumers[record.task], record.task
+            else:
+                continue
+            if self.tasks.in_flight(record.uuid):
+                continue
+            with write_transaction(self.engine) as conn:
+                queued = self.tasks.enqueue(conn, kind, record.uuid).created
+            if queued:
+                notes.append(f"server {record.uuid}: {what} again after a restart")
+        self.start_worker()
         return notes
-
-    def _abandon_build(self, record: ServerRecord) -> None:
-        if record.host_uuid is not None and record.domain_name is not None:
-            try:
-                self.hosts.client(record.host_uuid).delete(record.uuid, record.domain_name)
-            except Exception as exc:
-                log.warning("cleaning up the interrupted build of %s: %s", record.uuid, exc)
-        self.scheduler.release(Claim(record.uuid, record.host_uuid or "", "", {}, 0))
-        self._release_addresses(record.uuid)
-        self._finish(
-            record.uuid, _BUILD_TASKS, status="ERROR",
-            fault="the build was interrupted by a restart of the controller; delete the "
-            "server and create it again",
-        )  # fmt: skip
 
     # --------------------------------------------------------------- power sync
 
@@ -525,8 +605,15 @@ class ServerService:
 
         A guest that powered itself off becomes SHUTOFF, one started behind the
         controller's back ACTIVE, and one whose domain vanished ERROR. Servers with a
-        task in progress are left to it. Returns one line per change.
+        task in progress are left to it. Returns one line per change. One controller of
+        a fleet does it at a time (a duty); the others skip the round.
         """
+        with single_duty(self.engine, "power-sync") as duty:
+            if not duty:
+                return []
+            return self._sync_power_states()
+
+    def _sync_power_states(self) -> list[str]:
         with read_transaction(self.engine) as conn:
             rows = conn.execute(
                 select(_servers).where(
@@ -542,7 +629,7 @@ class ServerService:
         # are never rebuilt elsewhere; they are looked at again when the host is back.
         down = self.hosts.down_hosts()
         joined = set(self.hosts.joined_hosts())
-        changes = []
+        changes: list[str] = []
         for host_uuid in [*by_host, *(j for j in joined if j not in by_host)]:
             if host_uuid in down:
                 continue
@@ -606,19 +693,24 @@ class ServerService:
 
     def stop(self, principal: Principal, server_id: str) -> ServerRecord:
         record = self.get(principal, server_id)
-        if not self._claim_task(record.uuid, "stopping", statuses=("ACTIVE",)):
+        if not self._claim_task(record.uuid, "stopping", statuses=("ACTIVE",), kind="stop"):
             raise self._conflict(principal, server_id, ("ACTIVE",), "stop")
         claimed = self.get(principal, server_id)  # as accepted, before the worker changes it
-        self._submit(record.uuid, lambda: self._power(record.uuid, "stop"))
+        self._notify()
         return claimed
 
     def start(self, principal: Principal, server_id: str) -> ServerRecord:
         record = self.get(principal, server_id)
-        if not self._claim_task(record.uuid, "starting", statuses=("SHUTOFF",)):
+        if not self._claim_task(record.uuid, "starting", statuses=("SHUTOFF",), kind="start"):
             raise self._conflict(principal, server_id, ("SHUTOFF",), "start")
         claimed = self.get(principal, server_id)  # as accepted, before the worker changes it
-        self._submit(record.uuid, lambda: self._power(record.uuid, "start"))
+        self._notify()
         return claimed
+
+    def _power_task(self, lease: Lease) -> None:
+        """The ``stop`` and ``start`` tasks (both idempotent on the host)."""
+        with self._locks.hold(lease.task.target):
+            self._power(lease.task.target, lease.task.kind)
 
     def _power(self, server_uuid: str, action: str) -> None:
         task = "stopping" if action == "stop" else "starting"
@@ -649,7 +741,7 @@ class ServerService:
         A second delete while one is under way changes nothing and answers the same.
         """
         record = self.get(principal, server_id)
-        claimed = self._claim_task(record.uuid, "deleting", statuses=None,
+        claimed = self._claim_task(record.uuid, "deleting", statuses=None, kind="delete",
                                    take_over=_servers.c.task != "deleting")  # fmt: skip
         if not claimed:
             current = self.get(principal, server_id)
@@ -657,8 +749,14 @@ class ServerService:
                 return current
             raise Conflict(f"server {quoted(server_id)} is deleted already", server_id=server_id)
         accepted = self.get(principal, server_id)
-        self._submit(record.uuid, lambda: self._delete(record.uuid))
+        self._notify()
         return accepted
+
+    def _delete_task(self, lease: Lease) -> None:
+        """The ``delete`` task: each step is idempotent (the host removes what is left of
+        the server by its uuid), so a repeat after an interruption finishes it."""
+        with self._locks.hold(lease.task.target):
+            self._delete(lease.task.target)
 
     def _delete(self, server_uuid: str) -> None:
         record = self._load(server_uuid)
@@ -699,8 +797,11 @@ class ServerService:
         *,
         statuses: Sequence[str] | None,
         take_over: ColumnElement[bool] | None = None,
+        kind: str | None = None,
+        payload: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Give the server ``task`` in one conditional update; True when this call did.
+        """Give the server ``task`` in one conditional update; True when this call did,
+        and then the task of ``kind`` (with ``payload``) is queued in the same commit.
 
         The server must not be DELETED, must have one of ``statuses`` (None: any) and
         no task in progress (or one that ``take_over`` matches). Two requests racing
@@ -716,6 +817,8 @@ class ServerService:
             claimed = conn.execute(
                 update(_servers).where(condition).values(task=task, updated_at=_now())
             ).rowcount
+            if claimed == 1 and kind is not None:
+                self.tasks.enqueue(conn, kind, server_uuid, payload)
         return bool(claimed == 1)
 
     def _conflict(
@@ -743,52 +846,75 @@ class ServerService:
 
     @property
     def pending_tasks(self) -> int:
-        """How many servers have a submitted task that has not finished."""
-        with self._locks_guard:
-            return len(self._pending)
+        """How many server tasks are queued or running, by any controller."""
+        counts = self.tasks.counts()
+        return counts["queued"] + counts["running"]
 
-    def _submit(self, server_uuid: str, work: Callable[[], None]) -> None:
-        """Run ``work`` after every task submitted before for the server, under its lock.
+    @property
+    def worker_id(self) -> str:
+        """The name this controller's claims carry in the task table."""
+        self.start_worker()
+        assert self._worker is not None
+        return self._worker.worker_id
 
-        The tasks of one server run in the order they were accepted (a delete after
-        the stop it follows), and the newest task finishes last, so waiting for it
-        waits for them all.
-        """
+    def start_worker(self) -> None:
+        """Run server tasks from the store on this controller (once; idempotent)."""
+        with self._worker_guard:
+            if self._worker is None:
+                self._worker = TaskWorker(
+                    self.tasks, self.task_handlers, concurrency=self.settings.compute.workers,
+                    poll_s=self.settings.compute.task_poll_s, on_failed=self._task_failed,
+                    name="wattvisor-compute",
+                )  # fmt: skip
+                self._worker.start()
 
-        def run(previous: Future[None] | None) -> None:
-            if previous is not None:
-                futures_wait([previous])  # picked up earlier from the same queue: no deadlock
-            with self._locks.hold(server_uuid):
-                try:
-                    work()
-                except Exception:
-                    log.exception("task of server %s failed", server_uuid)
+    def _notify(self) -> None:
+        """A task was queued here: run it now rather than at the next poll."""
+        if self.runs_tasks:
+            self.start_worker()
+        if self._worker is not None:
+            self._worker.notify()
 
-        with self._locks_guard:
-            future = self._pool.submit(run, self._pending.get(server_uuid))
-            self._pending[server_uuid] = future
-        future.add_done_callback(partial(self._forget_task, server_uuid))
+    def _task_failed(self, task: TaskRecord) -> None:
+        """A task failed for good (its attempts ran out, or its controller died on the
+        last one): the server is ERROR with the task's last error as the admin's detail.
+        A build that never recorded a host gives back its claim and addresses (one with
+        a host keeps them for the delete that follows, which removes what is there)."""
+        if task.kind == "build":
+            record = self._load(task.target)
+            if record is not None and record.status == "BUILD" and record.host_uuid is None:
+                self.scheduler.release(Claim(record.uuid, "", "", {}, 0))
+                self._release_addresses(record.uuid)
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                update(_servers)
+                .where(
+                    (_servers.c.uuid == task.target)
+                    & (_servers.c.status != "DELETED")
+                    & (_servers.c.task.is_not(None) | (_servers.c.status == "BUILD"))
+                )
+                .values(
+                    status="ERROR", task=None, updated_at=_now(),
+                    fault=f"{task.kind} failed after {task.attempts} attempt(s); {_ADMIN_SEES}",
+                    fault_detail=f"{task.kind} failed: {task.last_error}",
+                )
+            )  # fmt: skip
 
-    def _forget_task(self, server_uuid: str, future: Future[None]) -> None:
-        with self._locks_guard:
-            if self._pending.get(server_uuid) is future:
-                del self._pending[server_uuid]
-
-    def pending_task(self, server_uuid: str) -> Future[None] | None:
-        """The task last submitted for the server while it has not finished, else None
-        (it finishes after every task submitted before it).
-
-        For waiting without a thread (the API's ``wait_s``); never cancel it.
-        """
-        with self._locks_guard:
-            return self._pending.get(server_uuid)
+    def queue(self, server_uuid: str, kind: str, payload: Mapping[str, Any] | None = None) -> None:
+        """Queue a task of ``kind`` for the server (for services whose claim on the server
+        is written already) and run it soon."""
+        with write_transaction(self.engine) as conn:
+            self.tasks.enqueue(conn, kind, server_uuid, payload)
+        self._notify()
 
     def wait(self, server_uuid: str, timeout_s: float | None = None) -> None:
-        """Wait until every task submitted for the server has finished (tests, CLI)."""
-        with self._locks_guard:
-            future = self._pending.get(server_uuid)
-        if future is not None:
-            future.result(timeout_s)
+        """Wait until the server has no task queued or running (tests, CLI); TimeoutError
+        after ``timeout_s``."""
+        self.tasks.wait_for_target(server_uuid, 3600.0 if timeout_s is None else timeout_s)
+
+    def has_pending_task(self, server_uuid: str) -> bool:
+        """True while a task of the server is queued or running (the API's ``wait_s``)."""
+        return bool(self.tasks.in_flight(server_uuid))
 
     def _finish(
         self, server_uuid: str, mine: Sequence[str], task_after: str | None = None, **values: Any
@@ -808,7 +934,13 @@ class ServerService:
             )
 
     def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        """Claim no more tasks; with ``wait``, let the running ones finish (up to 30 s).
+        What is still running is left to its lease: another controller, or this one
+        restarted, takes it over once the lease runs out."""
+        with self._worker_guard:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop(30.0 if wait else 0.0)
 
     # ------------------------------------------------------------- config drive
 
@@ -847,6 +979,14 @@ def _no_valid_host_fault(exc: NoValidHost) -> str:
     if exc.spawn_failures:
         text += f" ({_ADMIN_SEES})"
     return text
+
+
+def _flavor_record(data: Mapping[str, Any]) -> FlavorRecord:
+    return FlavorRecord(**{**data, "extra_specs": dict(data.get("extra_specs") or {})})
+
+
+def _image_record(data: Mapping[str, Any]) -> ImageRecord:
+    return ImageRecord(**{**data, "properties": dict(data.get("properties") or {})})
 
 
 def _spawn_flavor(flavor: FlavorRecord) -> SpawnFlavor:

@@ -128,7 +128,9 @@ class Compute:
         return image, f"image {READY_IMAGE_NAME!r}: {guest.summary()}"
 
     def start(self, power_sync_interval_s: float) -> None:
-        """Follow the guests' power state every ``power_sync_interval_s`` (0: never)."""
+        """Run server tasks from the store, and follow the guests' power state every
+        ``power_sync_interval_s`` (0: never; one controller of a fleet at a time)."""
+        self.servers.start_worker()
         if power_sync_interval_s <= 0 or self._sync_thread is not None:
             return
         self._stop.clear()

@@ -395,6 +395,21 @@ class ComputeSettings(BaseModel):
     stop_timeout_s: float = Field(
         default=30.0, ge=0, description="graceful shutdown wait before a server is powered off"
     )
+    task_lease_s: float = Field(
+        default=30.0,
+        ge=2,
+        le=3600,
+        description="how long a controller's claim on a server task lasts unless it renews it "
+        "(it does, every third of this): a controller that dies leaves its tasks to another "
+        "one, or to itself restarted, after at most this long",
+    )
+    task_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often a controller looks for server tasks queued by another one "
+        "(its own start at once)",
+    )
     interface_network: str | None = Field(
         default=None, description="libvirt network for new interfaces; unset: QEMU user networking"
     )
