@@ -242,6 +242,7 @@ class AllInOne:
                     authenticated,
                     admin_only,
                     compat_series=settings.energy.compat_series,
+                    address_family=settings.history.prometheus_vm_address,
                 ),
             ],
             authenticator=authenticator,
@@ -297,6 +298,7 @@ class AllInOne:
                 history_settings.prometheus_file_sd,
                 history_settings.prometheus_vm_file_sd,
                 history_settings.prometheus_file_sd_interval_s,
+                family=history_settings.prometheus_vm_address,
             )
             self.file_sd.start()
         interval = self.settings.history.downsample_interval_s

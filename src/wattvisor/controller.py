@@ -147,6 +147,7 @@ class Controller:
                     authenticated,
                     admin_only,
                     compat_series=settings.energy.compat_series,
+                    address_family=settings.history.prometheus_vm_address,
                 ),
             ],
             authenticator=authenticator,
@@ -166,7 +167,7 @@ class Controller:
             history = self.settings.history
             self.file_sd = FileSdWriter(
                 self.engine, history.prometheus_file_sd, history.prometheus_vm_file_sd,
-                history.prometheus_file_sd_interval_s,
+                history.prometheus_file_sd_interval_s, family=history.prometheus_vm_address,
             )  # fmt: skip
             self.file_sd.start()
         return notes

@@ -31,7 +31,12 @@ Dependency = Callable[..., Awaitable[Principal]]
 
 
 def build_prometheus_router(
-    engine: Engine, authenticated: Dependency, admin: Dependency, *, compat_series: bool = False
+    engine: Engine,
+    authenticated: Dependency,
+    admin: Dependency,
+    *,
+    compat_series: bool = False,
+    address_family: str = "ipv4",
 ) -> APIRouter:
     router = APIRouter(
         prefix=f"{PREFIX}/prometheus",
@@ -52,7 +57,10 @@ def build_prometheus_router(
     def prometheus_targets(principal: Member) -> list[dict[str, Any]]:
         """Exporters inside ACTIVE servers as ``http_sd_configs`` targets: the caller's
         project's (a member), or every project's with the ``host`` label (an admin)."""
-        return vm_targets(engine, project=project_scope(principal), admin=principal.is_admin)
+        return vm_targets(
+            engine, project=project_scope(principal), admin=principal.is_admin,
+            family=address_family,
+        )  # fmt: skip
 
     @router.get("/metrics", response_class=Response)
     def prometheus_service_metrics(principal: Admin) -> Response:

@@ -165,7 +165,7 @@ class ServerCreate(_Request):
         "becomes the root disk (in-use until the server is deleted); the image then gives "
         "only its kernel, if it has one, and its properties",
     )  # fmt: skip
-    metadata: dict[str, str] | None = Field(
+    metadata: dict[PrintableText, PrintableText] | None = Field(
         default=None,
         description="key/value pairs kept with the server (Nova's server metadata); "
         "prometheus_exporter_port=<port> makes the guest's exporter a Prometheus target, "

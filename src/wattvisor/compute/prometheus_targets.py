@@ -159,8 +159,9 @@ def _server_rows(engine: Engine, project: str | None, active_only: bool) -> list
         return list(conn.execute(query).all())
 
 
-def _first_addresses(engine: Engine, uuids: list[str]) -> dict[str, str]:
-    """Each server's scrape host: its first network's IPv4, else IPv6 in brackets."""
+def _first_addresses(engine: Engine, uuids: list[str], family: str) -> dict[str, str]:
+    """Each server's scrape host on its first network: the address of ``family``
+    (``ipv4`` or ``ipv6``), else the other one; IPv6 in brackets."""
     found: dict[str, str] = {}
     with read_transaction(engine) as conn:
         for start in range(0, len(uuids), 500):
@@ -172,27 +173,29 @@ def _first_addresses(engine: Engine, uuids: list[str]) -> dict[str, str]:
             for uuid, ipv4, ipv6 in rows:
                 if uuid in found:
                     continue
-                if ipv4:
-                    found[uuid] = str(ipv4)
-                elif ipv6:
-                    found[uuid] = f"[{ipv6}]"
+                v4 = str(ipv4) if ipv4 else None
+                v6 = f"[{ipv6}]" if ipv6 else None
+                chosen = (v6 or v4) if family == "ipv6" else (v4 or v6)
+                if chosen is not None:
+                    found[uuid] = chosen
     return found
 
 
 def vm_targets(
-    engine: Engine, *, project: str | None = None, admin: bool = False
+    engine: Engine, *, project: str | None = None, admin: bool = False, family: str = "ipv4"
 ) -> list[dict[str, Any]]:
     """The http_sd/file_sd target groups of every ACTIVE server with an exporter port.
 
     ``project`` limits the list to one project (a member's view); ``admin`` adds the
-    ``host`` label. A server without an address cannot be scraped and is left out.
+    ``host`` label; ``family`` picks the address (``history.prometheus_vm_address``).
+    A server without an address cannot be scraped and is left out.
     """
     wanted: list[tuple[Any, int]] = []
     for row in _server_rows(engine, project, active_only=True):
         port = exporter_port(row.server_metadata, row.extra_specs, row.properties)
         if port is not None:
             wanted.append((row, port))
-    hosts = _first_addresses(engine, [row.uuid for row, _port in wanted])
+    hosts = _first_addresses(engine, [row.uuid for row, _port in wanted], family)
     groups = []
     for row, port in wanted:
         host = hosts.get(row.uuid)
@@ -226,13 +229,13 @@ def write_file_sd(engine: Engine, path: Path) -> bool:
     return _write_if_changed(path, agent_targets(engine))
 
 
-def write_vm_file_sd(engine: Engine, path: Path) -> bool:
+def write_vm_file_sd(engine: Engine, path: Path, family: str = "ipv4") -> bool:
     """Write the VM exporters' target list (admin view) to ``path`` if it changed."""
-    return _write_if_changed(path, vm_targets(engine, admin=True))
+    return _write_if_changed(path, vm_targets(engine, admin=True, family=family))
 
 
 def write_file_sd_once(
-    engine: Engine, agents_path: Path | None, vms_path: Path | None
+    engine: Engine, agents_path: Path | None, vms_path: Path | None, family: str = "ipv4"
 ) -> bool | None:
     """Write both files if this process holds the duty (None: another controller does)."""
     with single_duty(engine, FILE_SD_DUTY) as duty:
@@ -242,7 +245,7 @@ def write_file_sd_once(
         if agents_path is not None:
             changed |= write_file_sd(engine, agents_path)
         if vms_path is not None:
-            changed |= write_vm_file_sd(engine, vms_path)
+            changed |= write_vm_file_sd(engine, vms_path, family)
         return changed
 
 
@@ -260,9 +263,11 @@ class FileSdWriter:
         vms_path: Path | None,
         interval_s: float,
         *,
+        family: str = "ipv4",
         on_round: Callable[[bool | None], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.family = family
         self.agents_path = agents_path
         self.vms_path = vms_path
         self.interval_s = interval_s
@@ -281,7 +286,9 @@ class FileSdWriter:
         while True:
             result: bool | None = None
             try:
-                result = write_file_sd_once(self.engine, self.agents_path, self.vms_path)
+                result = write_file_sd_once(
+                    self.engine, self.agents_path, self.vms_path, self.family
+                )
             except Exception:
                 log.exception("writing the Prometheus file_sd files failed; retrying")
             if self._on_round is not None:
