@@ -91,7 +91,10 @@ def test_an_active_server_with_an_exporter_port_is_a_target_labelled_with_its_na
     }]  # fmt: skip
     member = vm_targets(engine, project="proj-a")
     assert member[0]["labels"] == {
-        "instance": web, "name": "web", "project": "proj-a", "flavor": "exported"
+        "instance": web,
+        "name": "web",
+        "project": "proj-a",
+        "flavor": "exported",
     }
     assert vm_targets(engine, project="proj-b") == []
 
@@ -189,9 +192,7 @@ def test_a_bad_port_is_refused_where_it_is_saved_naming_the_value_and_nothing_is
 ) -> None:
     before = _counts(compute)
     with pytest.raises(InvalidRequest) as flavor:
-        compute.catalog.create_flavor(
-            "bad", 1, 64, extra_specs={"prometheus_exporter_port": port}
-        )
+        compute.catalog.create_flavor("bad", 1, 64, extra_specs={"prometheus_exporter_port": port})
     with pytest.raises(InvalidRequest) as image:
         compute.catalog.create_image(
             "bad", kernel_path=str(kernel_image.kernel_path),
@@ -294,9 +295,9 @@ def test_service_metrics_name_every_server_and_its_service_template(
     assert f'wattvisor_server_service_template{{instance="{plain}"}} -1.0' in text
     assert "opennebula_vm_ut_flavours" not in text
     compat = make_service_registry(lambda: service_servers(engine), compat_series=True)
-    assert f'opennebula_vm_ut_flavours{{one_vm_id="{plain}"}} -1.0' in generate_latest(
-        compat
-    ).decode()
+    assert (
+        f'opennebula_vm_ut_flavours{{one_vm_id="{plain}"}} -1.0' in generate_latest(compat).decode()
+    )
 
     compute.servers.delete(ADMIN, plain)
     settle(plain)
