@@ -15,6 +15,7 @@ the guest's metadata) for the operator's own tooling. Image properties are free-
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -809,10 +810,13 @@ def server_metadata_problems(metadata: Mapping[str, str]) -> list[Problem | str]
 def integer_setting(value: object, bounds: tuple[int, int]) -> int | None:
     """``value`` as the integer a service property holds, or None when it is not one within
     ``bounds`` (values are checked when saved; one stored before the check is skipped)."""
-    text = str(value).strip()
-    if not _integer(*bounds).test(text):
-        return None
-    return int(text)
+    return _integer_in(str(value).strip(), bounds)
+
+
+@functools.lru_cache(maxsize=4096)
+def _integer_in(text: str, bounds: tuple[int, int]) -> int | None:
+    # Cached: a target list reads the same few flavor and image values for every server.
+    return int(text) if _integer(*bounds).test(text) else None
 
 
 def validate_server_metadata(metadata: Mapping[str, str]) -> None:
