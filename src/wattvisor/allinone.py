@@ -23,6 +23,7 @@ from wattvisor.api.app import create_app
 from wattvisor.api.energy_routes import build_energy_router
 from wattvisor.api.host_trust_routes import build_host_trust_router
 from wattvisor.api.image_file_routes import build_image_file_router
+from wattvisor.api.prometheus_routes import build_prometheus_router
 from wattvisor.api.v1_routes import build_v1_router
 from wattvisor.auth.cluster_keys import ClusterSigner, ensure_cluster_key
 from wattvisor.auth.errors import KeyFileError
@@ -33,7 +34,7 @@ from wattvisor.compute import placement_inventories as placement_inventories
 from wattvisor.compute.energy_history import EnergyHistory, downsample_once
 from wattvisor.compute.host_trust import ClusterKeys, HostTrust
 from wattvisor.compute.hostclient_http import HttpHostClient
-from wattvisor.compute.prometheus_targets import write_file_sd
+from wattvisor.compute.prometheus_targets import FileSdWriter
 from wattvisor.config import Settings
 from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
 from wattvisor.host import binaries
@@ -156,6 +157,7 @@ class AllInOne:
     pusher: EnergyPusher | None = None
     _duties_stop: threading.Event = field(default_factory=threading.Event)
     _duties: threading.Thread | None = None
+    file_sd: FileSdWriter | None = None
     # The store engine built here (None when a caller passed its own parts): its pooled
     # connections hold the database files or sockets until stop() disposes it.
     engine: Engine | None = None
@@ -235,6 +237,13 @@ class AllInOne:
                 build_image_file_router(compute, authenticated),
                 build_host_trust_router(trust, authenticator, authenticated, admin_only),
                 build_energy_router(history, compute.power, authenticated, admin_only),
+                build_prometheus_router(
+                    engine,
+                    authenticated,
+                    admin_only,
+                    compat_series=settings.energy.compat_series,
+                    address_family=settings.history.prometheus_vm_address,
+                ),
             ],
             authenticator=authenticator,
         )
@@ -282,6 +291,16 @@ class AllInOne:
         self.compute.start(self.settings.compute.power_sync_interval_s)
         if self.pusher is not None:
             self.pusher.start()
+        if self.file_sd is None:
+            history_settings = self.settings.history
+            self.file_sd = FileSdWriter(
+                self.compute.servers.engine,
+                history_settings.prometheus_file_sd,
+                history_settings.prometheus_vm_file_sd,
+                history_settings.prometheus_file_sd_interval_s,
+                family=history_settings.prometheus_vm_address,
+            )
+            self.file_sd.start()
         interval = self.settings.history.downsample_interval_s
         if self.history is not None and interval > 0 and self._duties is None:
             self._duties_stop.clear()
@@ -292,14 +311,11 @@ class AllInOne:
             self._duties.start()
 
     def _run_history_duties(self, interval_s: float) -> None:
-        """Downsampling (one controller at a time) and the agents' file_sd list."""
+        """Downsampling (one controller at a time)."""
         history = self.history
         assert history is not None
-        target = self.settings.history.prometheus_file_sd
         while True:
             try:
-                if target is not None:
-                    write_file_sd(history.engine, target)
                 downsample_once(history)
             except Exception:
                 log.exception("history duties failed; retrying at the next interval")
@@ -329,6 +345,9 @@ class AllInOne:
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
+        if self.file_sd is not None:
+            self.file_sd.stop()
+            self.file_sd = None
         self._duties_stop.set()
         if self._duties is not None:
             self._duties.join(10)

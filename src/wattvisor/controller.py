@@ -22,12 +22,14 @@ from sqlalchemy import Engine, text
 from wattvisor.allinone import build_host_trust
 from wattvisor.api.app import create_app
 from wattvisor.api.host_trust_routes import build_host_trust_router
+from wattvisor.api.prometheus_routes import build_prometheus_router
 from wattvisor.api.v1_routes import build_v1_router
 from wattvisor.auth.errors import KeyFileError
 from wattvisor.auth.fastapi import Authenticator, make_admin_dependency
 from wattvisor.auth.keys import bootstrap_admin
 from wattvisor.compute import Compute, HostClient
 from wattvisor.compute.hostclient_http import HttpHostClient
+from wattvisor.compute.prometheus_targets import FileSdWriter
 from wattvisor.config import Settings
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine, migrate
@@ -79,6 +81,7 @@ class Controller:
     app: FastAPI
     admin_message: str
     notes: list[str] = field(default_factory=list)
+    file_sd: FileSdWriter | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, require_shared_store: bool = True) -> Controller:
@@ -139,6 +142,13 @@ class Controller:
             routers=[
                 build_v1_router(compute, authenticated, admin_only),
                 build_host_trust_router(trust, authenticator, authenticated, admin_only),
+                build_prometheus_router(
+                    engine,
+                    authenticated,
+                    admin_only,
+                    compat_series=settings.energy.compat_series,
+                    address_family=settings.history.prometheus_vm_address,
+                ),
             ],
             authenticator=authenticator,
         )
@@ -153,9 +163,19 @@ class Controller:
         # creating right now looks exactly like one a dead controller left.
         notes = self.compute.servers.recover()
         self.compute.start(self.settings.compute.power_sync_interval_s)
+        if self.file_sd is None:
+            history = self.settings.history
+            self.file_sd = FileSdWriter(
+                self.engine, history.prometheus_file_sd, history.prometheus_vm_file_sd,
+                history.prometheus_file_sd_interval_s, family=history.prometheus_vm_address,
+            )  # fmt: skip
+            self.file_sd.start()
         return notes
 
     def stop(self) -> None:
         """Finish the running tasks (those still running are left to their leases)."""
+        if self.file_sd is not None:
+            self.file_sd.stop()
+            self.file_sd = None
         self.compute.close()
         self.engine.dispose()

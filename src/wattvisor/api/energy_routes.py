@@ -2,15 +2,14 @@
 
 ``POST /v1/hosts/{id}/energy`` takes a batch of the host's samples, signed with that
 host's own token (no one else's: :func:`wattvisor.auth.policy.check_route`).
-``GET /v1/prometheus/agents`` (admin) lists every joined agent's ``/metrics`` in
-Prometheus' http_sd format.
+(Prometheus discovery of the agents is in :mod:`wattvisor.api.prometheus_routes`.)
 
 (No ``from __future__ import annotations``: FastAPI resolves the dependency
 annotations at runtime, and they name closure variables.)
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,7 +20,6 @@ from wattvisor.auth import Principal
 from wattvisor.auth.fastapi import make_host_dependency
 from wattvisor.compute.energy_history import MAX_SERVERS_PER_SAMPLE, EnergyHistory
 from wattvisor.compute.power import MAX_HISTORY_S, PowerService
-from wattvisor.compute.prometheus_targets import agent_targets
 from wattvisor.energy.fleet_samples import HostSample, ServerSample
 
 Dependency = Callable[..., Awaitable[Principal]]
@@ -68,7 +66,6 @@ def build_energy_router(
     router = APIRouter(
         prefix=PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(known_query)]
     )
-    Admin = Annotated[Principal, Depends(admin)]
     Member = Annotated[Principal, Depends(authenticated)]
     Since = Annotated[
         float, Query(ge=1, le=MAX_HISTORY_S, description="window: the last this many seconds")
@@ -125,10 +122,5 @@ def build_energy_router(
         points = power.stored_history(principal, server_id=server_id, since_s=since, step_s=step)
         return [PowerSample(taken_at=p.taken_at, watts=p.power_watts,
                             joules=p.energy_joules_total) for p in points]  # fmt: skip
-
-    @router.get("/prometheus/agents", tags=["hosts"])
-    def prometheus_agents(principal: Admin) -> list[dict[str, Any]]:
-        """Every joined agent's ``/metrics`` as Prometheus ``http_sd_configs`` targets."""
-        return agent_targets(history.engine)
 
     return router

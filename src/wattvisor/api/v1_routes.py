@@ -198,7 +198,7 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         """Accepted with status BUILD; it becomes ACTIVE, or ERROR with a fault saying why."""
         record = servers.create(
             principal, body.name, body.flavor, body.image, power_metrics=body.power_metrics,
-            boot_volume=body.boot_volume,
+            boot_volume=body.boot_volume, metadata=body.metadata,
         )  # fmt: skip
         return respond(principal, server_view(principal, record), 202)
 

@@ -165,6 +165,12 @@ class ServerCreate(_Request):
         "becomes the root disk (in-use until the server is deleted); the image then gives "
         "only its kernel, if it has one, and its properties",
     )  # fmt: skip
+    metadata: dict[PrintableText, PrintableText] | None = Field(
+        default=None,
+        description="key/value pairs kept with the server (Nova's server metadata); "
+        "prometheus_exporter_port=<port> makes the guest's exporter a Prometheus target, "
+        "service_template=<id> names the service template it was deployed from",
+    )
 
 
 class ServerAddressOut(BaseModel):
@@ -225,6 +231,9 @@ class Server(BaseModel):
         description="static addresses by network name, as Nova shows them; held from the "
         "build until the delete, and reached on the guest's config drive",
     )
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="the key/value pairs given at create"
+    )
     created_at: datetime
     updated_at: datetime
     host: str | None = Field(default=None, json_schema_extra=ADMIN_ONLY)
@@ -249,7 +258,7 @@ class Server(BaseModel):
             flavor_id=record.flavor_id, image_id=record.image_id, status=record.status,
             task=record.task, fault=fault, power_metrics=record.power_metrics,
             mount_tags=list(record.shares), addresses=addresses_by_network(record),
-            created_at=record.created_at,
+            metadata=dict(record.metadata), created_at=record.created_at,
             updated_at=record.updated_at, host=host_name, host_id=record.host_uuid,
             domain_name=record.domain_name, boot_volume_id=record.boot_volume_id,
             host_status=None if record.host_uuid is None else ("down" if host_down else "up"),

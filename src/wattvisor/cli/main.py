@@ -17,6 +17,7 @@ from wattvisor.cli.dev import dev_app
 from wattvisor.cli.host import host_app
 from wattvisor.cli.image import image_app
 from wattvisor.cli.power import power_app
+from wattvisor.cli.prometheus import prometheus_app
 from wattvisor.cli.server_updates import add_server_update_commands
 from wattvisor.cli.servers import server_app
 from wattvisor.cli.up import up
@@ -63,6 +64,7 @@ add_server_update_commands(server_app)
 app.add_typer(server_app, name="server")
 app.add_typer(volume_app, name="volume")
 app.add_typer(power_app, name="power")
+app.add_typer(prometheus_app, name="prometheus")
 app.add_typer(user_app, name="user")
 app.command("up")(up)
 app.command("controller")(controller)

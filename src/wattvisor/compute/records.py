@@ -102,6 +102,8 @@ class ServerRecord:
     """The volume that is the server's root disk; None when it boots from its image."""
     addresses: tuple[ServerAddress, ...] = ()
     """Held from the build until the delete; IPv4 before IPv6."""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """The owner's key/value metadata, as given at create (checked then)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,7 +88,7 @@ from wattvisor.scheduler import (
     build_request_spec,
 )
 from wattvisor.scheduler.prefilters import SHARE_TRAIT
-from wattvisor.scheduler.validation import POWER_METRICS_FLAVOR_KEY
+from wattvisor.scheduler.validation import POWER_METRICS_FLAVOR_KEY, validate_server_metadata
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import InterfaceRow, ServerAddressRow, ServerRow, VolumeRow
 from wattvisor.store.duties import single_duty
@@ -206,8 +206,12 @@ class ServerService:
         *,
         power_metrics: bool | None = None,
         boot_volume: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> ServerRecord:
         """Check the request, record the server as BUILD and hand it to a worker.
+
+        ``metadata`` (Nova's server metadata) is checked before anything is recorded:
+        ``prometheus_exporter_port`` must be a port, ``service_template`` an id.
 
         With ``boot_volume`` (id or name of an available volume of the caller's
         project) the volume is the root disk: it is marked in-use by the server in the
@@ -216,6 +220,14 @@ class ServerService:
         not used.
         """
         check_server_name(name)
+        server_metadata = dict(metadata or {})
+        try:
+            validate_server_metadata(server_metadata)
+        except InvalidSpec as exc:
+            raise InvalidRequest(
+                f"server metadata is not accepted: {exc}",
+                problems=[str(p) for p in exc.problems],
+            ) from exc
         flavor_record = self.catalog.flavor(flavor)
         image_record = self.catalog.image(image)
         volume_id = None
@@ -232,7 +244,7 @@ class ServerService:
             user=principal.user, flavor_id=flavor_record.id, image_id=image_record.id,
             status="BUILD", task="scheduling", fault=None, host_uuid=None, domain_name=None,
             power_metrics=SHARE_TRAIT in spec.required, shares=(), created_at=now,
-            updated_at=now, boot_volume_id=volume_id,
+            updated_at=now, boot_volume_id=volume_id, metadata=server_metadata,
         )  # fmt: skip
         held: contextlib.AbstractContextManager[object] = (
             self.volume_locks.hold(volume_id) if volume_id else contextlib.nullcontext()
@@ -245,7 +257,7 @@ class ServerService:
                         flavor_id=record.flavor_id, image_id=record.image_id, status="BUILD",
                         task=record.task, fault=None, host_uuid=None, domain_name=None,
                         power_metrics=record.power_metrics, shares=[], created_at=now,
-                        updated_at=now, boot_volume_id=volume_id,
+                        updated_at=now, boot_volume_id=volume_id, server_metadata=server_metadata,
                     )
                 )  # fmt: skip
                 if volume_id is not None:  # after the server: the volume row refers to it
@@ -1016,4 +1028,5 @@ def _server(row: Any) -> ServerRecord:
         power_metrics=bool(row.power_metrics), shares=tuple(row.shares or ()),
         created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
         fault_detail=row.fault_detail, boot_volume_id=row.boot_volume_id,
+        metadata=dict(row.server_metadata or {}),
     )  # fmt: skip

@@ -378,6 +378,18 @@ class HistorySettings(BaseModel):
         default=None, description="where the controller writes a Prometheus file_sd list of "
         "every joined agent's /metrics (unset: not written)",
     )  # fmt: skip
+    prometheus_vm_file_sd: Path | None = Field(
+        default=None, description="where the controller writes a Prometheus file_sd list of "
+        "the exporters inside ACTIVE servers (prometheus_exporter_port; unset: not written)",
+    )  # fmt: skip
+    prometheus_vm_address: Literal["ipv4", "ipv6"] = Field(
+        default="ipv4", description="which of a server's addresses Prometheus scrapes its "
+        "exporter at (ipv6: in brackets; a server without one falls back to the other)",
+    )  # fmt: skip
+    prometheus_file_sd_interval_s: float = Field(
+        default=5.0, gt=0, le=3600, description="how often a controller brings the file_sd "
+        "files up to date (one controller of a fleet at a time; rewritten only on change)",
+    )  # fmt: skip
 
 
 class ComputeSettings(BaseModel):

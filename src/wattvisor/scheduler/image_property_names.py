@@ -37,6 +37,15 @@ NOVA_HW_PROPERTIES: frozenset[str] = frozenset(
 
 POWER_METRICS_IMAGE_KEY = "hw_power_metrics"
 
+# Service properties: not hw_ names, read by the same name from a flavor extra spec, an
+# image property or the server's own metadata (compute.prometheus_targets).
+PROMETHEUS_EXPORTER_PORT_KEY = "prometheus_exporter_port"
+"""The TCP port of an exporter the guest serves; the server becomes a Prometheus target."""
+SERVICE_TEMPLATE_KEY = "service_template"
+"""The id of the service template the server was deployed from (COGNIT's FLAVOURS)."""
+EXPORTER_PORT_RANGE = (1, 65535)
+SERVICE_TEMPLATE_RANGE = (0, 2**31 - 1)
+
 # The hw_ properties wattvisor applies to a guest (compute/image_properties.py), plus
 # its own hw_power_metrics. Every other hw_ key is refused.
 APPLIED_HW_PROPERTIES: frozenset[str] = frozenset(

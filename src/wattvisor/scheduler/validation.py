@@ -15,6 +15,7 @@ the guest's metadata) for the operator's own tooling. Image properties are free-
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -30,9 +31,13 @@ from wattvisor.placement.names import (
 )
 from wattvisor.scheduler.image_property_names import (
     APPLIED_HW_PROPERTIES,
+    EXPORTER_PORT_RANGE,
     HW_PREFIX,
     HW_SYNONYMS,
     NOVA_HW_PROPERTIES,
+    PROMETHEUS_EXPORTER_PORT_KEY,
+    SERVICE_TEMPLATE_KEY,
+    SERVICE_TEMPLATE_RANGE,
     canonical_property_name,
     nearest_known_name,
 )
@@ -450,6 +455,10 @@ GROUP_POLICY_KEY = "group_policy"
 FLAVOR_PLAIN_KEYS: dict[str, SpecKey] = {
     GROUP_POLICY_KEY: _key(GROUP_POLICY_KEY, _one_of("isolate", "none")),
     "hide_hypervisor_id": _key("hide_hypervisor_id", _boolean()),
+    PROMETHEUS_EXPORTER_PORT_KEY: _key(
+        PROMETHEUS_EXPORTER_PORT_KEY, _integer(*EXPORTER_PORT_RANGE)
+    ),
+    SERVICE_TEMPLATE_KEY: _key(SERVICE_TEMPLATE_KEY, _integer(*SERVICE_TEMPLATE_RANGE)),
 }
 KNOWN_NAMESPACES: tuple[str, ...] = tuple(
     sorted([f"{ns}:" for ns in FLAVOR_NAMESPACES] + ["resources[N]:", "trait[N]:"])
@@ -621,6 +630,8 @@ IMAGE_VALUE_RULES: dict[str, ValueRule] = {
     "hw_pointer_model": _one_of("usbtablet"),
     "os_type": _one_of("linux", "windows"),
     "os_secure_boot": _one_of(*SECURE_BOOT_POLICIES),
+    PROMETHEUS_EXPORTER_PORT_KEY: _integer(*EXPORTER_PORT_RANGE),
+    SERVICE_TEMPLATE_KEY: _integer(*SERVICE_TEMPLATE_RANGE),
 }
 RNG_ALLOWED_SPEC = "hw_rng:allowed"
 SECURE_BOOT_SPEC = "os:secure_boot"
@@ -751,6 +762,68 @@ def request_problems(
             f"hw_firmware_type=uefi (it is {firmware[1] if firmware else 'unset'})"
         )
     return problems
+
+
+SERVER_METADATA_SOURCE = "server metadata"
+MAX_SERVER_METADATA_ITEMS = 128  # Nova's default metadata_items quota
+# Server metadata is free-form (Nova's); these keys mean something and are checked.
+SERVER_METADATA_RULES: dict[str, ValueRule] = {
+    PROMETHEUS_EXPORTER_PORT_KEY: _integer(*EXPORTER_PORT_RANGE),
+    SERVICE_TEMPLATE_KEY: _integer(*SERVICE_TEMPLATE_RANGE),
+}
+
+
+def server_metadata_problems(metadata: Mapping[str, str]) -> list[Problem | str]:
+    """Every problem with a server's ``metadata`` (empty when it is all acceptable)."""
+    problems: list[Problem | str] = []
+    if len(metadata) > MAX_SERVER_METADATA_ITEMS:
+        problems.append(
+            f"{SERVER_METADATA_SOURCE} has {len(metadata)} items; at most "
+            f"{MAX_SERVER_METADATA_ITEMS} are accepted"
+        )
+    for key, raw in sorted(metadata.items()):
+        value = str(raw)
+        if not isinstance(key, str) or not _SPEC_KEY.fullmatch(key):
+            problems.append(
+                Problem(
+                    SERVER_METADATA_SOURCE, str(key), value,
+                    ("keys of 1-255 characters from a-z A-Z 0-9 _ - : . and space",),
+                    reason="has a key that is not accepted",
+                )
+            )  # fmt: skip
+            continue
+        if len(value) > MAX_SPEC_VALUE_LENGTH or not value.isprintable():
+            problems.append(
+                Problem(
+                    SERVER_METADATA_SOURCE, key, value,
+                    (f"printable values of at most {MAX_SPEC_VALUE_LENGTH} characters",),
+                    reason="is not accepted",
+                )
+            )  # fmt: skip
+            continue
+        rule = SERVER_METADATA_RULES.get(key)
+        if rule is not None and not rule.test(value):
+            problems.append(Problem(SERVER_METADATA_SOURCE, key, value, rule.accepted))
+    return problems
+
+
+def integer_setting(value: object, bounds: tuple[int, int]) -> int | None:
+    """``value`` as the integer a service property holds, or None when it is not one within
+    ``bounds`` (values are checked when saved; one stored before the check is skipped)."""
+    return _integer_in(str(value).strip(), bounds)
+
+
+@functools.lru_cache(maxsize=4096)
+def _integer_in(text: str, bounds: tuple[int, int]) -> int | None:
+    # Cached: a target list reads the same few flavor and image values for every server.
+    return int(text) if _integer(*bounds).test(text) else None
+
+
+def validate_server_metadata(metadata: Mapping[str, str]) -> None:
+    """Raise InvalidSpec naming every unacceptable server metadata item (call when saving)."""
+    problems = server_metadata_problems(metadata)
+    if problems:
+        raise InvalidSpec(problems)
 
 
 def validate_image_properties(properties: Mapping[str, str]) -> None:

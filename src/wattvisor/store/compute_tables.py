@@ -126,6 +126,10 @@ class ServerRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     boot_volume_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     """The volume the server boots from (its root disk), None when it boots from its image."""
+    server_metadata: Mapped[dict[str, str]] = mapped_column(
+        JSON, nullable=False, server_default="{}"
+    )
+    """The owner's key/value metadata (Nova's server metadata), checked when saved."""
 
     __table_args__ = (Index("ix_servers_project_status", "project", "status"),)
 
