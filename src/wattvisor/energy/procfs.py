@@ -198,7 +198,7 @@ class ProcessScanner:
         known_before = len(raw_of)
         still_listed = len(listed) - before.count(None)
         changed: list[int] = []
-        for name, raw in zip(compress(listed, differs), compress(raws, differs)):
+        for name, raw in zip(compress(listed, differs), compress(raws, differs), strict=True):
             pid = int(name)
             try:
                 stat = parse_pid_stat(raw, pid)

@@ -105,9 +105,7 @@ class _VMPlan:
     def matches(self, listed: Sequence[VMRecord], forgotten: set[str]) -> bool:
         """Whether ``listed`` holds the very records this plan was made from."""
         known = self.listed
-        same = listed is known or (
-            len(listed) == len(known) and all(map(is_, listed, known))
-        )
+        same = listed is known or (len(listed) == len(known) and all(map(is_, listed, known)))
         return same and forgotten == self.forgotten
 
 
