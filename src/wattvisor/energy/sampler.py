@@ -468,22 +468,23 @@ class EnergySampler:
         ledger = self._ledger
         vms: dict[str, VMEnergy] = {}
         projects: dict[str, list[float]] = {}
+        joules_of = interval.vm_joules.get
+        source_of = cpu_source.get
         for uuid, counter in ledger.vms.items():
-            joules = interval.vm_joules.get(uuid, 0.0)
-            vm = VMEnergy(
-                uuid=uuid,
-                domain=counter.domain,
-                project=counter.project,
-                energy_joules_total=counter.joules,
-                power_watts=joules / interval_s,
-                running=uuid in cpu_source,
-                cpu_source=cpu_source.get(uuid, "none"),
+            power = joules_of(uuid, 0.0) / interval_s
+            total = counter.joules
+            project = counter.project
+            source = source_of(uuid)
+            vms[uuid] = VMEnergy(
+                uuid, counter.domain, project, total, power, source is not None, source or "none"
             )
-            vms[uuid] = vm
-            totals = projects.setdefault(counter.project, [0.0, 0.0, 0.0])
-            totals[0] += vm.energy_joules_total
-            totals[1] += vm.power_watts
-            totals[2] += 1
+            totals = projects.get(project)
+            if totals is None:
+                projects[project] = [total, power, 1]
+            else:
+                totals[0] += total
+                totals[1] += power
+                totals[2] += 1
         top = heapq.nlargest(self.top_processes, interval.process_joules.items(), key=itemgetter(1))
         return EnergySnapshot(
             taken_at=self._wall_clock(),
