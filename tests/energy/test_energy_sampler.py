@@ -575,3 +575,31 @@ def test_cpu_time_used_before_a_failed_sample_is_still_counted(host: Host) -> No
     assert snap is not None
     assert snap.interval.process_joules == {50: pytest.approx(snap.interval.active_joules)}
     assert snap.interval.active_joules > 0
+
+
+def test_a_vm_record_changed_in_the_inventory_shows_from_the_next_sample(host: Host) -> None:
+    host.start_vm(UUID_A, "instance-1", 200, power_metrics=True, project="p1")
+    sampler = host.sampler()
+    sampler.sample()
+    host.interval(10.0, vm_ns={UUID_A: 10**9})
+    first = sampler.sample()
+    assert first is not None and first.vms[UUID_A].project == "p1"
+    host.inventory.put(VMRecord(UUID_A, "instance-1", "p2", True, (host.share,)))
+    host.interval(10.0, vm_ns={UUID_A: 10**9})
+    later = sampler.sample()
+    assert later is not None and later.vms[UUID_A].project == "p2"
+    assert set(later.projects) == {"p2"}
+
+
+def test_a_vm_started_after_sampling_began_gets_its_counter_and_share(host: Host) -> None:
+    host.start_vm(UUID_A, "instance-1", 200, power_metrics=True)
+    sampler = host.sampler()
+    sampler.sample()
+    host.interval(10.0, vm_ns={UUID_A: 10**9})
+    sampler.sample()
+    host.start_vm(UUID_B, "instance-2", 201, power_metrics=True)
+    host.interval(10.0, vm_ns={UUID_A: 10**9, UUID_B: 10**9})
+    snap = sampler.sample()
+    assert snap is not None and snap.vms[UUID_B].energy_joules_total > 0
+    counter = host.share / "instance-2" / "intel-rapl:0" / "energy_uj"
+    assert int(counter.read_text()) == int(snap.vms[UUID_B].energy_joules_total * 1_000_000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,60 @@ def test_directories_held_open_are_bounded_and_closed_on_remove(
     del writer
     gc.collect()
     assert _open_fds() == before
+
+
+def test_an_unchanged_counter_is_not_rewritten(tmpfs_dir: Path) -> None:
+    writer = GuestShareWriter()
+    counter = writer.prepare(tmpfs_dir, "vm", 1.0) / "intel-rapl:0" / "energy_uj"
+    writer.update(tmpfs_dir, "vm", 2.0)
+    inode = os.stat(counter).st_ino
+    writer.update(tmpfs_dir, "vm", 2.0)
+    writer.update(tmpfs_dir, "vm", 2.0 + 1e-9)  # below a microjoule: the same visible value
+    assert os.stat(counter).st_ino == inode
+    assert counter.read_text() == "2000000\n"
+    writer.update(tmpfs_dir, "vm", 2.5)
+    assert os.stat(counter).st_ino != inode
+    assert counter.read_text() == "2500000\n"
+
+
+def test_a_reader_sees_only_whole_increasing_values_while_counters_change(
+    tmpfs_dir: Path,
+) -> None:
+    """A guest reads at any moment: each read is one of the written values, never part of one."""
+    writer = GuestShareWriter(max_energy_range_uj=10**15)  # no wrap in this test
+    counter = writer.prepare(tmpfs_dir, "vm", 0.0) / "intel-rapl:0" / "energy_uj"
+    written = {"0\n"}
+    seen: list[str] = []
+    done = threading.Event()
+
+    def read_until_done() -> None:
+        for _ in range(200_000):  # bounded; the writer ends far sooner
+            seen.append(counter.read_text())
+            if done.is_set():
+                return
+
+    reader = threading.Thread(target=read_until_done)
+    reader.start()
+    try:
+        joules = 0.0
+        for step in range(3_000):
+            # Some values repeat (not rewritten), and the length grows (1 to 12 digits).
+            joules += 0.0 if step % 3 == 0 else 123.456789 * (step % 7)
+            writer.update(tmpfs_dir, "vm", joules)
+            written.add(f"{writer.counter_uj(joules)}\n")
+    finally:
+        done.set()
+        reader.join(timeout=60)
+    assert not reader.is_alive()
+    assert seen and set(seen) <= written
+    values = [int(text) for text in seen]
+    assert values == sorted(values)
+
+
+def test_a_leftover_temporary_file_does_not_stop_the_counter(tmpfs_dir: Path) -> None:
+    writer = GuestShareWriter()
+    zone = writer.prepare(tmpfs_dir, "vm", 1.0) / "intel-rapl:0"
+    (zone / ".energy_uj.tmp").write_text("12")  # left by a write interrupted by a crash
+    writer.update(tmpfs_dir, "vm", 3.0)
+    assert (zone / "energy_uj").read_text() == "3000000\n"
+    assert sorted(p.name for p in zone.iterdir()) == ["energy_uj", "max_energy_range_uj", "name"]

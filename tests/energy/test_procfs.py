@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+
 import pytest
 
 from support.synthetic_host import SyntheticProc
@@ -95,7 +98,7 @@ def test_scan_lists_only_the_processes_whose_stat_changed(proc: SyntheticProc) -
     later = scanner.scan()
     assert sorted(later.changed) == [10, 11, 12]
     assert later.processes[10].starttime == 900 and later.qemu[10].name == "c"
-    assert later.changed == [pid for pid in later.processes if pid in {10, 11, 12}]
+    assert len(later.changed) == len(set(later.changed))
 
 
 def test_recycled_pid_of_a_qemu_loses_its_vm_identity(proc: SyntheticProc) -> None:
@@ -106,3 +109,41 @@ def test_recycled_pid_of_a_qemu_loses_its_vm_identity(proc: SyntheticProc) -> No
     proc.remove_process(10)
     proc.add_process(10, "bash", ["/bin/bash"], starttime=900)
     assert 10 not in scanner.scan().qemu
+
+
+def test_an_exited_qemu_leaves_the_scan_and_its_identity_with_it(proc: SyntheticProc) -> None:
+    proc.add_process(10, "qemu-system-x86", ["qemu-system-x86_64", "-name", "guest=a"])
+    proc.add_process(11, "bash", ["/bin/bash"])
+    scanner = ProcessScanner(proc.root)
+    first = scanner.scan()
+    assert 10 in first.qemu and 10 in first.processes
+    proc.remove_process(10)
+    later = scanner.scan()
+    assert 10 not in later.processes and 10 not in later.qemu
+    assert later.changed == []
+    assert 10 in first.qemu and 10 in first.processes  # an earlier scan stays as it was
+
+
+def test_a_stat_that_cannot_be_parsed_is_left_out_until_it_can(proc: SyntheticProc) -> None:
+    proc.add_process(10, "bash", ["/bin/bash"], utime=4)
+    scanner = ProcessScanner(proc.root)
+    good = (proc.root / "10" / "stat").read_bytes()
+    assert scanner.scan().processes[10].cpu_ticks == 4
+    (proc.root / "10" / "stat").write_bytes(b"10 (bash")
+    assert 10 not in scanner.scan().processes
+    (proc.root / "10" / "stat").write_bytes(good)
+    back = scanner.scan()
+    assert back.processes[10].cpu_ticks == 4 and 10 in back.changed
+
+
+def test_the_procfs_directory_held_open_is_closed(proc: SyntheticProc) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    scanner = ProcessScanner(proc.root)
+    scanner.scan()
+    assert len(os.listdir("/proc/self/fd")) == before + 1
+    scanner.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    scanner.scan()  # opens it again
+    del scanner
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -56,11 +56,36 @@ COUNTER, COUNTER_TMP = b"energy_uj", b".energy_uj.tmp"
 MAX_OPEN_DIRECTORIES = 256
 
 
-def _close_all(dir_fds: dict[tuple[Path, str], int]) -> None:
-    for dir_fd in dir_fds.values():
-        with contextlib.suppress(OSError):
-            os.close(dir_fd)
-    dir_fds.clear()
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+class _Counter:
+    """One guest's ``energy_uj``: where it is, how it is replaced, what it shows now.
+
+    ``dir_fd`` is the zone directory held open (the two names are then relative to
+    it) or None (full paths); ``exchange`` says whether to replace by exchange, asked
+    once per domain (see :func:`exchange_pays_off`).
+    """
+
+    __slots__ = ("dir_fd", "exchange", "path", "tmp", "value")
+
+    def __init__(
+        self, path: bytes, tmp: bytes, value: int, exchange: bool, dir_fd: int | None
+    ) -> None:
+        self.path = path
+        self.tmp = tmp
+        self.value = value
+        self.exchange = exchange
+        self.dir_fd = dir_fd
+
+
+def _close_all(counters: dict[tuple[Path, str], _Counter]) -> None:
+    for counter in counters.values():
+        if counter.dir_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(counter.dir_fd)
+            counter.dir_fd = None
+    counters.clear()
 
 
 def _replace_file(path: Path, text: str) -> None:
@@ -74,12 +99,9 @@ class GuestShareWriter:
         if max_energy_range_uj <= 0:
             raise GuestShareError(f"max_energy_range_uj {max_energy_range_uj} must be > 0")
         self.max_energy_range_uj = max_energy_range_uj
-        # (root, domain) -> (energy_uj path, its temp path, value last written, whether to
-        # replace it by exchange: asked once per domain, as shares usually sit on tmpfs,
-        # and the zone directory held open, when it is, the two paths then relative to it)
-        self._written: dict[tuple[Path, str], tuple[bytes, bytes, int, bool, int | None]] = {}
-        self._dir_fds: dict[tuple[Path, str], int] = {}
-        weakref.finalize(self, _close_all, self._dir_fds)
+        self._written: dict[tuple[Path, str], _Counter] = {}
+        self._open_dirs = 0
+        weakref.finalize(self, _close_all, self._written)
 
     def counter_uj(self, joules: float) -> int:
         """The guest-visible counter for a VM total: µJ, wrapped like a RAPL package."""
@@ -104,43 +126,70 @@ class GuestShareWriter:
         exchange = exchange_pays_off(os.fsencode(zone))
         _replace(path, tmp, b"%d\n" % value, 0o644, exchange)
         dir_fd: int | None = None
-        if len(self._dir_fds) < MAX_OPEN_DIRECTORIES:
+        if self._open_dirs < MAX_OPEN_DIRECTORIES:
             try:
                 dir_fd = os.open(zone, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError:
                 dir_fd = None
         if dir_fd is not None:
-            self._dir_fds[key] = dir_fd
+            self._open_dirs += 1
             path, tmp = COUNTER, COUNTER_TMP
-        self._written[key] = (path, tmp, value, exchange, dir_fd)
+        self._written[key] = _Counter(path, tmp, value, exchange, dir_fd)
         return directory
 
     def update(self, root: Path, domain: str, joules: float) -> None:
-        """Publish a VM's new total; a no-op when the visible value would not change."""
+        """Publish a VM's new total; a no-op when the visible value would not change.
+
+        Runs for every running guest at every sample, so the usual case (tmpfs, zone
+        directory held open) is four system calls and little else: create the
+        temporary file relative to the directory, write, close, rename over the
+        counter. Anything unusual (a leftover temporary file, a directory that went
+        away, an ext4 share) takes the general path.
+        """
         value = int(joules * 1_000_000) % self.max_energy_range_uj
-        known = self._written.get((root, domain))
-        if known is None:
+        counter = self._written.get((root, domain))
+        if counter is None:
             self.prepare(root, domain, joules)
             return
-        path, tmp, last, exchange, dir_fd = known
-        if last == value:
+        if counter.value == value:
             return
+        dir_fd = counter.dir_fd
+        data = b"%d\n" % value
+        if dir_fd is not None and not counter.exchange:
+            try:
+                fd = os.open(COUNTER_TMP, _CREATE, 0o644, dir_fd=dir_fd)
+            except OSError:
+                pass  # the general path below says why, or copes
+            else:
+                try:
+                    try:
+                        os.write(fd, data)
+                    finally:
+                        os.close(fd)
+                    os.rename(COUNTER_TMP, COUNTER, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.unlink(COUNTER_TMP, dir_fd=dir_fd)
+                else:
+                    counter.value = value
+                    return
         try:
-            _replace(path, tmp, b"%d\n" % value, 0o644, exchange, dir_fd)
+            _replace(counter.path, counter.tmp, data, 0o644, counter.exchange, dir_fd)
         except FileNotFoundError:  # the layout went away, or the directory held open did
             self.prepare(root, domain, joules)
             return
-        self._written[(root, domain)] = (path, tmp, value, exchange, dir_fd)
+        counter.value = value
 
     def _close(self, key: tuple[Path, str]) -> None:
-        dir_fd = self._dir_fds.pop(key, None)
-        if dir_fd is not None:
-            os.close(dir_fd)
+        counter = self._written.pop(key, None)
+        if counter is not None and counter.dir_fd is not None:
+            os.close(counter.dir_fd)
+            counter.dir_fd = None
+            self._open_dirs -= 1
 
     def remove(self, root: Path, domain: str) -> None:
         """Remove the layout once the domain is deleted; ``<root>/<domain>`` goes if empty."""
         directory = self.domain_dir(root, domain)
-        self._written.pop((root, domain), None)
         self._close((root, domain))
         for name in (ZONE, SUBZONE):
             try:

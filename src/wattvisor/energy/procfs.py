@@ -13,8 +13,11 @@ in the kernel's formats.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import ne
 from pathlib import Path
 from typing import NamedTuple
 
@@ -114,8 +117,8 @@ def read_cmdline(procfs_root: Path, pid: int) -> list[str]:
 class ProcessScan:
     """Every process at one instant, and which of them are QEMU (pid → identity).
 
-    ``changed`` lists, in ``processes`` order, the pids whose record is new in this
-    scan (a new process, or stat text that differs from the scan numbered
+    ``changed`` lists, in the order procfs listed them, the pids whose record is new
+    in this scan (a new process, or stat text that differs from the scan numbered
     ``number - 1``); every other pid's record is the very object that scan had.
     """
 
@@ -126,65 +129,106 @@ class ProcessScan:
 
 
 class ProcessScanner:
-    """Reads all processes; remembers argv-derived facts per (pid, start time)."""
+    """Reads all processes; remembers argv-derived facts per (pid, start time).
+
+    The loop over the pids does only what any scan must (open, read and close each
+    ``<pid>/stat``, relative to the procfs directory held open) and keeps the raw
+    text; which texts changed is then worked out in bulk by C-level ``map`` and
+    ``compress``, and only those are parsed. On a host where most processes sleep
+    between two samples, that leaves next to nothing per process beyond the reads.
+    """
 
     def __init__(self, procfs_root: Path = Path("/proc")) -> None:
         self.procfs_root = procfs_root
         self._root = str(procfs_root)
-        # pid directory name -> (raw stat text, parsed record, QEMU identity or None)
-        self._known: dict[str, tuple[bytes, ProcStat, QemuIdentity | None]] = {}
+        self._root_fd: int | None = None
+        # Kept from scan to scan and changed in place for the pids whose text changed:
+        # pid directory name -> raw stat text; pid -> parsed record; pid -> QEMU identity.
+        self._raw: dict[str, bytes] = {}
+        self._stats: dict[int, ProcStat] = {}
+        self._qemu: dict[int, QemuIdentity] = {}
         self.cmdline_reads = 0
         self.scans = 0
 
+    def _directory(self) -> int:
+        """The procfs root, opened once; each ``<pid>/stat`` is opened relative to it."""
+        if self._root_fd is None:
+            try:
+                root_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise ProcfsError(f"cannot list processes in {self._root}: {exc}") from exc
+            self._root_fd = root_fd
+            self._finalizer = weakref.finalize(self, os.close, root_fd)
+        return self._root_fd
+
+    def close(self) -> None:
+        """Close the procfs directory held open (the next scan opens it again)."""
+        if self._root_fd is not None:
+            self._root_fd = None
+            self._finalizer()
+
     def scan(self) -> ProcessScan:
+        root_fd = self._directory()
         try:
-            names = os.listdir(self._root)
+            names = os.listdir(root_fd)
         except OSError as exc:
             raise ProcfsError(f"cannot list processes in {self._root}: {exc}") from exc
-        processes: dict[int, ProcStat] = {}
-        qemu: dict[int, QemuIdentity] = {}
-        changed: list[int] = []
-        previous = self._known
-        known: dict[str, tuple[bytes, ProcStat, QemuIdentity | None]] = {}
-        prefix = self._root + "/"
+        listed: list[str] = []
+        raws: list[bytes] = []
+        keep, keep_raw = listed.append, raws.append
         open_, read, close, rdonly = os.open, os.read, os.close, os.O_RDONLY
         for name in names:
             if not name.isdigit():
                 continue
             try:
-                fd = open_(prefix + name + "/stat", rdonly)
+                fd = open_(name + "/stat", rdonly, dir_fd=root_fd)
             except OSError:
                 continue  # exited since listdir
             try:
                 raw = read(fd, 2048)
             except OSError:
-                close(fd)
                 continue
-            close(fd)
-            entry = previous.get(name)
-            if entry is None or entry[0] != raw:
-                pid = int(name)
-                try:
-                    stat = parse_pid_stat(raw, pid)
-                except (ValueError, IndexError):
-                    continue
-                if entry is not None and entry[1].starttime == stat.starttime:
-                    found = entry[2]
-                elif stat.kernel_thread:
-                    found = None
-                else:
+            finally:
+                close(fd)
+            keep(name)
+            keep_raw(raw)
+        raw_of, stats, qemu = self._raw, self._stats, self._qemu
+        before = list(map(raw_of.get, listed))
+        differs = list(map(ne, raws, before))
+        known_before = len(raw_of)
+        still_listed = len(listed) - before.count(None)
+        changed: list[int] = []
+        for name, raw in zip(compress(listed, differs), compress(raws, differs), strict=True):
+            pid = int(name)
+            try:
+                stat = parse_pid_stat(raw, pid)
+            except (ValueError, IndexError):
+                raw_of.pop(name, None)
+                stats.pop(pid, None)
+                qemu.pop(pid, None)
+                continue
+            previous = stats.get(pid)
+            if previous is None or previous.starttime != stat.starttime:
+                found = None
+                if not stat.kernel_thread:
                     self.cmdline_reads += 1
                     found = parse_qemu_argv(read_cmdline(self.procfs_root, pid))
-                entry = (raw, stat, found)
-                changed.append(pid)
-            known[name] = entry
-            stat = entry[1]
-            processes[stat.pid] = stat
-            if entry[2] is not None:
-                qemu[stat.pid] = entry[2]
-        self._known = known
+                if found is not None:
+                    qemu[pid] = found
+                else:
+                    qemu.pop(pid, None)
+            raw_of[name] = raw
+            stats[pid] = stat
+            changed.append(pid)
+        if still_listed < known_before:  # some processes exited
+            for name in raw_of.keys() - set(listed):
+                pid = int(name)
+                del raw_of[name]
+                stats.pop(pid, None)
+                qemu.pop(pid, None)
         self.scans += 1
-        return ProcessScan(processes, qemu, changed, self.scans)
+        # Copies (C-level, no per-item work): a scan stays as it was after later scans.
+        return ProcessScan(stats.copy(), qemu.copy(), changed, self.scans)
 
 
 # Helpers libvirt starts for a domain outside QEMU's process tree but inside its cgroup,

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import is_, itemgetter
 from pathlib import Path
 from types import MappingProxyType
 
@@ -59,6 +59,54 @@ class _Baseline:
     libvirt_ns: dict[str, int]
     running: set[str] = field(default_factory=set)
     scan_number: int = 0
+
+
+@dataclass(slots=True)
+class _VMPlan:
+    """What the sampler derives from the inventory's list of VMs.
+
+    The list is the same records (the inventory caches them) from one sample to the
+    next, so this is worked out again only when a record or the forgotten set
+    changed, not per VM per sample.
+    """
+
+    listed: Sequence[VMRecord]
+    forgotten: frozenset[str]
+    records: list[VMRecord]
+    unmanaged: set[str]
+    by_uuid: dict[str, VMRecord]
+    by_name: dict[str, str]
+    # (domain, project) per VM, for the ledger; given to it once per plan
+    labels: dict[str, tuple[str, str]]
+    # (uuid, domain, share roots) of each VM whose guest sees its counter
+    shares: list[tuple[str, str, tuple[Path, ...]]]
+    labels_applied: bool = False
+    shares_recorded: bool = False
+
+    @classmethod
+    def build(cls, listed: Sequence[VMRecord], forgotten: set[str]) -> _VMPlan:
+        records = [r for r in listed if r.managed and r.uuid.lower() not in forgotten]
+        by_uuid = {r.uuid.lower(): r for r in records}
+        return cls(
+            listed=listed,
+            forgotten=frozenset(forgotten),
+            records=records,
+            unmanaged={r.uuid.lower() for r in listed if not r.managed},
+            by_uuid=by_uuid,
+            by_name={r.domain: u for u, r in by_uuid.items()},
+            labels={u: (r.domain, r.project) for u, r in by_uuid.items()},
+            shares=[
+                (r.uuid.lower(), r.domain, r.share_dirs)
+                for r in records
+                if r.power_metrics and r.share_dirs
+            ],
+        )
+
+    def matches(self, listed: Sequence[VMRecord], forgotten: set[str]) -> bool:
+        """Whether ``listed`` holds the very records this plan was made from."""
+        known = self.listed
+        same = listed is known or (len(listed) == len(known) and all(map(is_, listed, known)))
+        return same and forgotten == self.forgotten
 
 
 class EnergySampler:
@@ -106,6 +154,7 @@ class EnergySampler:
         self._latest: EnergySnapshot | None = None
         self._history = PowerHistory(history_samples)
         self._share_targets: dict[str, tuple[str, tuple[Path, ...]]] = {}
+        self._plan: _VMPlan | None = None
         # Deleted VMs: ignored from now on even if the inventory or libvirt still
         # lists them for a moment, so no counter or share directory comes back.
         self._forgotten: set[str] = set()
@@ -269,9 +318,11 @@ class EnergySampler:
             seen = {r.uuid.lower() for r in listed} | {u.lower() for u in stats or {}}
             seen |= {i.uuid.lower() for i in scan.qemu.values() if i.uuid is not None}
             forgotten.intersection_update(seen)
-        records = [r for r in listed if r.managed and r.uuid.lower() not in forgotten]
-        if len(records) != len(listed):
-            self._drop_unmanaged({r.uuid.lower() for r in listed if not r.managed})
+        plan = self._plan
+        if plan is None or not plan.matches(listed, forgotten):
+            plan = self._plan = _VMPlan.build(listed, forgotten)
+            if plan.unmanaged:
+                self._drop_unmanaged(plan.unmanaged)
         previous = self._baseline
         interval_s = now - previous.at if previous is not None else 0.0
         busy = 0.0
@@ -287,19 +338,21 @@ class EnergySampler:
             self.source.reset_baseline()
             reading = None
 
-        by_uuid: dict[str, VMRecord] = {r.uuid.lower(): r for r in records}
-        by_name: dict[str, str] = {r.domain: u for u, r in by_uuid.items()}
+        by_uuid = plan.by_uuid
+        by_name = plan.by_name
         # VMs are what the inventory lists as wattvisor's now, or counted before (stopped
         # or migrated away). Any other domain's CPU time stays with its QEMU process, a
         # host process like any other.
         vms = (by_uuid.keys() | self._ledger.vms.keys()) - forgotten
-        stats = {u: d for u, d in (stats or {}).items() if u in vms}
-        stats_by_name = {d.name: u for u, d in stats.items()}
+        domains = stats or {}
+        stats_by_name: dict[str, str] | None = None  # made only for a QEMU without -uuid
 
         qemu_uuid: dict[int, str] = {}
         for pid, identity in scan.qemu.items():
             uuid = identity.uuid
             if uuid is None and identity.name is not None:
+                if stats_by_name is None:
+                    stats_by_name = {d.name: u for u, d in domains.items() if u in vms}
                 uuid = by_name.get(identity.name) or stats_by_name.get(identity.name)
             if uuid is not None and uuid in vms:
                 qemu_uuid[pid] = uuid
@@ -307,8 +360,8 @@ class EnergySampler:
         self._cgroups.prune(scan.processes)
 
         libvirt_now: dict[str, int] = {}
-        for uuid, dom in stats.items():
-            if dom.active and dom.cpu_ns is not None:
+        for uuid, dom in domains.items():
+            if dom.active and dom.cpu_ns is not None and uuid in vms:
                 libvirt_now[uuid] = dom.cpu_ns
         running: set[str] = set(libvirt_now) | set(qemu_uuid.values())
 
@@ -359,19 +412,11 @@ class EnergySampler:
             return None
 
         interval = attribute(reading.energy_joules, busy, vm_ns, other_ns)
-        labels: dict[str, tuple[str, str]] = {}
-        for uuid in vm_ns:
-            record = by_uuid.get(uuid)
-            if record is not None:
-                labels[uuid] = (record.domain, record.project)
-            else:
-                known = self._ledger.vms[uuid]  # in vms, so counted before
-                labels[uuid] = (known.domain, known.project)
-        for uuid, record in by_uuid.items():
-            labels.setdefault(uuid, (record.domain, record.project))
-        self._ledger.add(interval, labels)
+        # Labels change only with the plan; until then every counter already has them.
+        self._ledger.add(interval, {} if plan.labels_applied else plan.labels)
+        plan.labels_applied = True
         self._store.save(self._ledger)
-        self._write_guest_shares(records)
+        self._write_guest_shares(plan)
         snapshot = self._snapshot(interval, interval_s, busy, cpu_source, scan.processes)
         self._latest = snapshot
         self._record_history(snapshot)
@@ -396,21 +441,21 @@ class EnergySampler:
                     "project:" + name, at, project.power_watts, project.energy_joules_total
                 )
 
-    def _write_guest_shares(self, records: Sequence[VMRecord]) -> None:
-        for record in records:
-            if not record.power_metrics or not record.share_dirs:
-                continue
-            uuid = record.uuid.lower()
-            self._share_targets[uuid] = (record.domain, record.share_dirs)
-            counter = self._ledger.vms.get(uuid)
+    def _write_guest_shares(self, plan: _VMPlan) -> None:
+        if not plan.shares_recorded:
+            for uuid, domain, roots in plan.shares:
+                self._share_targets[uuid] = (domain, roots)
+            plan.shares_recorded = True
+        counters = self._ledger.vms
+        update = self.guest_shares.update
+        for uuid, domain, roots in plan.shares:
+            counter = counters.get(uuid)
             joules = counter.joules if counter is not None else 0.0
-            for root in record.share_dirs:
+            for root in roots:
                 try:
-                    self.guest_shares.update(root, record.domain, joules)
+                    update(root, domain, joules)
                 except (OSError, ValueError) as exc:
-                    log.warning(
-                        "cannot update guest share of %s under %s: %s", record.domain, root, exc
-                    )
+                    log.warning("cannot update guest share of %s under %s: %s", domain, root, exc)
 
     def _snapshot(
         self,
@@ -423,22 +468,23 @@ class EnergySampler:
         ledger = self._ledger
         vms: dict[str, VMEnergy] = {}
         projects: dict[str, list[float]] = {}
+        joules_of = interval.vm_joules.get
+        source_of = cpu_source.get
         for uuid, counter in ledger.vms.items():
-            joules = interval.vm_joules.get(uuid, 0.0)
-            vm = VMEnergy(
-                uuid=uuid,
-                domain=counter.domain,
-                project=counter.project,
-                energy_joules_total=counter.joules,
-                power_watts=joules / interval_s,
-                running=uuid in cpu_source,
-                cpu_source=cpu_source.get(uuid, "none"),
+            power = joules_of(uuid, 0.0) / interval_s
+            total = counter.joules
+            project = counter.project
+            source = source_of(uuid)
+            vms[uuid] = VMEnergy(
+                uuid, counter.domain, project, total, power, source is not None, source or "none"
             )
-            vms[uuid] = vm
-            totals = projects.setdefault(counter.project, [0.0, 0.0, 0.0])
-            totals[0] += vm.energy_joules_total
-            totals[1] += vm.power_watts
-            totals[2] += 1
+            totals = projects.get(project)
+            if totals is None:
+                projects[project] = [total, power, 1]
+            else:
+                totals[0] += total
+                totals[1] += power
+                totals[2] += 1
         top = heapq.nlargest(self.top_processes, interval.process_joules.items(), key=itemgetter(1))
         return EnergySnapshot(
             taken_at=self._wall_clock(),
