@@ -103,6 +103,23 @@ class LocalHostPower:
         return {} if value is None else {self.provider_uuid: value}
 
 
+def run_history_duties(
+    history: EnergyHistory, settings: Settings, interval_s: float, stop: threading.Event
+) -> None:
+    """Every ``interval_s`` until ``stop``: downsampling (one controller of a fleet at a
+    time) and the agents' file_sd list; a failed round is logged and tried again."""
+    target = settings.history.prometheus_file_sd
+    while True:
+        try:
+            if target is not None:
+                write_file_sd(history.engine, target)
+            downsample_once(history)
+        except Exception:
+            log.exception("history duties failed; retrying at the next interval")
+        if stop.wait(interval_s):
+            return
+
+
 def build_host_trust(
     settings: Settings, engine: Engine, placement: Placement
 ) -> tuple[HostTrust, list[str]]:
@@ -292,19 +309,8 @@ class AllInOne:
             self._duties.start()
 
     def _run_history_duties(self, interval_s: float) -> None:
-        """Downsampling (one controller at a time) and the agents' file_sd list."""
-        history = self.history
-        assert history is not None
-        target = self.settings.history.prometheus_file_sd
-        while True:
-            try:
-                if target is not None:
-                    write_file_sd(history.engine, target)
-                downsample_once(history)
-            except Exception:
-                log.exception("history duties failed; retrying at the next interval")
-            if self._duties_stop.wait(interval_s):
-                return
+        assert self.history is not None
+        run_history_duties(self.history, self.settings, interval_s, self._duties_stop)
 
     def start_metrics_listener(self) -> MetricsListener:
         """Serve ``/metrics`` on ``metrics.listen``, apart from the API (see telemetry.listener).
