@@ -341,6 +341,7 @@ class AllInOne:
             self._duties = None
         if self.pusher is not None:
             self.pusher.stop()
+        self.app.state.host_trust.close()
         self.sampler.stop()
         self.compute.close()
         self.driver.close()

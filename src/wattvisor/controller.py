@@ -184,5 +184,6 @@ class Controller:
         if self._duties is not None:
             self._duties.join(10)
             self._duties = None
+        self.app.state.host_trust.close()
         self.compute.close()
         self.engine.dispose()
