@@ -295,6 +295,19 @@ def _run(server: Any, root: Path) -> None:
         f"{_pct(sched, 0.99):.1f} ms; POST /v1/servers p50 {_pct(post_ms, 0.5):.0f} ms "
         f"p99 {_pct(post_ms, 0.99):.0f} ms"
     )
+    beats = [r for r in records if r[0] == "heartbeat" and idle_start <= r[1] < idle_end]
+    offered = len(beats) / (idle_end - idle_start)
+    wanted = HOSTS / 10.0
+    print(
+        f"  offered load in the idle window: {offered:.1f} heartbeats/s of the {wanted:.0f}/s "
+        f"{HOSTS} hosts send ({offered / wanted:.2f})"
+    )
+    if offered < 0.9 * wanted:
+        print(
+            "  NOTE: the agent processes fell behind (see 'timer late'): the controller got "
+            "less than the fleet's load, so these figures are not those of "
+            f"{HOSTS} hosts; run on a machine with idle cores"
+        )
     print("  agents' view over both windows:")
     for kind in ("heartbeat", "push", "host:domain_states", "host:spawn", "host:domain_exists"):
         print("    " + _summary(records, kind, idle_start, create_end))
