@@ -3,7 +3,9 @@ each beside the Fleet goal.
 
 A real ``wattvisor controller`` process on a private PostgreSQL 15 (fsync off), and
 HOSTS simulated agents (:mod:`bench.simulated_agents`) in AGENT_PROCESSES processes:
-each joins with a join token of its own, serves the host protocol over HTTP on a
+each joins with a join token of its own (HTTP_JOINS of them over HTTP, their rate
+printed; the others by the same service call, since a thousand joins over HTTP took
+minutes here), serves the host protocol over HTTP on a
 libvirt test-driver connection of its own, and sends real heartbeats and energy
 pushes every 10 s (random phase, ±5 % jitter). After every host joined and had time
 for a first heartbeat and push, two windows are measured:
