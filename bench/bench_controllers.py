@@ -14,14 +14,20 @@ double the figure here; the point is that the second one adds instead of contend
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.postgres_processes import (
+    finish,
+    migrated_database,
+    private_postgres,
+    ready_processes,
+    tell,
+)
 
 SERVERS = 120
 WORKERS = 4
@@ -91,25 +97,10 @@ def _measure(url: str, controllers: int, data_dir: Path) -> float:
     compute.catalog.create_image("bench", kernel_path=str(kernel))
     owner = Principal("bench", "bench", "member")
     uuids = [compute.servers.create(owner, f"b{i}", "bench", "bench").uuid for i in range(SERVERS)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "bench.bench_controllers", "controller", json.dumps(raw)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(controllers)
-    ]
+    procs = ready_processes("bench.bench_controllers", ["controller", json.dumps(raw)], controllers)
     try:
-        for p in procs:
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         started = time.perf_counter()
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
+        tell(procs, "go")
         deadline = time.monotonic() + WAIT_S
         while True:
             counts = compute.servers.tasks.counts()
@@ -122,39 +113,20 @@ def _measure(url: str, controllers: int, data_dir: Path) -> float:
         statuses = {compute.servers.get(owner, u).status for u in uuids}
         if statuses != {"ACTIVE"}:
             raise RuntimeError(f"{controllers} controllers: servers ended {statuses}")
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("stop\n")
-            p.stdin.flush()
-            p.communicate(timeout=60)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate(timeout=60)
+        finish(procs)
         compute.close()
         engine.dispose()
     return SERVERS / elapsed
 
 
 def run() -> None:
-    try:
-        from tests.support.postgres import start_postgres
-    except ImportError as exc:
-        print(f"PostgreSQL skipped: {exc}")
-        return
-    try:
-        server = start_postgres()
-    except RuntimeError as exc:
-        print(f"PostgreSQL skipped: {exc}")
-        return
-    from wattvisor.store import migrate
-
-    try:
+    with private_postgres() as server:
+        if server is None:
+            return
         figures = []
         for controllers in (1, 2):
-            url = server.create_database()
-            migrate(url)
+            url = migrated_database(server)
             with tempfile.TemporaryDirectory(prefix="wvbench-") as tmp:
                 figures.append(_measure(url, controllers, Path(tmp)))
         one, two = figures
@@ -164,8 +136,6 @@ def run() -> None:
         )
         print(f"  {'':<22}{'1 controller':>16}{'2 controllers':>16}{'2 / 1':>8}")
         print(f"  {'builds settled':<22}{one:>12.1f} /s{two:>13.1f} /s{two / one:>8.2f}")
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -19,9 +19,16 @@ instead of contending on locks.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
+
+from bench.postgres_processes import (
+    finish,
+    migrated_database,
+    private_postgres,
+    ready_processes,
+    tell,
+)
 
 TASKS = 1_000
 CONCURRENCY = 4
@@ -71,25 +78,10 @@ def _measure(url: str, shape: str, workers: int) -> float:
     with write_transaction(engine) as conn:
         for n in range(TASKS):
             queue.enqueue(conn, "noop", f"{shape}-{workers}-{n}")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "bench.bench_tasks", "worker", url, shape],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(workers)
-    ]
+    procs = ready_processes("bench.bench_tasks", ["worker", url, shape], workers)
     try:
-        for p in procs:
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         started = time.perf_counter()
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
+        tell(procs, "go")
         deadline = time.monotonic() + WAIT_S
         while True:
             counts = queue.counts()
@@ -99,16 +91,8 @@ def _measure(url: str, shape: str, workers: int) -> float:
                 raise TimeoutError(f"{shape} with {workers} workers: {counts} after {WAIT_S} s")
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("stop\n")
-            p.stdin.flush()
-            p.communicate(timeout=60)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate(timeout=60)
+        finish(procs)
         with write_transaction(engine) as conn:
             conn.execute(text("DELETE FROM tasks"))
         engine.dispose()
@@ -116,21 +100,10 @@ def _measure(url: str, shape: str, workers: int) -> float:
 
 
 def run() -> None:
-    try:
-        from tests.support.postgres import start_postgres
-    except ImportError as exc:
-        print(f"PostgreSQL skipped: {exc}")
-        return
-    try:
-        server = start_postgres()
-    except RuntimeError as exc:
-        print(f"PostgreSQL skipped: {exc}")
-        return
-    from wattvisor.store import migrate
-
-    try:
-        url = server.create_database()
-        migrate(url)
+    with private_postgres() as server:
+        if server is None:
+            return
+        url = migrated_database(server)
         print(f"task queue on PostgreSQL 15 (private server, fsync off), {TASKS} tasks")
         print(f"  {'shape':<26}{'1 worker':>14}{'2 workers':>14}{'2 / 1':>8}")
         for shape, label in (("loop", "claim+complete"), ("worker", "TaskWorker (4 threads)")):
@@ -140,8 +113,6 @@ def run() -> None:
                 f"  {label:<26}{one:>9.0f} t/s{two:>10.0f} t/s{two / one:>8.2f}",
                 flush=True,
             )
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

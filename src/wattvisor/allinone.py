@@ -104,6 +104,19 @@ class LocalHostPower:
         return {} if value is None else {self.provider_uuid: value}
 
 
+def run_history_duties(history: EnergyHistory, interval_s: float, stop: threading.Event) -> None:
+    """Every ``interval_s`` until ``stop``: downsampling (one controller of a fleet at a
+    time; the file_sd lists have their own writer); a failed round is logged and tried
+    again."""
+    while True:
+        try:
+            downsample_once(history)
+        except Exception:
+            log.exception("history duties failed; retrying at the next interval")
+        if stop.wait(interval_s):
+            return
+
+
 def build_host_trust(
     settings: Settings, engine: Engine, placement: Placement
 ) -> tuple[HostTrust, list[str]]:
@@ -311,16 +324,8 @@ class AllInOne:
             self._duties.start()
 
     def _run_history_duties(self, interval_s: float) -> None:
-        """Downsampling (one controller at a time)."""
-        history = self.history
-        assert history is not None
-        while True:
-            try:
-                downsample_once(history)
-            except Exception:
-                log.exception("history duties failed; retrying at the next interval")
-            if self._duties_stop.wait(interval_s):
-                return
+        assert self.history is not None
+        run_history_duties(self.history, interval_s, self._duties_stop)
 
     def start_metrics_listener(self) -> MetricsListener:
         """Serve ``/metrics`` on ``metrics.listen``, apart from the API (see telemetry.listener).
@@ -354,6 +359,7 @@ class AllInOne:
             self._duties = None
         if self.pusher is not None:
             self.pusher.stop()
+        self.app.state.host_trust.close()
         self.sampler.stop()
         self.compute.close()
         self.driver.close()

@@ -12,6 +12,7 @@ all-in-one on SQLite (:mod:`wattvisor.allinone`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ from dataclasses import dataclass, field
 from fastapi import Depends, FastAPI
 from sqlalchemy import Engine, text
 
-from wattvisor.allinone import build_host_trust
+from wattvisor.allinone import build_host_trust, run_history_duties
 from wattvisor.api.app import create_app
+from wattvisor.api.energy_routes import build_energy_router
 from wattvisor.api.host_trust_routes import build_host_trust_router
+from wattvisor.api.image_file_routes import build_image_file_router
 from wattvisor.api.prometheus_routes import build_prometheus_router
 from wattvisor.api.v1_routes import build_v1_router
 from wattvisor.auth.errors import KeyFileError
@@ -82,6 +85,8 @@ class Controller:
     admin_message: str
     notes: list[str] = field(default_factory=list)
     file_sd: FileSdWriter | None = None
+    _duties_stop: threading.Event = field(default_factory=threading.Event)
+    _duties: threading.Thread | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, require_shared_store: bool = True) -> Controller:
@@ -135,12 +140,17 @@ class Controller:
         )
         authenticated = authenticator.dependency
         admin_only = make_admin_dependency(authenticated)
+        history = compute.power.history
+        assert history is not None
         app = create_app(
             settings,
             placement=placement,
             placement_dependencies=[Depends(admin_only)],
+            # The agents' routes first: every host heartbeats and pushes its energy every
+            # few seconds, and a request is matched against the routes in order (each
+            # route tried costs; no two of these routers answer the same path and method).
+            # Image files serve the agents' builds; the pushes make the fleet's history.
             routers=[
-                build_v1_router(compute, authenticated, admin_only),
                 build_host_trust_router(trust, authenticator, authenticated, admin_only),
                 build_prometheus_router(
                     engine,
@@ -149,6 +159,9 @@ class Controller:
                     compat_series=settings.energy.compat_series,
                     address_family=settings.history.prometheus_vm_address,
                 ),
+                build_energy_router(history, compute.power, authenticated, admin_only),
+                build_image_file_router(compute, authenticated),
+                build_v1_router(compute, authenticated, admin_only),
             ],
             authenticator=authenticator,
         )
@@ -164,12 +177,22 @@ class Controller:
         notes = self.compute.servers.recover()
         self.compute.start(self.settings.compute.power_sync_interval_s)
         if self.file_sd is None:
-            history = self.settings.history
+            sd = self.settings.history
             self.file_sd = FileSdWriter(
-                self.engine, history.prometheus_file_sd, history.prometheus_vm_file_sd,
-                history.prometheus_file_sd_interval_s, family=history.prometheus_vm_address,
+                self.engine, sd.prometheus_file_sd, sd.prometheus_vm_file_sd,
+                sd.prometheus_file_sd_interval_s, family=sd.prometheus_vm_address,
             )  # fmt: skip
             self.file_sd.start()
+        history = self.compute.power.history
+        interval = self.settings.history.downsample_interval_s
+        if history is not None and interval > 0 and self._duties is None:
+            self._duties_stop.clear()
+            self._duties = threading.Thread(
+                target=run_history_duties,
+                args=(history, interval, self._duties_stop),
+                name="wattvisor-history", daemon=True,
+            )  # fmt: skip
+            self._duties.start()
         return notes
 
     def stop(self) -> None:
@@ -177,5 +200,10 @@ class Controller:
         if self.file_sd is not None:
             self.file_sd.stop()
             self.file_sd = None
+        self._duties_stop.set()
+        if self._duties is not None:
+            self._duties.join(10)
+            self._duties = None
+        self.app.state.host_trust.close()
         self.compute.close()
         self.engine.dispose()

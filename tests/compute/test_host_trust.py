@@ -369,3 +369,76 @@ def test_join_tokens_of_a_rotated_cluster_key_hold_during_its_grace_only(
     assert world.counts() == (0, 0, 0)
     with pytest.raises(Conflict, match="was a cluster key already"):
         world.cluster.rotate(state.current.public_key, timedelta(0))
+
+
+def _stored_heartbeat(world: TrustWorld, host_id: str) -> datetime | None:
+    from wattvisor.store.trust_tables import HostAgentRow
+
+    with read_transaction(world.engine) as conn:
+        seen = conn.execute(
+            select(HostAgentRow.last_heartbeat_at).where(HostAgentRow.host_uuid == host_id)
+        ).scalar_one()
+    return None if seen is None else (seen if seen.tzinfo else seen.replace(tzinfo=UTC))
+
+
+def _joined(world: TrustWorld) -> str:
+    issued = world.trust.create_join_token(ADMIN, timedelta(hours=1))
+    request = join_request()
+    world.trust.join(world.verify(issued.token), request)  # type: ignore[arg-type]
+    return request.host_id
+
+
+def test_a_first_heartbeat_is_stored_at_once_and_later_ones_with_the_next_batch(
+    world: TrustWorld,
+) -> None:
+    host_id = _joined(world)
+    world.trust.heartbeat(host_id)
+    first = _stored_heartbeat(world, host_id)
+    assert first is not None  # stored at once: the host is up in every controller's eyes
+    answer = world.trust.heartbeat(host_id)  # recent: waits for the batch
+    assert answer.host_id == host_id and answer.cluster_keys
+    assert _stored_heartbeat(world, host_id) == first
+    assert world.trust.flush_heartbeats() == 1
+    later = _stored_heartbeat(world, host_id)
+    assert later is not None and later > first
+    assert world.trust.flush_heartbeats() == 0  # nothing waits any more
+
+
+def test_a_batched_heartbeat_never_moves_the_stored_one_back(world: TrustWorld) -> None:
+    from sqlalchemy import update
+
+    from wattvisor.store import write_transaction
+    from wattvisor.store.trust_tables import HostAgentRow
+
+    host_id = _joined(world)
+    world.trust.heartbeat(host_id)
+    world.trust.heartbeat(host_id)  # waits for the batch
+    ahead = datetime.now(UTC) + timedelta(seconds=30)  # another controller wrote a newer one
+    with write_transaction(world.engine) as conn:
+        conn.execute(
+            update(HostAgentRow)
+            .where(HostAgentRow.host_uuid == host_id)
+            .values(last_heartbeat_at=ahead)
+        )
+    world.trust.flush_heartbeats()
+    assert _stored_heartbeat(world, host_id) == ahead
+
+
+def test_heartbeats_of_a_host_that_did_not_join_are_refused_and_close_writes_the_rest(
+    world: TrustWorld,
+) -> None:
+    from wattvisor.compute import NotFound
+
+    stranger = str(uuid.uuid4())
+    with pytest.raises(NotFound, match=stranger):
+        world.trust.heartbeat(stranger)
+    host_id = _joined(world)
+    world.trust.heartbeat(host_id)
+    first = _stored_heartbeat(world, host_id)
+    world.trust.heartbeat(host_id)
+    world.trust.close()  # the waiting heartbeat is written, and any later one at once
+    second = _stored_heartbeat(world, host_id)
+    assert first is not None and second is not None and second > first
+    world.trust.heartbeat(host_id)
+    third = _stored_heartbeat(world, host_id)
+    assert third is not None and third > second

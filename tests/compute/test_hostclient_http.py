@@ -299,3 +299,16 @@ def test_an_agent_serving_tls_is_checked_against_the_configured_ca(tmp_path: Pat
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def test_agent_clients_share_one_tls_context_per_ca_file(tmp_path: Path) -> None:
+    import ssl
+
+    from wattvisor.compute.hostclient_http import tls_context
+
+    default = tls_context(None)
+    assert tls_context(None) is default  # not a CA bundle load per host
+    assert default.verify_mode == ssl.CERT_REQUIRED and default.check_hostname
+    missing = tmp_path / "no-such-ca.pem"
+    with pytest.raises(OSError):
+        tls_context(missing)

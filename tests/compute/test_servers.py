@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,28 @@ def test_create_returns_build_and_the_worker_makes_it_active(
     assert usage["VCPU"] == 1 and usage["MEMORY_MB"] == 256
     # ACPI: a graceful stop presses the power button; PCI hot-unplug needs it too.
     assert domain.features is not None and domain.features.acpi
+
+
+def test_a_build_logs_the_schedulers_own_time_beside_the_whole_builds(
+    compute: Compute,
+    kernel_image: ImageRecord,
+    settle: Callable[[str], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import re
+
+    caplog.set_level(logging.INFO, logger="wattvisor.compute.servers")
+    server = compute.servers.create(ALICE, "web 1", "tiny", kernel_image.name)
+    settle(server.uuid)
+    host = compute.hosts.names()[compute.servers.get(ALICE, server.uuid).host_uuid or ""]
+    [line] = [r.getMessage() for r in caplog.records if server.uuid in r.getMessage()]
+    found = re.fullmatch(
+        rf"server {server.uuid} ACTIVE on {re.escape(host)}: scheduled in ([0-9.]+) ms, "
+        r"built in ([0-9]+) ms",
+        line,
+    )
+    assert found is not None, line
+    assert 0 < float(found[1]) <= float(found[2]) + 1
 
 
 def test_domain_names_come_from_the_template_with_a_per_host_sequence(

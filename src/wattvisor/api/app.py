@@ -53,9 +53,12 @@ def create_app(
     app = FastAPI(title="wattvisor", version="0.1.0", lifespan=_disposing(owned))
     app.state.settings = settings
     app.state.placement = placement
-    placement_routes.install(app, placement, dependencies=placement_dependencies)
+    # The given routers before Placement's: a request is matched against the routes in
+    # order, and the hot paths (hosts' heartbeats and pushes) are under /v1. No route
+    # of one answers a path of the other (/placement against /v1).
     for router in routers:
         app.include_router(router)
+    placement_routes.install(app, placement, dependencies=placement_dependencies)
     install_v1_errors(app)
     # The last added runs first: ids, then the methods a path allows (OPTIONS and 405
     # say no more than /openapi.json), then the token, then the body cap.

@@ -8,7 +8,6 @@ cluster's controllers only, its energy on ``metrics.listen``, and heartbeats.
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
@@ -45,9 +44,6 @@ def agent(
     from wattvisor.telemetry import MetricsListenerError
 
     _configure_logging(verbose)
-    if not verbose:
-        # One line per heartbeat and per call is noise; failures are logged by the agent.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = state.settings()
     if controller is not None:
         settings.agent.controller = controller

@@ -35,6 +35,11 @@ def _configure_logging(verbose: bool) -> None:
     # Schema upgrades run on every start; Alembic's step-by-step INFO lines are noise
     # unless asked for. Its warnings and errors still show.
     logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # httpx logs every request at INFO: an agent's heartbeats, a controller's calls to
+    # every host (its power sync alone makes one per host every interval). At a
+    # thousand hosts those lines cost the controller more CPU than the calls; failures
+    # are logged by the callers.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast, overload
 
-from sqlalchemy import Engine, Table, delete, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from wattvisor.auth.cluster_keys import ClusterSigner
@@ -284,6 +284,13 @@ class HostTrust:
         self._keys: dict[str, tuple[TrustedKey, ...] | None] = {}
         self._generation = -1
         self._lock = threading.Lock()
+        # Heartbeats: when this process last wrote each host's, and those waiting for
+        # the next batch (see :meth:`heartbeat`).
+        self._beats_lock = threading.Lock()
+        self._beats_written: dict[str, datetime] = {}
+        self._beats_pending: dict[str, datetime] = {}
+        self._beats_stop = threading.Event()
+        self._beats_flusher: threading.Thread | None = None
 
     # -- join tokens -------------------------------------------------------------------
 
@@ -582,9 +589,32 @@ class HostTrust:
             bump_generation(conn, HOST_KEYS)
         return self._answer(host_uuid, cluster)
 
+    HEARTBEAT_BATCH_S = 1.0
+    """How long a heartbeat may wait to be written with the others."""
+
     def heartbeat(self, host_uuid: str) -> TrustAnswer:
-        """Note that the host is alive; answer what it must know about the cluster."""
+        """Note that the host is alive; answer what it must know about the cluster.
+
+        A host whose heartbeat this process wrote less than half of ``agent.down_after_s``
+        ago is up in the store already: its heartbeat is written with every other one
+        that came in the same second (one transaction a second instead of one per host
+        and heartbeat: a thousand hosts sent a hundred a second). Any other heartbeat (a
+        host's first here, or one back from a silence) is written at once, and a host
+        that did not join is refused, as before.
+        """
         now = utcnow()
+        cluster = self.cluster.require()
+        fresh = timedelta(seconds=self.settings.agent.down_after_s / 2)
+        with self._beats_lock:
+            written = self._beats_written.get(host_uuid)
+            if written is not None and now - written < fresh and not self._beats_stop.is_set():
+                self._beats_pending[host_uuid] = now
+                if self._beats_flusher is None:
+                    self._beats_flusher = threading.Thread(
+                        target=self._flush_beats_loop, name="wattvisor-heartbeats", daemon=True
+                    )
+                    self._beats_flusher.start()
+                return self._answer(host_uuid, cluster)
         with write_transaction(self.engine) as conn:
             found = conn.execute(
                 update(_agents)
@@ -593,7 +623,64 @@ class HostTrust:
             ).rowcount
         if found != 1:
             raise NotFound(f"host {quoted(host_uuid)} did not join", host_id=host_uuid)
-        return self._answer(host_uuid, self.cluster.require())
+        with self._beats_lock:
+            if len(self._beats_written) >= self.MAX_CACHED:
+                self._beats_written.clear()
+            self._beats_written[host_uuid] = now
+        return self._answer(host_uuid, cluster)
+
+    def flush_heartbeats(self) -> int:
+        """Write the heartbeats waiting for their batch; how many hosts it wrote.
+
+        A stored heartbeat only moves forward: of two controllers, the one writing an
+        older moment changes nothing."""
+        with self._beats_lock:
+            pending, self._beats_pending = self._beats_pending, {}
+        if not pending:
+            return 0
+        try:
+            self._write_beats(pending)
+        except Exception:
+            with self._beats_lock:  # kept for the next round, unless a newer one came
+                for host, seen in pending.items():
+                    self._beats_pending.setdefault(host, seen)
+            raise
+        with self._beats_lock:
+            for host, seen in pending.items():
+                if host in self._beats_written:
+                    self._beats_written[host] = max(self._beats_written[host], seen)
+        return len(pending)
+
+    def _write_beats(self, pending: dict[str, datetime]) -> None:
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                update(_agents)
+                .where(
+                    (_agents.c.host_uuid == bindparam("host"))
+                    & (
+                        _agents.c.last_heartbeat_at.is_(None)
+                        | (_agents.c.last_heartbeat_at < bindparam("seen"))
+                    )
+                )
+                .values(last_heartbeat_at=bindparam("seen")),
+                [{"host": host, "seen": seen} for host, seen in pending.items()],
+            )
+
+    def _flush_beats_loop(self) -> None:
+        while not self._beats_stop.wait(self.HEARTBEAT_BATCH_S):
+            try:
+                self.flush_heartbeats()
+            except Exception:
+                # Kept for the next round; a host stays up meanwhile (down_after_s is far).
+                log.exception("writing heartbeats failed; trying again in a second")
+
+    def close(self) -> None:
+        """Write the heartbeats still waiting, and write every later one at once."""
+        self._beats_stop.set()
+        flusher, self._beats_flusher = self._beats_flusher, None
+        if flusher is not None:
+            flusher.join(10)
+        self.flush_heartbeats()
 
     def _answer(self, host_uuid: str, cluster: ClusterState) -> TrustAnswer:
         now = utcnow()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class Claim:
     provider_name: str
     resources: dict[str, int]
     consumer_generation: int
+    took_s: float = 0.0
+    """How long choosing and claiming the host took: the scheduler's own time, which
+    the controller logs with every build so an operator sees it grow with the fleet."""
 
 
 class NoValidHost(Exception):
@@ -96,6 +100,7 @@ class Scheduler:
         when no host fits, InvalidSpec when the flavor and image contradict each other,
         and ConsumerConflict when the consumer already holds a claim.
         """
+        started = time.perf_counter()
         if not prefiltered:
             self.prepare(spec)
         consumer = consumer_uuid or str(uuidlib.uuid4())
@@ -134,7 +139,10 @@ class Scheduler:
                     ) from exc
                 continue
             LOG.debug("claimed %s on %s for %s", request.resources, host.name, consumer)
-            return Claim(consumer, host.uuid, host.name, dict(request.resources), generation or 1)
+            return Claim(
+                consumer, host.uuid, host.name, dict(request.resources), generation or 1,
+                took_s=time.perf_counter() - started,
+            )  # fmt: skip
 
     def release(self, claim: Claim) -> None:
         """Give a claim's resources back (no error when they were released already)."""
