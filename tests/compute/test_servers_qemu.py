@@ -14,6 +14,7 @@ import pytest
 from compute.principals import ADMIN, ALICE
 from support.guest_domains import destroy_and_undefine
 from wattvisor.compute import Compute, LocalHostClient, ServerRecord
+from wattvisor.compute.hostclient import InterfaceAttachment, VolumeAttachment
 from wattvisor.config import load_settings
 from wattvisor.guest import Disk, Domain, Interface
 from wattvisor.host.driver import HostDriver
@@ -94,12 +95,21 @@ def test_volume_attaches_live_with_serial_and_alias_and_detaches_by_alias(
         assert isinstance(disk, Disk), inactive
         assert disk.serial == volume.id and disk.bus == "virtio" and disk.target_dev == "vdb"
         assert disk.driver_type == "qcow2"
+    # An attach task run again (its controller died after the host's part) attaches nothing.
+    client = compute.hosts.client(server.host_uuid or "")
+    attachment = VolumeAttachment(volume.id, volume.path, volume.format)
+    client.attach_volume(server.domain_name or "", attachment)
+    for inactive in (False, True):
+        aliases = [d.alias for d in _domain(compute, server, inactive=inactive).devices]
+        assert aliases.count(volume.alias) == 1, (inactive, aliases)
 
     compute.servers.stop(ALICE, server.uuid)
     compute.servers.wait(server.uuid, WAIT_S)
     assert compute.servers.get(ALICE, server.uuid).status == "SHUTOFF"
-    compute.devices.detach(ALICE, server.uuid, volume.alias)
+    assert compute.devices.detach(ALICE, server.uuid, volume.alias) is True
     assert _domain(compute, server, inactive=True).find_device(alias=volume.alias) is None
+    # A detach task run again finds the device gone: done, as asked.
+    client.detach_by_alias(server.domain_name or "", volume.alias)
     assert compute.devices.volume(ALICE, volume.id).status == "available"
     compute.devices.delete_volume(ALICE, volume.id)
     assert not Path(volume.path).exists()
@@ -115,6 +125,13 @@ def test_interface_attaches_with_generated_mac_and_detaches_by_alias(
     nic = _domain(compute, server, inactive=False).find_device(alias=port.alias)
     assert isinstance(nic, Interface) and nic.mac == port.mac and nic.type == "user"
     assert nic.model == "virtio"
+    client = compute.hosts.client(server.host_uuid or "")
+    client.attach_interface(
+        server.domain_name or "",
+        InterfaceAttachment(port.id, port.mac, port.kind, port.source, port.model),
+    )
+    live = [d.alias for d in _domain(compute, server, inactive=False).devices]
+    assert live.count(port.alias) == 1, live
     assert [i.id for i in compute.devices.interfaces(ALICE, server.uuid)] == [port.id]
 
     compute.servers.stop(ALICE, server.uuid)

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import threading
 import uuid as uuidlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -146,6 +146,9 @@ class ServerService:
         self.volume_locks = KeyedLocks()
         """Locks serialising what claims a volume: attach, detach, delete, boot from it."""
         self._image_sizes: dict[tuple[str, tuple[int, ...]], int] = {}
+        self.task_failure_handlers: dict[str, Callable[[TaskRecord], None]] = {}
+        """Who settles what a task of a kind leaves when it fails for good, instead of
+        making its server ERROR (a failed attach leaves the server as it was)."""
         self.task_resumers: dict[str, str] = {}
         """The task kind that carries on a server task other services give servers (by
         the server's task name), for :meth:`recover`."""
@@ -880,6 +883,9 @@ class ServerService:
         last one): the server is ERROR with the task's last error as the admin's detail.
         A build that never recorded a host gives back its claim and addresses (one with
         a host keeps them for the delete that follows, which removes what is there)."""
+        if task.kind in self.task_failure_handlers:
+            self.task_failure_handlers[task.kind](task)
+            return
         if task.kind == "build":
             record = self._load(task.target)
             if record is not None and record.status == "BUILD" and record.host_uuid is None:
