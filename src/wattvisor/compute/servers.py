@@ -636,17 +636,39 @@ class ServerService:
         for host_uuid in [*by_host, *(j for j in joined if j not in by_host)]:
             if host_uuid in down:
                 continue
-            try:
-                states = self.hosts.client(host_uuid).domain_states()
-            except Exception as exc:
-                log.warning("power sync skipped host %s: %s", host_uuid, exc)
-                continue
-            if host_uuid in joined:
-                self._note_unknown(host_uuid, states)
-            for record in by_host.get(host_uuid, []):
-                change = self._sync_one(record, states.get(record.uuid.lower()))
-                if change is not None:
-                    changes.append(change)
+            changes += self._sync_host(host_uuid, by_host.get(host_uuid, []), host_uuid in joined)
+        return changes
+
+    def reconcile_host(self, host_uuid: str) -> list[str]:
+        """Look at one host's guests now, as the power sync does for every host: for a
+        host whose agent was down and heartbeats again, at its first heartbeat rather
+        than at the next sync round. A server whose domain the host lost becomes ERROR
+        ("the host lost the server"); a domain no server owns is recorded and left alone.
+        Returns one line per change."""
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(_servers).where(
+                    (_servers.c.host_uuid == host_uuid)
+                    & _servers.c.status.in_(("ACTIVE", "SHUTOFF"))
+                    & _servers.c.task.is_(None)
+                )
+            ).all()
+        joined = host_uuid in set(self.hosts.joined_hosts())
+        return self._sync_host(host_uuid, [_server(row) for row in rows], joined)
+
+    def _sync_host(self, host_uuid: str, records: list[ServerRecord], joined: bool) -> list[str]:
+        try:
+            states = self.hosts.client(host_uuid).domain_states()
+        except Exception as exc:
+            log.warning("power sync skipped host %s: %s", host_uuid, exc)
+            return []
+        if joined:
+            self._note_unknown(host_uuid, states)
+        changes = []
+        for record in records:
+            change = self._sync_one(record, states.get(record.uuid.lower()))
+            if change is not None:
+                changes.append(change)
         return changes
 
     def _note_unknown(self, host_uuid: str, states: dict[str, str]) -> None:
