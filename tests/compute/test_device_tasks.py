@@ -192,6 +192,27 @@ def test_an_attach_whose_controller_died_on_its_last_attempt_is_undone(
     assert compute.servers.get(ALICE, server.uuid).status == "ACTIVE"
 
 
+def test_a_volume_left_attaching_without_a_task_is_carried_on_at_restart(
+    compute: Compute, kernel_image: ImageRecord, settle: Callable[[str], None]
+) -> None:
+    """Its controller died between failing the task and undoing it: the restart queues
+    the attach again (idempotent), here refused by the test driver and undone."""
+    server = _active(compute, kernel_image, settle)
+    volume = compute.devices.create_volume(ALICE, "data", 1)
+    with write_transaction(compute.devices.engine) as conn:
+        conn.execute(
+            update(VolumeRow)
+            .where(VolumeRow.id == volume.id)
+            .values(status="attaching", server_uuid=server.uuid)
+        )
+    notes = compute.servers.recover()
+    assert f"volume {volume.id}: attaching server {server.uuid} again after a restart" in notes
+    assert compute.servers.recover() == []  # in flight now: not queued twice
+    compute.servers.wait(server.uuid, WAIT_S)
+    freed = compute.devices.volume(ALICE, volume.id)
+    assert freed.status == "available" and freed.server_uuid is None
+
+
 def test_a_task_error_read_from_the_store_answers_like_the_one_raised() -> None:
     """A request waits in one controller while another ran its task: the error comes
     from the task row, with its type, its admin message and its member message."""

@@ -94,6 +94,7 @@ class DeviceService:
         servers.task_handlers[DETACH] = self._detach_task
         for kind in DEVICE_TASKS:
             servers.task_failure_handlers[kind] = self._device_task_failed
+        servers.recoverers.append(self._resume_device_changes)
 
     def create_volume(
         self,
@@ -570,6 +571,33 @@ class DeviceService:
                 else:
                     conn.execute(delete(_interfaces).where(_interfaces.c.id == ident))
                 self.servers.tasks.complete(lease, conn)
+
+    def _resume_device_changes(self) -> list[str]:
+        """Queue the task again for a volume left ``attaching`` or ``detaching`` with none
+        in flight (a controller died between failing its task for good and undoing it):
+        both are idempotent, so the change is carried out after all. One note per volume."""
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(_volumes).where(_volumes.c.status.in_((ATTACHING, DETACHING)))
+            ).all()
+        notes = []
+        for row in rows:
+            if row.server_uuid is None:
+                continue
+            alias = f"ua-{row.id}"
+            if row.status == ATTACHING:
+                kind, key, payload = ATTACH_VOLUME, row.id, {"volume_id": row.id}
+            else:
+                kind, key, payload = DETACH, alias, {"alias": alias, "volume": True}
+            with write_transaction(self.engine) as conn:
+                queued = self.servers.tasks.enqueue(
+                    conn, kind, row.server_uuid, payload, key=key,
+                    max_attempts=DEVICE_TASK_ATTEMPTS,
+                ).created  # fmt: skip
+            if queued:
+                notes.append(f"volume {row.id}: {row.status} server {row.server_uuid} again "
+                             "after a restart")  # fmt: skip
+        return notes
 
     def _device_task_failed(self, task: TaskRecord) -> None:
         """A device task failed for good. One whose handler undid its part says so in

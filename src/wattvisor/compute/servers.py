@@ -149,6 +149,8 @@ class ServerService:
         self.task_failure_handlers: dict[str, Callable[[TaskRecord], None]] = {}
         """Who settles what a task of a kind leaves when it fails for good, instead of
         making its server ERROR (a failed attach leaves the server as it was)."""
+        self.recoverers: list[Callable[[], list[str]]] = []
+        """What other services carry on at :meth:`recover` (one note per thing)."""
         self.task_resumers: dict[str, str] = {}
         """The task kind that carries on a server task other services give servers (by
         the server's task name), for :meth:`recover`."""
@@ -598,6 +600,8 @@ class ServerService:
                 queued = self.tasks.enqueue(conn, kind, record.uuid).created
             if queued:
                 notes.append(f"server {record.uuid}: {what} again after a restart")
+        for recoverer in self.recoverers:
+            notes += recoverer()
         self.start_worker()
         return notes
 
