@@ -24,6 +24,7 @@ from support.guest_networks import (
     random_ipv4_subnet,
     random_ipv6_subnet,
     remove_network,
+    sweep_leftover_networks,
     unique_network_name,
 )
 from wattvisor.devtools import libvirtd as dev_libvirtd
@@ -56,7 +57,15 @@ os.environ["WATTVISOR_HOST__NETWORK__IPV6_SUBNET"] = random_ipv6_subnet()
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_test_network() -> Iterator[None]:
-    """Remove this session's isolated network from the system libvirtd, pass or fail."""
+    """Remove the networks killed sessions left on the system libvirtd (never a live
+    session's), and this session's own at its end, pass or fail."""
+    if dev_libvirtd.libvirtd_answers(SYSTEM_URI):
+        with contextlib.suppress(libvirt.libvirtError):
+            conn = libvirt.open(SYSTEM_URI)
+            try:
+                sweep_leftover_networks(conn)
+            finally:
+                conn.close()
     yield
     if not dev_libvirtd.libvirtd_answers(SYSTEM_URI):
         return

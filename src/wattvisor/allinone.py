@@ -261,6 +261,7 @@ class AllInOne:
             authenticator=authenticator,
         )
         app.state.host_trust = trust
+        trust.on_return = compute.reconcile_soon  # a host back from down: look at it now
         app.state.driver = driver
         app.state.sampler = sampler
         app.state.compute = compute

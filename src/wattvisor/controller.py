@@ -166,6 +166,7 @@ class Controller:
             authenticator=authenticator,
         )
         app.state.host_trust = trust
+        trust.on_return = compute.reconcile_soon  # a host back from down: look at it now
         app.state.compute = compute
         return cls(settings, engine, placement, compute, app, admin.message, notes)
 

@@ -1,20 +1,27 @@
-"""A compute service on a real store (SQLite and PostgreSQL) and libvirt's test driver."""
+"""A compute service on a real store (SQLite and PostgreSQL) and libvirt's test driver;
+``qemu_compute``: one on a real libvirtd (QEMU, TCG) for the tests that boot guests."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 
+from compute.principals import ADMIN
+from support.guest_domains import destroy_and_undefine
 from wattvisor.compute import Compute, HostRecord, ImageRecord, LocalHostClient
 from wattvisor.config import Settings, load_settings
 from wattvisor.host.driver import HostDriver
+from wattvisor.images import GuestImage
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine, migrate
 
 WAIT_S = 30.0
+QEMU_WAIT_S = 120.0
 
 
 def second_host_uri(directory: Path, cores: int = 4) -> str:
@@ -91,3 +98,50 @@ def settle(compute: Compute) -> Callable[[str], None]:
         compute.servers.wait(server_id, WAIT_S)
 
     return wait
+
+
+@pytest.fixture
+def qemu_compute(
+    libvirt_system: libvirt.virConnect, guest_image: GuestImage, world_readable_tmp: Path
+) -> Iterator[Compute]:
+    """A compute service on SQLite driving the shared ``qemu:///system`` with the tiny
+    guest as image ``idle`` (it idles) and ``disks`` (it reports its disks, root ``vda``).
+    Whatever a test leaves (servers, their domains, volumes, the pool) is removed."""
+    settings = load_settings(
+        data_dir=world_readable_tmp / "data",
+        host={"libvirt_uri": "qemu:///system", "virt_type": "qemu",
+              "instance_name_template": f"wvtest-{secrets.token_hex(5)}-%04x"},
+        compute={"stop_timeout_s": 1},
+    )  # fmt: skip
+    engine = make_engine(settings.store_url)
+    migrate(engine)
+    compute = Compute.build(engine, Placement(engine), settings)
+    client = LocalHostClient(HostDriver(settings.host, settings.data_dir, uri="qemu:///system"))
+    compute.hosts.add(client, name="qemu-host", local=True)
+    compute.ensure_default_flavors()
+    for name, cmdline in (
+        ("idle", guest_image.cmdline("idle")),
+        ("disks", guest_image.cmdline("disks", file="vda")),
+    ):
+        compute.catalog.create_image(
+            name, kernel_path=str(guest_image.kernel), initrd_path=str(guest_image.initrd),
+            cmdline=cmdline,
+        )  # fmt: skip
+    try:
+        yield compute
+    finally:
+        for server in compute.servers.list_all(ADMIN):
+            compute.servers.delete(ADMIN, server.uuid)
+            compute.servers.wait(server.uuid, QEMU_WAIT_S)
+            if server.domain_name:
+                with contextlib.suppress(libvirt.libvirtError):
+                    destroy_and_undefine(libvirt_system.lookupByName(server.domain_name))
+        for volume in compute.devices.volumes(ADMIN):
+            with contextlib.suppress(Exception):
+                compute.devices.delete_volume(ADMIN, volume.id)
+        with contextlib.suppress(libvirt.libvirtError):
+            pool = libvirt_system.storagePoolLookupByName(client.volume_pool)
+            pool.destroy()
+            pool.undefine()
+        compute.close()
+        engine.dispose()

@@ -4,23 +4,27 @@ its next heartbeat makes it up again. The controller opens the agent's URL on fi
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import cast
 
 import pytest
 from biscuit_auth import KeyPair
 from sqlalchemy import Table, update
 
+from compute.conftest import second_host_uri
 from compute.principals import ALICE
 from wattvisor.auth import Principal
 from wattvisor.auth.cluster_keys import ClusterSigner, ensure_cluster_key
 from wattvisor.auth.tokens import utcnow
-from wattvisor.compute import Compute, HostClient, ImageRecord
+from wattvisor.compute import Compute, HostClient, ImageRecord, LocalHostClient
 from wattvisor.compute.host_trust import ClusterKeys, HostTrust, JoinRequest
 from wattvisor.compute.hostclient_http import HttpHostClient
-from wattvisor.host.driver import Inventory
+from wattvisor.compute.hosts import HostRegistry
+from wattvisor.host.driver import HostDriver, Inventory
 from wattvisor.store import write_transaction
 from wattvisor.store.trust_tables import HostAgentRow
 
@@ -139,3 +143,76 @@ def test_power_views_go_on_without_a_host_whose_agent_does_not_answer(
     assert view.sampled is False and view.source == "none"
     assert compute.power._meter(host_uuid) == (None, "none")
     assert compute.power._meter(host_uuid, down={host_uuid}) == (None, "none")
+
+
+def _wait_reconciled(compute: Compute) -> None:
+    deadline = time.monotonic() + 30
+    while compute.reconciling():
+        assert time.monotonic() < deadline, "the returned host was not reconciled in time"
+        time.sleep(0.02)
+
+
+def test_a_down_hosts_first_heartbeat_reconciles_it(
+    compute: Compute,
+    joined: tuple[HostTrust, str],
+    kernel_image: ImageRecord,
+    settle: Callable[[str], None],
+    tmp_path: Path,
+) -> None:
+    trust, host_uuid = joined
+    settings = compute.hosts.settings
+    # The joined host's agent, served in-process on a test driver of its own.
+    agent = LocalHostClient(
+        HostDriver(settings.host, settings.data_dir, uri=second_host_uri(tmp_path))
+    )
+    compute.hosts.client_factory = lambda url: agent
+    trust.on_return = compute.reconcile_soon
+    [local] = [h for h in compute.hosts.list_all() if h.local]
+    compute.hosts.set_enabled(local.provider_uuid, False)
+    kept = compute.servers.create(ALICE, "kept", "tiny", kernel_image.id)
+    lost = compute.servers.create(ALICE, "lost", "tiny", kernel_image.id)
+    for server in (kept, lost):
+        settle(server.uuid)
+        assert compute.servers.get(ALICE, server.uuid).host_uuid == host_uuid
+    foreign = str(uuid.uuid4())
+    conn = agent.driver.connection.get()
+
+    # While the host is down, one server's domain goes and a stranger's comes.
+    _silence(compute, host_uuid, settings.agent.down_after_s + 5)
+    gone = compute.servers.get(ALICE, lost.uuid)
+    agent.delete(gone.uuid, gone.domain_name or "")
+    conn.defineXML(
+        f"<domain type='test'><name>foreign-{foreign[:8]}</name><uuid>{foreign}</uuid>"
+        "<memory>1024</memory><os><type>hvm</type></os></domain>"
+    )
+    assert compute.servers.sync_power_states() == []  # a down host is left alone
+
+    trust.heartbeat(host_uuid)  # back: looked at now, not at the next sync round
+    _wait_reconciled(compute)
+    failed = compute.servers.get(ALICE, lost.uuid)
+    assert failed.status == "ERROR" and failed.fault is not None
+    assert failed.fault.startswith("the host lost the server")
+    assert compute.servers.get(ALICE, kept.uuid).status == "ACTIVE"
+    assert compute.hosts.get(host_uuid).unknown_domains == (foreign,)
+    assert conn.lookupByUUIDString(foreign) is not None  # left alone
+
+    # An up host's heartbeat reconciles nothing; the list follows the host's domains.
+    conn.lookupByUUIDString(foreign).undefine()
+    trust.heartbeat(host_uuid)
+    assert not compute.reconciling()
+    assert compute.hosts.get(host_uuid).unknown_domains == (foreign,)
+    compute.servers.reconcile_host(host_uuid)
+    assert compute.hosts.get(host_uuid).unknown_domains == ()
+
+
+def test_unknown_domains_are_kept_in_the_store_for_every_controller(
+    compute: Compute, joined: tuple[HostTrust, str]
+) -> None:
+    _trust, host_uuid = joined
+    foreign = str(uuid.uuid4())
+    compute.hosts.note_unknown_domains(host_uuid, {foreign.upper()})
+    other = HostRegistry(compute.hosts.engine, compute.hosts.placement, compute.hosts.settings)
+    assert other.unknown_domains() == {host_uuid: (foreign,)}  # another controller sees it
+    # A domain that a server owns now is no longer unknown.
+    other.note_unknown_domains(host_uuid, set())
+    assert compute.hosts.get(host_uuid).unknown_domains == ()

@@ -4,70 +4,23 @@ formatted, and a server boots from a volume as its root disk."""
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import libvirt
 import pytest
 from lxml import etree
 
-from compute.principals import ADMIN, ALICE
-from support.guest_domains import destroy_and_undefine, wait_for_marker
+from compute.principals import ALICE
+from support.guest_domains import wait_for_marker
 from wattvisor.compute import Compute, LocalHostClient, ServerRecord
 from wattvisor.compute.hostclient import SpawnFlavor, SpawnImage, SpawnRequest
-from wattvisor.config import load_settings
 from wattvisor.guest import Disk
-from wattvisor.host.driver import HostDriver
 from wattvisor.images import GuestImage
-from wattvisor.placement import Placement
-from wattvisor.store import make_engine, migrate
 
 pytestmark = [pytest.mark.libvirtd, pytest.mark.guest]
 WAIT_S = 120.0
 MARKER = "wattvisor-root-marker"
-
-
-@pytest.fixture
-def qemu_compute(
-    libvirt_system: libvirt.virConnect, guest_image: GuestImage, world_readable_tmp: Path
-) -> Iterator[Compute]:
-    settings = load_settings(
-        data_dir=world_readable_tmp / "data",
-        host={"libvirt_uri": "qemu:///system", "virt_type": "qemu",
-              "instance_name_template": f"wvdisk-{secrets.token_hex(5)}-%04x"},
-        compute={"stop_timeout_s": 1},
-    )  # fmt: skip
-    engine = make_engine(settings.store_url)
-    migrate(engine)
-    compute = Compute.build(engine, Placement(engine), settings)
-    client = LocalHostClient(HostDriver(settings.host, settings.data_dir, uri="qemu:///system"))
-    compute.hosts.add(client, name="qemu-host", local=True)
-    compute.ensure_default_flavors()
-    compute.catalog.create_image(
-        "disks", kernel_path=str(guest_image.kernel), initrd_path=str(guest_image.initrd),
-        cmdline=guest_image.cmdline("disks", file="vda"),
-    )  # fmt: skip
-    try:
-        yield compute
-    finally:
-        for server in compute.servers.list_all(ADMIN):
-            compute.servers.delete(ADMIN, server.uuid)
-            compute.servers.wait(server.uuid, WAIT_S)
-            if server.domain_name:
-                with contextlib.suppress(libvirt.libvirtError):
-                    destroy_and_undefine(libvirt_system.lookupByName(server.domain_name))
-        for volume in compute.devices.volumes(ADMIN):
-            with contextlib.suppress(Exception):
-                compute.devices.delete_volume(ADMIN, volume.id)
-        with contextlib.suppress(libvirt.libvirtError):
-            pool = libvirt_system.storagePoolLookupByName(client.volume_pool)
-            pool.destroy()
-            pool.undefine()
-        compute.close()
-        engine.dispose()
 
 
 def _console(compute: Compute, server: ServerRecord) -> Path:

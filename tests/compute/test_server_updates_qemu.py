@@ -7,8 +7,8 @@ import libvirt
 import pytest
 from lxml import etree
 
+from compute.conftest import QEMU_WAIT_S as WAIT_S
 from compute.principals import ADMIN, ALICE
-from compute.test_servers_qemu import WAIT_S, qemu_compute  # noqa: F401 (fixture)
 from wattvisor.compute import Compute, Conflict, ServerRecord
 from wattvisor.guest import METADATA_NS, InstanceMetadata, validate_domain_xml
 
@@ -35,7 +35,7 @@ def _metadata(xml: str) -> InstanceMetadata:
 
 
 def test_rename_shows_in_the_running_domain_and_its_definition(
-    qemu_compute: Compute,  # noqa: F811
+    qemu_compute: Compute,
     libvirt_system: libvirt.virConnect,
 ) -> None:
     compute = qemu_compute
@@ -56,7 +56,7 @@ def test_rename_shows_in_the_running_domain_and_its_definition(
 
 
 def test_resize_restarts_the_guest_with_the_new_flavor_and_moves_its_claim(
-    qemu_compute: Compute,  # noqa: F811
+    qemu_compute: Compute,
     libvirt_system: libvirt.virConnect,
 ) -> None:
     compute = qemu_compute
@@ -86,7 +86,7 @@ def test_resize_restarts_the_guest_with_the_new_flavor_and_moves_its_claim(
 
 
 def test_a_resize_the_host_cannot_take_leaves_the_running_guest_alone(
-    qemu_compute: Compute,  # noqa: F811
+    qemu_compute: Compute,
     libvirt_system: libvirt.virConnect,
 ) -> None:
     compute = qemu_compute

@@ -3,67 +3,17 @@ interfaces attach by alias and detach by alias."""
 
 from __future__ import annotations
 
-import contextlib
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
-import libvirt
 import pytest
 
-from compute.principals import ADMIN, ALICE
-from support.guest_domains import destroy_and_undefine
+from compute.principals import ALICE
 from wattvisor.compute import Compute, LocalHostClient, ServerRecord
-from wattvisor.config import load_settings
+from wattvisor.compute.hostclient import InterfaceAttachment, VolumeAttachment
 from wattvisor.guest import Disk, Domain, Interface
-from wattvisor.host.driver import HostDriver
-from wattvisor.images import GuestImage
-from wattvisor.placement import Placement
-from wattvisor.store import make_engine, migrate
 
 pytestmark = [pytest.mark.libvirtd, pytest.mark.guest]
 WAIT_S = 120.0
-
-
-@pytest.fixture
-def qemu_compute(
-    libvirt_system: libvirt.virConnect, guest_image: GuestImage, world_readable_tmp: Path
-) -> Iterator[Compute]:
-    settings = load_settings(
-        data_dir=world_readable_tmp / "data",
-        host={"libvirt_uri": "qemu:///system", "virt_type": "qemu",
-              "instance_name_template": f"wvtest-{secrets.token_hex(5)}-%04x"},
-        compute={"stop_timeout_s": 1},
-    )  # fmt: skip
-    engine = make_engine(settings.store_url)
-    migrate(engine)
-    compute = Compute.build(engine, Placement(engine), settings)
-    driver = HostDriver(settings.host, settings.data_dir, uri="qemu:///system")
-    client = LocalHostClient(driver)
-    compute.hosts.add(client, name="qemu-host", local=True)
-    compute.ensure_default_flavors()
-    compute.catalog.create_image(
-        "idle", kernel_path=str(guest_image.kernel), initrd_path=str(guest_image.initrd),
-        cmdline=guest_image.cmdline("idle"),
-    )  # fmt: skip
-    try:
-        yield compute
-    finally:
-        for server in compute.servers.list_all(ADMIN):
-            compute.servers.delete(ADMIN, server.uuid)
-            compute.servers.wait(server.uuid, WAIT_S)
-            if server.domain_name:
-                with contextlib.suppress(libvirt.libvirtError):
-                    destroy_and_undefine(libvirt_system.lookupByName(server.domain_name))
-        for volume in compute.devices.volumes(ADMIN):
-            with contextlib.suppress(Exception):
-                compute.devices.delete_volume(ADMIN, volume.id)
-        with contextlib.suppress(libvirt.libvirtError):
-            pool = libvirt_system.storagePoolLookupByName(client.volume_pool)
-            pool.destroy()
-            pool.undefine()
-        compute.close()
-        engine.dispose()
 
 
 def _boot(compute: Compute) -> ServerRecord:
@@ -94,12 +44,21 @@ def test_volume_attaches_live_with_serial_and_alias_and_detaches_by_alias(
         assert isinstance(disk, Disk), inactive
         assert disk.serial == volume.id and disk.bus == "virtio" and disk.target_dev == "vdb"
         assert disk.driver_type == "qcow2"
+    # An attach task run again (its controller died after the host's part) attaches nothing.
+    client = compute.hosts.client(server.host_uuid or "")
+    attachment = VolumeAttachment(volume.id, volume.path, volume.format)
+    client.attach_volume(server.domain_name or "", attachment)
+    for inactive in (False, True):
+        aliases = [d.alias for d in _domain(compute, server, inactive=inactive).devices]
+        assert aliases.count(volume.alias) == 1, (inactive, aliases)
 
     compute.servers.stop(ALICE, server.uuid)
     compute.servers.wait(server.uuid, WAIT_S)
     assert compute.servers.get(ALICE, server.uuid).status == "SHUTOFF"
-    compute.devices.detach(ALICE, server.uuid, volume.alias)
+    assert compute.devices.detach(ALICE, server.uuid, volume.alias) is True
     assert _domain(compute, server, inactive=True).find_device(alias=volume.alias) is None
+    # A detach task run again finds the device gone: done, as asked.
+    client.detach_by_alias(server.domain_name or "", volume.alias)
     assert compute.devices.volume(ALICE, volume.id).status == "available"
     compute.devices.delete_volume(ALICE, volume.id)
     assert not Path(volume.path).exists()
@@ -115,6 +74,13 @@ def test_interface_attaches_with_generated_mac_and_detaches_by_alias(
     nic = _domain(compute, server, inactive=False).find_device(alias=port.alias)
     assert isinstance(nic, Interface) and nic.mac == port.mac and nic.type == "user"
     assert nic.model == "virtio"
+    client = compute.hosts.client(server.host_uuid or "")
+    client.attach_interface(
+        server.domain_name or "",
+        InterfaceAttachment(port.id, port.mac, port.kind, port.source, port.model),
+    )
+    live = [d.alias for d in _domain(compute, server, inactive=False).devices]
+    assert live.count(port.alias) == 1, live
     assert [i.id for i in compute.devices.interfaces(ALICE, server.uuid)] == [port.id]
 
     compute.servers.stop(ALICE, server.uuid)

@@ -58,6 +58,8 @@ import libvirt
 import pytest
 
 from support.availability import unavailable
+from support.session_owner import Owner
+from support.session_owner import start_ticks_of as _start_ticks
 from wattvisor.host.binaries import BINARIES
 
 STATE_DIR = Path("/run/wattvisor-nshosts")
@@ -102,30 +104,6 @@ class NamespaceHostError(RuntimeError):
 
 
 # --- processes -------------------------------------------------------------------------
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot: with the pid, its identity."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The process a session belongs to; a reused pid has another start time."""
-
-    pid: int
-    start_ticks: int | None
-
-    @classmethod
-    def me(cls) -> Owner:
-        return cls(os.getpid(), _start_ticks(os.getpid()))
-
-    def alive(self) -> bool:
-        ticks = _start_ticks(self.pid)
-        return ticks is not None and ticks == self.start_ticks
 
 
 def _netns_inode(name: str) -> int | None:

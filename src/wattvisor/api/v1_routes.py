@@ -341,17 +341,33 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
             principal, [volume_view(v) for v in devices.server_volumes(principal, server_id)]
         )
 
-    @router.post("/servers/{server_id}/volumes", response_model=Volume, tags=["volumes"])
+    @router.post(
+        "/servers/{server_id}/volumes",
+        response_model=Volume,
+        tags=["volumes"],
+        responses={202: {"model": Volume, "description": "still attaching (see below)"}},
+    )
     def attach_volume(server_id: str, body: VolumeAttach, principal: Member) -> JSONResponse:
-        """A virtio disk with serial = volume id and alias ``ua-<volume id>``."""
-        record = devices.attach_volume(principal, server_id, body.volume_id)
-        return respond(principal, volume_view(record))
+        """A virtio disk with serial = volume id and alias ``ua-<volume id>``.
 
-    @router.delete("/servers/{server_id}/volumes/{alias}", status_code=204, tags=["volumes"])
+        200 with the volume in-use once attached. An attach that takes longer than
+        ``compute.device_wait_s`` answers 202 with the volume ``attaching``: it goes
+        on in the background and the volume turns in-use (or available, with nothing
+        attached, when the host refuses)."""
+        record = devices.attach_volume(principal, server_id, body.volume_id)
+        return respond(principal, volume_view(record), 202 if record.status == "attaching" else 200)
+
+    @router.delete(
+        "/servers/{server_id}/volumes/{alias}",
+        status_code=204,
+        tags=["volumes"],
+        responses={202: {"description": "still detaching; the volume shows detaching until done"}},
+    )
     def detach_volume(server_id: str, alias: str, principal: Member) -> Response:
-        """Detach by device alias (``ua-<volume id>``)."""
-        devices.detach(principal, server_id, alias)
-        return Response(status_code=204)
+        """Detach by device alias (``ua-<volume id>``): 204 once detached, 202 when the
+        detach outlasts ``compute.device_wait_s`` and goes on in the background."""
+        done = devices.detach(principal, server_id, alias)
+        return Response(status_code=204 if done else 202)
 
     # -- interfaces --------------------------------------------------------------------
 
@@ -368,6 +384,7 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         response_model=Interface,
         status_code=201,
         tags=["interfaces"],
+        responses={202: {"model": Interface, "description": "still attaching"}},
     )
     def attach_interface(
         server_id: str, principal: Member, body: InterfaceCreate | None = None
@@ -375,12 +392,18 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         """A new NIC (generated MAC, alias ``ua-<port id>``) on the configured network."""
         model = body.model if body is not None else None
         record = devices.attach_interface(principal, server_id, model)
-        return respond(principal, Interface.of(record), 201)
+        done = devices.interface_attached(record)
+        return respond(principal, Interface.of(record), 201 if done else 202)
 
-    @router.delete("/servers/{server_id}/interfaces/{alias}", status_code=204, tags=["interfaces"])
+    @router.delete(
+        "/servers/{server_id}/interfaces/{alias}",
+        status_code=204,
+        tags=["interfaces"],
+        responses={202: {"description": "still detaching; it goes on in the background"}},
+    )
     def detach_interface(server_id: str, alias: str, principal: Member) -> Response:
-        devices.detach(principal, server_id, alias)
-        return Response(status_code=204)
+        done = devices.detach(principal, server_id, alias)
+        return Response(status_code=204 if done else 202)
 
     # -- power -------------------------------------------------------------------------
 

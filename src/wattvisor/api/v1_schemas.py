@@ -291,7 +291,10 @@ class Volume(BaseModel):
     project: str
     size_gb: int
     format: str
-    status: Literal["available", "in-use"]
+    status: Literal["available", "attaching", "in-use", "detaching"] = Field(
+        description="attaching and detaching: a device change is under way (an attach or "
+        "detach that outlasted its request's wait finishes in the background)"
+    )
     server_id: str | None
     alias: str = Field(description="the device alias while attached: ua-<volume id>")
     created_at: datetime

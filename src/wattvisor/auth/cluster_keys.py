@@ -15,25 +15,20 @@ re-reads the file when it sees the store's current key change (:class:`ClusterSi
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from biscuit_auth import KeyPair, PrivateKey
+from biscuit_auth import PrivateKey
 
 from wattvisor.auth.errors import KeyFileError
 from wattvisor.auth.keys import (
     KeyFiles,
-    _create_exclusive,
-    _replace_file,
-    _sync_directory,
     ensure_admin_key,
     load_private_key,
     public_key_of,
-    public_key_path,
+    rotate_key_file,
 )
 from wattvisor.auth.service_tokens import DEFAULT_SERVICE_TTL, mint_controller_token
 from wattvisor.auth.tokens import utcnow
@@ -49,37 +44,13 @@ def ensure_cluster_key(path: Path) -> KeyFiles:
 
 def rotate_cluster_key(path: Path, register: Callable[[str], object]) -> KeyFiles:
     """Replace the cluster key file at ``path``; ``register(public_key)`` records the new
-    public key in the store (retiring the old one after its grace period).
-
-    The new private key is written and synced beside the old one first, then
-    registered, then moved over the old file: a failure before the store changed leaves
-    everything as it was; one after it names the file that holds the new key.
-    """
-    if not path.exists():
-        raise KeyFileError(
-            f"no cluster key at {str(path)!r}; it is created when the controller first "
-            "starts (`wattvisor up`) with this data_dir"
-        )
-    pair = KeyPair()
-    public = repr(pair.public_key)
-    staged = path.with_name(f".{path.name}.{secrets.token_hex(6)}.new")
-    _create_exclusive(staged, repr(pair.private_key) + "\n", 0o600)
-    try:
-        register(public)
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    try:
-        os.replace(staged, path)
-        _sync_directory(path.parent)
-        _replace_file(public_key_path(path), public + "\n", 0o644)
-    except OSError as exc:
-        raise KeyFileError(
-            f"the store now holds the new cluster key, but {str(path)!r} could not be "
-            f"replaced ({exc.strerror}); the new private key is in {str(staged)!r}: move it "
-            f"to {str(path)!r}"
-        ) from exc
-    return KeyFiles(path, public_key_path(path), public, created=True)
+    public key in the store (retiring the old one after its grace period). The steps
+    and their order are the admin key's (:func:`~wattvisor.auth.keys.rotate_key_file`)."""
+    return rotate_key_file(
+        path, register, what="cluster key",
+        missing="it is created when the controller first starts (`wattvisor up`) with this "
+        "data_dir",
+    )  # fmt: skip
 
 
 class ClusterSigner:

@@ -159,16 +159,30 @@ def rotate_admin_key(path: Path, register: Callable[[str], object]) -> KeyFiles:
 
     ``register(public_key)`` makes the new key the admin's registered key in the store;
     from that commit on every controller sharing the store refuses the old key's
-    tokens. The order keeps the admin able to get in whatever fails: the new private
-    key is written (0600, synced) beside the old one first, then registered, and only
-    then moved over the old file. A failure before the store changed leaves all as it
-    was; a failure after it names the file that holds the new key.
+    tokens (see :func:`rotate_key_file` for the order of the steps).
+    """
+    return rotate_key_file(
+        path, register, what="admin key",
+        missing="it is created when the controller first starts (`wattvisor up`) on this "
+        "machine, with the same data_dir",
+    )  # fmt: skip
+
+
+def rotate_key_file(
+    path: Path, register: Callable[[str], object], *, what: str, missing: str
+) -> KeyFiles:
+    """Replace the key pair whose private half is the file at ``path`` (every key file of
+    wattvisor is rotated this way: 0600, synced, atomic).
+
+    The order keeps the key's users able to get in whatever fails: the new private key
+    is written (0600, synced) beside the old one first, then ``register(public_key)``
+    records it in the store, and only then it is moved over the old file. A failure
+    before the store changed leaves all as it was; a failure after it names the file
+    that holds the new key. ``what`` names the key in errors; ``missing`` says where a
+    missing file comes from.
     """
     if not path.exists():
-        raise KeyFileError(
-            f"no admin key at {str(path)!r}; it is created when the controller first "
-            "starts (`wattvisor up`) on this machine, with the same data_dir"
-        )
+        raise KeyFileError(f"no {what} at {str(path)!r}; {missing}")
     pair = KeyPair()
     public = repr(pair.public_key)
     staged = path.with_name(f".{path.name}.{secrets.token_hex(6)}.new")
@@ -184,7 +198,7 @@ def rotate_admin_key(path: Path, register: Callable[[str], object]) -> KeyFiles:
         _replace_file(public_key_path(path), public + "\n", 0o644)
     except OSError as exc:
         raise KeyFileError(
-            f"the store now holds the new admin key, but {str(path)!r} could not be "
+            f"the store now holds the new {what}, but {str(path)!r} could not be "
             f"replaced ({exc.strerror}); the new private key is in {str(staged)!r}: move it "
             f"to {str(path)!r}"
         ) from exc

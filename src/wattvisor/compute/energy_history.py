@@ -46,10 +46,10 @@ from wattvisor.store.energy_tables import (
 
 log = logging.getLogger(__name__)
 
-_host_samples = cast(Table, EnergyHostSampleRow.__table__)
-_server_samples = cast(Table, EnergyServerSampleRow.__table__)
-_host_rollups = cast(Table, EnergyHostRollupRow.__table__)
-_server_rollups = cast(Table, EnergyServerRollupRow.__table__)
+_host_samples = EnergyHostSampleRow.__table__
+_server_samples = EnergyServerSampleRow.__table__
+_host_rollups = EnergyHostRollupRow.__table__
+_server_rollups = EnergyServerRollupRow.__table__
 _servers = cast(Table, ServerRow.__table__)
 
 SOURCES = frozenset({"rapl", "scaphandre", "estimate"})

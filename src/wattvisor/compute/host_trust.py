@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast, overload
@@ -281,6 +281,9 @@ class HostTrust:
         self.cluster = cluster
         self.signer = signer
         """This controller's cluster key: signs join tokens and calls to agents."""
+        self.on_return: Callable[[str], None] | None = None
+        """Hears of a host whose agent was down and heartbeats again (the compute
+        service reconciles its guests then); called on the heartbeat's thread."""
         self._keys: dict[str, tuple[TrustedKey, ...] | None] = {}
         self._generation = -1
         self._lock = threading.Lock()
@@ -601,6 +604,9 @@ class HostTrust:
         and heartbeat: a thousand hosts sent a hundred a second). Any other heartbeat (a
         host's first here, or one back from a silence) is written at once, and a host
         that did not join is refused, as before.
+
+        The first heartbeat of a host that was down (silent for ``agent.down_after_s``)
+        calls :attr:`on_return` with the host: its guests are looked at again now.
         """
         now = utcnow()
         cluster = self.cluster.require()
@@ -616,18 +622,32 @@ class HostTrust:
                     self._beats_flusher.start()
                 return self._answer(host_uuid, cluster)
         with write_transaction(self.engine) as conn:
+            before = conn.execute(
+                select(_agents.c.joined_at, _agents.c.last_heartbeat_at).where(
+                    _agents.c.host_uuid == host_uuid
+                )
+            ).first()
             found = conn.execute(
                 update(_agents)
                 .where(_agents.c.host_uuid == host_uuid)
                 .values(last_heartbeat_at=now)
             ).rowcount
-        if found != 1:
+        if found != 1 or before is None:
             raise NotFound(f"host {quoted(host_uuid)} did not join", host_id=host_uuid)
+        seen = before.last_heartbeat_at or before.joined_at
+        seen = seen.replace(tzinfo=UTC) if seen.tzinfo is None else seen
+        returned = (now - seen).total_seconds() > self.settings.agent.down_after_s
         with self._beats_lock:
             if len(self._beats_written) >= self.MAX_CACHED:
                 self._beats_written.clear()
             self._beats_written[host_uuid] = now
-        return self._answer(host_uuid, cluster)
+        answer = self._answer(host_uuid, cluster)
+        if returned and self.on_return is not None:
+            try:
+                self.on_return(host_uuid)
+            except Exception:
+                log.exception("reconciling host %s after its return failed", host_uuid)
+        return answer
 
     def flush_heartbeats(self) -> int:
         """Write the heartbeats waiting for their batch; how many hosts it wrote.

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 
 from wattvisor.auth.tokens import utcnow
 from wattvisor.compute.errors import Conflict, HostOperationFailed, NotFound
@@ -35,7 +35,7 @@ from wattvisor.placement import NotFound as PlacementNotFound
 from wattvisor.placement.entities import Inventory as PlacementInventory
 from wattvisor.scheduler.prefilters import DISABLED_TRAIT
 from wattvisor.store import read_transaction, write_transaction
-from wattvisor.store.compute_tables import HostRow, ServerRow
+from wattvisor.store.compute_tables import HostRow, ServerRow, UnknownDomainRow
 from wattvisor.store.trust_tables import HostAgentRow
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ HostClientFactory = Callable[[str], HostClient]
 _hosts = cast(Table, HostRow.__table__)
 _servers = cast(Table, ServerRow.__table__)
 _agents = cast(Table, HostAgentRow.__table__)
+_unknown = cast(Table, UnknownDomainRow.__table__)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -98,7 +99,6 @@ class HostRegistry:
         self.settings = settings
         self.client_factory = client_factory
         self._clients: dict[str, HostClient] = {}
-        self._unknown: dict[str, frozenset[str]] = {}
         self._added: set[str] = set()
         self._lock = threading.Lock()
 
@@ -215,16 +215,50 @@ class HostRegistry:
         return down
 
     def note_unknown_domains(self, provider_uuid: str, uuids: set[str]) -> None:
-        """Remember (and log once) the domains a host runs that the store does not know:
-        they are reported to admins and left alone."""
-        with self._lock:
-            before = self._unknown.get(provider_uuid, frozenset())
-            self._unknown[provider_uuid] = frozenset(uuids)
-        for uuid in sorted(uuids - before):
+        """Record (and log once) the domains a host runs that the store does not know:
+        they are reported to admins and left alone. The host's list becomes ``uuids``:
+        a domain gone from the host, or owned by a server now, leaves it."""
+        uuids = {u.lower() for u in uuids}
+        with write_transaction(self.engine) as conn:
+            before = set(
+                conn.execute(
+                    select(_unknown.c.domain_uuid).where(_unknown.c.host_uuid == provider_uuid)
+                ).scalars()
+            )
+            gone = before - uuids
+            if gone:
+                conn.execute(
+                    delete(_unknown).where(
+                        (_unknown.c.host_uuid == provider_uuid)
+                        & _unknown.c.domain_uuid.in_(sorted(gone))
+                    )
+                )
+            new = sorted(uuids - before)
+            if new:
+                # Another controller reconciling the same host may insert them too.
+                conn.execute(
+                    _insert_new(conn, _unknown),
+                    [{"host_uuid": provider_uuid, "domain_uuid": u, "first_seen_at": utcnow()}
+                     for u in new],
+                )  # fmt: skip
+        for uuid in new:
             log.warning(
                 "host %s runs domain %s, which no server of this cluster owns; left alone",
                 provider_uuid, uuid,
             )  # fmt: skip
+
+    def unknown_domains(self) -> dict[str, tuple[str, ...]]:
+        """Each host's unknown domains (see :meth:`note_unknown_domains`)."""
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(_unknown.c.host_uuid, _unknown.c.domain_uuid).order_by(
+                    _unknown.c.host_uuid, _unknown.c.domain_uuid
+                )
+            ).all()
+        found: dict[str, tuple[str, ...]] = {}
+        for host, domain in rows:
+            found[str(host)] = (*found.get(str(host), ()), str(domain))
+        return found
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -292,7 +326,10 @@ class HostRegistry:
             ).all()
         counts = {str(host): int(n) for host, n in counted}
         down = self.down_hosts()
-        return [self._record(row, int(counts.get(row.provider_uuid, 0)), down) for row in rows]
+        unknown = self.unknown_domains()
+        return [
+            self._record(row, int(counts.get(row.provider_uuid, 0)), down, unknown) for row in rows
+        ]
 
     def get(self, provider_uuid: str) -> HostRecord:
         for record in self.list_all():
@@ -300,11 +337,19 @@ class HostRegistry:
                 return record
         raise NotFound(f"host {quoted(provider_uuid)} does not exist", host_id=provider_uuid)
 
-    def _record(self, row: Any, servers: int, down: dict[str, str] | None = None) -> HostRecord:
+    def _record(
+        self,
+        row: Any,
+        servers: int,
+        down: dict[str, str] | None = None,
+        unknown_domains: dict[str, tuple[str, ...]] | None = None,
+    ) -> HostRecord:
         uuid = str(row.provider_uuid)
         with self._lock:
             client = self._clients.get(uuid)
-            unknown = tuple(sorted(self._unknown.get(uuid, ())))
+        unknown = (unknown_domains if unknown_domains is not None else self.unknown_domains()).get(
+            uuid, ()
+        )
         agent = self._agent_row(uuid)
         if agent is not None:
             # A joined host's liveness is its heartbeat; what meters it, what it reported.
@@ -409,3 +454,14 @@ class HostRegistry:
             self._clients.clear()
         for client in clients:
             _close_quietly(client)
+
+
+def _insert_new(conn: Connection, table: Table) -> Any:
+    """An INSERT that skips rows whose key exists already (both backends know how)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()

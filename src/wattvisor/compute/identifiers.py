@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from wattvisor.compute.errors import InvalidRequest
+from wattvisor.shown_values import shown
 
 FLAVOR_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,35}")
 FLAVOR_ID_RULE = "1-36 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
@@ -20,8 +21,7 @@ PROJECT_ID_RULE = "1-64 characters from A-Z a-z 0-9 . _ @ -, starting with a let
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:77]}... ({len(str(value))} characters)"
+    return shown(value, 80)
 
 
 def check_flavor_id(value: str) -> str:

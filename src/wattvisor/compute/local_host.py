@@ -48,7 +48,13 @@ from wattvisor.guest import Disk, Domain, Filesystem, Interface, ShareMeta, make
 from wattvisor.host.configdrive import ConfigDriveMetadata, build_config_drive
 from wattvisor.host.connection import libvirt_error_summary
 from wattvisor.host.console_log import ConsoleLog, read_console_log, rotate_console_log
-from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostDriver, HostError
+from wattvisor.host.driver import (
+    DetachTimeout,
+    DeviceNotFound,
+    DomainNotFound,
+    HostDriver,
+    HostError,
+)
 from wattvisor.host.image_cache import (
     ExpectedContent,
     ImageCache,
@@ -446,10 +452,15 @@ class LocalHostClient:
     # -- devices -------------------------------------------------------------------------
 
     def attach_volume(self, domain_name: str, volume: VolumeAttachment) -> None:
+        """Idempotent by alias: a volume the domain has already is not attached twice (an
+        attach task may run again after its controller died)."""
         used = set()
+        alias = make_alias(volume.volume_id)
         for inactive in (False, True):
             with contextlib.suppress(HostError):
                 domain = self.driver.domain(domain_name, inactive=inactive)
+                if domain.find_device(alias=alias) is not None:
+                    return
                 used |= {d.target_dev for d in domain.devices.of_type(Disk)}
         free = [t for t in _VIRTIO_TARGETS if t not in used]
         if not free:
@@ -461,6 +472,12 @@ class LocalHostClient:
         self.driver.attach_device(domain_name, disk.to_xml())
 
     def attach_interface(self, domain_name: str, interface: InterfaceAttachment) -> None:
+        """Idempotent by alias, as :meth:`attach_volume`."""
+        for inactive in (False, True):
+            with contextlib.suppress(HostError):
+                domain = self.driver.domain(domain_name, inactive=inactive)
+                if domain.find_device(alias=make_alias(interface.port_id)) is not None:
+                    return
         nic = Interface(
             type=interface.kind,
             source_network=interface.source if interface.kind == "network" else None,
@@ -472,8 +489,12 @@ class LocalHostClient:
         self.driver.attach_device(domain_name, nic.to_xml())
 
     def detach_by_alias(self, domain_name: str, alias: str) -> None:
+        """Idempotent: a device the domain no longer has is detached, as asked (a detach
+        task may run again after its controller died)."""
         try:
             self.driver.detach_device(domain_name, alias)
+        except DeviceNotFound:
+            log.info("%s has no device %s any more: nothing to detach", domain_name, alias)
         except DetachTimeout as exc:
             # Gone from the persistent definition; the guest drops it at its next start.
             log.warning("%s", exc)

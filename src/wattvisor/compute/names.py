@@ -23,10 +23,9 @@ from typing import Annotated
 from pydantic import AfterValidator, ValidationInfo
 
 from wattvisor.compute.errors import InvalidRequest
-
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-ECHO_LIMIT = 64
-"""Characters of a refused value an error message shows before cutting it."""
+from wattvisor.shown_values import ECHO_LIMIT as ECHO_LIMIT
+from wattvisor.shown_values import is_printable as is_printable
+from wattvisor.shown_values import shown
 
 
 class UnprintableText(ValueError):
@@ -40,11 +39,6 @@ class UnprintableText(ValueError):
         self.field = field
         self.index = index
         self.char = char
-
-
-def is_printable(char: str) -> bool:
-    """True for a character a name may hold."""
-    return unicodedata.category(char) not in _REFUSED_CATEGORIES
 
 
 def describe(char: str) -> str:
@@ -89,15 +83,14 @@ def check_server_name(name: object) -> str:
 
 def visible(text: str, limit: int = ECHO_LIMIT) -> str:
     """``text`` safe to echo back: refused characters as ``\\uXXXX``, cut after ``limit``."""
-    shown = "".join(c if is_printable(c) else f"\\u{ord(c):04x}" for c in text[:limit])
-    return shown + f"... ({len(text)} characters)" if len(text) > limit else shown
+    return shown(text, limit, quote=False)
 
 
 def quoted(value: str, limit: int = ECHO_LIMIT) -> str:
-    """``value`` as an error message names it: quoted, with refused characters escaped and
-    cut after ``limit`` characters, since ids and names from a URL path reach the service
-    unchecked and may be kilobytes long."""
-    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
+    """``value`` as an error message names it: quoted and cut after ``limit`` characters,
+    since ids and names from a URL path reach the service unchecked and may be kilobytes
+    long."""
+    return shown(value, limit)
 
 
 def _pydantic_check(value: str, info: ValidationInfo) -> str:

@@ -13,7 +13,7 @@ from wattvisor.energy.sources import is_meter
 
 ServerStatus = Literal["BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETED"]
 SERVER_STATUSES: tuple[ServerStatus, ...] = ("BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETED")
-VolumeStatus = Literal["available", "in-use"]
+VolumeStatus = Literal["available", "attaching", "in-use", "detaching"]
 VolumeFormat = Literal["raw", "qcow2"]
 InterfaceKind = Literal["user", "network", "bridge"]
 

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -147,6 +147,11 @@ class ServerService:
         self.volume_locks = KeyedLocks()
         """Locks serialising what claims a volume: attach, detach, delete, boot from it."""
         self._image_sizes: dict[tuple[str, tuple[int, ...]], int] = {}
+        self.task_failure_handlers: dict[str, Callable[[TaskRecord], None]] = {}
+        """Who settles what a task of a kind leaves when it fails for good, instead of
+        making its server ERROR (a failed attach leaves the server as it was)."""
+        self.recoverers: list[Callable[[], list[str]]] = []
+        """What other services carry on at :meth:`recover` (one note per thing)."""
         self.task_resumers: dict[str, str] = {}
         """The task kind that carries on a server task other services give servers (by
         the server's task name), for :meth:`recover`."""
@@ -618,6 +623,8 @@ class ServerService:
                 queued = self.tasks.enqueue(conn, kind, record.uuid).created
             if queued:
                 notes.append(f"server {record.uuid}: {what} again after a restart")
+        for recoverer in self.recoverers:
+            notes += recoverer()
         self.start_worker()
         return notes
 
@@ -659,17 +666,49 @@ class ServerService:
         for host_uuid in [*by_host, *(j for j in joined if j not in by_host)]:
             if host_uuid in down:
                 continue
-            try:
-                states = self.hosts.client(host_uuid).domain_states()
-            except Exception as exc:
-                log.warning("power sync skipped host %s: %s", host_uuid, exc)
-                continue
-            if host_uuid in joined:
-                self._note_unknown(host_uuid, set(states) - owned.get(host_uuid, set()))
-            for record in by_host.get(host_uuid, []):
-                change = self._sync_one(record, states.get(record.uuid.lower()))
-                if change is not None:
-                    changes.append(change)
+            changes += self._sync_host(
+                host_uuid,
+                by_host.get(host_uuid, []),
+                owned.get(host_uuid) if host_uuid in joined else None,
+            )
+        return changes
+
+    def reconcile_host(self, host_uuid: str) -> list[str]:
+        """Look at one host's guests now, as the power sync does for every host: for a
+        host whose agent was down and heartbeats again, at its first heartbeat rather
+        than at the next sync round. A server whose domain the host lost becomes ERROR
+        ("the host lost the server"); a domain no server owns is recorded and left alone.
+        Returns one line per change."""
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(_servers).where(
+                    (_servers.c.host_uuid == host_uuid)
+                    & _servers.c.status.in_(("ACTIVE", "SHUTOFF"))
+                    & _servers.c.task.is_(None)
+                )
+            ).all()
+        owned = None
+        if host_uuid in set(self.hosts.joined_hosts()):
+            owned = self._owned_by_host({host_uuid}).get(host_uuid, set())
+        return self._sync_host(host_uuid, [_server(row) for row in rows], owned)
+
+    def _sync_host(
+        self, host_uuid: str, records: list[ServerRecord], owned: set[str] | None
+    ) -> list[str]:
+        """One host's round; ``owned`` (a joined host's servers, read before the host was
+        asked) names which of its domains are ours, None for a host that is not an agent."""
+        try:
+            states = self.hosts.client(host_uuid).domain_states()
+        except Exception as exc:
+            log.warning("power sync skipped host %s: %s", host_uuid, exc)
+            return []
+        if owned is not None:
+            self._note_unknown(host_uuid, set(states) - owned)
+        changes = []
+        for record in records:
+            change = self._sync_one(record, states.get(record.uuid.lower()))
+            if change is not None:
+                changes.append(change)
         return changes
 
     def _note_unknown(self, host_uuid: str, unknown: set[str]) -> None:
@@ -926,6 +965,9 @@ class ServerService:
         last one): the server is ERROR with the task's last error as the admin's detail.
         A build that never recorded a host gives back its claim and addresses (one with
         a host keeps them for the delete that follows, which removes what is there)."""
+        if task.kind in self.task_failure_handlers:
+            self.task_failure_handlers[task.kind](task)
+            return
         if task.kind == "build":
             record = self._load(task.target)
             if record is not None and record.status == "BUILD" and record.host_uuid is None:

@@ -53,6 +53,10 @@ class Compute:
     updates: ServerUpdates
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _sync_thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _reconciling: set[str] = field(default_factory=set, init=False, repr=False)
+    _reconciling_guard: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False
+    )
 
     @classmethod
     def build(
@@ -145,6 +149,34 @@ class Compute:
 
         self._sync_thread = threading.Thread(target=run, name="wattvisor-power-sync", daemon=True)
         self._sync_thread.start()
+
+    def reconcile_soon(self, host_uuid: str) -> None:
+        """Reconcile a host that came back (:meth:`ServerService.reconcile_host`) on a
+        thread of its own, so that the heartbeat that told of it is answered at once; one
+        at a time per host (a second return meanwhile is covered by the one running)."""
+        with self._reconciling_guard:
+            if host_uuid in self._reconciling:
+                return
+            self._reconciling.add(host_uuid)
+
+        def run() -> None:
+            try:
+                for line in self.servers.reconcile_host(host_uuid):
+                    log.info("%s", line)
+            except Exception:
+                log.exception("reconciling host %s failed; the power sync looks again", host_uuid)
+            finally:
+                with self._reconciling_guard:
+                    self._reconciling.discard(host_uuid)
+
+        threading.Thread(
+            target=run, name=f"wattvisor-reconcile-{host_uuid[:8]}", daemon=True
+        ).start()
+
+    def reconciling(self) -> bool:
+        """True while a returned host is being reconciled (tests wait for it)."""
+        with self._reconciling_guard:
+            return bool(self._reconciling)
 
     def close(self) -> None:
         self._stop.set()

@@ -422,6 +422,14 @@ class ComputeSettings(BaseModel):
         description="how often a controller looks for server tasks queued by another one "
         "(its own start at once)",
     )
+    device_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="how long an attach or detach request waits for its task before it "
+        "answers 202 Accepted and leaves the change to finish in the background (a "
+        "volume shows attaching or detaching until then)",
+    )
     interface_network: str | None = Field(
         default=None, description="libvirt network for new interfaces; unset: QEMU user networking"
     )

@@ -11,6 +11,8 @@ from functools import cache
 import os_resource_classes
 import os_traits
 
+from wattvisor.shown_values import shown
+
 CUSTOM_PREFIX = "CUSTOM_"
 CUSTOM_NAME = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
 MAX_NAME_LENGTH = 255
@@ -34,6 +36,4 @@ def is_custom_name(name: str) -> bool:
 
 def shown_name(name: str, limit: int = 80) -> str:
     """``name`` quoted for an error message, cut (with its length said) when long."""
-    if len(name) <= limit:
-        return repr(name)
-    return f"{name[:limit]!r}... ({len(name)} characters)"
+    return shown(name, limit)

@@ -1,5 +1,5 @@
 """Tables of the compute service: users, projects, flavors, images, hosts, servers, volumes,
-interfaces, server addresses.
+interfaces, server addresses, the domains hosts run that no server owns.
 
 Only :mod:`wattvisor.compute` reads and writes them; it hands dataclasses, never rows,
 to the rest of the system. JSON columns hold small string maps (extra specs, image
@@ -101,6 +101,19 @@ class HostRow(Base):
     disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     next_index: Mapped[int] = mapped_column(Integer, nullable=False)
     local: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+class UnknownDomainRow(Base):
+    """A domain a joined host runs that no server owns: reported to admins, left alone.
+    The rows of a host are replaced whenever its domains are looked at."""
+
+    __tablename__ = "host_unknown_domains"
+
+    host_uuid: Mapped[str] = mapped_column(
+        ForeignKey("compute_hosts.provider_uuid", ondelete="CASCADE"), primary_key=True
+    )
+    domain_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class ServerRow(Base):

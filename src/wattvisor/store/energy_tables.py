@@ -6,88 +6,80 @@ Agents push samples; ``energy_host_samples`` holds one row per host sample (the 
 controller knew it. After ``history.raw_retention_s`` samples are rolled up into
 ``energy_host_rollups``/``energy_server_rollups`` (one row per bucket): averages of
 power, sums of the interval joules (so energy is conserved) and the last counter.
-Only :mod:`wattvisor.compute.energy_history` reads and writes them.
+Only :mod:`wattvisor.compute.energy_history` reads and writes them. The four share
+most of their columns, so one factory declares them (migration 0010 keeps its own
+frozen copy, as every migration does).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table
 
 from wattvisor.store.models import Base
+
+
+def _energy_table(name: str, *, per_server: bool, rollup: bool) -> Table:
+    """One of the four tables: a host's or its servers' rows, samples (keyed by the
+    sample's ``ts_ms``) or rollups (by ``bucket_ms``, with how many samples each holds).
+
+    Server rows carry their project; host rows the interval, the meter's source and
+    whether it measured (a rollup's interval is the sum of its samples': 64 bits)."""
+    time_column = "bucket_ms" if rollup else "ts_ms"
+    columns: list[Column[Any]] = [
+        Column("host_uuid", String(36), primary_key=True),
+        Column(time_column, BigInteger, primary_key=True),
+    ]
+    if per_server:
+        columns += [
+            Column("server_uuid", String(36), primary_key=True),
+            Column("project", String(255), nullable=False),
+        ]
+    if rollup:
+        columns.append(Column("samples", Integer, nullable=False))
+    if not per_server:
+        columns.append(Column("interval_ms", BigInteger if rollup else Integer, nullable=False))
+    columns += [
+        Column("power_watts", Float, nullable=False),
+        Column("joules", Float, nullable=False),
+        Column("energy_joules_total", Float, nullable=False),
+    ]
+    if not per_server:
+        columns += [
+            Column("source", String(16), nullable=False),
+            Column("measured", Boolean, nullable=False),
+        ]
+    suffix = "bucket" if rollup else "ts"
+    indexes = [Index(f"ix_{name}_{suffix}", time_column)]
+    if per_server:
+        indexes = [
+            Index(f"ix_{name}_server", "server_uuid", time_column),
+            Index(f"ix_{name}_project", "project", time_column),
+            *indexes,
+        ]
+    return Table(name, Base.metadata, *columns, *indexes)
 
 
 class EnergyHostSampleRow(Base):
     """One sample of a host's meter: power over the interval ending at ``ts_ms``."""
 
-    __tablename__ = "energy_host_samples"
-
-    host_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    ts_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    interval_ms: Mapped[int] = mapped_column(Integer, nullable=False)
-    power_watts: Mapped[float] = mapped_column(Float, nullable=False)
-    joules: Mapped[float] = mapped_column(Float, nullable=False)
-    energy_joules_total: Mapped[float] = mapped_column(Float, nullable=False)
-    source: Mapped[str] = mapped_column(String(16), nullable=False)
-    measured: Mapped[bool] = mapped_column(Boolean, nullable=False)
-
-    __table_args__ = (Index("ix_energy_host_samples_ts", "ts_ms"),)
+    __table__ = _energy_table("energy_host_samples", per_server=False, rollup=False)
 
 
 class EnergyServerSampleRow(Base):
     """One server in one host sample; ``joules`` is its energy over that interval."""
 
-    __tablename__ = "energy_server_samples"
-
-    host_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    ts_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    server_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    project: Mapped[str] = mapped_column(String(255), nullable=False)
-    power_watts: Mapped[float] = mapped_column(Float, nullable=False)
-    joules: Mapped[float] = mapped_column(Float, nullable=False)
-    energy_joules_total: Mapped[float] = mapped_column(Float, nullable=False)
-
-    __table_args__ = (
-        Index("ix_energy_server_samples_server", "server_uuid", "ts_ms"),
-        Index("ix_energy_server_samples_project", "project", "ts_ms"),
-        Index("ix_energy_server_samples_ts", "ts_ms"),
-    )
+    __table__ = _energy_table("energy_server_samples", per_server=True, rollup=False)
 
 
 class EnergyHostRollupRow(Base):
     """A host's samples of one bucket starting at ``bucket_ms``, rolled up."""
 
-    __tablename__ = "energy_host_rollups"
-
-    host_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    bucket_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    samples: Mapped[int] = mapped_column(Integer, nullable=False)
-    interval_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    power_watts: Mapped[float] = mapped_column(Float, nullable=False)
-    joules: Mapped[float] = mapped_column(Float, nullable=False)
-    energy_joules_total: Mapped[float] = mapped_column(Float, nullable=False)
-    source: Mapped[str] = mapped_column(String(16), nullable=False)
-    measured: Mapped[bool] = mapped_column(Boolean, nullable=False)
-
-    __table_args__ = (Index("ix_energy_host_rollups_bucket", "bucket_ms"),)
+    __table__ = _energy_table("energy_host_rollups", per_server=False, rollup=True)
 
 
 class EnergyServerRollupRow(Base):
     """One server's samples of one bucket on one host, rolled up."""
 
-    __tablename__ = "energy_server_rollups"
-
-    host_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    bucket_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    server_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    project: Mapped[str] = mapped_column(String(255), nullable=False)
-    samples: Mapped[int] = mapped_column(Integer, nullable=False)
-    power_watts: Mapped[float] = mapped_column(Float, nullable=False)
-    joules: Mapped[float] = mapped_column(Float, nullable=False)
-    energy_joules_total: Mapped[float] = mapped_column(Float, nullable=False)
-
-    __table_args__ = (
-        Index("ix_energy_server_rollups_server", "server_uuid", "bucket_ms"),
-        Index("ix_energy_server_rollups_project", "project", "bucket_ms"),
-        Index("ix_energy_server_rollups_bucket", "bucket_ms"),
-    )
+    __table__ = _energy_table("energy_server_rollups", per_server=True, rollup=True)
