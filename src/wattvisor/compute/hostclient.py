@@ -141,6 +141,13 @@ class HostClient(Protocol):
     @property
     def uri(self) -> str: ...
 
+    @property
+    def pushes_energy(self) -> bool:
+        """True when the host's own agent pushes its energy samples to the controllers'
+        store: its figures are read from there, not asked of the host on each request
+        (which would not scale, and fails while the host is unreachable)."""
+        ...
+
     def facts(self) -> HostFacts: ...
 
     def state(self) -> str:

@@ -75,6 +75,11 @@ class HttpHostClient:
     def uri(self) -> str:
         return self.url
 
+    @property
+    def pushes_energy(self) -> bool:
+        """An agent pushes its samples to the controllers (``wattvisor.agent.energy_push``)."""
+        return True
+
     def _call(self, method: str, *, within_s: float | None = None, **kwargs: Any) -> Any:
         wire = WIRE_TABLE[method]
         if within_s is None:
