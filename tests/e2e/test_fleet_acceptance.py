@@ -250,7 +250,7 @@ def test_a_power_metrics_server_lands_on_the_sharing_host_and_its_energy_reaches
     ))  # fmt: skip
     assert [p["taken_at"] for p in history] == sorted({p["taken_at"] for p in history})
     listed = fleet.member.get(f"{c.url}/v1/power/servers").json()
-    assert [s["joules"] > 0 for s in listed if s["server_id"] == server_id] == [True], listed
+    assert [s["joules"] > 0 for s in listed if s["id"] == server_id] == [True], listed
 
 
 def _kill_when_defined(agent: AgentProcess, server_id: str, timeout_s: float) -> bool:

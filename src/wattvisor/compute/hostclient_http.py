@@ -20,6 +20,7 @@ import httpx
 
 from wattvisor.compute.hostclient import (
     HostFacts,
+    HostOutcomeUnknown,
     InterfaceAttachment,
     MetadataUpdate,
     SpawnFlavor,
@@ -93,10 +94,16 @@ class HttpHostClient:
                 headers={"Authorization": f"Bearer {self._token()}"},
                 timeout=httpx.Timeout(within_s, connect=CONNECT_TIMEOUT_S),
             )
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection, so the request never reached the agent: nothing was done.
             raise HostError(
                 f"host agent {self.url} did not answer {method} "
                 f"({type(exc).__name__}: {exc or 'no detail'})"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise HostOutcomeUnknown(
+                f"host agent {self.url} gave no answer to {method}, which it may have "
+                f"carried out in part or in full ({type(exc).__name__}: {exc or 'no detail'})"
             ) from exc
         if response.status_code == 200:
             try:
