@@ -148,8 +148,7 @@ def fleet(
                 hosts[1], module_dir / "agent-b", c.url,
                 {**rapl_settings(raps[1]), **share_settings(module_dir / "share-b", TAG)},
             )  # fmt: skip
-            for agent in (a, b):
-                joined = c.join(agent)
+            for joined in c.join(a, b):
                 assert joined["energy_source"] == "rapl", joined
             c.call("POST", "/v1/flavors", {
                 "name": "metered", "vcpus": 1, "ram_mb": 256, "disk_gb": 1,
@@ -161,8 +160,8 @@ def fleet(
                 "cmdline": guest_image.cmdline("metrics", interval=1),
             }, status=201)  # fmt: skip
             keys = KeyPair()
-            c.call("POST", "/v1/users", {"name": "pat", "project": PROJECT,
-                                         "public_key": repr(keys.public_key)}, status=201)  # fmt: skip
+            user = {"name": "pat", "project": PROJECT, "public_key": repr(keys.public_key)}
+            c.call("POST", "/v1/users", user, status=201)
             token = mint_token(keys.private_key, "pat", timedelta(hours=1))
             with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as member:
                 yield Fleet(c, a, b, image["id"], member)

@@ -43,6 +43,9 @@ METRICS_PORT = 9464
 DOWN_AFTER_S = 3.0
 HEARTBEAT_S = 0.5
 WAIT_S = 90.0
+JOIN_WAIT_S = 240.0
+"""An agent's first start imports, opens its libvirtd and samples once before it joins:
+on a loaded machine that alone can take minutes."""
 
 
 class FakeRapl:
@@ -208,15 +211,25 @@ class Controller:
             and view
         ), timeout_s)  # fmt: skip
 
-    def join(self, agent: AgentProcess) -> dict[str, Any]:
-        """Start ``agent`` with a fresh join token; its host's view once it is up."""
-        issued = self.call("POST", "/v1/hosts/join-tokens", {"ttl": "10m"}, status=201)
-        self.agents.append(agent)
-        agent.start(issued["token"])
-        return self.wait(f"host {agent.host.name} to join and be up", lambda: (  # type: ignore[no-any-return]
-            (view := self.host_view(agent.host.host_uuid)) is not None and view["state"] == "up"
-            and view
-        ))  # fmt: skip
+    def join(self, *agents: AgentProcess, timeout_s: float = JOIN_WAIT_S) -> list[dict[str, Any]]:
+        """Start ``agents`` side by side, each with a fresh join token; their hosts' views
+        once every one is up."""
+        for agent in agents:
+            issued = self.call("POST", "/v1/hosts/join-tokens", {"ttl": "10m"}, status=201)
+            self.agents.append(agent)
+            agent.start(issued["token"])
+        return [
+            self.wait(
+                f"host {agent.host.name} to join and be up",
+                lambda a=agent: (
+                    (view := self.host_view(a.host.host_uuid)) is not None
+                    and view["state"] == "up"
+                    and view
+                ),
+                timeout_s,
+            )
+            for agent in agents
+        ]
 
 
 @contextlib.contextmanager
