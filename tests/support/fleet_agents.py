@@ -164,8 +164,9 @@ class AgentProcess:
 
     def mount_points(self) -> list[str]:
         """The mount points of the host's mount namespace (the agent's shares live there)."""
-        result = self.host.run(["cat", "/proc/self/mountinfo"], check=True)
-        return [line.split()[4] for line in result.stdout.splitlines() if len(line.split()) > 4]
+        assert self.host.anchor_pid is not None
+        table = Path(f"/proc/{self.host.anchor_pid}/mountinfo").read_text()
+        return [line.split()[4] for line in table.splitlines() if len(line.split()) > 4]
 
 
 @dataclass
