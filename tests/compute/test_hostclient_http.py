@@ -4,6 +4,7 @@ come back as themselves, and only the cluster's controllers may call an agent.""
 from __future__ import annotations
 
 import inspect
+import socket
 import subprocess
 import threading
 import time
@@ -28,6 +29,7 @@ from wattvisor.auth.service_tokens import mint_controller_token, mint_host_token
 from wattvisor.compute.hostclient import (
     HostClient,
     HostFacts,
+    HostOutcomeUnknown,
     InterfaceAttachment,
     MetadataUpdate,
     SpawnFlavor,
@@ -241,6 +243,45 @@ def test_an_agent_that_does_not_answer_is_a_host_error_and_state_down() -> None:
         assert client.state().startswith("down")
     finally:
         client.close()
+
+
+def test_a_refused_connection_says_the_host_did_nothing() -> None:
+    client = HttpHostClient("http://127.0.0.1:9", lambda: "t", timeout_s=2.0)
+    try:
+        with pytest.raises(HostError) as caught:
+            client.spawn(REQUEST)
+        assert not isinstance(caught.value, HostOutcomeUnknown)
+    finally:
+        client.close()
+
+
+def test_an_agent_that_drops_the_call_leaves_its_outcome_unknown() -> None:
+    """The request reached the agent, which died before answering (a real socket that
+    reads the request and closes): the host may have done it, so the caller must ask."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def drop_one() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5.0)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+
+    thread = threading.Thread(target=drop_one, daemon=True)
+    thread.start()
+    client = HttpHostClient(f"http://127.0.0.1:{port}", lambda: "t", timeout_s=10.0)
+    try:
+        with pytest.raises(HostOutcomeUnknown, match="gave no answer to spawn"):
+            client.spawn(REQUEST)
+    finally:
+        client.close()
+        thread.join(10.0)
+        listener.close()
 
 
 def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:

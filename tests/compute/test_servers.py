@@ -15,6 +15,7 @@ from sqlalchemy import update
 from compute.principals import ADMIN, ALICE, BOB
 from wattvisor.compute import Compute, Conflict, ImageRecord, InvalidRequest, NotFound
 from wattvisor.compute.guest_build import ROOT_DISK_ALIAS
+from wattvisor.compute.hostclient import HostOutcomeUnknown, SpawnRequest, SpawnResult
 from wattvisor.guest import Disk, Domain, Serial
 from wattvisor.host.configdrive import CONFIG_DRIVE_ALIAS
 from wattvisor.store import make_engine, write_transaction
@@ -244,6 +245,36 @@ def test_a_spawn_repeated_for_a_server_adopts_its_domain_and_never_defines_a_sec
     assert client.domain_states() == before
     assert not client.domain_exists(other.domain_name)
     assert client.domain_exists(built.domain_name)
+
+
+def test_a_spawn_its_host_never_answered_is_finished_on_that_host_not_moved_elsewhere(
+    compute: Compute,
+    kernel_image: ImageRecord,
+    settle: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [host] = compute.hosts.names()
+    client = compute.hosts.client(host)
+    real_spawn = client.spawn
+    answers: list[str] = []
+
+    def spawn_then_lose_the_answer(request: SpawnRequest) -> SpawnResult:
+        result = real_spawn(request)  # the host did it all ...
+        if not answers:
+            answers.append("lost")
+            raise HostOutcomeUnknown("host agent gave no answer to spawn")  # ... unheard
+        answers.append("given")
+        return result
+
+    monkeypatch.setattr(client, "spawn", spawn_then_lose_the_answer)
+    server = compute.servers.create(ALICE, "unheard", "tiny", kernel_image.id)
+    settle(server.uuid)
+    built = compute.servers.get(ALICE, server.uuid)
+    assert (built.status, built.fault, built.host_uuid) == ("ACTIVE", None, host)
+    assert answers == ["lost", "given"]
+    assert [u for u in client.domain_states() if u == server.uuid.lower()] == [server.uuid.lower()]
+    usage = compute.hosts.placement.get_usages(host).usages
+    assert usage["VCPU"] == 1 and usage["MEMORY_MB"] == 256
 
 
 def test_status_follows_the_guest_when_it_changes_behind_our_back(

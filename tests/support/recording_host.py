@@ -20,6 +20,10 @@ class RecordingHost:
     def uri(self) -> str:
         return "recording://"
 
+    @property
+    def pushes_energy(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 

@@ -16,8 +16,20 @@ from rich.console import Console
 
 from wattvisor.cli.context import fail, state
 from wattvisor.cli.up import DEFAULT_POWER_TAG, _configure_logging, _Server
+from wattvisor.config import Settings
 
 out = Console(stderr=True, highlight=False)
+
+
+def default_power_share(settings: Settings) -> None:
+    """Share ``<data_dir>/power-metrics`` with power-metrics guests unless the host says
+    otherwise: ``host.share_local_fs`` left unset gets the default share, while an
+    explicit ``share_local_fs = {}`` keeps the host from offering
+    ``COMPUTE_SHARE_LOCAL_FS`` (hosts of one cluster need not all take such guests)."""
+    host = settings.host
+    if not host.share_local_fs and "share_local_fs" not in host.model_fields_set:
+        power_dir = settings.data_dir / "power-metrics"
+        host.share_local_fs = {str(power_dir): DEFAULT_POWER_TAG}
 
 
 def agent(
@@ -47,9 +59,7 @@ def agent(
     settings = state.settings()
     if controller is not None:
         settings.agent.controller = controller
-    if not settings.host.share_local_fs:
-        power_dir = settings.data_dir / "power-metrics"
-        settings.host.share_local_fs = {str(power_dir): DEFAULT_POWER_TAG}
+    default_power_share(settings)
     try:
         node = HostAgent.build(settings)
     except (HostConnectionError, EnergySourceError, DataDirUnreachable) as exc:

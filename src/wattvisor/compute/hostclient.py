@@ -19,8 +19,16 @@ from typing import Protocol
 
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
 from wattvisor.host.console_log import ConsoleLog
-from wattvisor.host.driver import Inventory
+from wattvisor.host.driver import HostError, Inventory
 from wattvisor.host.networks import GuestNetwork
+
+
+class HostOutcomeUnknown(HostError):
+    """A call that may have reached the host, whose answer never came back (the agent
+    died or the link broke meanwhile): the host may have done all of it, part, or none.
+
+    Unlike a host error the host answered, nothing may be assumed undone: the caller
+    asks the host again (the protocol's calls are safe to repeat) before it moves on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +148,13 @@ class HostClient(Protocol):
 
     @property
     def uri(self) -> str: ...
+
+    @property
+    def pushes_energy(self) -> bool:
+        """True when the host's own agent pushes its energy samples to the controllers'
+        store: its figures are read from there, not asked of the host on each request
+        (which would not scale, and fails while the host is unreachable)."""
+        ...
 
     def facts(self) -> HostFacts: ...
 

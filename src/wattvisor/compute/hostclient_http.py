@@ -21,6 +21,7 @@ import httpx
 
 from wattvisor.compute.hostclient import (
     HostFacts,
+    HostOutcomeUnknown,
     InterfaceAttachment,
     MetadataUpdate,
     SpawnFlavor,
@@ -95,6 +96,11 @@ class HttpHostClient:
     def uri(self) -> str:
         return self.url
 
+    @property
+    def pushes_energy(self) -> bool:
+        """An agent pushes its samples to the controllers (``wattvisor.agent.energy_push``)."""
+        return True
+
     def _call(self, method: str, *, within_s: float | None = None, **kwargs: Any) -> Any:
         wire = WIRE_TABLE[method]
         if within_s is None:
@@ -108,10 +114,16 @@ class HttpHostClient:
                 headers={"Authorization": f"Bearer {self._token()}"},
                 timeout=httpx.Timeout(within_s, connect=CONNECT_TIMEOUT_S),
             )
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection, so the request never reached the agent: nothing was done.
             raise HostError(
                 f"host agent {self.url} did not answer {method} "
                 f"({type(exc).__name__}: {exc or 'no detail'})"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise HostOutcomeUnknown(
+                f"host agent {self.url} gave no answer to {method}, which it may have "
+                f"carried out in part or in full ({type(exc).__name__}: {exc or 'no detail'})"
             ) from exc
         if response.status_code == 200:
             try:

@@ -49,9 +49,10 @@ WIRE_METHODS: tuple[str, ...] = (
     "project_history",
     "host_history",
 )
-"""The protocol methods served over HTTP (``uri`` and ``close`` are the client's own)."""
+"""The protocol methods served over HTTP (``uri``, ``pushes_energy`` and ``close`` are
+the client's own)."""
 
-LOCAL_ONLY: frozenset[str] = frozenset({"uri", "close"})
+LOCAL_ONLY: frozenset[str] = frozenset({"uri", "pushes_energy", "close"})
 
 WIRE_ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls

@@ -105,6 +105,11 @@ class LocalHostClient:
     def uri(self) -> str:
         return self.driver.uri
 
+    @property
+    def pushes_energy(self) -> bool:
+        """The sampler runs in this process: its figures are read directly."""
+        return False
+
     def facts(self) -> HostFacts:
         hostname = str(self.driver.connection.call(lambda c: c.getHostname()))
         return HostFacts(

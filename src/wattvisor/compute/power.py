@@ -17,7 +17,6 @@ from wattvisor.auth import Principal, can_see_project, project_scope
 from wattvisor.compute.energy_history import EnergyHistory
 from wattvisor.compute.errors import HostOperationFailed, InvalidRequest, NotFound
 from wattvisor.compute.hostclient import HostClient
-from wattvisor.compute.hostclient_http import HttpHostClient
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.names import quoted
 from wattvisor.compute.records import PowerView
@@ -93,7 +92,7 @@ class PowerService:
             if self.history is None:
                 raise
             client = None  # a host that pushes its samples, not driven from here
-        if isinstance(client, HttpHostClient) and self.history is not None:
+        if client is not None and client.pushes_energy and self.history is not None:
             client = None  # its agent pushes its samples: they are read from the store
         snapshot = client.energy_snapshot() if client is not None else None
         vm = snapshot.vms.get(server.uuid.lower()) if snapshot is not None else None
@@ -184,7 +183,7 @@ class PowerService:
             return None, "none"
         try:
             client = self.hosts.client(provider_uuid)
-            if isinstance(client, HttpHostClient) and self.history is not None:
+            if client.pushes_energy and self.history is not None:
                 # Its agent pushes its samples: they are read from the store.
                 self._unreachable.add(provider_uuid)
                 return None, "none"
@@ -290,7 +289,7 @@ class PowerService:
                 client = self.hosts.client(uuid)
             except HostOperationFailed:
                 continue
-            if isinstance(client, HttpHostClient):
+            if client.pushes_energy:
                 continue
             try:
                 if client.energy_snapshot() is not None:

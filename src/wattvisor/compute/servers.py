@@ -47,6 +47,7 @@ from wattvisor.compute.errors import (
 )
 from wattvisor.compute.guest_build import POWER_METRICS_PURPOSE
 from wattvisor.compute.hostclient import (
+    HostOutcomeUnknown,
     SpawnFlavor,
     SpawnImage,
     SpawnRequest,
@@ -101,6 +102,11 @@ _volumes = cast(Table, VolumeRow.__table__)
 _interfaces = cast(Table, InterfaceRow.__table__)
 _server_addresses = cast(Table, ServerAddressRow.__table__)
 _BUILD_TASKS = ("scheduling", "spawning")
+DEFAULT_MAX_ATTEMPTS = 5
+BUILD_MAX_ATTEMPTS = 8
+"""A build whose host died while it spawned is tried again until that host answers:
+with the queue's doubling backoff (2 s first), eight attempts wait about four minutes
+for an agent to be restarted before the build is given up as ERROR."""
 
 
 def _now() -> datetime:
@@ -281,6 +287,7 @@ class ServerService:
                     conn, "build", record.uuid,
                     {"flavor": dataclasses.asdict(flavor_record),
                      "image": dataclasses.asdict(image_record), "power_metrics": power_metrics},
+                    max_attempts=BUILD_MAX_ATTEMPTS,
                 )  # fmt: skip
         except _VolumeTaken:
             raise self._volume_taken(principal, volume_id or "") from None
@@ -537,6 +544,13 @@ class ServerService:
                         record, domain_name, flavor, image, network, claim.provider_uuid
                     )
                 )
+            except HostOutcomeUnknown as exc:
+                # The host may hold a domain, shares and files of this server now. The
+                # row keeps the host and domain name, the claim and addresses stay: the
+                # task's next attempt asks the host again and finishes or undoes the build.
+                log.warning("spawning %s on %s: no answer (%s); the build is tried again",
+                            record.uuid, claim.provider_name, exc)  # fmt: skip
+                raise _SpawnUnanswered(str(exc)) from exc
             except Exception as exc:
                 message = exc.message if isinstance(exc, ComputeError) else str(exc)
                 log.warning("spawning %s on %s failed: %s", record.uuid, claim.provider_name, exc)
@@ -551,6 +565,8 @@ class ServerService:
             claim = self.scheduler.schedule(
                 spec, spawn, consumer_uuid=record.uuid, prefiltered=True
             )
+        except _SpawnUnanswered:
+            raise  # the task runs again later (see _resume_build)
         except NoValidHost as exc:
             self._finish(
                 record.uuid, _BUILD_TASKS, status="ERROR", fault=_no_valid_host_fault(exc),
@@ -620,7 +636,8 @@ class ServerService:
             if self.tasks.in_flight(record.uuid):
                 continue
             with write_transaction(self.engine) as conn:
-                queued = self.tasks.enqueue(conn, kind, record.uuid).created
+                attempts = BUILD_MAX_ATTEMPTS if kind == "build" else DEFAULT_MAX_ATTEMPTS
+                queued = self.tasks.enqueue(conn, kind, record.uuid, max_attempts=attempts).created
             if queued:
                 notes.append(f"server {record.uuid}: {what} again after a restart")
         for recoverer in self.recoverers:
@@ -1044,6 +1061,11 @@ class ServerService:
         except ConfigDriveError as exc:  # pragma: no cover - names were checked at create
             raise InvalidRequest(str(exc)) from exc
         return config_drive_metadata_document(meta)
+
+
+class _SpawnUnanswered(Exception):
+    """A spawn whose host gave no answer: it leaves the build task to be run again, so
+    that scheduling does not release the claim or move on to another host meanwhile."""
 
 
 class _VolumeTaken(Exception):

@@ -179,7 +179,9 @@ class HostSettings(BaseModel):
     share_local_fs: dict[str, str] = Field(
         default_factory=dict,
         description="host directory -> mount tag shared read-only with guests that ask "
-        "for power metrics, e.g. {'/var/lib/libvirt/scaphandre' = 'scaphandre'}",
+        "for power metrics, e.g. {'/var/lib/libvirt/scaphandre' = 'scaphandre'}; left unset, "
+        "`wattvisor up` and `wattvisor agent` share <data_dir>/power-metrics; an agent given an "
+        "explicit {} shares nothing (its host does not offer COMPUTE_SHARE_LOCAL_FS)",
     )
     instance_name_template: str = "instance-%08x"
     share_tmpfs_kib: int = Field(
