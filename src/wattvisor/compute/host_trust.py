@@ -51,9 +51,16 @@ from wattvisor.auth.service_tokens import (
 from wattvisor.auth.tokens import format_ttl, utcnow
 from wattvisor.auth.users import normalize_public_key
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
+from wattvisor.compute.host_geolocation import (
+    check_ip_addresses,
+    locate,
+    looked_up_columns,
+    refresh_in,
+)
 from wattvisor.compute.hosts import placement_inventories
 from wattvisor.compute.names import quoted, require_printable
 from wattvisor.config.settings import Settings
+from wattvisor.geo import GeoDatabase
 from wattvisor.host.driver import Inventory
 from wattvisor.placement import Placement
 from wattvisor.placement.errors import BadRequest as PlacementBadRequest
@@ -249,6 +256,9 @@ class JoinRequest:
     energy_source: str
     addresses: tuple[str, ...]
     public_key: str
+    ip_addresses: tuple[str, ...] | None = None
+    """The host's IP addresses (read over netlink by its agent); None from an agent that
+    does not report them."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +270,10 @@ class TrustAnswer:
     cluster_id: str
     cluster_keys: tuple[TrustedKey, ...]
     server_time: datetime
+    host_name: str | None = None
+    geolocation: tuple[str, ...] | None = None
+    """The host's pairs as the controller holds them (the agent exports them); None when
+    the answer does not say (a key rotation)."""
 
 
 class HostTrust:
@@ -274,8 +288,11 @@ class HostTrust:
         settings: Settings,
         cluster: ClusterKeys,
         signer: ClusterSigner | None = None,
+        geo: GeoDatabase | None = None,
     ) -> None:
         self.engine = engine
+        self.geo = geo if geo is not None else GeoDatabase(settings.geo.database)
+        """Where hosts' public addresses are looked up (``geo.database``)."""
         self.placement = placement
         self.settings = settings
         self.cluster = cluster
@@ -342,6 +359,9 @@ class HostTrust:
         if any(k.public_key == public_key for k in cluster.keys):
             raise InvalidRequest("the host's public key must be its own, not a cluster key")
         now = utcnow()
+        # Looked up before anything is written; a failed lookup is a reason, never a refusal.
+        located = locate(self.geo, request.ip_addresses or ())
+        geolocation = looked_up_columns(located) if request.ip_addresses is not None else {}
         with read_transaction(self.engine) as conn:
             taken = conn.execute(
                 select(_hosts.c.provider_uuid, _hosts.c.name).where(
@@ -371,7 +391,7 @@ class HostTrust:
                     insert(_hosts).values(
                         provider_uuid=request.host_id, name=request.name,
                         libvirt_uri=request.libvirt_uri, enabled=True, disabled_reason=None,
-                        next_index=1, local=False,
+                        next_index=1, local=False, **geolocation,
                     )
                 )  # fmt: skip
                 conn.execute(
@@ -385,6 +405,10 @@ class HostTrust:
                         host_uuid=request.host_id, addresses=list(request.addresses),
                         energy_source=request.energy_source, join_token_id=token_id,
                         joined_at=now, last_heartbeat_at=None,
+                        ip_addresses=(
+                            list(request.ip_addresses) if request.ip_addresses is not None
+                            else None
+                        ),
                     )
                 )  # fmt: skip
                 bump_generation(conn, HOST_KEYS)
@@ -415,7 +439,7 @@ class HostTrust:
                 ) from exc
             raise
         log.info("host %s (%s) joined with join token %s", request.name, request.host_id, token_id)
-        return self._answer(request.host_id, cluster)
+        return self._answer(request.host_id, cluster, request.name, located.pairs)
 
     def _undo_join(self, host_id: str, token_id: str) -> None:
         with write_transaction(self.engine) as conn:
@@ -501,6 +525,7 @@ class HostTrust:
                 f"a host gives 1 to {MAX_ADDRESSES} addresses its agent answers on, not "
                 f"{len(request.addresses)}"
             )
+        check_ip_addresses(request.ip_addresses or ())
         try:
             normalize_public_key(request.public_key)
         except InvalidPublicKey as exc:
@@ -582,8 +607,13 @@ class HostTrust:
             bump_generation(conn, HOST_KEYS)
         return self._answer(host_uuid, cluster)
 
-    def heartbeat(self, host_uuid: str) -> TrustAnswer:
-        """Note that the host is alive; answer what it must know about the cluster."""
+    def heartbeat(self, host_uuid: str, ip_addresses: Sequence[str] | None = None) -> TrustAnswer:
+        """Note that the host is alive; answer what it must know about the cluster.
+
+        ``ip_addresses`` (what the agent reads now) refresh the host's geolocation when
+        they or their lookup changed; that refresh never fails the heartbeat."""
+        if ip_addresses is not None:
+            check_ip_addresses(ip_addresses)
         now = utcnow()
         with write_transaction(self.engine) as conn:
             found = conn.execute(
@@ -593,11 +623,32 @@ class HostTrust:
             ).rowcount
         if found != 1:
             raise NotFound(f"host {quoted(host_uuid)} did not join", host_id=host_uuid)
-        return self._answer(host_uuid, self.cluster.require())
+        if ip_addresses is not None:
+            try:
+                with write_transaction(self.engine) as conn:
+                    refresh_in(conn, self.geo, host_uuid, ip_addresses)
+            except Exception:
+                log.exception("refreshing the geolocation of host %s failed", host_uuid)
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(
+                select(_hosts.c.name, _hosts.c.geolocation).where(
+                    _hosts.c.provider_uuid == host_uuid
+                )
+            ).first()
+        name, pairs = (row.name, tuple(row.geolocation or ())) if row else (None, None)
+        return self._answer(host_uuid, self.cluster.require(), name, pairs)
 
-    def _answer(self, host_uuid: str, cluster: ClusterState) -> TrustAnswer:
+    def _answer(
+        self,
+        host_uuid: str,
+        cluster: ClusterState,
+        host_name: str | None = None,
+        geolocation: tuple[str, ...] | None = None,
+    ) -> TrustAnswer:
         now = utcnow()
-        return TrustAnswer(host_uuid, cluster.cluster_id, cluster.accepted(now), now)
+        return TrustAnswer(
+            host_uuid, cluster.cluster_id, cluster.accepted(now), now, host_name, geolocation
+        )
 
     def join_token_state(self, token_id: str) -> dict[str, Any] | None:
         """The stored record of a join token (for tests and operators), or None."""
