@@ -16,7 +16,7 @@ fails is stored as its reason and never refuses a join or a heartbeat.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from wattvisor.compute.errors import InvalidRequest, NotFound
 from wattvisor.compute.names import quoted
 from wattvisor.geo import GeoDatabase, InvalidPair, Located, parse_pairs
 from wattvisor.geo.database import LOOKUP_FAILED
+from wattvisor.host.ip_addresses import host_ip_addresses
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import HostRow
 from wattvisor.store.trust_tables import HostAgentRow
@@ -127,9 +128,17 @@ def refresh_in(
 class HostGeolocation:
     """Admin changes and views of hosts' geolocation."""
 
-    def __init__(self, engine: Engine, database: GeoDatabase) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        database: GeoDatabase,
+        local_addresses: Callable[[], list[str]] = host_ip_addresses,
+    ) -> None:
         self.engine = engine
         self.database = database
+        self.local_addresses = local_addresses
+        """This machine's addresses: those of a host driven here (``local``), which no
+        agent reports."""
 
     def refresh(self, host_uuid: str, ip_addresses: Sequence[str]) -> bool:
         """:func:`refresh_in` in a transaction of its own."""
@@ -162,7 +171,7 @@ class HostGeolocation:
                 raise InvalidRequest(str(exc), geolocation=_shown(exc.value)) from exc
         with write_transaction(self.engine) as conn:
             found = conn.execute(
-                select(_hosts.c.provider_uuid, _agents.c.ip_addresses)
+                select(_hosts.c.provider_uuid, _hosts.c.local, _agents.c.ip_addresses)
                 .outerjoin(_agents, _agents.c.host_uuid == _hosts.c.provider_uuid)
                 .where(_hosts.c.provider_uuid == host_uuid)
             ).first()
@@ -176,6 +185,8 @@ class HostGeolocation:
                 }
             elif found.ip_addresses is not None:
                 values = looked_up_columns(locate(self.database, found.ip_addresses))
+            elif found.local:
+                values = looked_up_columns(locate(self.database, self._local_addresses()))
             else:
                 values = {
                     "geolocation": [],
@@ -183,6 +194,13 @@ class HostGeolocation:
                     "geolocation_reason": NO_ADDRESSES_REPORTED,
                 }
             conn.execute(update(_hosts).where(_hosts.c.provider_uuid == host_uuid).values(**values))
+
+    def _local_addresses(self) -> list[str]:
+        try:
+            return self.local_addresses()
+        except Exception:
+            log.exception("reading this machine's addresses failed")
+            return []
 
     def place(self, host_uuid: str) -> tuple[str, tuple[str, ...]] | None:
         """The host's name and pairs (for ``wattvisor_host_info``); None: no such host."""
