@@ -79,13 +79,15 @@ def check_ip_addresses(ip_addresses: Sequence[str]) -> None:
 
 def refresh_in(
     conn: Connection, database: GeoDatabase, host_uuid: str, ip_addresses: Sequence[str]
-) -> bool:
+) -> tuple[str, tuple[str, ...]] | None:
     """Store the agent's reported addresses and, unless an admin set the host's
-    geolocation, the lookup of them; True when the stored geolocation changed.
+    geolocation, the lookup of them; the host's name and pairs afterwards (None: no
+    such joined host).
 
-    Runs in the caller's write transaction (the heartbeat's), writing only what differs."""
+    Runs in the caller's write transaction, writing only what differs."""
     row = conn.execute(
         select(
+            _hosts.c.name,
             _agents.c.ip_addresses,
             _hosts.c.geolocation,
             _hosts.c.geolocation_source,
@@ -95,14 +97,15 @@ def refresh_in(
         .where(_agents.c.host_uuid == host_uuid)
     ).first()
     if row is None:
-        return False
+        return None
+    current = (str(row.name), tuple(row.geolocation or ()))
     reported = list(ip_addresses)
     if row.ip_addresses != reported:
         conn.execute(
             update(_agents).where(_agents.c.host_uuid == host_uuid).values(ip_addresses=reported)
         )
     if row.geolocation_source == ADMIN:
-        return False
+        return current
     wanted = looked_up_columns(locate(database, reported))
     stored = {
         "geolocation": row.geolocation if row.geolocation is not None else None,
@@ -110,7 +113,7 @@ def refresh_in(
         "geolocation_reason": row.geolocation_reason,
     }
     if stored == wanted:
-        return False
+        return current
     conn.execute(
         update(_hosts)
         .where(
@@ -122,7 +125,7 @@ def refresh_in(
         "host %s geolocation now %s%s", host_uuid, ", ".join(wanted["geolocation"]) or "empty",
         f" ({wanted['geolocation_reason']})" if wanted["geolocation_reason"] else "",
     )  # fmt: skip
-    return True
+    return current[0], tuple(wanted["geolocation"])
 
 
 class HostGeolocation:
@@ -140,7 +143,9 @@ class HostGeolocation:
         """This machine's addresses: those of a host driven here (``local``), which no
         agent reports."""
 
-    def refresh(self, host_uuid: str, ip_addresses: Sequence[str]) -> bool:
+    def refresh(
+        self, host_uuid: str, ip_addresses: Sequence[str]
+    ) -> tuple[str, tuple[str, ...]] | None:
         """:func:`refresh_in` in a transaction of its own."""
         with write_transaction(self.engine) as conn:
             return refresh_in(conn, self.database, host_uuid, ip_addresses)

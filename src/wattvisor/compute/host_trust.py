@@ -623,19 +623,23 @@ class HostTrust:
             ).rowcount
         if found != 1:
             raise NotFound(f"host {quoted(host_uuid)} did not join", host_id=host_uuid)
+        place: tuple[str, tuple[str, ...]] | None = None
         if ip_addresses is not None:
             try:
                 with write_transaction(self.engine) as conn:
-                    refresh_in(conn, self.geo, host_uuid, ip_addresses)
+                    place = refresh_in(conn, self.geo, host_uuid, ip_addresses)
             except Exception:
                 log.exception("refreshing the geolocation of host %s failed", host_uuid)
-        with read_transaction(self.engine) as conn:
-            row = conn.execute(
-                select(_hosts.c.name, _hosts.c.geolocation).where(
-                    _hosts.c.provider_uuid == host_uuid
-                )
-            ).first()
-        name, pairs = (row.name, tuple(row.geolocation or ())) if row else (None, None)
+        if place is None:
+            with read_transaction(self.engine) as conn:
+                row = conn.execute(
+                    select(_hosts.c.name, _hosts.c.geolocation).where(
+                        _hosts.c.provider_uuid == host_uuid
+                    )
+                ).first()
+            if row is not None:
+                place = (str(row.name), tuple(row.geolocation or ()))
+        name, pairs = place if place is not None else (None, None)
         return self._answer(host_uuid, self.cluster.require(), name, pairs)
 
     def _answer(
