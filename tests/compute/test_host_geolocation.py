@@ -188,3 +188,18 @@ def test_too_many_addresses_are_refused_before_anything_is_written(world: GeoWor
         world.trust.join(world.trust.join_verifier().verify(issued.token), request)
     state = world.trust.join_token_state(issued.id)
     assert state is not None and state["used_at"] is None
+
+
+@pytest.mark.parametrize("bad", ["zz", "10.0.0.256", "81.2.69.1/24", "\x00"])
+def test_a_text_that_is_no_address_is_refused_naming_it(world: GeoWorld, bad: str) -> None:
+    host = world.join(("81.2.69.142",))
+    with pytest.raises(InvalidRequest, match="is not accepted; a host reports IPv4 or IPv6"):
+        world.trust.heartbeat(host, ["89.160.20.9", bad])
+    assert world.of(host).pairs == (pair(LONDON_V4),)
+
+
+def test_reported_addresses_are_kept_canonical(world: GeoWorld) -> None:
+    host = world.join(("2001:0218:0000::0002",))
+    assert world.of(host).pairs == (pair(TOKYO_V6),)
+    answer = world.trust.heartbeat(host, ["2001:218::2"])
+    assert answer.geolocation == (pair(TOKYO_V6),)

@@ -15,6 +15,7 @@ fails is stored as its reason and never refuses a join or a heartbeat.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,12 +70,25 @@ def looked_up_columns(located: Located) -> dict[str, Any]:
     }
 
 
-def check_ip_addresses(ip_addresses: Sequence[str]) -> None:
+def check_ip_addresses(ip_addresses: Sequence[str]) -> list[str]:
+    """The reported addresses in canonical form; a list too long or a text that is no IP
+    address is refused naming it (the agent sends only what netlink gave it)."""
     if len(ip_addresses) > MAX_IP_ADDRESSES:
         raise InvalidRequest(
             f"{len(ip_addresses)} IP addresses are not accepted; a host reports at most "
             f"{MAX_IP_ADDRESSES}"
         )
+    canonical = []
+    for text in ip_addresses:
+        try:
+            canonical.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            raise InvalidRequest(
+                f"IP address {quoted(text[:64])} is not accepted; a host reports IPv4 or "
+                "IPv6 addresses such as '192.0.2.7' or '2001:db8::7'",
+                ip_address=text[:64],
+            ) from None
+    return canonical
 
 
 def refresh_in(

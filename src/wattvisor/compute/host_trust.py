@@ -360,8 +360,11 @@ class HostTrust:
             raise InvalidRequest("the host's public key must be its own, not a cluster key")
         now = utcnow()
         # Looked up before anything is written; a failed lookup is a reason, never a refusal.
-        located = locate(self.geo, request.ip_addresses or ())
-        geolocation = looked_up_columns(located) if request.ip_addresses is not None else {}
+        reported = (
+            check_ip_addresses(request.ip_addresses) if request.ip_addresses is not None else None
+        )
+        located = locate(self.geo, reported or ())
+        geolocation = looked_up_columns(located) if reported is not None else {}
         with read_transaction(self.engine) as conn:
             taken = conn.execute(
                 select(_hosts.c.provider_uuid, _hosts.c.name).where(
@@ -405,10 +408,7 @@ class HostTrust:
                         host_uuid=request.host_id, addresses=list(request.addresses),
                         energy_source=request.energy_source, join_token_id=token_id,
                         joined_at=now, last_heartbeat_at=None,
-                        ip_addresses=(
-                            list(request.ip_addresses) if request.ip_addresses is not None
-                            else None
-                        ),
+                        ip_addresses=reported,
                     )
                 )  # fmt: skip
                 bump_generation(conn, HOST_KEYS)
@@ -525,7 +525,8 @@ class HostTrust:
                 f"a host gives 1 to {MAX_ADDRESSES} addresses its agent answers on, not "
                 f"{len(request.addresses)}"
             )
-        check_ip_addresses(request.ip_addresses or ())
+        if request.ip_addresses is not None:
+            check_ip_addresses(request.ip_addresses)
         try:
             normalize_public_key(request.public_key)
         except InvalidPublicKey as exc:
@@ -613,7 +614,7 @@ class HostTrust:
         ``ip_addresses`` (what the agent reads now) refresh the host's geolocation when
         they or their lookup changed; that refresh never fails the heartbeat."""
         if ip_addresses is not None:
-            check_ip_addresses(ip_addresses)
+            ip_addresses = check_ip_addresses(ip_addresses)
         now = utcnow()
         with write_transaction(self.engine) as conn:
             found = conn.execute(

@@ -61,13 +61,26 @@ EXCLUDED_RANGES: tuple[ExcludedRange, ...] = _table(
 )
 
 
+# Per family, (network as an int, netmask as an int, row): an address is in a row when
+# its masked value is the network's, without building ipaddress objects per check.
+_MASKS: dict[int, tuple[tuple[int, int, ExcludedRange], ...]] = {
+    version: tuple(
+        (int(r.network.network_address), int(r.network.netmask), r)
+        for r in EXCLUDED_RANGES
+        if r.network.version == version
+    )
+    for version in (4, 6)
+}
+
+
 def excluded_range(address: str | IPAddress) -> ExcludedRange | None:
     """The table row ``address`` falls in, or None when it is public.
 
     A text that is no IP address raises ValueError (with the value)."""
     parsed = address if not isinstance(address, str) else ipaddress.ip_address(address)
-    for row in EXCLUDED_RANGES:
-        if parsed.version == row.network.version and parsed in row.network:
+    value = int(parsed)
+    for network, mask, row in _MASKS[parsed.version]:
+        if value & mask == network:
             return row
     return None
 
