@@ -44,7 +44,7 @@ from wattvisor.host.qemu_access import check_data_dir, runs_local_system_qemu
 from wattvisor.host.vm_inventory import LibvirtVMInventory
 from wattvisor.placement import Placement
 from wattvisor.store import make_engine, migrate
-from wattvisor.telemetry import MetricsListener, serve_metrics
+from wattvisor.telemetry import HostInfoCollector, HostPlace, MetricsListener, serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +344,14 @@ class AllInOne:
                 compat_series=self.settings.energy.compat_series,
                 process_pids=metrics.process_pids,
                 bearer_token_file=metrics.bearer_token_file,
+                extra=[HostInfoCollector(self._local_place)],
             )
         return self.metrics
+
+    def _local_place(self) -> HostPlace | None:
+        """The local host's name and geolocation from the store (read at each scrape)."""
+        known = self.compute.hosts.geolocation.place(self.provider_uuid)
+        return HostPlace(*known) if known is not None else None
 
     def stop(self) -> None:
         if self.metrics is not None:

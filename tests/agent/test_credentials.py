@@ -197,3 +197,17 @@ def test_host_tokens_name_the_host(agent: Agent) -> None:
     pair = KeyPair()
     with pytest.raises(ValueError, match="not a lower-case uuid"):
         mint_host_token(pair.private_key, "HOST")
+
+
+def test_the_agent_keeps_the_name_and_pairs_its_controller_last_answered(
+    agent: Agent, cluster_key: KeyPair
+) -> None:
+    keys = [(repr(cluster_key.public_key), None)]
+    assert agent.credentials.place() is None
+    agent.credentials.learn({**answer(keys), "host_name": "edge-1", "geolocation": ["1,2"]})
+    assert agent.credentials.place() == ("edge-1", ("1,2",))
+    # An answer that does not say (a key rotation's) leaves it as it was.
+    agent.credentials.learn({**answer(keys), "host_name": None, "geolocation": None})
+    assert agent.credentials.place() == ("edge-1", ("1,2",))
+    agent.credentials.learn({**answer(keys), "host_name": "edge-1", "geolocation": []})
+    assert agent.credentials.place() == ("edge-1", ())

@@ -129,6 +129,7 @@ class AgentCredentials:
         self._lock = threading.Lock()
         self._trust: ClusterTrust | None = None
         self._key: PrivateKey | None = None
+        self._place: tuple[str, tuple[str, ...]] | None = None
 
     @property
     def key_path(self) -> Path:
@@ -181,6 +182,12 @@ class AgentCredentials:
             self._trust = trust
         return trust
 
+    def place(self) -> tuple[str, tuple[str, ...]] | None:
+        """The host's name and geolocation pairs as the controller last answered them
+        (join or heartbeat); None before any answer said."""
+        with self._lock:
+            return self._place
+
     def learn(self, answer: Mapping[str, Any], controller_url: str | None = None) -> ClusterTrust:
         """Keep the cluster keys of a controller's answer (join, heartbeat, rotation).
 
@@ -202,8 +209,11 @@ class AgentCredentials:
             )
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         _replace_file(self.trust_path, json.dumps(trust.to_json(), indent=2) + "\n", 0o600)
+        place = _place_of(answer)
         with self._lock:
             self._trust = trust
+            if place is not None:
+                self._place = place
         return trust
 
     def controller_verifier(self) -> ServiceTokenVerifier:
@@ -226,14 +236,18 @@ class AgentCredentials:
 
     # -- calls to the controller ---------------------------------------------------------
 
-    def heartbeat(self, client: httpx.Client) -> ClusterTrust:
-        """Tell the controller this host is alive; keep the cluster keys it answers."""
+    def heartbeat(
+        self, client: httpx.Client, ip_addresses: Sequence[str] | None = None
+    ) -> ClusterTrust:
+        """Tell the controller this host is alive (and its IP addresses now, which refresh
+        its geolocation when they changed); keep the cluster keys it answers."""
         trust = self.trust()
         answer = _call(
             client,
             "POST",
             f"{trust.controller_url.rstrip('/')}/v1/hosts/{trust.host_id}/heartbeat",
             self.host_token(),
+            {"ip_addresses": list(ip_addresses)} if ip_addresses is not None else None,
         )
         return self.learn(answer)
 
@@ -273,6 +287,13 @@ class AgentCredentials:
             self._key = pair.private_key
         self.learn(answer)
         return KeyFiles(self.key_path, public_key_path(self.key_path), public, created=True)
+
+
+def _place_of(answer: Mapping[str, Any]) -> tuple[str, tuple[str, ...]] | None:
+    name, pairs = answer.get("host_name"), answer.get("geolocation")
+    if not isinstance(name, str) or not isinstance(pairs, list):
+        return None
+    return name, tuple(str(p) for p in pairs)
 
 
 def join_cluster(

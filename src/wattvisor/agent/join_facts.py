@@ -11,10 +11,17 @@ from wattvisor.compute.hostclient import HostClient
 
 
 def join_facts(
-    client: HostClient, addresses: Sequence[str], *, name: str | None = None
+    client: HostClient,
+    addresses: Sequence[str],
+    *,
+    name: str | None = None,
+    ip_addresses: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The body of ``POST /v1/hosts/join`` for the host behind ``client`` (without its
-    public key, which :func:`wattvisor.agent.credentials.join_cluster` adds)."""
+    public key, which :func:`wattvisor.agent.credentials.join_cluster` adds).
+
+    ``addresses`` are where the agent answers; ``ip_addresses`` every IP address of the
+    host (the controller places the public ones)."""
     facts = client.facts()
     inventory = facts.inventory
     return {
@@ -29,4 +36,5 @@ def join_facts(
         },
         "energy_source": client.energy_source(),
         "addresses": list(addresses),
+        **({"ip_addresses": list(ip_addresses)} if ip_addresses is not None else {}),
     }

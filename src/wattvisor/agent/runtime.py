@@ -38,9 +38,10 @@ from wattvisor.host.driver import HostDriver, StartupReport
 from wattvisor.host.image_cache import ExpectedContent, ImageSource
 from wattvisor.host.image_fetch import DEFAULT_TIMEOUT as IMAGE_TIMEOUT
 from wattvisor.host.image_fetch import ControllerImages
+from wattvisor.host.ip_addresses import host_ip_addresses
 from wattvisor.host.qemu_access import check_data_dir
 from wattvisor.host.vm_inventory import LibvirtVMInventory
-from wattvisor.telemetry import MetricsListener, serve_metrics
+from wattvisor.telemetry import HostInfoCollector, HostPlace, MetricsListener, serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,9 @@ class HostAgent:
                 "cannot be told one; set agent.advertise_url to the URL they reach this host "
                 "at (e.g. http://198.18.0.2:8775)"
             )
-        facts = join_facts(self.host, [agent.url], name=socket.gethostname())
+        facts = join_facts(
+            self.host, [agent.url], name=socket.gethostname(), ip_addresses=host_ip_addresses()
+        )
         return join_cluster(self.credentials, self.http, url, join_token, facts), True
 
     def app(self) -> FastAPI:
@@ -151,6 +154,7 @@ class HostAgent:
             compat_series=self.settings.energy.compat_series,
             process_pids=metrics.process_pids,
             bearer_token_file=metrics.bearer_token_file,
+            extra=[HostInfoCollector(self.place)],
         )
         self._heartbeat = threading.Thread(target=self._beat, name="agent-heartbeat", daemon=True)
         self._heartbeat.start()
@@ -159,10 +163,16 @@ class HostAgent:
             self.settings.energy, self.sampler.latest, self.credentials, self.http
         )
 
+    def place(self) -> HostPlace | None:
+        """This host's name and geolocation as the controller last answered them."""
+        known = self.credentials.place()
+        return HostPlace(known[0], known[1]) if known is not None else None
+
     def heartbeat_once(self) -> bool:
-        """One heartbeat; a failure is logged (the next one tries again)."""
+        """One heartbeat with the host's addresses now (a change refreshes its
+        geolocation); a failure is logged (the next one tries again)."""
         try:
-            self.credentials.heartbeat(self.http)
+            self.credentials.heartbeat(self.http, host_ip_addresses())
         except Exception as exc:
             log.warning("heartbeat to the controller failed: %s", exc)
             return False

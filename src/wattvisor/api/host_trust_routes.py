@@ -30,6 +30,7 @@ from wattvisor.auth.fastapi import (
 )
 from wattvisor.auth.service_tokens import VerifiedServiceToken
 from wattvisor.compute.errors import InvalidRequest
+from wattvisor.compute.host_geolocation import MAX_IP_ADDRESSES
 from wattvisor.compute.host_trust import MAX_INVENTORY, HostTrust, JoinRequest, TrustAnswer
 from wattvisor.compute.names import PrintableText
 from wattvisor.host.driver import Inventory
@@ -63,6 +64,12 @@ class HostInventory(_Request):
     DISK_GB: int = Field(ge=1, le=MAX_INVENTORY)
 
 
+IpAddresses = Annotated[
+    list[Annotated[str, Field(min_length=2, max_length=64)]],
+    Field(max_length=MAX_IP_ADDRESSES),
+]
+
+
 class HostJoin(_Request):
     id: str = Field(
         pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
@@ -79,6 +86,18 @@ class HostJoin(_Request):
         min_length=1, max_length=8, description="where the agent answers, e.g. https://h:8775"
     )
     public_key: str = Field(max_length=200, description="the host's own key: 'ed25519/<hex>'")
+    ip_addresses: IpAddresses | None = Field(
+        default=None,
+        description="every IP address of the host (its agent reads them over netlink); the "
+        "controller looks the public ones up in its geolocation database",
+    )
+
+
+class HostHeartbeat(_Request):
+    ip_addresses: IpAddresses | None = Field(
+        default=None,
+        description="the host's IP addresses now; a change refreshes its geolocation",
+    )
 
 
 class HostKeyRotate(_Request):
@@ -104,6 +123,12 @@ class HostTrustAnswer(BaseModel):
     cluster_id: str
     cluster_keys: list[ClusterKey]
     server_time: datetime
+    host_name: str | None = Field(default=None, description="the host's name in the cluster")
+    geolocation: list[str] | None = Field(
+        default=None,
+        description="the host's 'latitude,longitude' pairs as the controller holds them "
+        "(the agent exports them as wattvisor_host_info); null: not part of this answer",
+    )
 
     @classmethod
     def of(cls, answer: TrustAnswer) -> "HostTrustAnswer":
@@ -115,6 +140,8 @@ class HostTrustAnswer(BaseModel):
                 for k in answer.cluster_keys
             ],
             server_time=answer.server_time,
+            host_name=answer.host_name,
+            geolocation=list(answer.geolocation) if answer.geolocation is not None else None,
         )
 
 
@@ -159,6 +186,7 @@ def build_host_trust_router(
             ),
             energy_source=body.energy_source, addresses=tuple(body.addresses),
             public_key=body.public_key,
+            ip_addresses=tuple(body.ip_addresses) if body.ip_addresses is not None else None,
         )  # fmt: skip
         try:
             return HostTrustAnswer.of(trust.join(token, request))
@@ -166,9 +194,13 @@ def build_host_trust_router(
             raise AuthenticationFailed(exc) from exc
 
     @router.post("/hosts/{host_id}/heartbeat", response_model=HostTrustAnswer, tags=["hosts"])
-    def heartbeat(host_id: str, principal: HostCaller) -> HostTrustAnswer:
-        """The host is alive; the answer names the cluster keys its agent must accept."""
-        return HostTrustAnswer.of(trust.heartbeat(principal.user))
+    def heartbeat(
+        host_id: str, principal: HostCaller, body: HostHeartbeat | None = None
+    ) -> HostTrustAnswer:
+        """The host is alive; the answer names the cluster keys its agent must accept.
+        Addresses in the body refresh the host's geolocation when they changed."""
+        addresses = body.ip_addresses if body is not None else None
+        return HostTrustAnswer.of(trust.heartbeat(principal.user, addresses))
 
     @router.post("/hosts/{host_id}/credentials", response_model=HostTrustAnswer, tags=["hosts"])
     def rotate_credentials(

@@ -26,6 +26,7 @@ from wattvisor.api.v1_schemas import (
     FlavorCreate,
     Host,
     HostDisable,
+    HostUpdate,
     Image,
     ImageCreate,
     Interface,
@@ -431,6 +432,20 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
 
     @router.get("/hosts/{host_id}", response_model=Host, tags=["hosts"])
     def show_host(host_id: str, principal: Admin) -> Host:
+        return Host.of(compute.hosts.get(host_id))
+
+    @router.patch("/hosts/{host_id}", response_model=Host, tags=["hosts"])
+    def update_host(host_id: str, body: HostUpdate, principal: Admin) -> Host:
+        """Set the host's geolocation (kept until cleared, never replaced by a lookup), or
+        clear it with ``null`` to return to the one looked up from its addresses. A bad
+        pair is refused naming it, and nothing changes."""
+        if "geolocation" not in body.model_fields_set:
+            raise InvalidRequest(
+                'nothing to change; accepted: {"geolocation": ["latitude,longitude", ...]} '
+                'or {"geolocation": null}'
+            )
+        compute.hosts.get(host_id)
+        compute.hosts.geolocation.set_by_admin(host_id, body.geolocation)
         return Host.of(compute.hosts.get(host_id))
 
     @router.get("/hosts/{host_id}/power", response_model=Power, tags=["hosts", "power"])

@@ -396,6 +396,20 @@ class HostDisable(_Request):
     reason: PrintableText | None = Field(default=None, max_length=255)
 
 
+class HostUpdate(_Request):
+    """What an admin may change on a host."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    geolocation: list[Any] | None = Field(
+        default=None,
+        description="'latitude,longitude' pairs in decimal degrees (e.g. ['48.8566,2.3522']); "
+        "kept until cleared, never replaced by a lookup. null clears it: the host returns to "
+        "the geolocation looked up from its addresses",
+        max_length=64,
+    )
+
+
 class Host(BaseModel):
     id: str
     name: str
@@ -413,6 +427,21 @@ class Host(BaseModel):
         default_factory=list,
         description="uuids of domains the host runs that no server owns; left alone",
     )
+    geolocation: list[str] = Field(
+        default_factory=list,
+        description="'latitude,longitude' pairs, one per public address of the host found "
+        "in the controller's geolocation database, or as an admin set them",
+    )
+    geolocation_source: Literal["lookup", "admin"] | None = Field(
+        default=None,
+        description="lookup: from the host's addresses (refreshed when they change); admin: "
+        "set with PATCH /v1/hosts/{id} and kept until cleared with null",
+    )
+    geolocation_reason: str | None = Field(
+        default=None,
+        description="why geolocation is empty: no database configured, no public address, "
+        "address not in database, lookup failed: ...",
+    )
 
     @classmethod
     def of(cls, record: HostRecord) -> Host:
@@ -422,6 +451,9 @@ class Host(BaseModel):
             state=record.state, traits=list(record.traits), inventory=dict(record.inventory),
             usage=dict(record.usage), energy_source=record.energy_source,
             servers=record.servers, unknown_domains=list(record.unknown_domains),
+            geolocation=list(record.geolocation),
+            geolocation_source=record.geolocation_source,
+            geolocation_reason=record.geolocation_reason,
         )  # fmt: skip
 
 

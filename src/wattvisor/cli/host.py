@@ -212,6 +212,49 @@ def show_host(
     output.record(host)
 
 
+@host_app.command("set-geolocation")
+def set_geolocation(
+    host_id: Annotated[str, typer.Argument(help="Host id or unique name.")],
+    pairs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="'latitude,longitude' pairs in decimal degrees, e.g. 48.8566,2.3522 (a "
+            "negative one after --: -- -33.87,151.21)."
+        ),
+    ] = None,
+    clear: Annotated[
+        bool,
+        typer.Option(
+            "--clear",
+            help="Drop the pairs set by an admin: the host returns to the geolocation "
+            "looked up from its public addresses.",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
+    """Pin a host's geolocation (admin); kept until --clear, never replaced by a lookup."""
+    if clear == bool(pairs):
+        raise fail("give the pairs to set, or --clear (not both)", 2)
+    body = {"geolocation": None if clear else list(pairs or [])}
+    with connect(url) as client:
+        host = client.call("PATCH", f"/v1/hosts/{resolve_host(client, host_id)}", body)
+    if as_json:
+        Output.of(None, None, True).record(host)
+        return
+    say(f"host {host['name']} ({host['id']}): {_geolocation_text(host)}")
+
+
+def _geolocation_text(host: Mapping[str, Any]) -> str:
+    """The pairs and where they came from, or why there are none."""
+    pairs = " ".join(host.get("geolocation") or [])
+    source = host.get("geolocation_source") or "none"
+    if pairs:
+        return f"geolocation {pairs} ({'set by an admin' if source == 'admin' else 'looked up'})"
+    why = host.get("geolocation_reason") or ("set empty by an admin" if source == "admin" else "")
+    return f"no geolocation ({why})" if why else "no geolocation"
+
+
 @host_app.command("enable")
 def enable_host(
     host_id: Annotated[str, typer.Argument(help="Host id or unique name.")],

@@ -51,9 +51,16 @@ from wattvisor.auth.service_tokens import (
 from wattvisor.auth.tokens import format_ttl, utcnow
 from wattvisor.auth.users import normalize_public_key
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
+from wattvisor.compute.host_geolocation import (
+    check_ip_addresses,
+    locate,
+    looked_up_columns,
+    refresh_in,
+)
 from wattvisor.compute.hosts import placement_inventories
 from wattvisor.compute.names import quoted, require_printable
 from wattvisor.config.settings import Settings
+from wattvisor.geo import GeoDatabase
 from wattvisor.host.driver import Inventory
 from wattvisor.placement import Placement
 from wattvisor.placement.errors import BadRequest as PlacementBadRequest
@@ -249,6 +256,9 @@ class JoinRequest:
     energy_source: str
     addresses: tuple[str, ...]
     public_key: str
+    ip_addresses: tuple[str, ...] | None = None
+    """The host's IP addresses (read over netlink by its agent); None from an agent that
+    does not report them."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +270,10 @@ class TrustAnswer:
     cluster_id: str
     cluster_keys: tuple[TrustedKey, ...]
     server_time: datetime
+    host_name: str | None = None
+    geolocation: tuple[str, ...] | None = None
+    """The host's pairs as the controller holds them (the agent exports them); None when
+    the answer does not say (a key rotation)."""
 
 
 class HostTrust:
@@ -274,8 +288,11 @@ class HostTrust:
         settings: Settings,
         cluster: ClusterKeys,
         signer: ClusterSigner | None = None,
+        geo: GeoDatabase | None = None,
     ) -> None:
         self.engine = engine
+        self.geo = geo if geo is not None else GeoDatabase(settings.geo.database)
+        """Where hosts' public addresses are looked up (``geo.database``)."""
         self.placement = placement
         self.settings = settings
         self.cluster = cluster
@@ -291,6 +308,11 @@ class HostTrust:
         # the next batch (see :meth:`heartbeat`).
         self._beats_lock = threading.Lock()
         self._beats_written: dict[str, datetime] = {}
+        # Each host's last reported addresses, when its place was read, and that place
+        # (name, geolocation pairs): a batched heartbeat answers from it.
+        self._places: dict[
+            str, tuple[tuple[str, ...] | None, datetime, tuple[str | None, tuple[str, ...] | None]]
+        ] = {}
         self._beats_pending: dict[str, datetime] = {}
         self._beats_stop = threading.Event()
         self._beats_flusher: threading.Thread | None = None
@@ -352,6 +374,12 @@ class HostTrust:
         if any(k.public_key == public_key for k in cluster.keys):
             raise InvalidRequest("the host's public key must be its own, not a cluster key")
         now = utcnow()
+        # Looked up before anything is written; a failed lookup is a reason, never a refusal.
+        reported = (
+            check_ip_addresses(request.ip_addresses) if request.ip_addresses is not None else None
+        )
+        located = locate(self.geo, reported or ())
+        geolocation = looked_up_columns(located) if reported is not None else {}
         with read_transaction(self.engine) as conn:
             taken = conn.execute(
                 select(_hosts.c.provider_uuid, _hosts.c.name).where(
@@ -381,7 +409,7 @@ class HostTrust:
                     insert(_hosts).values(
                         provider_uuid=request.host_id, name=request.name,
                         libvirt_uri=request.libvirt_uri, enabled=True, disabled_reason=None,
-                        next_index=1, local=False,
+                        next_index=1, local=False, **geolocation,
                     )
                 )  # fmt: skip
                 conn.execute(
@@ -395,6 +423,7 @@ class HostTrust:
                         host_uuid=request.host_id, addresses=list(request.addresses),
                         energy_source=request.energy_source, join_token_id=token_id,
                         joined_at=now, last_heartbeat_at=None,
+                        ip_addresses=reported,
                     )
                 )  # fmt: skip
                 bump_generation(conn, HOST_KEYS)
@@ -425,7 +454,7 @@ class HostTrust:
                 ) from exc
             raise
         log.info("host %s (%s) joined with join token %s", request.name, request.host_id, token_id)
-        return self._answer(request.host_id, cluster)
+        return self._answer(request.host_id, cluster, request.name, located.pairs)
 
     def _undo_join(self, host_id: str, token_id: str) -> None:
         with write_transaction(self.engine) as conn:
@@ -511,6 +540,8 @@ class HostTrust:
                 f"a host gives 1 to {MAX_ADDRESSES} addresses its agent answers on, not "
                 f"{len(request.addresses)}"
             )
+        if request.ip_addresses is not None:
+            check_ip_addresses(request.ip_addresses)
         try:
             normalize_public_key(request.public_key)
         except InvalidPublicKey as exc:
@@ -595,32 +626,52 @@ class HostTrust:
     HEARTBEAT_BATCH_S = 1.0
     """How long a heartbeat may wait to be written with the others."""
 
-    def heartbeat(self, host_uuid: str) -> TrustAnswer:
+    PLACE_TTL_S = 60.0
+    """How long a batched heartbeat may answer with the host's place read before."""
+
+    def heartbeat(self, host_uuid: str, ip_addresses: Sequence[str] | None = None) -> TrustAnswer:
         """Note that the host is alive; answer what it must know about the cluster.
 
         A host whose heartbeat this process wrote less than half of ``agent.down_after_s``
-        ago is up in the store already: its heartbeat is written with every other one
-        that came in the same second (one transaction a second instead of one per host
-        and heartbeat: a thousand hosts sent a hundred a second). Any other heartbeat (a
-        host's first here, or one back from a silence) is written at once, and a host
-        that did not join is refused, as before.
+        ago, reporting the addresses it reported last, is up in the store already: its
+        heartbeat is written with every other one that came in the same second (one
+        transaction a second instead of one per host and heartbeat: a thousand hosts
+        sent a hundred a second), and answered with the place read at most
+        :attr:`PLACE_TTL_S` ago. Any other heartbeat (a host's first here, one back from
+        a silence, new addresses, an old place) is written at once, and a host that did
+        not join is refused, as before.
+
+        ``ip_addresses`` (what the agent reads now) refresh the host's geolocation when
+        they or their lookup changed; that refresh never fails the heartbeat.
 
         The first heartbeat of a host that was down (silent for ``agent.down_after_s``)
         calls :attr:`on_return` with the host: its guests are looked at again now.
         """
+        if ip_addresses is not None:
+            ip_addresses = check_ip_addresses(ip_addresses)
+        reported = tuple(ip_addresses) if ip_addresses is not None else None
         now = utcnow()
         cluster = self.cluster.require()
         fresh = timedelta(seconds=self.settings.agent.down_after_s / 2)
+        place_ttl = timedelta(seconds=self.PLACE_TTL_S)
         with self._beats_lock:
             written = self._beats_written.get(host_uuid)
-            if written is not None and now - written < fresh and not self._beats_stop.is_set():
+            known = self._places.get(host_uuid)
+            if (
+                written is not None
+                and now - written < fresh
+                and not self._beats_stop.is_set()
+                and known is not None
+                and known[0] == reported
+                and now - known[1] < place_ttl
+            ):
                 self._beats_pending[host_uuid] = now
                 if self._beats_flusher is None:
                     self._beats_flusher = threading.Thread(
                         target=self._flush_beats_loop, name="wattvisor-heartbeats", daemon=True
                     )
                     self._beats_flusher.start()
-                return self._answer(host_uuid, cluster)
+                return self._answer(host_uuid, cluster, *known[2])
         with write_transaction(self.engine) as conn:
             before = conn.execute(
                 select(_agents.c.joined_at, _agents.c.last_heartbeat_at).where(
@@ -637,11 +688,30 @@ class HostTrust:
         seen = before.last_heartbeat_at or before.joined_at
         seen = seen.replace(tzinfo=UTC) if seen.tzinfo is None else seen
         returned = (now - seen).total_seconds() > self.settings.agent.down_after_s
+        place: tuple[str, tuple[str, ...]] | None = None
+        if ip_addresses is not None:
+            try:
+                with write_transaction(self.engine) as conn:
+                    place = refresh_in(conn, self.geo, host_uuid, ip_addresses)
+            except Exception:
+                log.exception("refreshing the geolocation of host %s failed", host_uuid)
+        if place is None:
+            with read_transaction(self.engine) as conn:
+                row = conn.execute(
+                    select(_hosts.c.name, _hosts.c.geolocation).where(
+                        _hosts.c.provider_uuid == host_uuid
+                    )
+                ).first()
+            if row is not None:
+                place = (str(row.name), tuple(row.geolocation or ()))
+        name, pairs = place if place is not None else (None, None)
         with self._beats_lock:
             if len(self._beats_written) >= self.MAX_CACHED:
                 self._beats_written.clear()
+                self._places.clear()
             self._beats_written[host_uuid] = now
-        answer = self._answer(host_uuid, cluster)
+            self._places[host_uuid] = (reported, now, (name, pairs))
+        answer = self._answer(host_uuid, cluster, name, pairs)
         if returned and self.on_return is not None:
             try:
                 self.on_return(host_uuid)
@@ -702,9 +772,17 @@ class HostTrust:
             flusher.join(10)
         self.flush_heartbeats()
 
-    def _answer(self, host_uuid: str, cluster: ClusterState) -> TrustAnswer:
+    def _answer(
+        self,
+        host_uuid: str,
+        cluster: ClusterState,
+        host_name: str | None = None,
+        geolocation: tuple[str, ...] | None = None,
+    ) -> TrustAnswer:
         now = utcnow()
-        return TrustAnswer(host_uuid, cluster.cluster_id, cluster.accepted(now), now)
+        return TrustAnswer(
+            host_uuid, cluster.cluster_id, cluster.accepted(now), now, host_name, geolocation
+        )
 
     def join_token_state(self, token_id: str) -> dict[str, Any] | None:
         """The stored record of a join token (for tests and operators), or None."""

@@ -25,11 +25,14 @@ from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, 
 
 from wattvisor.auth.tokens import utcnow
 from wattvisor.compute.errors import Conflict, HostOperationFailed, NotFound
+from wattvisor.compute.host_geolocation import HostGeolocation, location_of
 from wattvisor.compute.hostclient import HostClient, HostFacts
 from wattvisor.compute.names import quoted, require_printable
 from wattvisor.compute.records import HostRecord
 from wattvisor.config.settings import Settings
+from wattvisor.geo import GeoDatabase
 from wattvisor.host.driver import Inventory
+from wattvisor.host.ip_addresses import host_ip_addresses
 from wattvisor.placement import ConcurrentUpdate, Placement
 from wattvisor.placement import NotFound as PlacementNotFound
 from wattvisor.placement.entities import Inventory as PlacementInventory
@@ -98,6 +101,8 @@ class HostRegistry:
         self.placement = placement
         self.settings = settings
         self.client_factory = client_factory
+        self.geolocation = HostGeolocation(engine, GeoDatabase(settings.geo.database))
+        """Hosts' geolocation: looked up, or set by an admin."""
         self._clients: dict[str, HostClient] = {}
         self._added: set[str] = set()
         self._lock = threading.Lock()
@@ -142,6 +147,12 @@ class HostRegistry:
                     .where(_hosts.c.provider_uuid == facts.provider_uuid)
                     .values(libvirt_uri=facts.uri, local=local)
                 )
+        if local:
+            # This machine's own addresses: no agent reports them for a host driven here.
+            try:
+                self.geolocation.refresh_local(facts.provider_uuid, host_ip_addresses())
+            except Exception:
+                log.exception("looking up the geolocation of host %s failed", host_name)
         with self._lock:
             old = self._clients.get(facts.provider_uuid)
             self._clients[facts.provider_uuid] = client
@@ -364,6 +375,7 @@ class HostRegistry:
             usage = dict(self.placement.get_usages(uuid).usages)
         except PlacementNotFound:
             traits, inventories, usage = (), {}, {}
+        location = location_of(row)
         return HostRecord(
             provider_uuid=uuid,
             name=row.name,
@@ -378,6 +390,9 @@ class HostRegistry:
             energy_source=energy,
             servers=servers,
             unknown_domains=unknown,
+            geolocation=location.pairs,
+            geolocation_source=location.source,
+            geolocation_reason=location.reason,
         )
 
     # -- enable / disable ----------------------------------------------------------------

@@ -157,6 +157,12 @@ class HostRecord:
     servers: int = 0
     unknown_domains: tuple[str, ...] = ()
     """Domains (uuids) the host runs that no server owns: reported, left alone."""
+    geolocation: tuple[str, ...] = ()
+    """``latitude,longitude`` pairs, one per public address found, or an admin's."""
+    geolocation_source: str | None = None
+    """``lookup`` or ``admin``; None before anything was looked up."""
+    geolocation_reason: str | None = None
+    """Why ``geolocation`` is empty (no database, no public address, ...)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -636,6 +636,18 @@ class AgentSettings(BaseModel):
         return f"{scheme}://{self.listen}"
 
 
+class GeoSettings(BaseModel):
+    """Host geolocation, looked up on the controller in a local database (no address is
+    sent anywhere)."""
+
+    database: Path | None = Field(
+        default=None,
+        description="MaxMind-format database (.mmdb, e.g. GeoLite2-City) the controller "
+        "places hosts' public addresses with; unset: hosts get no looked-up geolocation "
+        "(an admin may still set one)",
+    )
+
+
 class Settings(BaseSettings):
     """All of wattvisor's settings."""
 
@@ -656,6 +668,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
+    geo: GeoSettings = Field(default_factory=GeoSettings)
 
     @classmethod
     def settings_customise_sources(

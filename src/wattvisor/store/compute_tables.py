@@ -101,6 +101,12 @@ class HostRow(Base):
     disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     next_index: Mapped[int] = mapped_column(Integer, nullable=False)
     local: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    geolocation: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """``latitude,longitude`` pairs, one per public address found (or as an admin set them)."""
+    geolocation_source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """``lookup`` or ``admin`` (an admin's value is never replaced by a lookup)."""
+    geolocation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why a looked-up geolocation is empty."""
 
 
 class UnknownDomainRow(Base):

@@ -68,6 +68,8 @@ class HostAgentRow(Base):
         ForeignKey("compute_hosts.provider_uuid", ondelete="CASCADE"), primary_key=True
     )
     addresses: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    ip_addresses: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """The host's IP addresses as its agent last reported them (join or heartbeat)."""
     energy_source: Mapped[str] = mapped_column(String(32), nullable=False)
     join_token_id: Mapped[str] = mapped_column(String(36), nullable=False)
     joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -7,6 +7,7 @@ from wattvisor.telemetry.exporter import (
     SnapshotProvider,
     make_metrics_registry,
 )
+from wattvisor.telemetry.host_info import HOST_INFO, HostInfoCollector, HostPlace
 from wattvisor.telemetry.listener import (
     MetricsListener,
     MetricsListenerError,
@@ -17,7 +18,10 @@ from wattvisor.telemetry.listener import (
 from wattvisor.telemetry.scrape_config import TargetGroup, prometheus_scrape_job, write_file_sd
 
 __all__ = [
+    "HOST_INFO",
     "EnergyCollector",
+    "HostInfoCollector",
+    "HostPlace",
     "MetricsListener",
     "MetricsListenerError",
     "SnapshotProvider",

@@ -10,7 +10,7 @@ existing dashboards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -219,16 +219,23 @@ def _by_comm(snap: EnergySnapshot) -> list[tuple[str, str, float]]:
 
 
 def make_metrics_registry(
-    provider: SnapshotProvider, *, compat_series: bool = False, process_pids: bool = False
+    provider: SnapshotProvider,
+    *,
+    compat_series: bool = False,
+    process_pids: bool = False,
+    extra: Sequence[Collector] = (),
 ) -> CollectorRegistry:
     """A registry holding only wattvisor's energy series (no process/GC defaults).
 
     ``process_pids`` labels the top processes with their pids. It is off by default: a pid
     is a new series whenever a process restarts (churn in Prometheus' index for no added
-    meaning), and it tells whoever can scrape which pid to look at.
+    meaning), and it tells whoever can scrape which pid to look at. ``extra`` collectors
+    add series about the host itself (``wattvisor_host_info``).
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         EnergyCollector(provider, compat_series=compat_series, process_pids=process_pids)
     )
+    for collector in extra:
+        registry.register(collector)
     return registry

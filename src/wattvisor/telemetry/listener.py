@@ -20,7 +20,7 @@ import logging
 import socket
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -28,6 +28,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
+from prometheus_client.registry import Collector
 
 from wattvisor.telemetry.exporter import SnapshotProvider, make_metrics_registry
 
@@ -92,6 +93,7 @@ def make_metrics_wsgi_app(
     compat_series: bool = False,
     process_pids: bool = False,
     bearer_token_file: Path | None = None,
+    extra: Sequence[Collector] = (),
 ) -> WSGIApp:
     """WSGI app answering ``GET /metrics`` (and nothing else) with the exposition text.
 
@@ -99,7 +101,9 @@ def make_metrics_wsgi_app(
     gets 401; a token file that cannot be read any more gets 503 (never an open door).
     """
     exposition = make_wsgi_app(
-        make_metrics_registry(provider, compat_series=compat_series, process_pids=process_pids)
+        make_metrics_registry(
+            provider, compat_series=compat_series, process_pids=process_pids, extra=extra
+        )
     )
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -210,6 +214,7 @@ def serve_metrics(
     compat_series: bool = False,
     process_pids: bool = False,
     bearer_token_file: Path | None = None,
+    extra: Sequence[Collector] = (),
 ) -> MetricsListener:
     """Serve ``/metrics`` on ``host:port`` in a background thread; ``port=0`` picks a free port.
 
@@ -230,6 +235,7 @@ def serve_metrics(
         compat_series=compat_series,
         process_pids=process_pids,
         bearer_token_file=bearer_token_file,
+        extra=extra,
     )
     try:
         server = make_server(
