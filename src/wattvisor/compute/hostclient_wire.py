@@ -48,6 +48,13 @@ WIRE_METHODS: tuple[str, ...] = (
     "vm_history",
     "project_history",
     "host_history",
+    "migration_endpoint",
+    "tunnel_up",
+    "tunnel_down",
+    "tunnels",
+    "migrate_out",
+    "migration_progress",
+    "abort_migration",
 )
 """The protocol methods served over HTTP (``uri`` and ``close`` are the client's own)."""
 

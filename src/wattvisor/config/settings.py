@@ -708,9 +708,7 @@ def parse_vni_pool(value: str) -> tuple[int, int]:
         raise ValueError(f"vni_pool {value!r} is not accepted; use first-last, e.g. 10000-19999")
     first, last = int(match.group(1)), int(match.group(2))
     if not 1 <= first <= last <= (1 << 24) - 1:
-        raise ValueError(
-            f"vni_pool {value!r}: VNIs must be 1-{(1 << 24) - 1} and first <= last"
-        )
+        raise ValueError(f"vni_pool {value!r}: VNIs must be 1-{(1 << 24) - 1} and first <= last")
     return first, last
 
 

@@ -164,7 +164,9 @@ def tunnel_up(spec: TunnelSpec) -> TunnelState:
                 raise TunnelError(f"link {name} vanished while it was made")
             ipr.link("set", index=index, ifalias=ALIAS_PREFIX + spec.migration_id)
             with contextlib.suppress(NetlinkError):
-                ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                ipr.addr(
+                    "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
+                )
             ipr.link("set", index=index, state="up")
             return _state(ipr, index)
         except NetlinkError as exc:
