@@ -21,7 +21,7 @@ from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
 from wattvisor.host.console_log import ConsoleLog
 from wattvisor.host.driver import Inventory
 from wattvisor.host.live_migration import MigrationOrder, MigrationProgress, MigrationResult
-from wattvisor.host.networks import GuestNetwork
+from wattvisor.host.networks import GuestNetwork, NetworkSpec
 from wattvisor.host.tunnels import TunnelSpec, TunnelState
 
 
@@ -223,6 +223,11 @@ class HostClient(Protocol):
     def host_history(self) -> list[PowerPoint]: ...
 
     def migration_endpoint(self) -> MigrationEndpoint: ...
+
+    def prepare_incoming(self, network: NetworkSpec | None) -> None:
+        """Make this host ready to receive a migrating guest: the network its interface
+        is plugged into exists and runs here."""
+        ...
 
     def tunnel_up(self, spec: TunnelSpec) -> TunnelState:
         """Make this host's end of a migration's VXLAN tunnel (idempotent)."""

@@ -38,6 +38,7 @@ from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
 from wattvisor.host.console_log import ConsoleLog
 from wattvisor.host.driver import HostError
 from wattvisor.host.live_migration import MigrationOrder, MigrationProgress, MigrationResult
+from wattvisor.host.networks import NetworkSpec
 from wattvisor.host.tunnels import TunnelSpec, TunnelState
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,9 @@ class HttpHostClient:
     def migration_endpoint(self) -> MigrationEndpoint:
         result: MigrationEndpoint = self._call("migration_endpoint")
         return result
+
+    def prepare_incoming(self, network: NetworkSpec | None) -> None:
+        self._call("prepare_incoming", network=network)
 
     def tunnel_up(self, spec: TunnelSpec) -> TunnelState:
         result: TunnelState = self._call("tunnel_up", spec=spec)

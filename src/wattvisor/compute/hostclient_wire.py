@@ -49,6 +49,7 @@ WIRE_METHODS: tuple[str, ...] = (
     "project_history",
     "host_history",
     "migration_endpoint",
+    "prepare_incoming",
     "tunnel_up",
     "tunnel_down",
     "tunnels",

@@ -64,7 +64,7 @@ from wattvisor.host.live_migration import (
     MigrationProgress,
     MigrationResult,
 )
-from wattvisor.host.networks import HostNetworks, NetworkError
+from wattvisor.host.networks import HostNetworks, NetworkError, NetworkSpec
 from wattvisor.host.shares import PreparedShare
 from wattvisor.host.tunnels import (
     TunnelError,
@@ -519,6 +519,14 @@ class LocalHostClient:
 
     def migration_endpoint(self) -> MigrationEndpoint:
         return self.endpoint
+
+    def prepare_incoming(self, network: NetworkSpec | None) -> None:
+        if network is None:
+            return
+        try:
+            self.networks.ensure(network)
+        except NetworkError as exc:
+            raise HostError(f"this host cannot take the guest's network: {exc}") from exc
 
     def tunnel_up(self, spec: TunnelSpec) -> TunnelState:
         try:

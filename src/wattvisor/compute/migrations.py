@@ -57,13 +57,14 @@ from wattvisor.placement import Placement
 from wattvisor.placement.service import ConsumerAllocationUpdate
 from wattvisor.scheduler import NoValidHost
 from wattvisor.store import read_transaction, write_transaction
-from wattvisor.store.compute_tables import ServerRow, VolumeRow
+from wattvisor.store.compute_tables import ServerAddressRow, ServerRow, VolumeRow
 from wattvisor.store.migration_tables import MigrationRow, TunnelReservationRow
 
 log = logging.getLogger(__name__)
 
 _servers = cast(Table, ServerRow.__table__)
 _volumes = cast(Table, VolumeRow.__table__)
+_addresses = cast(Table, ServerAddressRow.__table__)
 _migrations = cast(Table, MigrationRow.__table__)
 _reservations = cast(Table, TunnelReservationRow.__table__)
 
@@ -407,6 +408,11 @@ class MigrationService:
         if target_end.libvirt_uri is None or target_end.underlay_address is None:
             raise MigrationFailed("the target host has no migration endpoint "
                                   "(migration.underlay_address)")  # fmt: skip
+        network = self.servers.addresses.spec if self._has_interface(server.uuid) else None
+        try:
+            target.prepare_incoming(network)
+        except Exception as exc:
+            raise MigrationFailed(f"the target host cannot take the guest: {exc}") from exc
         stats: dict[str, Any] = {}
         try:
             if migration.tunnel:
@@ -449,6 +455,13 @@ class MigrationService:
                 stats.update(self._teardown(migration.id, source, target))
             self._set(migration.id, stats=stats)
         self._commit(migration.id, server, target_uuid, stats)
+
+    def _has_interface(self, server_uuid: str) -> bool:
+        with read_transaction(self.servers.engine) as conn:
+            row = conn.execute(
+                select(_addresses.c.slot).where(_addresses.c.server_uuid == server_uuid)
+            ).first()
+        return row is not None
 
     def _endpoint(self, client: HostClient, which: str) -> MigrationEndpoint:
         try:
