@@ -133,19 +133,15 @@ def _underlay_link(ipr: IPRoute, remote: str) -> tuple[int, int]:
 
 def tunnel_up(spec: TunnelSpec) -> TunnelState:
     """Make the spec's link, address and route, up. Idempotent: a link of this migration
-    that exists already with the same VNI is kept; one with another VNI is refused."""
+    that exists already with the same VNI is kept; one with another VNI is refused.
+
+    Few netlink round trips (route, underlay MTU, create, address, alias and up): the
+    kernel serialises link changes of every namespace, so each one may wait."""
     check_spec(spec)
     name = link_name(spec.migration_id)
     iface = ipaddress.ip_interface(spec.address)
     v6 = ipaddress.ip_address(spec.local_underlay).version == 6
     with _netlink() as ipr:
-        existing = _index(ipr, name)
-        if existing is not None:
-            state = _state(ipr, existing)
-            if state.vni != spec.vni:
-                raise TunnelError(f"link {name} exists with vni {state.vni}, not {spec.vni}")
-            if state.address == spec.address:
-                return state
         underlay, underlay_mtu = _underlay_link(ipr, spec.remote_underlay)
         mtu = underlay_mtu - overhead(spec.local_underlay)
         ends = (
@@ -154,27 +150,44 @@ def tunnel_up(spec: TunnelSpec) -> TunnelState:
             else {"vxlan_local": spec.local_underlay, "vxlan_group": spec.remote_underlay}
         )
         try:
-            if existing is None:
-                ipr.link(
-                    "add", ifname=name, kind="vxlan", vxlan_id=spec.vni, vxlan_link=underlay,
-                    vxlan_port=spec.port, vxlan_learning=0, mtu=mtu, **ends,
-                )  # fmt: skip
+            ipr.link(
+                "add", ifname=name, kind="vxlan", vxlan_id=spec.vni, vxlan_link=underlay,
+                vxlan_port=spec.port, vxlan_learning=0, mtu=mtu, **ends,
+            )  # fmt: skip
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise TunnelError(
+                    f"tunnel {name} (vni {spec.vni}, {spec.local_underlay} -> "
+                    f"{spec.remote_underlay}) could not be made: {exc}"
+                ) from exc
+            index = _index(ipr, name)
+            if index is None:
+                raise TunnelError(
+                    f"tunnel {name} (vni {spec.vni}) could not be made: another VXLAN link "
+                    f"holds vni {spec.vni} on port {spec.port} ({exc})"
+                ) from exc
+            state = _state(ipr, index)
+            if state.vni != spec.vni:
+                raise TunnelError(
+                    f"link {name} exists with vni {state.vni}, not {spec.vni}"
+                ) from exc
+        try:
             index = _index(ipr, name)
             if index is None:
                 raise TunnelError(f"link {name} vanished while it was made")
-            ipr.link("set", index=index, ifalias=ALIAS_PREFIX + spec.migration_id)
-            with contextlib.suppress(NetlinkError):
+            try:
                 ipr.addr(
                     "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
                 )
-            ipr.link("set", index=index, state="up")
-            return _state(ipr, index)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            ipr.link("set", index=index, ifalias=ALIAS_PREFIX + spec.migration_id, state="up")
         except NetlinkError as exc:
             _delete(ipr, name)
-            raise TunnelError(
-                f"tunnel {name} (vni {spec.vni}, {spec.local_underlay} -> "
-                f"{spec.remote_underlay}) could not be made: {exc}"
-            ) from exc
+            raise TunnelError(f"tunnel {name} could not be brought up: {exc}") from exc
+    return TunnelState(name=name, vni=spec.vni, mtu=mtu, address=spec.address,
+                       rx_bytes=0, tx_bytes=0)  # fmt: skip
 
 
 def _delete(ipr: IPRoute, name: str) -> bool:
@@ -202,7 +215,11 @@ def tunnel_down(migration_id: str) -> TunnelState | None:
             last: TunnelState | None = _state(ipr, index)
         except (NetlinkError, TunnelError):
             last = None
-        _delete(ipr, name)
+        try:
+            ipr.link("del", index=index)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise TunnelError(f"link {name} could not be removed: {exc}") from exc
         return last
 
 
