@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from wattvisor.auth import Principal
@@ -125,8 +125,8 @@ class Reservation:
 class TunnelPool:
     """VNIs and overlay subnets for tunnels, held in the store while a tunnel exists."""
 
-    def __init__(self, servers: ServerService, settings: MigrationSettings) -> None:
-        self.engine = servers.engine
+    def __init__(self, engine: Engine, settings: MigrationSettings) -> None:
+        self.engine = engine
         self.settings = settings
         self.vnis = parse_vni_pool(settings.vni_pool)
         if settings.overlay == "ipv6":
@@ -217,7 +217,7 @@ class MigrationService:
         self.servers = servers
         self.placement = placement
         self.settings = settings
-        self.pool = TunnelPool(servers, settings)
+        self.pool = TunnelPool(servers.engine, settings)
         servers.task_handlers[MIGRATE_TASK_KIND] = self._migrate_task
         servers.task_resumers[MIGRATE_TASK] = MIGRATE_TASK_KIND
 
