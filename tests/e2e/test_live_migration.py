@@ -110,7 +110,7 @@ class Fleet:
                 return value
             time.sleep(0.2)
         logs = "\n".join(a.log.read_text()[-2000:] for a in self.agents if a.log.exists())
-        raise AssertionError(f"{what} not within {timeout_s} s; agent logs:\n{logs}")
+        raise AssertionError(f"{what} not within {timeout_s} s; agent logs:\n{logs[-1500:]}")
 
     def host_up(self, host: NamespaceHost) -> bool:
         return any(
@@ -387,8 +387,10 @@ def test_the_target_agent_dying_mid_migration_leaves_the_guest_on_its_source(
     )
     fleet.call("POST", f"/v1/servers/{server['id']}/migrate",
                {"host": target_agent.host.name}, status=202)  # fmt: skip
-    fleet.wait("memory to be sent", lambda: (
-        (m := fleet.migration(server["id"]))["state"] == "migrating" and m["progress"] > 0
+    seen: list[dict[str, Any]] = []
+    fleet.wait(f"memory to be sent (last seen: {seen})", lambda: (
+        seen[:] == [m := fleet.migration(server["id"])] or (
+            m["state"] == "migrating" and m["progress"] > 0)
     ))  # fmt: skip
     fleet.kill_agent(target_agent)
     _assert_stayed(fleet, server["id"], source, "target host stopped answering")
@@ -415,7 +417,9 @@ def test_two_migrations_at_once_use_different_vnis(
     ))  # fmt: skip
     assert len({r.vni for r in seen}) == 2 and len({r.subnet for r in seen}) == 2
     finished = [fleet.settle_migration(s["id"]) for s in servers]
-    assert [m["state"] for m in finished] == ["done", "done"], finished
+    assert [m["state"] for m in finished] == ["done", "done"], [
+        (m["state"], m["fault"], m["stats"]) for m in finished
+    ]
     assert finished[0]["vni"] != finished[1]["vni"]
     for host in (fleet.a, fleet.b):
         assert _leftovers(host) == []
