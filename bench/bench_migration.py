@@ -158,12 +158,12 @@ def _migration_figures(a: NamespaceHost, b: NamespaceHost) -> None:
                     address = there.address
                     migration_id = str(uuid.uuid4())
                     if tunnel:
-                        first = there is b
-                        for host, is_first in ((a, first), (b, not first)):
+                        # A's end is always .1, B's .2 (the first host of _spec is A).
+                        for host, is_a in ((a, True), (b, False)):
                             host.run([sys.executable, "-c", _CALL, "up",
-                                      json.dumps(_spec(a, b, is_first, migration_id))],
+                                      json.dumps(_spec(a, b, is_a, migration_id))],
                                      env=_env(), check=True)  # fmt: skip
-                        address = "100.100.250.2" if first else "100.100.250.1"
+                        address = "100.100.250.2" if there is b else "100.100.250.1"
                     try:
                         elapsed, downtime, domain = _migrate(domain, there, address)
                     finally:

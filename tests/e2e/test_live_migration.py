@@ -388,10 +388,13 @@ def test_the_target_agent_dying_mid_migration_leaves_the_guest_on_its_source(
     fleet.call("POST", f"/v1/servers/{server['id']}/migrate",
                {"host": target_agent.host.name}, status=202)  # fmt: skip
     seen: list[dict[str, Any]] = []
-    fleet.wait(f"memory to be sent (last seen: {seen})", lambda: (
-        seen[:] == [m := fleet.migration(server["id"])] or (
-            m["state"] == "migrating" and m["progress"] > 0)
-    ))  # fmt: skip
+    try:
+        fleet.wait("memory to be sent", lambda: (
+            seen[:] == [m := fleet.migration(server["id"])] or (
+                m["state"] == "migrating" and m["progress"] > 0)
+        ))  # fmt: skip
+    except AssertionError as exc:
+        raise AssertionError(f"last seen: {seen}") from exc
     fleet.kill_agent(target_agent)
     _assert_stayed(fleet, server["id"], source, "target host stopped answering")
     assert _leftovers(source) == []
