@@ -77,9 +77,9 @@ ups, downs = [], []
 for i in range(int(sys.argv[2])):
     started = time.perf_counter()
     for cmd in (
-        ["ip", "link", "add", "wvxref", "type", "vxlan", "id", str(spec["vni"]), "local",
-         spec["local_underlay"], "remote", spec["remote_underlay"], "dstport", "4789",
-         "dev", dev, "mtu", "1450"],
+        ["ip", "link", "add", "wvxref", "mtu", "1450", "type", "vxlan", "id",
+         str(spec["vni"]), "local", spec["local_underlay"], "remote",
+         spec["remote_underlay"], "dstport", "4789", "dev", dev],
         ["ip", "addr", "add", spec["address"], "dev", "wvxref"],
         ["ip", "link", "set", "wvxref", "alias", "ref", "up"],
     ):
