@@ -336,12 +336,11 @@ def test_a_target_that_refuses_leaves_the_guest_running_on_its_source(fleet: Fle
     server = fleet.create_server("refused")
     source = fleet.host_of(server)
     target = fleet.b if source is fleet.a else fleet.a
-    with source.connect() as conn:
-        name = conn.lookupByUUIDString(server["id"]).name()
-    # The target has another domain of that name: its libvirtd refuses the guest.
+    # The target defines another domain with the server's uuid: its libvirtd refuses.
     with target.connect() as conn:
         squatter = conn.defineXML(
-            f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>"
+            f"<domain type='qemu'><name>squat-{secrets.token_hex(3)}</name>"
+            f"<uuid>{server['id']}</uuid><memory unit='MiB'>32</memory>"
             "<os><type arch='x86_64'>hvm</type></os></domain>"
         )
     try:
@@ -420,6 +419,7 @@ def test_two_migrations_at_once_use_different_vnis(
     ))  # fmt: skip
     assert len({r.vni for r in seen}) == 2 and len({r.subnet for r in seen}) == 2
     finished = [fleet.settle_migration(s["id"]) for s in servers]
+    Path("/tmp/wvmig-pair.json").write_text(json.dumps(finished))
     assert [m["state"] for m in finished] == ["done", "done"], [
         (m["state"], m["fault"], m["stats"]) for m in finished
     ]

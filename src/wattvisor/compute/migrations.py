@@ -437,12 +437,14 @@ class MigrationService:
                 migrate_uri = _tcp_uri(target_end.underlay_address)
             if self._cancelled(migration.id):
                 raise MigrationCancelled()
-            self._set(migration.id, state="migrating")
+            dest_name = self._dest_name(target, target_uuid, server.domain_name)
+            stats["domain_name"] = dest_name
+            self._set(migration.id, state="migrating", stats=dict(stats))
             order = MigrationOrder(
                 migration_id=migration.id, domain_name=server.domain_name,
                 target_libvirt_uri=target_end.libvirt_uri, migrate_uri=migrate_uri,
                 max_bandwidth_mib_s=self.settings.max_bandwidth_mib_s,
-                timeout_s=self.settings.timeout_s,
+                timeout_s=self.settings.timeout_s, dest_name=dest_name,
             )  # fmt: skip
             result = self._migrate(migration.id, server, source, target, order)
             stats.update(
@@ -455,6 +457,15 @@ class MigrationService:
                 stats.update(self._teardown(migration.id, source, target))
             self._set(migration.id, stats=stats)
         self._commit(migration.id, server, target_uuid, stats)
+
+    def _dest_name(self, target: HostClient, target_uuid: str, name: str) -> str:
+        """The domain keeps its name unless the target has a domain of that name (names
+        are counted per host): then the target's next free name."""
+        try:
+            taken = target.domain_exists(name)
+        except Exception as exc:
+            raise MigrationFailed(f"the target host did not answer: {exc}") from exc
+        return self.servers.hosts.allocate_domain_name(target_uuid) if taken else name
 
     def _has_interface(self, server_uuid: str) -> bool:
         with read_transaction(self.servers.engine) as conn:
@@ -594,6 +605,7 @@ class MigrationService:
     ) -> None:
         """The server's claim moves to the target and the server with it, in one
         transaction; the migration's own claim goes."""
+        domain_name = str(stats.get("domain_name") or server.domain_name)
         held = self.placement.get_allocations(migration_id)
         resources = {rc: n for part in held.allocations for rc, n in part.resources.items()}
         server_held = self.placement.get_allocations(server.uuid)
@@ -602,8 +614,8 @@ class MigrationService:
             conn.execute(
                 update(_servers)
                 .where((_servers.c.uuid == server.uuid) & (_servers.c.status != "DELETED"))
-                .values(host_uuid=target_uuid, task=None, fault=None, fault_detail=None,
-                        updated_at=_now())
+                .values(host_uuid=target_uuid, domain_name=domain_name, task=None,
+                        fault=None, fault_detail=None, updated_at=_now())
             )  # fmt: skip
             conn.execute(
                 update(_migrations)

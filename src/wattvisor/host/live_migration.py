@@ -44,6 +44,9 @@ class MigrationOrder:
     """Where the memory goes: ``tcp://<address>`` (the tunnel's far end, or the target)."""
     max_bandwidth_mib_s: int
     timeout_s: float
+    dest_name: str | None = None
+    """The domain's name on the target when its own is taken there (domain names are
+    counted per host); None keeps the name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,8 @@ class HostMigrations:
             raise HostError(f"domain {order.domain_name!r} is not running; only a running "
                             "guest migrates live")  # fmt: skip
         params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: order.migrate_uri}
+        if order.dest_name is not None and order.dest_name != order.domain_name:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_NAME] = order.dest_name
         if order.max_bandwidth_mib_s > 0:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = order.max_bandwidth_mib_s
         started = time.monotonic()
@@ -127,7 +132,7 @@ class HostMigrations:
         with contextlib.suppress(libvirt.libvirtError):
             conn = libvirt.open(order.target_libvirt_uri)
             try:
-                dom = conn.lookupByName(order.domain_name)
+                dom = conn.lookupByName(order.dest_name or order.domain_name)
                 stats = dict(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
             finally:
                 conn.close()
