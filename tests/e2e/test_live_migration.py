@@ -290,8 +290,7 @@ def test_a_busy_guest_migrates_over_a_tunnel_and_back_and_keeps_counting(fleet: 
     for there, back in ((other, source), (source, other)):
         before = _ticks(console)
         done = _migrate(fleet, server["id"], {"host": there.name, "tunnel": True})
-        Path("/tmp/wvmig-last.json").write_text(json.dumps(done))
-        assert done["state"] == "done", (done["fault"], done["stats"])
+        assert done["state"] == "done", done["fault"]
         assert done["progress"] == 100 and done["vni"] is not None
         assert done["subnet"] is not None and done["subnet"].endswith("/30")
         # The memory crossed the VXLAN link: its counters on both ends say so.
@@ -419,10 +418,7 @@ def test_two_migrations_at_once_use_different_vnis(
     ))  # fmt: skip
     assert len({r.vni for r in seen}) == 2 and len({r.subnet for r in seen}) == 2
     finished = [fleet.settle_migration(s["id"]) for s in servers]
-    Path("/tmp/wvmig-pair.json").write_text(json.dumps(finished))
-    assert [m["state"] for m in finished] == ["done", "done"], [
-        (m["state"], m["fault"], m["stats"]) for m in finished
-    ]
+    assert [m["state"] for m in finished] == ["done", "done"], [m["fault"] for m in finished]
     assert finished[0]["vni"] != finished[1]["vni"]
     for host in (fleet.a, fleet.b):
         assert _leftovers(host) == []
