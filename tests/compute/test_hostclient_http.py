@@ -32,6 +32,7 @@ from wattvisor.compute.hostclient import (
     HostOutcomeUnknown,
     InterfaceAttachment,
     MetadataUpdate,
+    MigrationEndpoint,
     SpawnFlavor,
     SpawnImage,
     SpawnRequest,
@@ -51,7 +52,9 @@ from wattvisor.energy.snapshot import (
 )
 from wattvisor.host.console_log import ConsoleLog, CursorError
 from wattvisor.host.driver import DetachTimeout, DomainNotFound, HostError, Inventory
+from wattvisor.host.live_migration import MigrationOrder, MigrationProgress, MigrationResult
 from wattvisor.host.networks import GuestAddress, GuestNetwork, NetworkSpec
+from wattvisor.host.tunnels import TunnelSpec, TunnelState
 
 CLUSTER = str(uuid.uuid4())
 HOST = str(uuid.uuid4())
@@ -82,6 +85,8 @@ SNAPSHOT = EnergySnapshot(
 )  # fmt: skip
 POINTS = [PowerPoint(1.0, 2.0, 3.0), PowerPoint(4.0, 5.0, 6.0)]
 
+TUNNEL = TunnelSpec("01234567-89ab-4def-8123-456789abcdef", 7, "198.18.0.2", "198.18.0.3",
+                    "100.100.0.1/30", "100.100.0.2")  # fmt: skip
 CASES: dict[str, tuple[dict[str, Any], Any]] = {
     "facts": ({}, HostFacts(HOST, "h1", "qemu:///system", frozenset({"HW_CPU_X86_AVX2"}),
                             Inventory(4, 8192, 100))),
@@ -114,6 +119,24 @@ CASES: dict[str, tuple[dict[str, Any], Any]] = {
     "vm_history": ({"server_uuid": "u1"}, POINTS),
     "project_history": ({"project": "p1"}, POINTS),
     "host_history": ({}, []),
+    "migration_endpoint": ({}, MigrationEndpoint("198.18.0.2", "qemu+tcp://198.18.0.2/system")),
+    "prepare_incoming": (
+        {"network": NetworkSpec("isolated", "wv-net", None, "10.9.0.0/24", "10.9.0.1")}, None
+    ),
+    "tunnel_up": (
+        {"spec": TUNNEL}, TunnelState("wvx-0123456789a", 7, 1450, "100.100.0.1/30", 0, 0)
+    ),
+    "tunnel_down": ({"migration_id": TUNNEL.migration_id},
+                    TunnelState("wvx-0123456789a", 7, 1450, "100.100.0.1/30", 10, 20)),
+    "tunnels": ({}, []),
+    "migrate_out": ({"order": MigrationOrder(TUNNEL.migration_id, "wv-0001",
+                                             "qemu+tcp://198.18.0.3/system",
+                                             "tcp://100.100.0.2", 0, 60.0),
+                     "timeout_s": 60.0},
+                    MigrationResult(2.5, 40, 2400, 10**8)),
+    "migration_progress": ({"domain_name": "wv-0001"},
+                           MigrationProgress(True, 42, 100, 42, 58, 1200)),
+    "abort_migration": ({"domain_name": "wv-0001"}, True),
 }  # fmt: skip
 
 

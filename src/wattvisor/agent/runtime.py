@@ -12,11 +12,13 @@ credentials kept under ``agent.data_dir``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI
@@ -31,6 +33,7 @@ from wattvisor.agent.credentials import (
 )
 from wattvisor.agent.energy_push import EnergyPusher, start_energy_push
 from wattvisor.agent.join_facts import join_facts
+from wattvisor.compute.hostclient import MigrationEndpoint
 from wattvisor.compute.local_host import LocalHostClient
 from wattvisor.config import Settings
 from wattvisor.energy import EnergySampler, LibvirtDomainCpuStats
@@ -40,6 +43,7 @@ from wattvisor.host.image_fetch import DEFAULT_TIMEOUT as IMAGE_TIMEOUT
 from wattvisor.host.image_fetch import ControllerImages
 from wattvisor.host.ip_addresses import host_ip_addresses
 from wattvisor.host.qemu_access import check_data_dir
+from wattvisor.host.tunnels import sweep_tunnels
 from wattvisor.host.vm_inventory import LibvirtVMInventory
 from wattvisor.telemetry import HostInfoCollector, HostPlace, MetricsListener, serve_metrics
 
@@ -74,6 +78,8 @@ class HostAgent:
     credentials: AgentCredentials
     startup: StartupReport
     http: httpx.Client
+    swept_tunnels: list[str] = field(default_factory=list)
+    """Migration tunnels an earlier run of the agent left behind, removed at this start."""
     metrics: MetricsListener | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _heartbeat: threading.Thread | None = None
@@ -86,6 +92,10 @@ class HostAgent:
         driver = HostDriver.from_settings(settings)
         check_data_dir(settings.data_dir, driver.uri)
         startup = driver.startup()
+        # No migration outlives its agent: links an earlier run left are leftovers.
+        swept = sweep_tunnels()
+        if swept:
+            log.warning("removed migration tunnels left by an earlier run: %s", swept)
         sampler = EnergySampler.from_settings(
             settings,
             inventory=LibvirtVMInventory(driver),
@@ -99,10 +109,13 @@ class HostAgent:
             settings=settings,
             driver=driver,
             sampler=sampler,
-            host=LocalHostClient(driver, sampler, image_sources=images),
+            host=LocalHostClient(
+                driver, sampler, image_sources=images, endpoint=migration_endpoint(settings)
+            ),
             credentials=credentials,
             startup=startup,
             http=httpx.Client(timeout=CONTROLLER_TIMEOUT_S, verify=_verify(settings)),
+            swept_tunnels=swept,
         )
 
     def join(self, controller: str | None, join_token: str | None) -> tuple[ClusterTrust, bool]:
@@ -217,6 +230,26 @@ class _JoinedControllerImages:
                 trust.controller_url, self._credentials.host_token, client=self._client
             )
         return self._images.source(image_id, part, path, expected)
+
+
+def migration_endpoint(settings: Settings) -> MigrationEndpoint:
+    """Where other hosts reach this one for migrations: ``migration.underlay_address`` or
+    the host of the agent's URL (resolved when a name), and the libvirt URI on it."""
+    address = settings.migration.underlay_address
+    if address is None:
+        host = urlsplit(settings.agent.url).hostname or ""
+        try:
+            address = str(ipaddress.ip_address(host))
+        except ValueError:
+            try:
+                address = str(socket.getaddrinfo(host, None)[0][4][0])
+            except (OSError, IndexError):
+                return MigrationEndpoint(underlay_address=None, libvirt_uri=None)
+        if ipaddress.ip_address(address).is_unspecified:
+            return MigrationEndpoint(underlay_address=None, libvirt_uri=None)
+    shown = f"[{address}]" if ":" in address else address
+    uri = settings.migration.libvirt_uri or f"qemu+tcp://{shown}/system"
+    return MigrationEndpoint(underlay_address=address, libvirt_uri=uri)
 
 
 def _verify(settings: Settings) -> Any:

@@ -32,10 +32,12 @@ from wattvisor.api.v1_schemas import (
     Interface,
     InterfaceCreate,
     Me,
+    Migration,
     Power,
     Project,
     Server,
     ServerCreate,
+    ServerMigrate,
     ServerPower,
     ServerResize,
     ServerUpdate,
@@ -272,6 +274,34 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         in the background (task ``resizing``)."""
         record = compute.updates.resize(principal, server_id, body.flavor)
         return respond(principal, server_view(principal, record), 202)
+
+    @router.post(
+        "/servers/{server_id}/migrate", response_model=Migration, status_code=202,
+        tags=["servers"],
+    )  # fmt: skip
+    def migrate_server(
+        server_id: str, principal: Admin, body: ServerMigrate | None = None
+    ) -> Migration:
+        """Live migration to another host (admin): the target is claimed before anything
+        moves; with ``tunnel`` the memory crosses a VXLAN link made for this migration
+        only. Follow it at ``GET /v1/servers/{id}/migration``."""
+        wanted = body if body is not None else ServerMigrate()
+        return Migration.of(
+            compute.migrations.request(principal, server_id, wanted.host, wanted.tunnel)
+        )
+
+    @router.get("/servers/{server_id}/migration", response_model=Migration, tags=["servers"])
+    def show_migration(server_id: str, principal: Admin) -> Migration:
+        """The server's latest migration: state, percent of memory sent, outcome."""
+        return Migration.of(compute.migrations.latest(principal, server_id))
+
+    @router.delete(
+        "/servers/{server_id}/migration", response_model=Migration, status_code=202,
+        tags=["servers"],
+    )  # fmt: skip
+    def cancel_migration(server_id: str, principal: Admin) -> Migration:
+        """Cancel the running migration: libvirt's job is aborted, the guest stays put."""
+        return Migration.of(compute.migrations.cancel(principal, server_id))
 
     @router.get("/servers/{server_id}/power", response_model=Power, tags=["power"])
     def server_power(server_id: str, principal: Member) -> Power:

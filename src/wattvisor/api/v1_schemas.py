@@ -27,6 +27,7 @@ from wattvisor.compute import (
 )
 from wattvisor.compute.console import ConsoleLogView
 from wattvisor.compute.identities import ProjectRecord
+from wattvisor.compute.migrations import MigrationRecord
 from wattvisor.compute.names import PrintableText
 from wattvisor.compute.power import ServerPowerView
 
@@ -206,6 +207,44 @@ class ServerResize(_Request):
         min_length=1, max_length=255,
         description="flavor id or name; the server stays on its host, which must fit it",
     )  # fmt: skip
+
+
+class ServerMigrate(_Request):
+    host: PrintableText | None = Field(
+        default=None, min_length=1, max_length=255,
+        description="target host id or name; unset: the scheduler picks one (not the source)",
+    )  # fmt: skip
+    tunnel: bool = Field(
+        default=True,
+        description="send the memory over a VXLAN tunnel made for this migration only",
+    )
+
+
+class Migration(BaseModel):
+    id: str
+    server_id: str
+    source_host: str
+    target_host: str | None
+    tunnel: bool
+    state: str = Field(description="queued, preparing, migrating, cancelling, done, failed "
+                       "or cancelled")  # fmt: skip
+    progress: int = Field(description="percent of the guest's memory sent (libvirt job info)")
+    vni: int | None
+    subnet: str | None
+    fault: str | None
+    stats: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, record: MigrationRecord) -> Migration:
+        return cls(
+            id=record.id, server_id=record.server_id, source_host=record.source_host,
+            target_host=record.target_host, tunnel=record.tunnel, state=record.state,
+            progress=record.progress, vni=record.vni, subnet=record.subnet, fault=record.fault,
+            stats=dict(record.stats), created_at=record.created_at,
+            updated_at=record.updated_at,
+        )  # fmt: skip
 
 
 class Server(BaseModel):

@@ -7,6 +7,7 @@ and its error messages are shown as they are.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
@@ -207,6 +208,89 @@ def _power_action(
         say(f"server {server_id}: {describe(server)}")
     if server["status"] == "ERROR":
         raise fail(f"server {server_id} failed: {server.get('fault')}")
+
+
+MIGRATION_FINAL = frozenset({"done", "failed", "cancelled"})
+
+
+def _migration_line(migration: dict[str, Any]) -> str:
+    line = f"migration {migration['id']}: {migration['state']} {migration['progress']}%"
+    if migration.get("vni") is not None:
+        line += f" (vni {migration['vni']}, {migration['subnet']})"
+    if migration.get("fault"):
+        line += f": {migration['fault']}"
+    return line
+
+
+@server_app.command("migrate")
+def migrate(
+    server_id: ServerArg,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Target host id or name; default: scheduler.")
+    ] = None,
+    no_tunnel: Annotated[
+        bool, typer.Option("--no-tunnel", help="Send the memory without a VXLAN tunnel.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow it, showing the memory sent, to its end.")
+    ] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 900.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the migration as JSON.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Live-migrate a server to another host (admin); exit 1 when it fails."""
+    body: dict[str, Any] = {"tunnel": not no_tunnel}
+    if host is not None:
+        body["host"] = host
+    with connect(url) as client:
+        server_id = resolve_server(client, server_id)
+        migration = client.call("POST", f"/v1/servers/{server_id}/migrate", body)
+        say(_migration_line(migration))
+        if wait:
+            migration = _follow_migration(client, server_id, timeout)
+    if as_json:
+        print_json(migration)
+    else:
+        say(_migration_line(migration))
+    if migration["state"] == "failed":
+        raise fail(f"server {server_id} did not migrate: {migration.get('fault')}")
+
+
+def _follow_migration(client: ApiClient, server_id: str, timeout: float) -> dict[str, Any]:
+    """Poll the migration until it ends, printing each change of state or percent."""
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while True:
+        migration: dict[str, Any] = client.call("GET", f"/v1/servers/{server_id}/migration")
+        line = _migration_line(migration)
+        if line != shown:
+            say(line)
+            shown = line
+        if migration["state"] in MIGRATION_FINAL:
+            return migration
+        if time.monotonic() > deadline:
+            raise fail(f"migration of server {server_id} still {migration['state']} after "
+                       f"{timeout:g} s; it goes on (see `wattvisor server migration`)")  # fmt: skip
+        time.sleep(MIGRATION_POLL_S)
+
+
+MIGRATION_POLL_S = 0.5
+
+
+@server_app.command("migration")
+def migration_show(
+    server_id: ServerArg,
+    cancel: Annotated[
+        bool, typer.Option("--cancel", help="Cancel it; the server stays on its source.")
+    ] = False,
+    url: UrlOption = None,
+) -> None:
+    """Show the server's latest migration (admin), or cancel the running one."""
+    with connect(url) as client:
+        server_id = resolve_server(client, server_id)
+        method = "DELETE" if cancel else "GET"
+        migration = client.call(method, f"/v1/servers/{server_id}/migration")
+    print_json(migration)
 
 
 @server_app.command("stop")

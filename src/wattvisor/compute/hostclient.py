@@ -20,7 +20,9 @@ from typing import Protocol
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
 from wattvisor.host.console_log import ConsoleLog
 from wattvisor.host.driver import HostError, Inventory
-from wattvisor.host.networks import GuestNetwork
+from wattvisor.host.live_migration import MigrationOrder, MigrationProgress, MigrationResult
+from wattvisor.host.networks import GuestNetwork, NetworkSpec
+from wattvisor.host.tunnels import TunnelSpec, TunnelState
 
 
 class HostOutcomeUnknown(HostError):
@@ -143,6 +145,16 @@ class HostFacts:
     inventory: Inventory
 
 
+@dataclass(frozen=True, slots=True)
+class MigrationEndpoint:
+    """How other hosts reach this one for a live migration."""
+
+    underlay_address: str | None
+    """The address tunnels to this host end at; None: this host takes no migrations."""
+    libvirt_uri: str | None
+    """The URI other hosts' libvirtd reach this host's libvirtd at."""
+
+
 class HostClient(Protocol):
     """One host as the controller sees it. Every method may raise ``HostError``."""
 
@@ -224,5 +236,33 @@ class HostClient(Protocol):
     def project_history(self, project: str) -> list[PowerPoint]: ...
 
     def host_history(self) -> list[PowerPoint]: ...
+
+    def migration_endpoint(self) -> MigrationEndpoint: ...
+
+    def prepare_incoming(self, network: NetworkSpec | None) -> None:
+        """Make this host ready to receive a migrating guest: the network its interface
+        is plugged into exists and runs here."""
+        ...
+
+    def tunnel_up(self, spec: TunnelSpec) -> TunnelState:
+        """Make this host's end of a migration's VXLAN tunnel (idempotent)."""
+        ...
+
+    def tunnel_down(self, migration_id: str) -> TunnelState | None:
+        """Remove this host's end of the tunnel; its last counters, None if there was none."""
+        ...
+
+    def tunnels(self) -> list[TunnelState]:
+        """Every migration tunnel this host has now."""
+        ...
+
+    def migrate_out(self, order: MigrationOrder, timeout_s: float) -> MigrationResult:
+        """Migrate a running domain live to another host (blocks until done; on failure
+        the guest runs on here and this raises)."""
+        ...
+
+    def migration_progress(self, domain_name: str) -> MigrationProgress | None: ...
+
+    def abort_migration(self, domain_name: str) -> bool: ...
 
     def close(self) -> None: ...

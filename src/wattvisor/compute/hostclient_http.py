@@ -24,6 +24,7 @@ from wattvisor.compute.hostclient import (
     HostOutcomeUnknown,
     InterfaceAttachment,
     MetadataUpdate,
+    MigrationEndpoint,
     SpawnFlavor,
     SpawnRequest,
     SpawnResult,
@@ -38,6 +39,9 @@ from wattvisor.compute.hostclient_wire import (
 from wattvisor.energy.snapshot import EnergySnapshot, PowerPoint
 from wattvisor.host.console_log import ConsoleLog
 from wattvisor.host.driver import HostError
+from wattvisor.host.live_migration import MigrationOrder, MigrationProgress, MigrationResult
+from wattvisor.host.networks import NetworkSpec
+from wattvisor.host.tunnels import TunnelSpec, TunnelState
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +234,39 @@ class HttpHostClient:
 
     def host_history(self) -> list[PowerPoint]:
         result: list[PowerPoint] = self._call("host_history")
+        return result
+
+    def migration_endpoint(self) -> MigrationEndpoint:
+        result: MigrationEndpoint = self._call("migration_endpoint")
+        return result
+
+    def prepare_incoming(self, network: NetworkSpec | None) -> None:
+        self._call("prepare_incoming", network=network)
+
+    def tunnel_up(self, spec: TunnelSpec) -> TunnelState:
+        result: TunnelState = self._call("tunnel_up", spec=spec)
+        return result
+
+    def tunnel_down(self, migration_id: str) -> TunnelState | None:
+        result: TunnelState | None = self._call("tunnel_down", migration_id=migration_id)
+        return result
+
+    def tunnels(self) -> list[TunnelState]:
+        result: list[TunnelState] = self._call("tunnels")
+        return result
+
+    def migrate_out(self, order: MigrationOrder, timeout_s: float) -> MigrationResult:
+        result: MigrationResult = self._call("migrate_out", order=order, timeout_s=timeout_s)
+        return result
+
+    def migration_progress(self, domain_name: str) -> MigrationProgress | None:
+        result: MigrationProgress | None = self._call(
+            "migration_progress", domain_name=domain_name, within_s=STATE_TIMEOUT_S
+        )
+        return result
+
+    def abort_migration(self, domain_name: str) -> bool:
+        result: bool = self._call("abort_migration", domain_name=domain_name)
         return result
 
     def close(self) -> None:

@@ -48,6 +48,14 @@ WIRE_METHODS: tuple[str, ...] = (
     "vm_history",
     "project_history",
     "host_history",
+    "migration_endpoint",
+    "prepare_incoming",
+    "tunnel_up",
+    "tunnel_down",
+    "tunnels",
+    "migrate_out",
+    "migration_progress",
+    "abort_migration",
 )
 """The protocol methods served over HTTP (``uri``, ``pushes_energy`` and ``close`` are
 the client's own)."""

@@ -34,6 +34,7 @@ from wattvisor.compute.hostclient import (
     HostFacts,
     InterfaceAttachment,
     MetadataUpdate,
+    MigrationEndpoint,
     SpawnFlavor,
     SpawnRequest,
     SpawnResult,
@@ -63,8 +64,22 @@ from wattvisor.host.image_cache import (
     LocalImageFiles,
 )
 from wattvisor.host.instance_disks import InstanceDisks, prepare_instance_disks
-from wattvisor.host.networks import HostNetworks, NetworkError
+from wattvisor.host.live_migration import (
+    HostMigrations,
+    MigrationOrder,
+    MigrationProgress,
+    MigrationResult,
+)
+from wattvisor.host.networks import HostNetworks, NetworkError, NetworkSpec
 from wattvisor.host.shares import PreparedShare
+from wattvisor.host.tunnels import (
+    TunnelError,
+    TunnelSpec,
+    TunnelState,
+    list_tunnels,
+    tunnel_down,
+    tunnel_up,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +99,13 @@ class LocalHostClient:
         *,
         data_dir: Path | None = None,
         image_sources: ImageSources | None = None,
+        endpoint: MigrationEndpoint | None = None,
     ) -> None:
         self.driver = driver
+        self.endpoint = endpoint or MigrationEndpoint(underlay_address=None, libvirt_uri=None)
+        """How other hosts reach this one for migrations (an agent's settings say; the
+        all-in-one takes none)."""
+        self.migrations = HostMigrations(driver)
         self.sampler = sampler
         self.data_dir = data_dir or driver.data_dir
         self.instances_dir = self.data_dir / "instances"
@@ -520,6 +540,43 @@ class LocalHostClient:
 
     def host_history(self) -> list[PowerPoint]:
         return self.sampler.host_history() if self.sampler is not None else []
+
+    # -- live migration ------------------------------------------------------------------
+
+    def migration_endpoint(self) -> MigrationEndpoint:
+        return self.endpoint
+
+    def prepare_incoming(self, network: NetworkSpec | None) -> None:
+        if network is None:
+            return
+        try:
+            self.networks.ensure(network)
+        except NetworkError as exc:
+            raise HostError(f"this host cannot take the guest's network: {exc}") from exc
+
+    def tunnel_up(self, spec: TunnelSpec) -> TunnelState:
+        try:
+            return tunnel_up(spec)
+        except TunnelError as exc:
+            raise HostError(str(exc)) from exc
+
+    def tunnel_down(self, migration_id: str) -> TunnelState | None:
+        try:
+            return tunnel_down(migration_id)
+        except TunnelError as exc:
+            raise HostError(str(exc)) from exc
+
+    def tunnels(self) -> list[TunnelState]:
+        return list_tunnels()
+
+    def migrate_out(self, order: MigrationOrder, timeout_s: float) -> MigrationResult:
+        return self.migrations.migrate_out(order)
+
+    def migration_progress(self, domain_name: str) -> MigrationProgress | None:
+        return self.migrations.progress(domain_name)
+
+    def abort_migration(self, domain_name: str) -> bool:
+        return self.migrations.abort(domain_name)
 
     def close(self) -> None:
         self.driver.close()

@@ -15,6 +15,7 @@ from wattvisor.compute.energy_history import EnergyHistory
 from wattvisor.compute.errors import ComputeError
 from wattvisor.compute.hosts import HostClientFactory, HostRegistry
 from wattvisor.compute.identities import IdentityStore
+from wattvisor.compute.migrations import MigrationService
 from wattvisor.compute.power import PowerService
 from wattvisor.compute.records import FlavorRecord, ImageRecord
 from wattvisor.compute.server_updates import ServerUpdates
@@ -51,6 +52,7 @@ class Compute:
     console: ConsoleService
     identities: IdentityStore
     updates: ServerUpdates
+    migrations: MigrationService
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _sync_thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _reconciling: set[str] = field(default_factory=set, init=False, repr=False)
@@ -91,6 +93,7 @@ class Compute:
             console=ConsoleService(servers, hosts),
             identities=servers.identities,
             updates=ServerUpdates(servers, placement),
+            migrations=MigrationService(servers, placement, settings.migration),
         )
 
     def ensure_default_flavors(self) -> list[FlavorRecord]:

@@ -15,7 +15,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -648,6 +655,97 @@ class GeoSettings(BaseModel):
     )
 
 
+class MigrationSettings(BaseModel):
+    """Live migration: the pools each migration's tunnel takes its VNI and addresses from.
+
+    Controller side: ``vni_pool``, ``ipv4_pool``, ``ipv6_pool``, ``overlay``, ``timeout_s``,
+    ``max_bandwidth_mib_s``. Agent side: ``underlay_address`` and ``libvirt_uri``.
+    """
+
+    vni_pool: str = Field(
+        default="10000-19999",
+        description="VXLAN network identifiers migrations take one of each, as first-last",
+    )
+    ipv4_pool: str = Field(
+        default="100.100.0.0/22",
+        description="network the point-to-point /30 of each migration's tunnel is cut from",
+    )
+    ipv6_pool: str = Field(
+        default="fd77:7761:7474::/112",
+        description="network the /127 of each migration's tunnel is cut from (overlay ipv6)",
+    )
+    overlay: Literal["ipv4", "ipv6"] = Field(
+        default="ipv4", description="which pool tunnels take their addresses from"
+    )
+    ovs: bool = Field(
+        default=False,
+        description="make tunnels with Open vSwitch instead of Linux VXLAN links "
+        "(not supported: refused)",
+    )
+    timeout_s: float = Field(
+        default=600.0, gt=0, le=86400,
+        description="a migration still running after this long is aborted (the VM stays "
+        "on its source)",
+    )  # fmt: skip
+    max_bandwidth_mib_s: int = Field(
+        default=0, ge=0, description="memory stream limit in MiB/s; 0: no limit"
+    )
+    underlay_address: str | None = Field(
+        default=None,
+        description="agent side: the address other hosts reach this host at for tunnels; "
+        "default: the host of agent.advertise_url or agent.listen",
+    )
+    libvirt_uri: str | None = Field(
+        default=None,
+        description="agent side: the libvirt URI other hosts' libvirtd reach this host's "
+        "at; default qemu+tcp://<underlay_address>/system",
+    )
+
+    @field_validator("vni_pool")
+    @classmethod
+    def _check_vni_pool(cls, value: str) -> str:
+        parse_vni_pool(value)
+        return value
+
+    @field_validator("ipv4_pool", "ipv6_pool")
+    @classmethod
+    def _check_pool(cls, value: str, info: ValidationInfo) -> str:
+        version = 4 if info.field_name == "ipv4_pool" else 6
+        try:
+            network = ipaddress.ip_network(value)
+        except ValueError as exc:
+            raise ValueError(f"{info.field_name} {value!r} is not a network: {exc}") from exc
+        if network.version != version:
+            raise ValueError(f"{info.field_name} {value!r} is not an IPv{version} network")
+        if network.prefixlen > (30 if version == 4 else 127):
+            raise ValueError(
+                f"{info.field_name} {value!r} is smaller than one "
+                f"{'/30' if version == 4 else '/127'}"
+            )
+        return value
+
+    @field_validator("ovs")
+    @classmethod
+    def _refuse_ovs(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "migration.ovs = true is not supported: tunnels are Linux VXLAN links made "
+                "over netlink; accepted: false"
+            )
+        return value
+
+
+def parse_vni_pool(value: str) -> tuple[int, int]:
+    """``first-last`` as two VNIs, 1 <= first <= last < 2**24; ValueError naming the value."""
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
+    if match is None:
+        raise ValueError(f"vni_pool {value!r} is not accepted; use first-last, e.g. 10000-19999")
+    first, last = int(match.group(1)), int(match.group(2))
+    if not 1 <= first <= last <= (1 << 24) - 1:
+        raise ValueError(f"vni_pool {value!r}: VNIs must be 1-{(1 << 24) - 1} and first <= last")
+    return first, last
+
+
 class Settings(BaseSettings):
     """All of wattvisor's settings."""
 
@@ -669,6 +767,8 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
     geo: GeoSettings = Field(default_factory=GeoSettings)
+
+    migration: MigrationSettings = Field(default_factory=MigrationSettings)
 
     @classmethod
     def settings_customise_sources(

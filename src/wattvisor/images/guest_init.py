@@ -7,7 +7,9 @@ image serves every test and the ready image of ``wattvisor up``:
   the virtiofs tag on /mnt, read ``wv.file`` twice ``wv.pause`` seconds apart,
   try to create a file and to overwrite ``wv.file``, report each result, power off.
 - ``wv.scenario=busy`` (optionally with ``wv.tag``/``wv.file``/``wv.interval``):
-  spin one CPU forever, printing the shared file every ``wv.interval`` seconds.
+  spin one CPU forever, printing the shared file every ``wv.interval`` seconds;
+  without a tag, print a counter instead (``WV-TICK n=<1, 2, ...>``), so a test sees
+  the guest run on through a live migration.
 - ``wv.scenario=idle``: sleep forever.
 - ``wv.scenario=cdrom wv.file=<path>``: mount the first ISO9660 cdrom read-only
   on /cdrom, list it and print ``wv.file`` from it, power off.
@@ -50,7 +52,7 @@ change: it is part of the image's cache key.
 
 from __future__ import annotations
 
-INIT_VERSION = 9
+INIT_VERSION = 10
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # wattvisor tiny guest init, version @INIT_VERSION@
@@ -265,6 +267,8 @@ case "$scenario" in
     busy)
         if [ -n "$tag" ] && mount_share; then
             ( while :; do read_value tick; sleep "$interval"; done ) &
+        elif [ -z "$tag" ]; then
+            ( n=0; while :; do n=$((n + 1)); say "WV-TICK n=$n"; sleep "$interval"; done ) &
         fi
         say "WV-BUSY"
         while :; do :; done

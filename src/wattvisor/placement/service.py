@@ -524,14 +524,19 @@ class Placement:
         )[consumer_uuid]
 
     def set_allocations_many(
-        self, updates: Sequence[ConsumerAllocationUpdate]
+        self,
+        updates: Sequence[ConsumerAllocationUpdate],
+        *,
+        also: Callable[[Connection], None] | None = None,
     ) -> dict[str, int | None]:
         """Replace the allocations of several consumers at once (``POST /allocations``):
         all or nothing, e.g. to move a VM's claim from one host to another.
 
         As in Placement, all old allocations of these consumers are released before the
         new ones are checked against capacity. Returns each consumer's new generation
-        (None for consumers left holding nothing).
+        (None for consumers left holding nothing). ``also`` runs in the same transaction
+        after the allocations are written (a migration moves the server's host with its
+        claim): if it raises, nothing is written.
         """
         for update_ in updates:
             _normalise_uuid(update_.consumer_uuid, "consumer uuid")
@@ -657,6 +662,8 @@ class Placement:
                 conn.execute(insert(_alloc), rows)
             for pid in sorted(touched):
                 _touch_provider(conn, pid, seq)
+            if also is not None:
+                also(conn)
         self.index.apply_own_write(seq, deltas)
         return results
 

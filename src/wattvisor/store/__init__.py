@@ -6,6 +6,7 @@ Other packages get engines and transactions from here and keep ORM details to th
 from wattvisor.store import compute_tables as compute_tables
 from wattvisor.store import energy_tables as energy_tables
 from wattvisor.store import generations as generations
+from wattvisor.store import migration_tables as migration_tables
 from wattvisor.store import task_tables as task_tables
 from wattvisor.store import trust_tables as trust_tables
 from wattvisor.store.engine import make_engine, read_transaction, write_transaction
