@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -29,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wattvisor.api.placement_routes import PREFIX as PLACEMENT_PREFIX
 from wattvisor.api.placement_routes import placement_error
+from wattvisor.api.request_threads import run_blocking
 from wattvisor.api.v1_errors import error_response
 from wattvisor.auth import AccessDenied, AuthError
 from wattvisor.auth.fastapi import Authenticator, challenge, require_admin
@@ -88,7 +88,7 @@ class AuthenticateFirst:
         if scope["method"] == "POST" and path == JOIN_PATH:
             # A host joining holds no user or host token yet, but a join token.
             try:
-                joining = await run_in_threadpool(
+                joining = await run_blocking(
                     self.authenticator.authenticate_join,
                     Headers(scope=scope).get("authorization"),
                 )
@@ -104,7 +104,7 @@ class AuthenticateFirst:
             return
         try:
             # The user lookup reads the store: keep it off the event loop.
-            principal = await run_in_threadpool(
+            principal = await run_blocking(
                 self.authenticator.authenticate,
                 scope["method"],
                 path,

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from wattvisor.api.request_threads import run_blocking
 from wattvisor.api.v1_schemas import (
     ERROR_RESPONSES,
     ConsoleLog,
@@ -197,13 +197,17 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
         return respond(principal, [server_view(principal, s, names, down) for s in listed])
 
     @router.post("/servers", response_model=Server, status_code=202, tags=["servers"])
-    def create_server(body: ServerCreate, principal: Member) -> JSONResponse:
+    async def create_server(body: ServerCreate, principal: Member) -> JSONResponse:
         """Accepted with status BUILD; it becomes ACTIVE, or ERROR with a fault saying why."""
-        record = servers.create(
-            principal, body.name, body.flavor, body.image, power_metrics=body.power_metrics,
-            boot_volume=body.boot_volume, metadata=body.metadata,
-        )  # fmt: skip
-        return respond(principal, server_view(principal, record), 202)
+
+        def create() -> JSONResponse:
+            record = servers.create(
+                principal, body.name, body.flavor, body.image, power_metrics=body.power_metrics,
+                boot_volume=body.boot_volume, metadata=body.metadata,
+            )  # fmt: skip
+            return respond(principal, server_view(principal, record), 202)
+
+        return await run_blocking(create)
 
     @router.get("/servers/{server_id}", response_model=Server, tags=["servers"])
     async def show_server(
@@ -224,17 +228,17 @@ def build_v1_router(compute: Compute, authenticated: Dependency, admin: Dependen
             record = servers.get(principal, server_id)
             return record, server_view(principal, record)
 
-        record, view = await run_in_threadpool(look)
-        if wait_s > 0 and await run_in_threadpool(servers.has_pending_task, record.uuid):
+        record, view = await run_blocking(look)
+        if wait_s > 0 and await run_blocking(servers.has_pending_task, record.uuid):
             # The task may run on any controller: the store says when it is done. Polled
             # without holding a thread in between.
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_s
             while loop.time() < deadline:
                 await asyncio.sleep(min(WAIT_POLL_S, max(0.0, deadline - loop.time())))
-                if not await run_in_threadpool(servers.has_pending_task, record.uuid):
+                if not await run_blocking(servers.has_pending_task, record.uuid):
                     break
-            _, view = await run_in_threadpool(look)
+            _, view = await run_blocking(look)
         return respond(principal, view)
 
     @router.delete("/servers/{server_id}", response_model=Server, status_code=202, tags=["servers"])
