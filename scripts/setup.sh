@@ -77,4 +77,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/wat
     .venv/bin/pip install -q -e '.[dev]'
     echo "$want" > "$stamp"
 fi
+# OpenStack Placement's gabbi API tests (tests/placement_gabbi) read the YAML files its
+# package ships; nothing of it is imported, so none of its dependencies are installed.
+PLACEMENT_GABBITS='openstack-placement>=16.0'
+if ! .venv/bin/pip show -q openstack-placement >/dev/null 2>&1; then
+    echo "setup: installing $PLACEMENT_GABBITS (its gabbi test files only)"
+    .venv/bin/pip install -q --no-deps "$PLACEMENT_GABBITS"
+fi
 echo "setup: ready (.venv/bin/wattvisor)"

@@ -31,7 +31,7 @@ from wattvisor.api.placement_routes import placement_error
 from wattvisor.api.request_threads import run_blocking
 from wattvisor.api.v1_errors import error_response
 from wattvisor.auth import AccessDenied, AuthError
-from wattvisor.auth.fastapi import Authenticator, challenge, require_admin
+from wattvisor.auth.fastapi import Authenticator, authorization_of, challenge, require_admin
 from wattvisor.auth.policy import JOIN_PATH
 
 V1_PREFIX = "/v1"
@@ -90,7 +90,7 @@ class AuthenticateFirst:
             try:
                 joining = await run_blocking(
                     self.authenticator.authenticate_join,
-                    Headers(scope=scope).get("authorization"),
+                    authorization_of(Headers(scope=scope)),
                 )
             except AuthError as exc:
                 headers.update(challenge(exc))
@@ -108,7 +108,7 @@ class AuthenticateFirst:
                 self.authenticator.authenticate,
                 scope["method"],
                 path,
-                Headers(scope=scope).get("authorization"),
+                authorization_of(Headers(scope=scope)),
             )
             if _under(path, PLACEMENT_PREFIX):
                 require_admin(principal)

@@ -26,7 +26,7 @@ principal that middleware left in ``request.state.principal``.
 annotations at runtime, and they name closure variables.)
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -204,7 +204,7 @@ class Authenticator:
                 return known
             try:
                 principal = self.authenticate(
-                    request.method, request.url.path, request.headers.get("authorization")
+                    request.method, request.url.path, authorization_of(request.headers)
                 )
             except AuthError as exc:
                 raise AuthenticationFailed(exc) from exc
@@ -290,12 +290,23 @@ def make_admin_dependency(
     return current_admin
 
 
+def authorization_of(headers: Mapping[str, str]) -> str | None:
+    """The ``Authorization`` header, or a bearer one made of ``X-Auth-Token``.
+
+    OpenStack clients (Nova, osc-placement) send their token as ``X-Auth-Token``.
+    """
+    authorization = headers.get("authorization")
+    if authorization is None and (token := headers.get("x-auth-token")) is not None:
+        return f"Bearer {token}"
+    return authorization
+
+
 def bearer_token(header: str | None) -> str:
     """The token of an ``Authorization`` header value; :class:`MissingCredentials` otherwise."""
     if header is None or not header.strip():
         raise MissingCredentials(
             "no credentials: send the header 'Authorization: Bearer <token>' "
-            "(create a token with `wattvisor token create --ttl 1h`)"
+            "or 'X-Auth-Token: <token>' (create a token with `wattvisor token create --ttl 1h`)"
         )
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer":
