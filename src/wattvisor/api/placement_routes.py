@@ -11,6 +11,7 @@ import re
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
@@ -158,7 +159,7 @@ async def _json(request: Request) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("application/json"):
         raise PlacementUnsupportedMedia(
-            f"The media type {content_type or 'None'!r} is not supported, use application/json"
+            f"The media type {content_type or None} is not supported, use application/json"
         )
     try:
         body = await request.json()
@@ -335,12 +336,9 @@ def _trait_query(request: Request) -> TraitQuery:
 # ------------------------------------------------------------------ router
 
 
-def build_router(placement: Placement, dependencies: Sequence[params.Depends] = ()) -> APIRouter:
-    """All Placement routes over ``placement``, to be mounted at ``PREFIX``."""
-    router = APIRouter(prefix=PREFIX, tags=["placement"], dependencies=list(dependencies))
-
-    async def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await run_in_threadpool(function, *args, **kwargs)
+def versions_router() -> APIRouter:
+    """Placement's version document: public, as clients read it before they authenticate."""
+    router = APIRouter(prefix=PREFIX, tags=["placement"])
 
     @router.get("/", summary="Placement API versions")
     async def versions() -> dict[str, Any]:
@@ -355,6 +353,16 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
                 }
             ]
         }
+
+    return router
+
+
+def build_router(placement: Placement, dependencies: Sequence[params.Depends] = ()) -> APIRouter:
+    """All Placement routes over ``placement``, to be mounted at ``PREFIX``."""
+    router = APIRouter(prefix=PREFIX, tags=["placement"], dependencies=list(dependencies))
+
+    async def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await run_in_threadpool(function, *args, **kwargs)
 
     @router.get("/resource_providers", summary="List resource providers")
     async def list_providers(request: Request) -> dict[str, Any]:
@@ -761,21 +769,74 @@ class PlacementHeaders:
         request_id = state.get("request_id") or _new_request_id()
         state["request_id"] = request_id
         request = Request(scope)
+        method = scope["method"]
+        path = scope["path"].removeprefix(PREFIX) or "/"
+        refusal: tuple[int, str, str] | None = None
         try:
             version = _microversion(request)
         except PlacementError as exc:
             version = Microversion(*MIN_VERSION)
-            response = _error_response(request, exc.status, exc.detail, exc.code)
+            refusal = (exc.status, exc.detail, exc.code)
+        else:
+            if not _route_available(method, path, version):
+                refusal = (404, "The resource could not be found.", "placement.undefined_code")
+            elif method in ("GET", "HEAD") and not _accepts_json(request.headers.get("accept")):
+                refusal = (406, "Only application/json is provided", "placement.undefined_code")
+        if refusal is not None:
+            response = _error_response(request, *refusal)
             _add_placement_headers(response.headers, request_id, version)
             await response(scope, receive, send)
             return
+        cached = version.at_least(15) and (
+            method == "GET" or (method == "PUT" and path.startswith("/traits/"))
+        )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                _add_placement_headers(MutableHeaders(scope=message), request_id, version)
+                headers = MutableHeaders(scope=message)
+                _add_placement_headers(headers, request_id, version)
+                status = message["status"]
+                if cached and (status == 200 or (method == "PUT" and status in (201, 204))):
+                    headers["cache-control"] = "no-cache"
+                    headers["last-modified"] = formatdate(usegmt=True)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# (method or "*", path pattern, the first microversion that offers it), as Placement gates.
+_GATES: tuple[tuple[str, re.Pattern[str], int], ...] = tuple(
+    (method, re.compile(pattern), minor)
+    for method, pattern, minor in (
+        ("*", r"^/resource_providers/[^/]+/aggregates$", 1),
+        ("*", r"^/resource_classes(/[^/]*)?$", 2),
+        ("DELETE", r"^/resource_providers/[^/]+/inventories$", 5),
+        ("*", r"^/traits(/[^/]*)?$", 6),
+        ("*", r"^/resource_providers/[^/]+/traits$", 6),
+        ("*", r"^/usages$", 9),
+        ("*", r"^/allocation_candidates$", 10),
+        ("POST", r"^/allocations$", 13),
+        ("*", r"^/reshaper$", 30),
+    )
+)
+
+
+def _route_available(method: str, path: str, version: Microversion) -> bool:
+    return all(
+        version.at_least(minor)
+        for gate_method, pattern, minor in _GATES
+        if gate_method in ("*", method) and pattern.match(path)
+    )
+
+
+def _accepts_json(accept: str | None) -> bool:
+    if accept is None or not accept.strip():
+        return True
+    for item in accept.split(","):
+        media = item.split(";")[0].strip().lower()
+        if media in ("application/json", "application/*", "*/*"):
+            return True
+    return False
 
 
 def _add_placement_headers(headers: MutableHeaders, request_id: str, version: Microversion) -> None:
@@ -788,6 +849,7 @@ def install(
     app: FastAPI, placement: Placement, dependencies: Sequence[params.Depends] = ()
 ) -> None:
     """Mount the Placement API on ``app`` with Placement's headers and error format."""
+    app.include_router(versions_router())
     app.include_router(build_router(placement, dependencies))
 
     app.add_middleware(PlacementHeaders)
@@ -799,7 +861,10 @@ def install(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith(PREFIX):
-            return _error_response(
-                request, exc.status_code, str(exc.detail), "placement.undefined_code"
-            )
+            detail = str(exc.detail)
+            if exc.status_code == 405:
+                detail = f"The method {request.method} is not allowed for this resource."
+            elif exc.status_code == 404 and detail == "Not Found":
+                detail = "The resource could not be found."
+            return _error_response(request, exc.status_code, detail, "placement.undefined_code")
         return await http_exception_handler(request, exc)

@@ -65,6 +65,10 @@ def _has_body(scope: Scope) -> bool:
     )
 
 
+PUBLIC_PATHS = frozenset({PLACEMENT_PREFIX, f"{PLACEMENT_PREFIX}/"})
+"""Placement's version document, which clients read before they authenticate."""
+
+
 class AuthenticateFirst:
     """Checks the bearer token of every ``/v1`` and ``/placement`` request from its headers,
     before anything reads the body; ``/placement`` is for admins only.
@@ -79,8 +83,10 @@ class AuthenticateFirst:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (
-            _under(path, V1_PREFIX) or _under(path, PLACEMENT_PREFIX)
+        if (
+            scope["type"] != "http"
+            or not (_under(path, V1_PREFIX) or _under(path, PLACEMENT_PREFIX))
+            or path in PUBLIC_PATHS
         ):
             await self.app(scope, receive, send)
             return
