@@ -26,6 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wattvisor.placement import (
     BadRequest,
     CandidateRequest,
+    ConcurrentUpdate,
+    Conflict,
     Inventory,
     NotFound,
     Placement,
@@ -140,12 +142,21 @@ def _need(body: Mapping[str, Any], key: str, where: str) -> Any:
 
 
 def _int(value: Any, where: str, minimum: int, maximum: int = MAX_INT) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
-        raise BadRequest(
-            f"JSON does not validate: {where} must be an integer in [{minimum}, {maximum}], "
-            f"got {value!r}"
-        )
-    return value
+    """``value`` as an integer in [minimum, maximum]; errors read like Placement's
+    JSON-schema ones, naming the property (the last part of ``where``)."""
+    field = where.rsplit(": ", 1)[-1]
+    if not isinstance(value, int) or isinstance(value, bool):
+        problem, rule = f"{value!r} is not of type 'integer'", "type"
+    elif value < minimum:
+        problem, rule = f"{value} is less than the minimum of {minimum}", "minimum"
+    elif value > maximum:
+        problem, rule = f"{value} is greater than the maximum of {maximum}", "maximum"
+    else:
+        return value
+    raise BadRequest(
+        f"JSON does not validate: {problem} ({where})\n\n"
+        f"Failed validating '{rule}' in schema['properties']['{field}']"
+    )
 
 
 def _uuid(value: Any, where: str) -> str:
@@ -175,23 +186,29 @@ class PlacementUnsupportedMedia(PlacementError):
 # ------------------------------------------------------------------ serializers
 
 
-def _provider_body(provider: Provider) -> dict[str, Any]:
+def _provider_body(provider: Provider, version: Microversion) -> dict[str, Any]:
     base = f"{PREFIX}/resource_providers/{provider.uuid}"
-    return {
+    links = [
+        {"rel": "self", "href": base},
+        {"rel": "inventories", "href": f"{base}/inventories"},
+        {"rel": "usages", "href": f"{base}/usages"},
+    ]
+    if version.at_least(1):
+        links.append({"rel": "aggregates", "href": f"{base}/aggregates"})
+    if version.at_least(6):
+        links.append({"rel": "traits", "href": f"{base}/traits"})
+    if version.at_least(11):
+        links.append({"rel": "allocations", "href": f"{base}/allocations"})
+    body: dict[str, Any] = {
         "uuid": provider.uuid,
         "name": provider.name,
         "generation": provider.generation,
-        "parent_provider_uuid": None,
-        "root_provider_uuid": provider.uuid,
-        "links": [
-            {"rel": "self", "href": base},
-            {"rel": "inventories", "href": f"{base}/inventories"},
-            {"rel": "usages", "href": f"{base}/usages"},
-            {"rel": "aggregates", "href": f"{base}/aggregates"},
-            {"rel": "traits", "href": f"{base}/traits"},
-            {"rel": "allocations", "href": f"{base}/allocations"},
-        ],
+        "links": links,
     }
+    if version.at_least(14):
+        body["parent_provider_uuid"] = provider.parent_provider_uuid
+        body["root_provider_uuid"] = provider.root_provider_uuid or provider.uuid
+    return body
 
 
 def _inventory_body(inventory: Inventory) -> dict[str, Any]:
@@ -205,6 +222,7 @@ def _inventory_body(inventory: Inventory) -> dict[str, Any]:
     }
 
 
+MAX_ALLOCATION_RATIO = 3.40282e38
 _INVENTORY_FIELDS = {"total", "reserved", "min_unit", "max_unit", "step_size", "allocation_ratio"}
 
 
@@ -216,6 +234,12 @@ def _parse_inventory(rc: str, raw: Any) -> Inventory:
     if not isinstance(ratio, int | float) or isinstance(ratio, bool):
         raise BadRequest(
             f"JSON does not validate: {where}: allocation_ratio must be a number, got {ratio!r}"
+        )
+    if ratio > MAX_ALLOCATION_RATIO:
+        raise BadRequest(
+            f"JSON does not validate: {ratio} is greater than the maximum of "
+            f"{MAX_ALLOCATION_RATIO} ({where})\n\n"
+            "Failed validating 'maximum' in schema['properties']['allocation_ratio']"
         )
     return Inventory(
         total=_int(_need(body, "total", where), f"{where}: total", 1),
@@ -300,7 +324,70 @@ def _consumer_update(
 
 
 _CANDIDATE_PARAMS = {"resources", "required", "limit", "root_required", "group_policy"}
-_PROVIDER_PARAMS = {"name", "uuid", "resources", "required", "in_tree"}
+# Query parameters of GET /resource_providers by the microversion that added them.
+_PROVIDER_PARAMS = {"name": 0, "uuid": 0, "member_of": 3, "resources": 4, "in_tree": 14,
+                    "required": 18}  # fmt: skip
+_UUID_RE = re.compile(
+    r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.IGNORECASE
+)
+
+
+_CUSTOM_RE = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
+
+
+def _resource_class_name(name: Any) -> str:
+    """A custom resource class name, checked as Placement's JSON schema checks it."""
+    if not isinstance(name, str):
+        raise BadRequest(f"JSON does not validate: {name!r} is not of type 'string'")
+    if len(name) > MAX_NAME_LENGTH:
+        raise BadRequest(
+            f"JSON does not validate: {shown_name(name)} is too long: {len(name)} characters, "
+            f"at most {MAX_NAME_LENGTH}\n\n"
+            "Failed validating 'maxLength' in schema['properties']['name']"
+        )
+    if not _CUSTOM_RE.match(name):
+        raise BadRequest(
+            f"JSON does not validate: {name!r} does not match '^CUSTOM_[A-Z0-9_]+$'\n\n"
+            "Failed validating 'pattern' in schema['properties']['name']"
+        )
+    return name
+
+
+def _member_of(values: list[str], version: Microversion) -> list[tuple[frozenset[str], bool]]:
+    """``member_of`` values: ``in:A,B`` (any of), a single uuid, ``!`` forbids (1.32)."""
+    if len(values) > 1 and not version.at_least(24):
+        raise BadRequest(
+            "Multiple member_of parameters are not supported in the specified microversion",
+            code=CODE_QUERY_BAD_VALUE,
+        )
+    out: list[tuple[frozenset[str], bool]] = []
+    for value in values:
+        forbidden = value.startswith("!")
+        if forbidden:
+            if not version.at_least(32):
+                raise BadRequest(
+                    "Forbidden member_of parameters are not supported in the specified "
+                    "microversion",
+                    code=CODE_QUERY_BAD_VALUE,
+                )
+            value = value[1:]
+        if value.startswith("in:"):
+            if forbidden:
+                raise BadRequest(
+                    "Invalid query string parameters: Expected 'member_of' parameter to "
+                    "contain valid UUID(s). Got: !in:" + value.removeprefix("in:"),
+                    code=CODE_QUERY_BAD_VALUE,
+                )
+            value = value.removeprefix("in:")
+        aggregates = [a.strip() for a in value.split(",")]
+        if not aggregates or not all(_UUID_RE.match(a) for a in aggregates):
+            raise BadRequest(
+                "Invalid query string parameters: Expected 'member_of' parameter to contain "
+                f"valid UUID(s). Got: {value}",
+                code=CODE_QUERY_BAD_VALUE,
+            )
+        out.append((frozenset(str(uuidlib.UUID(a)) for a in aggregates), forbidden))
+    return out
 
 
 def _single(request: Request, key: str) -> str | None:
@@ -313,14 +400,15 @@ def _single(request: Request, key: str) -> str | None:
     return values[0] if values else None
 
 
-def _check_params(request: Request, allowed: set[str]) -> None:
+def _check_params(request: Request, allowed: Mapping[str, int] | set[str]) -> None:
+    if isinstance(allowed, Mapping):
+        version = _microversion(request)
+        allowed = {key for key, minor in allowed.items() if version.at_least(minor)}
     unknown = sorted(set(request.query_params.keys()) - allowed)
     if unknown:
         raise BadRequest(
             "Invalid query string parameters: Additional properties are not allowed "
-            f"({', '.join(repr(u) for u in unknown)} unexpected; this service offers "
-            f"{', '.join(sorted(allowed))}; numbered request groups, member_of and nested "
-            "providers are not supported)"
+            f"({', '.join(repr(u) for u in unknown)} were unexpected)"
         )
 
 
@@ -366,54 +454,106 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
 
     @router.get("/resource_providers", summary="List resource providers")
     async def list_providers(request: Request) -> dict[str, Any]:
+        version = _microversion(request)
         _check_params(request, _PROVIDER_PARAMS)
         resources_raw = _single(request, "resources")
-        in_tree = _single(request, "in_tree")
         uuid = _single(request, "uuid")
-        if in_tree is not None:
-            if uuid is not None and uuid != in_tree:
-                return {"resource_providers": []}
-            uuid = in_tree
+        if uuid is not None and not _UUID_RE.match(uuid):
+            raise BadRequest(f"Invalid query string parameters: Invalid uuid value: {uuid}")
+        in_tree = _single(request, "in_tree")
+        if in_tree is not None and not _UUID_RE.match(in_tree):
+            raise BadRequest(f"Invalid query string parameters: Invalid uuid value: {in_tree}")
         providers = await call(
             placement.list_providers,
             name=_single(request, "name"),
             uuid=uuid,
             resources=parse_resources(resources_raw) if resources_raw else None,
             traits=_trait_query(request) if request.query_params.getlist("required") else None,
+            in_tree=in_tree,
+            member_of=_member_of(request.query_params.getlist("member_of"), version),
         )
-        return {"resource_providers": [_provider_body(p) for p in providers]}
+        return {"resource_providers": [_provider_body(p, version) for p in providers]}
 
     @router.post("/resource_providers", summary="Create resource provider")
     async def create_provider(request: Request) -> Response:
+        version = _microversion(request)
         body = await _json(request)
-        _only(body, {"name", "uuid", "parent_provider_uuid"}, "the resource provider")
+        allowed = {"name", "uuid", "parent_provider_uuid"} if version.at_least(14) else {
+            "name", "uuid"}  # fmt: skip
+        _only(body, allowed, "the resource provider")
         name = _need(body, "name", "the resource provider")
         if not isinstance(name, str) or not 1 <= len(name) <= 200:
             raise BadRequest(f"JSON does not validate: name must be 1-200 characters: {name!r}")
-        if body.get("parent_provider_uuid") is not None:
-            raise BadRequest(
-                "JSON does not validate: nested resource providers (parent_provider_uuid) are "
-                "not supported by this service; create a root provider"
-            )
+        parent = body.get("parent_provider_uuid")
+        if parent is not None:
+            parent = _uuid(parent, "parent_provider_uuid")
         uuid = _uuid(body["uuid"], "uuid") if body.get("uuid") is not None else None
-        provider = await call(placement.create_provider, name, uuid)
+        provider = await call(placement.create_provider, name, uuid, parent)
         location = {"Location": f"{PREFIX}/resource_providers/{provider.uuid}"}
-        if _microversion(request).at_least(20):
-            return JSONResponse(_provider_body(provider), headers=location)
+        if version.at_least(20):
+            return JSONResponse(_provider_body(provider, version), headers=location)
         return Response(status_code=201, headers=location)
 
     @router.get("/resource_providers/{uuid}", summary="Show resource provider")
-    async def show_provider(uuid: str) -> dict[str, Any]:
-        return _provider_body(await call(placement.get_provider, uuid))
+    async def show_provider(uuid: str, request: Request) -> dict[str, Any]:
+        return _provider_body(await call(placement.get_provider, uuid), _microversion(request))
 
     @router.put("/resource_providers/{uuid}", summary="Update resource provider")
     async def update_provider(uuid: str, request: Request) -> dict[str, Any]:
+        version = _microversion(request)
         body = await _json(request)
-        _only(body, {"name", "parent_provider_uuid"}, "the resource provider")
-        if body.get("parent_provider_uuid") is not None:
-            raise BadRequest("nested resource providers are not supported by this service")
+        allowed = {"name", "parent_provider_uuid"} if version.at_least(14) else {"name"}
+        _only(body, allowed, "the resource provider")
         name = _need(body, "name", "the resource provider")
-        return _provider_body(await call(placement.rename_provider, uuid, name))
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            raise BadRequest(f"JSON does not validate: name must be 1-200 characters: {name!r}")
+        current = await call(placement.get_provider, uuid)
+        parent = body.get("parent_provider_uuid", current.parent_provider_uuid)
+        if parent is not None:
+            parent = _uuid(parent, "parent_provider_uuid")
+        provider = await call(
+            placement.update_provider, uuid, name, parent, may_reparent=version.at_least(37)
+        )
+        return _provider_body(provider, version)
+
+    @router.get("/resource_providers/{uuid}/aggregates", summary="List aggregates")
+    async def get_aggregates(uuid: str, request: Request) -> dict[str, Any]:
+        generation, aggregates = await call(placement.get_aggregates, uuid)
+        body: dict[str, Any] = {"aggregates": aggregates}
+        if _microversion(request).at_least(19):
+            body["resource_provider_generation"] = generation
+        return body
+
+    @router.put("/resource_providers/{uuid}/aggregates", summary="Replace aggregates")
+    async def put_aggregates(uuid: str, request: Request) -> dict[str, Any]:
+        version = _microversion(request)
+        await call(placement.get_provider, uuid)
+        try:
+            raw = await request.json()
+        except ValueError as exc:
+            raise BadRequest(f"Malformed JSON: {exc}") from exc
+        generation: int | None = None
+        if version.at_least(19):
+            body = _obj(raw, "the aggregates")
+            _only(body, {"aggregates", "resource_provider_generation"}, "the aggregates")
+            raw = _need(body, "aggregates", "the aggregates")
+            generation = _int(
+                _need(body, "resource_provider_generation", "the aggregates"),
+                "resource_provider_generation",
+                0,
+            )
+        if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+            raise BadRequest(f"JSON does not validate: {raw!r} is not of type 'array'")
+        for aggregate in raw:
+            if not _UUID_RE.match(aggregate):
+                raise BadRequest(f"JSON does not validate: {aggregate!r} is not a 'uuid'")
+        if len(set(raw)) != len(raw):
+            raise BadRequest(f"JSON does not validate: {raw!r} has non-unique elements")
+        new_generation, _stored = await call(placement.set_aggregates, uuid, raw, generation)
+        out: dict[str, Any] = {"aggregates": [str(uuidlib.UUID(a)) for a in raw]}
+        if version.at_least(19):
+            out["resource_provider_generation"] = new_generation
+        return out
 
     @router.delete("/resource_providers/{uuid}", status_code=204, summary="Delete provider")
     async def delete_provider(uuid: str) -> Response:
@@ -445,14 +585,50 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
             "resource_provider_generation": result.generation,
         }
 
+    @router.post(
+        "/resource_providers/{uuid}/inventories", status_code=201, summary="Add an inventory"
+    )
+    async def post_inventory(uuid: str, request: Request) -> JSONResponse:
+        body = await _json(request)
+        resource_class = _need(body, "resource_class", "the inventory")
+        if not isinstance(resource_class, str):
+            raise BadRequest(f"JSON does not validate: {resource_class!r} is not of type 'string'")
+        inventory = _parse_inventory(
+            resource_class, {k: v for k, v in body.items() if k != "resource_class"}
+        )
+        current = await call(placement.get_inventories, uuid)
+        if resource_class not in await call(placement.list_resource_classes):
+            raise BadRequest(f"No such resource class {resource_class}")
+        if resource_class in current.inventories:
+            raise Conflict(
+                f"Update conflict: inventory for {resource_class} on resource provider {uuid} "
+                "already exists"
+            )
+        wanted = {**current.inventories, resource_class: inventory}
+        try:
+            result = await call(placement.set_inventories, uuid, current.generation, wanted)
+        except BadRequest as exc:
+            raise BadRequest(
+                exc.detail.replace("Unable to update inventory", "Unable to create inventory"),
+                code=exc.code,
+            ) from exc
+        return JSONResponse(
+            {
+                **_inventory_body(result.inventories[resource_class]),
+                "resource_provider_generation": result.generation,
+            },
+            status_code=201,
+            headers={
+                "Location": f"{PREFIX}/resource_providers/{uuid}/inventories/{resource_class}"
+            },
+        )
+
     @router.get("/resource_providers/{uuid}/inventories/{resource_class}", summary="Show inventory")
     async def get_inventory(uuid: str, resource_class: str) -> dict[str, Any]:
         result = await call(placement.get_inventories, uuid)
         inventory = result.inventories.get(resource_class)
         if inventory is None:
-            raise NotFound(
-                f"No inventory of class {resource_class} found for resource provider {uuid}"
-            )
+            raise NotFound(f"No inventory of class {resource_class} for {uuid}")
         return {
             **_inventory_body(inventory),
             "resource_provider_generation": result.generation,
@@ -474,8 +650,8 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
         current = await call(placement.get_inventories, uuid)
         if resource_class not in current.inventories:
             raise BadRequest(
-                f"No inventory of class {resource_class} found for resource provider {uuid}; "
-                "create it with PUT /resource_providers/{uuid}/inventories"
+                f"No inventory record with resource class {resource_class} for resource "
+                f"provider {uuid}; create it with POST /resource_providers/{uuid}/inventories"
             )
         wanted = {**current.inventories, resource_class: inventory}
         result = await call(placement.set_inventories, uuid, generation, wanted)
@@ -490,9 +666,7 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
     async def delete_inventory(uuid: str, resource_class: str) -> Response:
         current = await call(placement.get_inventories, uuid)
         if resource_class not in current.inventories:
-            raise NotFound(
-                f"No inventory of class {resource_class} found for resource provider {uuid}"
-            )
+            raise NotFound(f"No inventory of class {resource_class} found for delete")
         wanted = {rc: i for rc, i in current.inventories.items() if rc != resource_class}
         await call(placement.set_inventories, uuid, current.generation, wanted)
         return Response(status_code=204)
@@ -535,9 +709,17 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
             0,
         )
         traits = _need(body, "traits", "the traits")
-        if not isinstance(traits, list) or not all(isinstance(t, str) for t in traits):
-            raise BadRequest(f"JSON does not validate: traits must be a list of names: {traits!r}")
-        result = await call(placement.set_provider_traits, uuid, generation, traits)
+        if not isinstance(traits, list):
+            raise BadRequest(f"JSON does not validate: {traits!r} is not of type 'array'")
+        if not all(isinstance(t, str) for t in traits):
+            raise BadRequest(f"JSON does not validate: traits must be names: {traits!r}")
+        try:
+            result = await call(placement.set_provider_traits, uuid, generation, traits)
+        except ConcurrentUpdate as exc:
+            raise ConcurrentUpdate(
+                "Resource provider's generation already changed. Please update the generation "
+                f"and try again. ({exc.detail})"
+            ) from exc
         return {
             "traits": sorted(result.traits),
             "resource_provider_generation": result.generation,
@@ -548,11 +730,6 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
         current = await call(placement.get_provider_traits, uuid)
         await call(placement.set_provider_traits, uuid, current.generation, [])
         return Response(status_code=204)
-
-    @router.get("/resource_providers/{uuid}/aggregates", summary="List aggregates (none)")
-    async def get_aggregates(uuid: str) -> dict[str, Any]:
-        provider = await call(placement.get_provider, uuid)
-        return {"aggregates": [], "resource_provider_generation": provider.generation}
 
     @router.get("/resource_providers/{uuid}/usages", summary="List provider usages")
     async def get_usages(uuid: str) -> dict[str, Any]:
@@ -572,8 +749,8 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
                 names = [n.strip() for n in name.removeprefix("in:").split(",")]
             else:
                 raise BadRequest(
-                    f"Badly formatted name parameter. Expected name query string parameter "
-                    f"in form: ?name=startswith:CUSTOM or ?name=in:A,B. Got: {name}",
+                    "Badly formatted name parameter. Expected name query string parameter "
+                    f'in form: ?name=[in|startswith]:[name1,name2|prefix]. Got: "{name}"',
                     code=CODE_QUERY_BAD_VALUE,
                 )
         associated_raw = _single(request, "associated")
@@ -581,8 +758,8 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
         if associated_raw is not None:
             if associated_raw.lower() not in ("true", "false"):
                 raise BadRequest(
-                    f"Invalid query string parameters: associated must be true or false, got "
-                    f"{associated_raw!r}",
+                    'The query parameter "associated" only accepts "true" or "false", got '
+                    f'"{associated_raw}"',
                     code=CODE_QUERY_BAD_VALUE,
                 )
             associated = associated_raw.lower() == "true"
@@ -599,6 +776,13 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
 
     @router.put("/traits/{name}", summary="Create custom trait")
     async def put_trait(name: str) -> Response:
+        if not _CUSTOM_RE.match(name) or len(name) > MAX_NAME_LENGTH:
+            raise BadRequest(
+                "The trait is invalid. A valid trait must be no longer than 255 characters, "
+                'start with the prefix "CUSTOM_" and use following characters: "A"-"Z", '
+                f'"0"-"9" and "_" (got {shown_name(name)}: {len(name)} characters, at most '
+                f"{MAX_NAME_LENGTH})"
+            )
         created = await call(placement.ensure_custom_trait, name)
         return Response(
             status_code=201 if created else 204,
@@ -621,7 +805,14 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
 
     @router.delete("/resource_classes/{name}", summary="Delete custom resource class")
     async def delete_resource_class(name: str) -> Response:
-        await call(placement.delete_custom_resource_class, name)
+        try:
+            await call(placement.delete_custom_resource_class, name)
+        except Conflict as exc:
+            raise Conflict(
+                f"Error in delete resource class '{name}': Class is in use in inventory. "
+                f"({exc.detail})",
+                code=exc.code,
+            ) from exc
         return Response(status_code=204)
 
     @router.get("/resource_classes", summary="List resource classes")
@@ -634,8 +825,29 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
             ]
         }
 
-    @router.put("/resource_classes/{name}", summary="Create custom resource class")
-    async def put_resource_class(name: str) -> Response:
+    @router.post("/resource_classes", status_code=201, summary="Create custom resource class")
+    async def post_resource_class(request: Request) -> Response:
+        body = await _json(request)
+        _only(body, {"name"}, "the resource class")
+        name = _resource_class_name(_need(body, "name", "the resource class"))
+        if not await call(placement.ensure_custom_resource_class, name):
+            raise Conflict(f"Conflicting resource class already exists: {name}")
+        return Response(status_code=201, headers={"Location": f"{PREFIX}/resource_classes/{name}"})
+
+    @router.put("/resource_classes/{name}", summary="Create (1.7) or rename a resource class")
+    async def put_resource_class(name: str, request: Request) -> Response:
+        if not _microversion(request).at_least(7):
+            body = await _json(request)
+            _only(body, {"name"}, "the resource class")
+            new_name = _resource_class_name(_need(body, "name", "the resource class"))
+            await call(placement.rename_custom_resource_class, name, new_name)
+            return JSONResponse(
+                {
+                    "name": new_name,
+                    "links": [{"rel": "self", "href": f"{PREFIX}/resource_classes/{new_name}"}],
+                }
+            )
+        name = _resource_class_name(name)
         created = await call(placement.ensure_custom_resource_class, name)
         return Response(
             status_code=201 if created else 204,
@@ -787,16 +999,18 @@ class PlacementHeaders:
             _add_placement_headers(response.headers, request_id, version)
             await response(scope, receive, send)
             return
-        cached = version.at_least(15) and (
-            method == "GET" or (method == "PUT" and path.startswith("/traits/"))
-        )
+        cached = version.at_least(15) and method in ("GET", "PUT", "POST")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 _add_placement_headers(headers, request_id, version)
                 status = message["status"]
-                if cached and (status == 200 or (method == "PUT" and status in (201, 204))):
+                if cached and (
+                    status == 200
+                    or (path.startswith("/traits/") and status in (201, 204))
+                    or (method == "POST" and path.endswith("/inventories") and status == 201)
+                ):
                     headers["cache-control"] = "no-cache"
                     headers["last-modified"] = formatdate(usegmt=True)
             await send(message)

@@ -14,6 +14,9 @@ class Provider:
     uuid: str
     name: str
     generation: int
+    parent_provider_uuid: str | None = None
+    root_provider_uuid: str | None = None
+    """The top of the provider's tree (itself for a root); None when not looked up."""
 
 
 @dataclass(frozen=True, slots=True)

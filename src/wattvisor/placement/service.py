@@ -65,6 +65,7 @@ from wattvisor.store.models import (
     CustomResourceClass,
     CustomTrait,
     PlacementSequence,
+    ProviderAggregate,
     ProviderTrait,
     ResourceProvider,
     ResourceProviderDeletion,
@@ -80,6 +81,7 @@ _seq = cast(Table, PlacementSequence.__table__)
 _deletion = cast(Table, ResourceProviderDeletion.__table__)
 _custom_trait = cast(Table, CustomTrait.__table__)
 _custom_rc = cast(Table, CustomResourceClass.__table__)
+_agg = cast(Table, ProviderAggregate.__table__)
 
 DEFAULT_CONSUMER_TYPE = "INSTANCE"
 T = TypeVar("T")
@@ -122,15 +124,33 @@ class Placement:
 
     # ----------------------------------------------------------------- providers
 
-    def create_provider(self, name: str, uuid: str | None = None) -> Provider:
-        """Create a provider; ``uuid`` is generated when not given."""
+    def create_provider(
+        self, name: str, uuid: str | None = None, parent_uuid: str | None = None
+    ) -> Provider:
+        """Create a provider (under ``parent_uuid`` when given); ``uuid`` is generated
+        when not given."""
         name = _check_name(name)
         provider_uuid = (
             _normalise_uuid(uuid, "resource provider uuid") if uuid else str(uuidlib.uuid4())
         )
+        parent_id: int | None = None
         try:
             with write_transaction(self.engine) as conn:
                 seq = _next_seq(conn)
+                if parent_uuid is not None:
+                    if parent_uuid == provider_uuid:
+                        raise BadRequest(
+                            f'Unable to create resource provider "{name}", {provider_uuid}: '
+                            "parent provider UUID cannot be same as UUID. Please set parent "
+                            "provider UUID to None if there is no parent."
+                        )
+                    parent = conn.execute(select(_rp.c.id).where(_rp.c.uuid == parent_uuid)).first()
+                    if parent is None:
+                        raise BadRequest(
+                            f'Unable to create resource provider "{name}", {provider_uuid}: '
+                            f"parent provider UUID does not exist: {parent_uuid}"
+                        )
+                    parent_id = int(parent.id)
                 for column, value in (("uuid", provider_uuid), ("name", name)):
                     if (
                         conn.execute(select(_rp.c.id).where(_rp.c[column] == value)).first()
@@ -140,18 +160,102 @@ class Placement:
                             f"Conflicting resource provider {column} {value!r} already exists."
                         )
                 conn.execute(
-                    insert(_rp).values(uuid=provider_uuid, name=name, generation=0, updated_seq=seq)
+                    insert(_rp).values(
+                        uuid=provider_uuid,
+                        name=name,
+                        generation=0,
+                        updated_seq=seq,
+                        parent_provider_id=parent_id,
+                    )
                 )
+                tree = _Tree.load(conn)
         except IntegrityError as exc:
             raise DuplicateName(
                 f"Conflicting resource provider {name!r} or {provider_uuid} already exists."
             ) from exc
-        return Provider(provider_uuid, name, 0)
+        return tree.provider(provider_uuid, name, 0)
 
     def get_provider(self, uuid: str) -> Provider:
         with read_transaction(self.engine) as conn:
             row = _provider_row(conn, uuid)
-        return Provider(row.uuid, row.name, row.generation)
+            tree = _Tree.load(conn)
+        return tree.provider(row.uuid, row.name, row.generation)
+
+    def update_provider(
+        self, uuid: str, name: str, parent_uuid: str | None, *, may_reparent: bool
+    ) -> Provider:
+        """Rename ``uuid`` and set its parent; moving a provider that has a parent to
+        another parent (or to none) needs ``may_reparent`` (Placement 1.37)."""
+        name = _check_name(name)
+        with write_transaction(self.engine) as conn:
+            seq = _next_seq(conn)
+            row = _provider_row(conn, uuid)
+            tree = _Tree.load(conn)
+            current_parent = tree.parent_uuid(row.id)
+            parent_id: int | None = None
+            if parent_uuid is not None:
+                found = conn.execute(select(_rp.c.id).where(_rp.c.uuid == parent_uuid)).first()
+                if found is None:
+                    raise BadRequest(
+                        f"Unable to update resource provider {uuid}: "
+                        f"parent provider UUID does not exist: {parent_uuid}"
+                    )
+                parent_id = int(found.id)
+                if parent_id == row.id or row.id in tree.ancestors(parent_id):
+                    raise BadRequest("creating loop in the provider tree is not allowed.")
+            if current_parent != parent_uuid and current_parent is not None and not may_reparent:
+                if parent_uuid is None:
+                    raise BadRequest("un-parenting a provider is not currently allowed.")
+                raise BadRequest("re-parenting a provider is not currently allowed.")
+            if conn.execute(select(_rp.c.id).where(_rp.c.name == name, _rp.c.id != row.id)).first():
+                raise DuplicateName(f"Conflicting resource provider name: {name} already exists.")
+            if name != row.name or parent_uuid != current_parent:
+                conn.execute(
+                    update(_rp)
+                    .where(_rp.c.id == row.id)
+                    .values(name=name, parent_provider_id=parent_id, updated_seq=seq)
+                )
+            tree = _Tree.load(conn)
+        return tree.provider(row.uuid, name, row.generation)
+
+    def get_aggregates(self, uuid: str) -> tuple[int, list[str]]:
+        """The provider's generation and the aggregates it is a member of."""
+        with read_transaction(self.engine) as conn:
+            row = _provider_row(conn, uuid)
+            aggregates = conn.execute(
+                select(_agg.c.aggregate_uuid)
+                .where(_agg.c.resource_provider_id == row.id)
+                .order_by(_agg.c.aggregate_uuid)
+            ).scalars()
+            return row.generation, list(aggregates)
+
+    def set_aggregates(
+        self, uuid: str, aggregates: Sequence[str], generation: int | None
+    ) -> tuple[int, list[str]]:
+        """Replace the provider's aggregates; with ``generation`` (Placement 1.19) it is
+        checked and bumped, without it the generation is left as it is."""
+        wanted = sorted({_normalise_uuid(a, "aggregate uuid") for a in aggregates})
+        with write_transaction(self.engine) as conn:
+            seq = _next_seq(conn)
+            row = _provider_row(conn, uuid)
+            if generation is not None and generation != row.generation:
+                raise ConcurrentUpdate(
+                    f"resource provider generation conflict: {uuid} is at generation "
+                    f"{row.generation}, not {generation}; read it again and retry"
+                )
+            conn.execute(delete(_agg).where(_agg.c.resource_provider_id == row.id))
+            if wanted:
+                conn.execute(
+                    insert(_agg),
+                    [{"resource_provider_id": row.id, "aggregate_uuid": a} for a in wanted],
+                )
+            new_generation = row.generation + (1 if generation is not None else 0)
+            conn.execute(
+                update(_rp)
+                .where(_rp.c.id == row.id)
+                .values(generation=new_generation, updated_seq=seq)
+            )
+        return new_generation, wanted
 
     def list_providers(
         self,
@@ -160,26 +264,51 @@ class Placement:
         uuid: str | None = None,
         resources: Mapping[str, int] | None = None,
         traits: TraitQuery | None = None,
+        in_tree: str | None = None,
+        member_of: Sequence[tuple[frozenset[str], bool]] = (),
     ) -> list[Provider]:
-        """Providers matching every filter given, in creation order."""
+        """Providers matching every filter given, in creation order.
+
+        ``member_of`` holds (aggregates, forbidden) pairs: a provider must be in one of
+        each allowed set and in none of each forbidden one.
+        """
         if resources or traits:
             request = CandidateRequest(dict(resources or {}), traits or TraitQuery())
             self.refresh()
             with self.index.lock:
                 self._check_request(request)
                 states = [self.index.providers[pid] for pid in sorted(self.index.matching(request))]
-            return [
-                Provider(s.uuid, s.name, s.generation)
-                for s in states
-                if (name is None or s.name == name) and (uuid is None or s.uuid == uuid)
-            ]
-        query = select(_rp.c.uuid, _rp.c.name, _rp.c.generation).order_by(_rp.c.id)
-        if name is not None:
-            query = query.where(_rp.c.name == name)
-        if uuid is not None:
-            query = query.where(_rp.c.uuid == uuid)
+            rows = [(s.uuid, s.name, s.generation) for s in states]
+        else:
+            query = select(_rp.c.uuid, _rp.c.name, _rp.c.generation).order_by(_rp.c.id)
+            with read_transaction(self.engine) as conn:
+                rows = [(r.uuid, r.name, r.generation) for r in conn.execute(query)]
         with read_transaction(self.engine) as conn:
-            return [Provider(*row) for row in conn.execute(query)]
+            tree = _Tree.load(conn)
+            memberships: dict[str, set[str]] = {}
+            if member_of:
+                for rp_id, aggregate in conn.execute(
+                    select(_agg.c.resource_provider_id, _agg.c.aggregate_uuid)
+                ):
+                    memberships.setdefault(tree.uuids[rp_id], set()).add(aggregate)
+        tree_root = None
+        if in_tree is not None:
+            if in_tree not in tree.ids:
+                return []
+            tree_root = tree.root_uuid(tree.ids[in_tree])
+        out = []
+        for rp_uuid, rp_name, generation in rows:
+            if name is not None and rp_name != name:
+                continue
+            if uuid is not None and rp_uuid != uuid:
+                continue
+            if tree_root is not None and tree.root_uuid(tree.ids[rp_uuid]) != tree_root:
+                continue
+            held = memberships.get(rp_uuid, set())
+            if any(bool(held & aggs) == forbidden for aggs, forbidden in member_of):
+                continue
+            out.append(tree.provider(rp_uuid, rp_name, generation))
+        return out
 
     def rename_provider(self, uuid: str, name: str) -> Provider:
         name = _check_name(name)
@@ -196,7 +325,7 @@ class Placement:
                 )
         except IntegrityError as exc:
             raise DuplicateName(f"Conflicting resource provider name {name!r} exists.") from exc
-        return Provider(row.uuid, name, row.generation)
+        return self.get_provider(row.uuid)
 
     def delete_provider(self, uuid: str) -> None:
         """Delete a provider with its inventories and traits; refused while it has
@@ -211,6 +340,16 @@ class Placement:
                 raise ProviderInUse(
                     f"Unable to delete resource provider {uuid}: Resource provider has allocations."
                 )
+            child = conn.execute(
+                select(_rp.c.id).where(_rp.c.parent_provider_id == row.id).limit(1)
+            ).first()
+            if child is not None:
+                raise ProviderInUse(
+                    f"Unable to delete parent resource provider {uuid}: "
+                    "It has child resource providers.",
+                    code="placement.resource_provider.cannot_delete_parent",
+                )
+            conn.execute(delete(_agg).where(_agg.c.resource_provider_id == row.id))
             conn.execute(delete(_inv).where(_inv.c.resource_provider_id == row.id))
             conn.execute(delete(_trait).where(_trait.c.resource_provider_id == row.id))
             conn.execute(delete(_rp).where(_rp.c.id == row.id))
@@ -425,6 +564,33 @@ class Placement:
                     "allocation."
                 )
             conn.execute(delete(_custom_rc).where(_custom_rc.c.id == found.id))
+
+    def rename_custom_resource_class(self, name: str, new_name: str) -> None:
+        """Rename a custom resource class, with every inventory and allocation of it."""
+        if name in standard_resource_classes():
+            raise BadRequest(f"Cannot update standard resource class {name}")
+        with write_transaction(self.engine) as conn:
+            seq = _next_seq(conn)
+            found = conn.execute(select(_custom_rc.c.id).where(_custom_rc.c.name == name)).first()
+            if found is None:
+                raise NotFound(f"No such resource class {name}.")
+            if new_name == name:
+                return
+            if conn.execute(select(_custom_rc.c.id).where(_custom_rc.c.name == new_name)).first():
+                raise Conflict(f"Resource class already exists: {new_name}")
+            conn.execute(
+                update(_custom_rc).where(_custom_rc.c.id == found.id).values(name=new_name)
+            )
+            holders = select(_inv.c.resource_provider_id).where(_inv.c.resource_class == name)
+            conn.execute(update(_rp).where(_rp.c.id.in_(holders)).values(updated_seq=seq))
+            conn.execute(
+                update(_inv).where(_inv.c.resource_class == name).values(resource_class=new_name)
+            )
+            conn.execute(
+                update(_alloc)
+                .where(_alloc.c.resource_class == name)
+                .values(resource_class=new_name)
+            )
 
     def list_resource_classes(self) -> list[str]:
         with read_transaction(self.engine) as conn:
@@ -937,6 +1103,44 @@ def _touch_provider(conn: Connection, provider_id: int, seq: int) -> None:
         .where(_rp.c.id == provider_id)
         .values(generation=_rp.c.generation + 1, updated_seq=seq)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Tree:
+    """Every provider's uuid and parent, to answer parent and root questions."""
+
+    uuids: dict[int, str]
+    ids: dict[str, int]
+    parents: dict[int, int | None]
+
+    @classmethod
+    def load(cls, conn: Connection) -> _Tree:
+        rows = conn.execute(select(_rp.c.id, _rp.c.uuid, _rp.c.parent_provider_id)).all()
+        return cls(
+            {r.id: r.uuid for r in rows},
+            {r.uuid: r.id for r in rows},
+            {r.id: r.parent_provider_id for r in rows},
+        )
+
+    def ancestors(self, rp_id: int) -> list[int]:
+        out: list[int] = []
+        parent = self.parents.get(rp_id)
+        while parent is not None and parent not in out:
+            out.append(parent)
+            parent = self.parents.get(parent)
+        return out
+
+    def root_uuid(self, rp_id: int) -> str:
+        ancestors = self.ancestors(rp_id)
+        return self.uuids[ancestors[-1] if ancestors else rp_id]
+
+    def parent_uuid(self, rp_id: int) -> str | None:
+        parent = self.parents.get(rp_id)
+        return None if parent is None else self.uuids[parent]
+
+    def provider(self, uuid: str, name: str, generation: int) -> Provider:
+        rp_id = self.ids[uuid]
+        return Provider(uuid, name, generation, self.parent_uuid(rp_id), self.root_uuid(rp_id))
 
 
 def _provider_row(conn: Connection, uuid: str) -> ProviderRow:

@@ -46,8 +46,25 @@ class ResourceProvider(Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     updated_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    parent_provider_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
-    __table_args__ = (Index("ix_resource_providers_updated_seq", "updated_seq"),)
+    __table_args__ = (
+        Index("ix_resource_providers_updated_seq", "updated_seq"),
+        Index("ix_resource_providers_parent", "parent_provider_id"),
+    )
+
+
+class ProviderAggregate(Base):
+    """A provider's membership of one aggregate (Placement aggregates are bare uuids)."""
+
+    __tablename__ = "resource_provider_aggregates"
+
+    resource_provider_id: Mapped[int] = mapped_column(
+        ForeignKey("resource_providers.id", ondelete="CASCADE"), primary_key=True
+    )
+    aggregate_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+    __table_args__ = (Index("ix_resource_provider_aggregates_aggregate", "aggregate_uuid"),)
 
 
 class ResourceProviderDeletion(Base):
