@@ -71,8 +71,8 @@ class _Builder:
     def add_inventory(self, rp: str, rc: str, total: int, **fields: Any) -> None:
         self.ensure_resource_class(rc)
         fields.setdefault("max_unit", total)
-        body = {"total": total, "resource_provider_generation": self._generation(rp), **fields}
-        self._ok(self.client.put(f"/resource_providers/{rp}/inventories/{rc}", json=body))
+        body = {"resource_class": rc, "total": total, **fields}
+        self._ok(self.client.post(f"/resource_providers/{rp}/inventories", json=body))
 
     def set_traits(self, rp: str, *traits: str) -> None:
         for trait in traits:

@@ -7,6 +7,7 @@ providers, aggregates (``member_of``), numbered request groups, reshaper.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +49,7 @@ MIN_VERSION = (1, 0)
 VERSION_HEADER = "OpenStack-API-Version"
 _VERSION_RE = re.compile(r"^placement\s+(latest|\d+\.\d+)$", re.IGNORECASE)
 _CONSUMER_TYPE_RE = re.compile(r"^[A-Z0-9_]+$")
+_RESOURCE_CLASS_RE = re.compile(r"^[A-Z0-9_]+$")
 DEFAULT_CONSUMER_TYPE = "INSTANCE"
 
 
@@ -251,37 +253,101 @@ def _parse_inventory(rc: str, raw: Any) -> Inventory:
     )
 
 
+INCOMPLETE_CONSUMER_ID = "00000000-0000-0000-0000-000000000000"
+"""Project and user of allocations written before 1.8, as Placement records them."""
+
+
+def _allocations_by_provider(raw: Any, version: Microversion) -> dict[str, dict[str, int]]:
+    """The allocations of one consumer, in the list form before 1.12 or the dict form."""
+    if not version.at_least(12):
+        if not isinstance(raw, list):
+            raise BadRequest(f"JSON does not validate: {raw!r} is not of type 'array'")
+        if not raw:
+            raise BadRequest(
+                "JSON does not validate: [] is too short\n\n"
+                "Failed validating 'minItems' in schema['properties']['allocations']"
+            )
+        entries: dict[str, Any] = {}
+        for item in raw:
+            item = _obj(item, "an allocation")
+            for key in ("resource_provider", "resources"):
+                if key not in item:
+                    raise BadRequest(
+                        f"JSON does not validate: '{key}' is a required property\n\n"
+                        "Failed validating 'required' in schema['properties']['allocations']"
+                    )
+            provider = _obj(item["resource_provider"], "resource_provider")
+            entries[str(_need(provider, "uuid", "resource_provider"))] = {
+                "resources": item["resources"]
+            }
+        raw = entries
+    raw = _obj(raw, "allocations")
+    allocations: dict[str, dict[str, int]] = {}
+    for rp_uuid, entry in raw.items():
+        entry = _obj(entry, f"allocation for {rp_uuid}")
+        _only(entry, {"resources", "generation"}, f"allocation for {rp_uuid}")
+        resources = _obj(_need(entry, "resources", f"allocation for {rp_uuid}"), "resources")
+        if not resources:
+            raise BadRequest(
+                f"JSON does not validate: resources of {rp_uuid} are empty\n\n"
+                "Failed validating 'minProperties' in schema['properties']['resources']"
+            )
+        for rc in resources:
+            if not _RESOURCE_CLASS_RE.match(rc):
+                raise BadRequest(
+                    f"JSON does not validate: {rc!r} does not match '^[A-Z0-9_]+$'\n\n"
+                    "Failed validating 'pattern' in schema['properties']['resources']"
+                )
+        allocations[_uuid(rp_uuid, "resource provider uuid")] = {
+            rc: _int(amount, f"allocation of {rc} on {rp_uuid}: {rc}", 1)
+            for rc, amount in resources.items()
+        }
+    return allocations
+
+
 def _consumer_update(
     consumer_uuid: str, body: dict[str, Any], version: Microversion
 ) -> ConsumerAllocationUpdate:
-    """One consumer's allocations body (PUT /allocations/{uuid}, or an entry of POST)."""
+    """One consumer's allocations body (PUT /allocations/{uuid}, or an entry of POST).
+
+    Before 1.28 the consumer generation is not part of the body; the caller fills in
+    the current one (``consumer_generation`` is then -1).
+    """
     try:
         consumer_uuid = str(uuidlib.UUID(consumer_uuid))
     except ValueError as exc:
         raise BadRequest(f"Malformed consumer_uuid: {consumer_uuid}") from exc
     where = f"the allocations of {consumer_uuid}"
-    _only(
-        body,
-        {
-            "allocations",
-            "project_id",
-            "user_id",
-            "consumer_generation",
-            "consumer_type",
-            "mappings",
-        },
-        where,
-    )
-    raw = _obj(_need(body, "allocations", where), "allocations")
-    project_id = _need(body, "project_id", where)
-    user_id = _need(body, "user_id", where)
-    generation = _need(body, "consumer_generation", where)
-    if generation is not None:
-        generation = _int(generation, "consumer_generation", 0)
+    allowed = {"allocations"}
+    if version.at_least(8):
+        allowed |= {"project_id", "user_id"}
+    if version.at_least(12):
+        allowed |= {"project_id", "user_id"}
+    if version.at_least(28):
+        allowed.add("consumer_generation")
+    if version.at_least(34):
+        allowed.add("mappings")
+    if version.at_least(38):
+        allowed.add("consumer_type")
+    if not version.at_least(8):
+        allowed |= {"project_id", "user_id"}  # accepted, optional
+    _only(body, allowed, where)
+    allocations = _allocations_by_provider(_need(body, "allocations", where), version)
+    if version.at_least(8):
+        project_id = _need(body, "project_id", where)
+        user_id = _need(body, "user_id", where)
+    else:
+        project_id = body.get("project_id", INCOMPLETE_CONSUMER_ID)
+        user_id = body.get("user_id", INCOMPLETE_CONSUMER_ID)
+    generation: int | None = -1
+    if version.at_least(28):
+        generation = _need(body, "consumer_generation", where)
+        if generation is not None:
+            generation = _int(generation, "consumer_generation", 0)
     if version.at_least(38):
         consumer_type = _need(body, "consumer_type", where)
     else:
-        consumer_type = body.get("consumer_type", DEFAULT_CONSUMER_TYPE)
+        consumer_type = DEFAULT_CONSUMER_TYPE
     for key, value in (("project_id", project_id), ("user_id", user_id)):
         if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LENGTH:
             shown = shown_name(value) if isinstance(value, str) else repr(value)
@@ -299,17 +365,6 @@ def _consumer_update(
             f"JSON does not validate: consumer_type {shown} must match ^[A-Z0-9_]+$, at most "
             f"{MAX_NAME_LENGTH} characters"
         )
-    allocations: dict[str, dict[str, int]] = {}
-    for rp_uuid, entry in raw.items():
-        entry = _obj(entry, f"allocation for {rp_uuid}")
-        _only(entry, {"resources", "generation"}, f"allocation for {rp_uuid}")
-        resources = _obj(_need(entry, "resources", f"allocation for {rp_uuid}"), "resources")
-        if not resources:
-            raise BadRequest(f"JSON does not validate: resources of {rp_uuid} are empty")
-        allocations[_uuid(rp_uuid, "resource provider uuid")] = {
-            rc: _int(amount, f"allocation of {rc} on {rp_uuid}", 1)
-            for rc, amount in resources.items()
-        }
     return ConsumerAllocationUpdate(
         consumer_uuid,
         allocations,
@@ -318,6 +373,16 @@ def _consumer_update(
         consumer_generation=generation,
         consumer_type=consumer_type,
     )
+
+
+def _with_current_generation(
+    placement: Placement, update_: ConsumerAllocationUpdate
+) -> ConsumerAllocationUpdate:
+    """Before 1.28 a write does not name the consumer generation: take the current one."""
+    if update_.consumer_generation != -1:
+        return update_
+    held = placement.get_allocations(update_.consumer_uuid)
+    return dataclasses.replace(update_, consumer_generation=held.generation)
 
 
 # ------------------------------------------------------------------ query checks
@@ -855,7 +920,8 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
         )
 
     @router.get("/allocations/{consumer_uuid}", summary="List allocations of a consumer")
-    async def get_allocations(consumer_uuid: str) -> dict[str, Any]:
+    async def get_allocations(consumer_uuid: str, request: Request) -> dict[str, Any]:
+        version = _microversion(request)
         held = await call(placement.get_allocations, consumer_uuid)
         body: dict[str, Any] = {
             "allocations": {
@@ -863,33 +929,39 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
                 for a in held.allocations
             }
         }
-        if held.allocations:
-            body.update(
-                project_id=held.project_id,
-                user_id=held.user_id,
-                consumer_generation=held.generation,
-                consumer_type=held.consumer_type,
-            )
+        if held.allocations and version.at_least(12):
+            body.update(project_id=held.project_id, user_id=held.user_id)
+        if held.allocations and version.at_least(28):
+            body["consumer_generation"] = held.generation
+        if held.allocations and version.at_least(38):
+            body["consumer_type"] = held.consumer_type
         return body
 
     @router.put("/allocations/{consumer_uuid}", status_code=204, summary="Update allocations")
     async def put_allocations(consumer_uuid: str, request: Request) -> Response:
         version = _microversion(request)
         update_ = _consumer_update(consumer_uuid, await _json(request), version)
+        update_ = await call(_with_current_generation, placement, update_)
         if not update_.allocations and update_.consumer_generation is None:
             raise BadRequest(
                 "JSON does not validate: empty allocations need the consumer_generation of "
                 "an existing consumer"
             )
-        await call(
-            placement.set_allocations,
-            update_.consumer_uuid,
-            update_.allocations,
-            project_id=update_.project_id,
-            user_id=update_.user_id,
-            consumer_generation=update_.consumer_generation,
-            consumer_type=update_.consumer_type,
-        )
+        try:
+            await call(
+                placement.set_allocations,
+                update_.consumer_uuid,
+                update_.allocations,
+                project_id=update_.project_id,
+                user_id=update_.user_id,
+                consumer_generation=update_.consumer_generation,
+                consumer_type=update_.consumer_type,
+            )
+        except BadRequest as exc:
+            raise BadRequest(
+                f"Unable to allocate inventory for consumer {update_.consumer_uuid}: {exc.detail}",
+                code=exc.code,
+            ) from exc
         return Response(status_code=204)
 
     @router.post("/allocations", status_code=204, summary="Manage allocations")
@@ -902,6 +974,7 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
             _consumer_update(consumer_uuid, _obj(entry, f"consumer {consumer_uuid}"), version)
             for consumer_uuid, entry in body.items()
         ]
+        updates = [await call(_with_current_generation, placement, u) for u in updates]
         await call(placement.set_allocations_many, updates)
         return Response(status_code=204)
 
