@@ -92,6 +92,7 @@ class _Builder:
             "project_id": project,
             "user_id": user,
             "consumer_generation": None,
+            "consumer_type": "INSTANCE",
         }
         self._ok(self.client.put(f"/allocations/{consumer}", json=body))
 

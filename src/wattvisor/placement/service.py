@@ -592,6 +592,28 @@ class Placement:
                 .values(resource_class=new_name)
             )
 
+    def project_usages(
+        self, project_id: str, user_id: str | None = None
+    ) -> dict[str, tuple[int, dict[str, int]]]:
+        """Usages of a project (and user) by consumer type: consumers and amount per class."""
+        query = (
+            select(_consumer.c.id, _consumer.c.consumer_type, _alloc.c.resource_class,
+                   func.sum(_alloc.c.used))
+            .join(_alloc, _alloc.c.consumer_id == _consumer.c.id)
+            .where(_consumer.c.project_id == project_id)
+            .group_by(_consumer.c.id, _consumer.c.consumer_type, _alloc.c.resource_class)
+        )  # fmt: skip
+        if user_id is not None:
+            query = query.where(_consumer.c.user_id == user_id)
+        consumers: dict[str, set[int]] = {}
+        amounts: dict[str, dict[str, int]] = {}
+        with read_transaction(self.engine) as conn:
+            for consumer_id, consumer_type, rc, used in conn.execute(query):
+                consumers.setdefault(consumer_type, set()).add(consumer_id)
+                by_class = amounts.setdefault(consumer_type, {})
+                by_class[rc] = by_class.get(rc, 0) + int(used)
+        return {t: (len(consumers[t]), amounts[t]) for t in consumers}
+
     def list_resource_classes(self) -> list[str]:
         with read_transaction(self.engine) as conn:
             custom = set(conn.execute(select(CustomResourceClass.name)).scalars())
