@@ -331,7 +331,7 @@ def test_allocation_candidates_bad_queries_are_400(client: TestClient) -> None:
         400,
         "placement.query.duplicate_key",
     )
-    _error(client.get("/placement/allocation_candidates?resources1=VCPU:1", headers=H), 400)
+    _error(client.get("/placement/allocation_candidates?resources.1=VCPU:1", headers=H), 400)
 
 
 def test_no_candidates_is_an_empty_200(client: TestClient) -> None:

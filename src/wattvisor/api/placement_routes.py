@@ -26,7 +26,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wattvisor.placement import (
     BadRequest,
-    CandidateRequest,
     ConcurrentUpdate,
     Conflict,
     Inventory,
@@ -42,6 +41,13 @@ from wattvisor.placement.entities import MAX_INT
 from wattvisor.placement.errors import CODE_QUERY_BAD_VALUE
 from wattvisor.placement.names import MAX_NAME_LENGTH, shown_name
 from wattvisor.placement.service import ConsumerAllocationUpdate
+from wattvisor.placement.trees import (
+    RequestGroup,
+    Snapshot,
+    TreeCandidate,
+    TreeCandidates,
+    TreeRequest,
+)
 
 PREFIX = "/placement"
 MAX_VERSION = (1, 39)
@@ -484,6 +490,184 @@ def _trait_query(request: Request) -> TraitQuery:
         # Every provider is a root here, so root traits are provider traits.
         query = query.merged(parse_required(root))
     return query
+
+
+# ------------------------------------------------------------------ allocation candidates
+
+_GROUP_KEY_RE = re.compile(r"^(resources|required|member_of|in_tree)(.*)$")
+_SUFFIX_RE = re.compile(r"^([1-9][0-9]*|[a-zA-Z0-9_-]{1,64})$")
+
+
+def _candidate_request(request: Request, version: Microversion) -> tuple[TreeRequest, int | None]:
+    """``GET /allocation_candidates`` query parameters as a :class:`TreeRequest`."""
+    params = request.query_params
+    fixed = {"limit": 16, "group_policy": 25, "root_required": 35, "same_subtree": 36}
+    grouped: dict[str, dict[str, list[str]]] = {}
+    for key in params:
+        if key in fixed and version.at_least(fixed[key]):
+            continue
+        match = _GROUP_KEY_RE.match(key)
+        suffix = match.group(2) if match else ""
+        if match is None or (suffix and not _SUFFIX_RE.match(suffix)):
+            raise BadRequest(
+                "Invalid query string parameters: Additional properties are not allowed "
+                f"({key!r} was unexpected)"
+            )
+        kind = match.group(1)
+        since = {"resources": 10, "required": 17, "member_of": 21, "in_tree": 31}[kind]
+        if suffix:
+            since = max(since, 25 if suffix.isdigit() else 33)
+        if not version.at_least(since):
+            raise BadRequest(
+                "Invalid query string parameters: Additional properties are not allowed "
+                f"({key!r} was unexpected)"
+            )
+        grouped.setdefault(suffix, {})[kind] = params.getlist(key)
+    groups = []
+    for suffix, values in grouped.items():
+        raw_resources = values.get("resources", [])
+        if len(raw_resources) > 1:
+            raise BadRequest(
+                f"Query parameter 'resources{suffix}' may be given only once",
+                code="placement.query.duplicate_key",
+            )
+        resources = parse_resources(raw_resources[0]) if raw_resources else {}
+        if suffix and not resources and not version.at_least(35):
+            raise BadRequest(
+                "All traits parameters must be associated with resources. Found the following "
+                f"suffixes without resources: {suffix}",
+                code=CODE_QUERY_BAD_VALUE,
+            )
+        in_tree = values.get("in_tree", [])
+        if in_tree and not _UUID_RE.match(in_tree[0]):
+            raise BadRequest(
+                f"Invalid query string parameters: Expected 'in_tree' parameter to be a format "
+                f"of uuid. Got: {in_tree[0]}",
+                code=CODE_QUERY_BAD_VALUE,
+            )
+        groups.append(
+            RequestGroup(
+                suffix,
+                resources,
+                parse_required(values.get("required", [])),
+                tuple(_member_of(values.get("member_of", []), version)),
+                str(uuidlib.UUID(in_tree[0])) if in_tree else None,
+            )
+        )
+    if "" not in grouped and not [g for g in groups if g.suffix]:
+        raise BadRequest(
+            "Invalid query string parameters: 'resources' is a required property",
+            code="placement.query.missing_value",
+        )
+    if "" in grouped and not grouped[""].get("resources") and not version.at_least(35):
+        raise BadRequest(
+            "Invalid query string parameters: 'resources' is a required property",
+            code="placement.query.missing_value",
+        )
+    suffixed = [g for g in groups if g.suffix]
+    group_policy = _single(request, "group_policy") if version.at_least(25) else None
+    if group_policy is not None and group_policy not in ("none", "isolate"):
+        raise BadRequest(
+            f"Invalid query string parameters: '{group_policy}' is not one of ['none', 'isolate']",
+            code=CODE_QUERY_BAD_VALUE,
+        )
+    if len(suffixed) > 1 and group_policy is None:
+        raise BadRequest(
+            'The "group_policy" parameter is required when specifying more than one '
+            '"resources{N}" parameter.',
+            code="placement.query.missing_value",
+        )
+    limit: int | None = None
+    limit_raw = _single(request, "limit") if version.at_least(16) else None
+    if limit_raw is not None:
+        if not limit_raw.isdigit() or int(limit_raw) < 1:
+            raise BadRequest(
+                "Invalid query string parameters: Failed validating 'pattern' in "
+                f"schema['properties']['limit']: limit must be a positive integer, got "
+                f"{limit_raw!r}",
+                code=CODE_QUERY_BAD_VALUE,
+            )
+        limit = int(limit_raw)
+    same_subtree = []
+    if version.at_least(36):
+        known = {g.suffix for g in suffixed}
+        for value in params.getlist("same_subtree"):
+            names = frozenset(n.strip() for n in value.split(","))
+            unknown = sorted(names - known)
+            if unknown:
+                raise BadRequest(
+                    "Real suffixes should be specified in same_subtree: "
+                    f"{unknown} not found in {sorted(known)}.",
+                    code=CODE_QUERY_BAD_VALUE,
+                )
+            same_subtree.append(names)
+    root_traits = TraitQuery()
+    if version.at_least(35):
+        root_traits = parse_required(params.getlist("root_required"))
+    return (
+        TreeRequest(
+            tuple(groups),
+            isolate=group_policy == "isolate",
+            same_subtree=tuple(same_subtree),
+            root_traits=root_traits,
+        ),
+        limit,
+    )
+
+
+def _candidates_body(
+    snapshot: Snapshot,
+    request: TreeRequest,
+    found: list[TreeCandidate],
+    version: Microversion,
+) -> dict[str, Any]:
+    by_uuid = {rp.uuid: rp for rp in snapshot.providers.values()}
+    if version.at_least(12):
+        requests: list[Any] = []
+        for candidate in found:
+            entry: dict[str, Any] = {
+                "allocations": {
+                    rp: {"resources": resources} for rp, resources in candidate.allocations.items()
+                }
+            }
+            if version.at_least(34):
+                entry["mappings"] = candidate.mappings
+            requests.append(entry)
+    else:
+        requests = [
+            {
+                "allocations": [
+                    {"resource_provider": {"uuid": rp}, "resources": resources}
+                    for rp, resources in candidate.allocations.items()
+                ]
+            }
+            for candidate in found
+        ]
+    involved = {rp for candidate in found for rp in candidate.allocations}
+    if version.at_least(29):
+        roots = {snapshot.root(by_uuid[rp].id) for rp in involved}
+        involved |= {rp.uuid for rp in snapshot.providers.values() if snapshot.root(rp.id) in roots}
+    requested = {rc for group in request.groups for rc in group.resources}
+    summaries: dict[str, Any] = {}
+    for rp_uuid in sorted(involved):
+        rp = by_uuid[rp_uuid]
+        summary: dict[str, Any] = {
+            "resources": {
+                rc: {"capacity": int(inv.capacity), "used": rp.used.get(rc, 0)}
+                for rc, inv in rp.inventories.items()
+                if version.at_least(27) or rc in requested
+            }
+        }
+        if version.at_least(17):
+            summary["traits"] = sorted(rp.traits)
+        if version.at_least(29):
+            parent = rp.parent_id
+            summary["parent_provider_uuid"] = (
+                None if parent is None else snapshot.providers[parent].uuid
+            )
+            summary["root_provider_uuid"] = snapshot.providers[snapshot.root(rp.id)].uuid
+        summaries[rp_uuid] = summary
+    return {"allocation_requests": requests, "provider_summaries": summaries}
 
 
 # ------------------------------------------------------------------ router
@@ -1023,53 +1207,21 @@ def build_router(placement: Placement, dependencies: Sequence[params.Depends] = 
 
     @router.get("/allocation_candidates", summary="List allocation candidates")
     async def allocation_candidates(request: Request) -> dict[str, Any]:
-        _check_params(request, _CANDIDATE_PARAMS)
-        resources_raw = _single(request, "resources")
-        if resources_raw is None:
-            raise BadRequest(
-                "Invalid query string parameters: 'resources' is a required property",
-                code="placement.query.missing_value",
-            )
-        limit_raw = _single(request, "limit")
-        limit: int | None = None
-        if limit_raw is not None:
-            if not limit_raw.isdigit() or int(limit_raw) < 1:
-                raise BadRequest(
-                    f"Invalid query string parameters: limit must be a positive integer, got "
-                    f"{limit_raw!r}",
-                    code=CODE_QUERY_BAD_VALUE,
-                )
-            limit = int(limit_raw)
-        group_policy = _single(request, "group_policy")
-        if group_policy is not None and group_policy not in ("none", "isolate"):
-            raise BadRequest(
-                f"Invalid query string parameters: group_policy must be none or isolate, got "
-                f"{group_policy!r}",
-                code=CODE_QUERY_BAD_VALUE,
-            )
-        candidate_request = CandidateRequest(parse_resources(resources_raw), _trait_query(request))
-        result = await call(placement.allocation_candidates, candidate_request, limit)
-        return {
-            "allocation_requests": [
-                {
-                    "allocations": {c.provider_uuid: {"resources": c.resources}},
-                    "mappings": {"": [c.provider_uuid]},
-                }
-                for c in result.candidates
-            ],
-            "provider_summaries": {
-                rp: {
-                    "resources": {
-                        rc: {"capacity": r.capacity, "used": r.used}
-                        for rc, r in summary.resources.items()
-                    },
-                    "traits": sorted(summary.traits),
-                    "parent_provider_uuid": None,
-                    "root_provider_uuid": rp,
-                }
-                for rp, summary in result.summaries.items()
-            },
-        }
+        version = _microversion(request)
+        tree_request, limit = _candidate_request(request, version)
+        traits = TraitQuery()
+        for group in tree_request.groups:
+            traits = traits.merged(group.traits)
+        await call(
+            placement.check_names,
+            {rc for group in tree_request.groups for rc in group.resources},
+            traits.merged(tree_request.root_traits),
+        )
+        snapshot = await call(placement.tree_snapshot)
+        found = TreeCandidates(snapshot).candidates(tree_request)
+        if limit is not None:
+            found = found[:limit]
+        return _candidates_body(snapshot, tree_request, found, version)
 
     return router
 

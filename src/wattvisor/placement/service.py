@@ -58,6 +58,7 @@ from wattvisor.placement.names import (
     standard_resource_classes,
     standard_traits,
 )
+from wattvisor.placement.trees import Snapshot, TreeProvider
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.models import (
     Allocation,
@@ -973,6 +974,52 @@ class Placement:
             for c, (g, resources) in per.items()
         ]
 
+    def tree_snapshot(self) -> Snapshot:
+        """Every provider with its parent, traits, aggregates, inventories and usage."""
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(select(_rp.c.id, _rp.c.uuid, _rp.c.parent_provider_id)).all()
+            traits: dict[int, set[str]] = {}
+            for rp_id, trait in conn.execute(select(_trait.c.resource_provider_id, _trait.c.trait)):
+                traits.setdefault(rp_id, set()).add(trait)
+            aggregates: dict[int, set[str]] = {}
+            for rp_id, agg in conn.execute(
+                select(_agg.c.resource_provider_id, _agg.c.aggregate_uuid)
+            ):
+                aggregates.setdefault(rp_id, set()).add(agg)
+            inventories: dict[int, dict[str, Inventory]] = {}
+            for row in conn.execute(select(_inv)):
+                inventories.setdefault(row.resource_provider_id, {})[row.resource_class] = (
+                    Inventory(
+                        total=row.total,
+                        reserved=row.reserved,
+                        min_unit=row.min_unit,
+                        max_unit=row.max_unit,
+                        step_size=row.step_size,
+                        allocation_ratio=row.allocation_ratio,
+                    )
+                )
+            used: dict[int, dict[str, int]] = {}
+            for rp_id, rc, amount in conn.execute(
+                select(_alloc.c.resource_provider_id, _alloc.c.resource_class,
+                       func.sum(_alloc.c.used))
+                .group_by(_alloc.c.resource_provider_id, _alloc.c.resource_class)
+            ):  # fmt: skip
+                used.setdefault(rp_id, {})[rc] = int(amount)
+        return Snapshot(
+            {
+                r.id: TreeProvider(
+                    r.id,
+                    r.uuid,
+                    r.parent_provider_id,
+                    frozenset(traits.get(r.id, ())),
+                    frozenset(aggregates.get(r.id, ())),
+                    inventories.get(r.id, {}),
+                    used.get(r.id, {}),
+                )
+                for r in rows
+            }
+        )
+
     def get_usages(self, uuid: str) -> ProviderUsages:
         """What is allocated on a provider, per resource class it has inventory of."""
         with read_transaction(self.engine) as conn:
@@ -1038,6 +1085,12 @@ class Placement:
         with self.index.lock:
             eliminated, remaining = self.index.eliminate(checks)
             return len(self.index.providers), eliminated, remaining
+
+    def check_names(self, resource_classes: Iterable[str], traits: TraitQuery) -> None:
+        """400 unless every resource class and trait named exists."""
+        self.refresh()
+        with self.index.lock:
+            self._check_request(CandidateRequest(dict.fromkeys(resource_classes, 1), traits))
 
     def _check_request(self, request: CandidateRequest) -> None:
         unknown_rc = sorted(
