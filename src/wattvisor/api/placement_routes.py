@@ -145,7 +145,10 @@ def _only(body: Mapping[str, Any], allowed: set[str], where: str) -> None:
 
 def _need(body: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in body:
-        raise BadRequest(f"JSON does not validate: '{key}' is a required property of {where}")
+        raise BadRequest(
+            f"JSON does not validate: '{key}' is a required property of {where}\n\n"
+            "Failed validating 'required' in schema"
+        )
     return body[key]
 
 
@@ -368,8 +371,8 @@ def _consumer_update(
     ):
         shown = shown_name(consumer_type) if isinstance(consumer_type, str) else repr(consumer_type)
         raise BadRequest(
-            f"JSON does not validate: consumer_type {shown} must match ^[A-Z0-9_]+$, at most "
-            f"{MAX_NAME_LENGTH} characters"
+            f"JSON does not validate: {shown} does not match '^[A-Z0-9_]+$' (consumer_type, "
+            f"at most {MAX_NAME_LENGTH} characters)"
         )
     return ConsumerAllocationUpdate(
         consumer_uuid,

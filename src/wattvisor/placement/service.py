@@ -158,7 +158,7 @@ class Placement:
                         is not None
                     ):
                         raise DuplicateName(
-                            f"Conflicting resource provider {column} {value!r} already exists."
+                            f"Conflicting resource provider {column}: {value} already exists."
                         )
                 conn.execute(
                     insert(_rp).values(
