@@ -421,46 +421,101 @@ class Placement:
             _check_inventory(uuid, rc, inventory)
         with write_transaction(self.engine) as conn:
             seq = _next_seq(conn)
-            row = _provider_row(conn, uuid)
-            self._check_resource_classes(conn, inventories.keys(), uuid)
-            current = _inventories(conn, row.id)
-            removed = current.keys() - inventories.keys()
-            if removed:
-                in_use = sorted(
-                    conn.execute(
-                        select(_alloc.c.resource_class)
-                        .where(
-                            _alloc.c.resource_provider_id == row.id,
-                            _alloc.c.resource_class.in_(removed),
-                        )
-                        .distinct()
-                    ).scalars()
-                )
-                if in_use:
-                    raise InventoryInUse(
-                        f"update conflict: Inventory for {', '.join(in_use)} on resource "
-                        f"provider {uuid} in use."
-                    )
-            new_generation = _bump_provider(conn, row.id, generation, seq, uuid)
-            conn.execute(delete(_inv).where(_inv.c.resource_provider_id == row.id))
-            if inventories:
-                conn.execute(
-                    insert(_inv),
-                    [
-                        {
-                            "resource_provider_id": row.id,
-                            "resource_class": rc,
-                            "total": inv.total,
-                            "reserved": inv.reserved,
-                            "min_unit": inv.min_unit,
-                            "max_unit": inv.max_unit,
-                            "step_size": inv.step_size,
-                            "allocation_ratio": inv.allocation_ratio,
-                        }
-                        for rc, inv in inventories.items()
-                    ],
-                )
+            new_generation = self._write_inventories(conn, seq, uuid, generation, inventories)
         return ProviderInventories(new_generation, dict(inventories))
+
+    def _write_inventories(
+        self,
+        conn: Connection,
+        seq: int,
+        uuid: str,
+        generation: int,
+        inventories: Mapping[str, Inventory],
+        *,
+        check_in_use: bool = True,
+    ) -> int:
+        row = _provider_row(conn, uuid)
+        self._check_resource_classes(conn, inventories.keys(), uuid)
+        current = _inventories(conn, row.id)
+        removed = current.keys() - inventories.keys()
+        if removed and check_in_use:
+            in_use = sorted(
+                conn.execute(
+                    select(_alloc.c.resource_class)
+                    .where(
+                        _alloc.c.resource_provider_id == row.id,
+                        _alloc.c.resource_class.in_(removed),
+                    )
+                    .distinct()
+                ).scalars()
+            )
+            if in_use:
+                raise InventoryInUse(
+                    f"update conflict: Inventory for {', '.join(in_use)} on resource "
+                    f"provider {uuid} in use."
+                )
+        new_generation = _bump_provider(conn, row.id, generation, seq, uuid)
+        conn.execute(delete(_inv).where(_inv.c.resource_provider_id == row.id))
+        if inventories:
+            conn.execute(
+                insert(_inv),
+                [
+                    {
+                        "resource_provider_id": row.id,
+                        "resource_class": rc,
+                        "total": inv.total,
+                        "reserved": inv.reserved,
+                        "min_unit": inv.min_unit,
+                        "max_unit": inv.max_unit,
+                        "step_size": inv.step_size,
+                        "allocation_ratio": inv.allocation_ratio,
+                    }
+                    for rc, inv in inventories.items()
+                ],
+            )
+        return new_generation
+
+    def reshape(
+        self,
+        inventories: Mapping[str, tuple[int, Mapping[str, Inventory]]],
+        allocations: Sequence[ConsumerAllocationUpdate],
+    ) -> None:
+        """Replace providers' inventories and consumers' allocations in one transaction
+        (Placement's reshaper): inventory may move between providers of a tree together
+        with the allocations against it."""
+        for uuid, (_generation, wanted) in inventories.items():
+            for rc, inventory in wanted.items():
+                _check_inventory(uuid, rc, inventory)
+
+        def write_inventories(conn: Connection, seq: int) -> None:
+            for uuid, (generation, wanted) in inventories.items():
+                actual = _provider_row(conn, uuid).generation
+                if actual != generation:
+                    raise ConcurrentUpdate(
+                        f"resource provider generation conflict for {uuid}: "
+                        f"actual: {actual}, given: {generation}"
+                    )
+                self._write_inventories(conn, seq, uuid, generation, wanted, check_in_use=False)
+
+        def no_orphans(conn: Connection) -> None:
+            orphan = conn.execute(
+                select(_rp.c.uuid, _alloc.c.resource_class)
+                .join(_rp, _rp.c.id == _alloc.c.resource_provider_id)
+                .outerjoin(
+                    _inv,
+                    (_inv.c.resource_provider_id == _alloc.c.resource_provider_id)
+                    & (_inv.c.resource_class == _alloc.c.resource_class),
+                )
+                .where(_inv.c.id.is_(None))
+                .limit(1)
+            ).first()
+            if orphan is not None:
+                raise InventoryInUse(
+                    f"update conflict: Inventory for {orphan.resource_class} on resource "
+                    f"provider {orphan.uuid} in use."
+                )
+
+        self.set_allocations_many(allocations, before=write_inventories, also=no_orphans)
 
     # -------------------------------------------------------------------- traits
 
@@ -717,6 +772,7 @@ class Placement:
         updates: Sequence[ConsumerAllocationUpdate],
         *,
         also: Callable[[Connection], None] | None = None,
+        before: Callable[[Connection, int], None] | None = None,
     ) -> dict[str, int | None]:
         """Replace the allocations of several consumers at once (``POST /allocations``):
         all or nothing, e.g. to move a VM's claim from one host to another.
@@ -741,6 +797,8 @@ class Placement:
         results: dict[str, int | None] = {}
         with write_transaction(self.engine) as conn:
             seq = _next_seq(conn)
+            if before is not None:
+                before(conn, seq)
             wanted_uuids = sorted({u for up in updates for u in up.allocations})
             providers: dict[str, int] = {}
             if wanted_uuids:
