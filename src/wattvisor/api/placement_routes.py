@@ -511,12 +511,24 @@ def _candidate_request(request: Request, version: Microversion) -> tuple[TreeReq
             continue
         match = _GROUP_KEY_RE.match(key)
         suffix = match.group(2) if match else ""
-        if match is None or (suffix and not _SUFFIX_RE.match(suffix)):
+        if match is None:
             raise BadRequest(
                 "Invalid query string parameters: Additional properties are not allowed "
                 f"({key!r} was unexpected)"
             )
+        if suffix and not _SUFFIX_RE.match(suffix):
+            raise BadRequest(
+                f"Invalid query string parameters: '{key}' does not match any of the regexes"
+            )
         kind = match.group(1)
+        if suffix and not version.at_least(33) and not suffix.isdigit():
+            raise BadRequest(
+                f"Invalid query string parameters: '{key}' does not match any of the regexes"
+            )
+        if suffix.startswith("0") and suffix.isdigit():
+            raise BadRequest(
+                f"Invalid query string parameters: '{key}' does not match any of the regexes"
+            )
         since = {"resources": 10, "required": 17, "member_of": 21, "in_tree": 31}[kind]
         if suffix:
             since = max(since, 25 if suffix.isdigit() else 33)
@@ -526,6 +538,29 @@ def _candidate_request(request: Request, version: Microversion) -> tuple[TreeReq
                 f"({key!r} was unexpected)"
             )
         grouped.setdefault(suffix, {})[kind] = params.getlist(key)
+    if not version.at_least(35):
+        for kind in ("required", "member_of"):
+            orphans = sorted(
+                f"{kind}{suffix}"
+                for suffix, values in grouped.items()
+                if kind in values and "resources" not in values
+            )
+            if orphans:
+                noun = "traits" if kind == "required" else kind
+                raise BadRequest(
+                    f"All {noun} parameters must be associated with resources. Found the "
+                    f"following orphaned {noun} keys: {', '.join(orphans)}",
+                    code=CODE_QUERY_BAD_VALUE,
+                )
+    if not any("resources" in values for values in grouped.values()) and not (
+        version.at_least(35) and grouped
+    ):
+        raise BadRequest(
+            "At least one request group (`resources` or `resources{$S}`) is required."
+            if version.at_least(25)
+            else "Invalid query string parameters: 'resources' is a required property",
+            code="placement.query.missing_value",
+        )
     groups = []
     for suffix, values in grouped.items():
         raw_resources = values.get("resources", [])
