@@ -1,8 +1,12 @@
 """The Placement-compatible HTTP API (OpenStack Placement 1.39), mounted at ``/placement``.
 
 Paths, bodies, status codes and error codes follow Placement's API reference so that
-tools written for Placement work unchanged. Not offered: nested providers, sharing
-providers, aggregates (``member_of``), numbered request groups, reshaper.
+tools written for Placement work unchanged, checked by Placement's own gabbi tests
+(tests/placement_gabbi). Each feature answers from the microversion Placement added it
+in: provider trees and aggregates, sharing providers, request groups with
+``group_policy``, ``same_subtree`` and ``root_required``, mappings, consumer types and
+the reshaper. Allocation candidates are computed over a snapshot of the provider trees
+(:mod:`wattvisor.placement.trees`); the in-process scheduler keeps its flat index.
 """
 
 from __future__ import annotations
@@ -136,10 +140,11 @@ def _obj(value: Any, where: str) -> dict[str, Any]:
 def _only(body: Mapping[str, Any], allowed: set[str], where: str) -> None:
     extra = sorted(set(body) - allowed)
     if extra:
+        verb = "was" if len(extra) == 1 else "were"
         raise BadRequest(
-            f"JSON does not validate: Additional properties are not allowed in {where} "
-            f"({', '.join(repr(e) for e in extra)} unexpected; allowed: "
-            f"{', '.join(sorted(allowed))})"
+            "JSON does not validate: Additional properties are not allowed "
+            f"({', '.join(repr(e) for e in extra)} {verb} unexpected) in {where}; allowed: "
+            f"{', '.join(sorted(allowed))}"
         )
 
 
