@@ -633,6 +633,16 @@ class MigrationService:
         except Exception:
             return False
 
+    @staticmethod
+    def _last_total(source: HostClient, server_uuid: str) -> float | None:
+        """The server's energy total in the source's latest sample, if it answers."""
+        try:
+            snapshot = source.energy_snapshot()
+        except Exception:
+            return None
+        vm = snapshot.vms.get(server_uuid) if snapshot is not None else None
+        return vm.energy_joules_total if vm is not None else None
+
     def _teardown(
         self, migration_id: str, source: HostClient, target: HostClient
     ) -> dict[str, Any]:
@@ -736,8 +746,18 @@ class MigrationService:
         if migration.tunnel:
             stats.update(self._teardown(migration.id, source, target))
         if self._landed_on_target(target, server.uuid):
+            dest_name = str(stats.get("domain_name") or server.domain_name)
+            shares = self._incoming_shares(server, dest_name)
+            if shares is not None:
+                stats.update(self._plug_on_target(
+                    target, shares, MigrationResult(0.0, None, None, None, "unplug",
+                                                    self._last_total(source, server.uuid)),
+                ))  # fmt: skip
             self._commit(migration.id, server, migration.target_host, stats)
         else:
+            if server.shares:
+                with contextlib.suppress(Exception):
+                    target.release_incoming_shares(str(stats.get("domain_name") or ""))
             self._settle_failure(
                 migration.id, server, "the controller running it stopped; the guest stayed "
                 "on its source",
