@@ -640,5 +640,5 @@ def test_a_vm_migrated_here_continues_its_counter_and_its_project_counts_only_th
 
 def test_a_negative_handed_over_total_is_refused(host: Host) -> None:
     host.start_vm(UUID_A, "instance-1", 200, power_metrics=True)
-    with pytest.raises(ValueError, match="-1.0"):
+    with pytest.raises(ValueError, match=r"-1\.0"):
         host.sampler().arrive_vm(host.inventory.vms()[0], -1.0)
