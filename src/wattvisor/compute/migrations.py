@@ -10,13 +10,18 @@ task then:
    the scheduler picks with the server's request spec, its source excluded;
 2. with a tunnel, reserves a VNI and a point-to-point subnet (unique in the store, so no
    two migrations ever share one) and has both hosts make their VXLAN end;
-3. has the source host migrate the domain live, persistent on the target and undefined
+3. for a power-metrics server, has the target make its own share (same mount tag,
+   read-only) before anything moves; the source unplugs the guest's virtiofs share
+   for the move unless its QEMU can migrate it (plugged back if the move fails), and
+   the target plugs its share in afterwards, the counter continuing from the source's
+   energy total;
+4. has the source host migrate the domain live, persistent on the target and undefined
    on the source, with the memory stream sent to the target's tunnel address; the
    progress (percent of memory sent) is copied into the migration row while it runs;
-4. on success moves the server's claim to the target and the server's host in one
+5. on success moves the server's claim to the target and the server's host in one
    transaction; on failure gives the target's claim back, leaves the server on its
    source with its allocations unchanged and a fault saying what failed;
-5. in every case tears the tunnel down on both hosts and gives the reservation back (an
+6. in every case tears the tunnel down on both hosts and gives the reservation back (an
    agent that died keeps its link until its next start, which removes it).
 
 The truth is asked of the hosts, not assumed: when the source's answer is lost (its
