@@ -35,7 +35,6 @@ import pytest
 
 from api.served_app import serving
 from support.fleet_agents import share_settings
-from support.guest_domains import marker_fields
 from support.namespace_hosts import NamespaceFleet, NamespaceHost
 from support.postgres import PostgresServer
 from wattvisor.allinone import AllInOne
@@ -450,15 +449,18 @@ def test_two_migrations_at_once_use_different_vnis(
         assert _leftovers(host) == []
 
 
+_ENERGY = re.compile(r"WV-ENERGY n=\d+ energy_uj=\[(\d+)\]|WV-REMOUNTED")
+
+
 def _energy_lines(console: Path) -> list[str]:
-    text = console.read_text(errors="replace")
-    return [line.strip() for line in text.splitlines()
-            if line.startswith(("WV-ENERGY", "WV-REMOUNTED"))]  # fmt: skip
+    """The guest's counter readings (the value) and re-mounts (``remounted``), in order."""
+    return [
+        m.group(1) or "remounted" for m in _ENERGY.finditer(console.read_text(errors="replace"))
+    ]
 
 
 def _energies(lines: list[str]) -> list[int]:
-    return [int(marker_fields(line)["energy_uj"]) for line in lines
-            if line.startswith("WV-ENERGY ")]  # fmt: skip
+    return [int(line) for line in lines if line != "remounted"]
 
 
 def test_a_power_metrics_guest_migrates_and_reads_the_targets_share_counting_on(
@@ -490,7 +492,7 @@ def test_a_power_metrics_guest_migrates_and_reads_the_targets_share_counting_on(
     # The guest mounts the tag again and reads on, from the target's share.
     def remounted_and_reading() -> list[int] | None:
         lines = _energy_lines(console)
-        marks = [i for i, line in enumerate(lines) if line.startswith("WV-REMOUNTED")]
+        marks = [i for i, line in enumerate(lines) if line == "remounted"]
         if not marks:
             return None
         after = _energies(lines[marks[-1] :])
