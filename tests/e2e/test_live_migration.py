@@ -515,9 +515,16 @@ def test_a_power_metrics_guest_migrates_and_reads_the_targets_share_counting_on(
     counter = there_agent.share_dir / stats["domain_name"] / "intel-rapl:0" / "energy_uj"
     on_target = int(there.run(["cat", str(counter)], check=True).stdout)
     assert on_target >= after[-1], (on_target, after)
-    virtiofsd = there.run(["sh", "-c", "ps -eo pid,args | grep [v]irtiofsd"]).stdout
     source_dir = fs.find("source").get("dir")  # type: ignore[union-attr]
-    assert source_dir and source_dir in virtiofsd, (source_dir, virtiofsd)
+    procs = there.run(["ps", "-ww", "-eo", "pid,args"], check=True).stdout.splitlines()
+    pids = [line.split()[0] for line in procs
+            if "virtiofsd" in line and f"source={source_dir}" in line]  # fmt: skip
+    assert len(pids) >= 1, (source_dir, procs)
+    # Its source is the target agent's own read-only view of the target's share.
+    assert Path(str(source_dir)).is_relative_to(there_agent.data_dir), source_dir
+    mounts = there.run(["cat", "/proc/self/mountinfo"], check=True).stdout.splitlines()
+    view = [line.split() for line in mounts if line.split()[4] == source_dir]
+    assert view and "ro" in view[-1][5].split(","), (source_dir, view)
     # The source gave its share up.
     source_agent = next(a for a in fleet.agents if a.host is source)
     assert source.run(["test", "-e", str(source_agent.share_dir / source_name)]).returncode != 0
