@@ -4,11 +4,15 @@ for the store; libvirt's test driver and a real libvirtd for the hosts; real mou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from xml.etree import ElementTree
 
 import libvirt
 import pytest
@@ -17,16 +21,18 @@ from sqlalchemy import select, update
 from compute.conftest import add_test_driver_host
 from compute.principals import ADMIN, ALICE
 from support.availability import require_root
+from support.guest_domains import destroy_and_undefine, unique_domain_name, wait_for_marker
 from support.synthetic_host import InMemoryVMInventory
 from wattvisor.compute import Compute, ImageRecord, LocalHostClient
 from wattvisor.compute.errors import Conflict
-from wattvisor.compute.hostclient import IncomingShares
+from wattvisor.compute.hostclient import IncomingShares, SpawnFlavor, SpawnImage, SpawnRequest
 from wattvisor.config import HostSettings
 from wattvisor.energy import EnergySampler
 from wattvisor.energy.sources import UtilisationModelSource
 from wattvisor.host.driver import HostDriver, HostError
-from wattvisor.host.live_migration import virtiofs_migrates_natively
+from wattvisor.host.live_migration import MigrationOrder, virtiofs_migrates_natively
 from wattvisor.host.shares import mount_table, unmount_all
+from wattvisor.images import GuestImage
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import ServerRow
 from wattvisor.store.migration_tables import MigrationRow
@@ -150,3 +156,103 @@ def test_this_hosts_qemu_is_asked_whether_it_migrates_virtiofs(
         timeout=60, check=True,
     ).stdout  # fmt: skip
     assert virtiofs_migrates_natively(emulator) == ("  migration=" in help_text)
+
+
+@pytest.fixture
+def metered_guest(
+    scratch: Path, libvirt_system: libvirt.virConnect, guest_image: GuestImage
+) -> Iterator[tuple[LocalHostClient, str, Path]]:
+    """A running tiny guest reading its power-metrics share (``metrics`` scenario) on the
+    real libvirtd: the client of its host, its domain name and its console file."""
+    share_dir = scratch / "power-metrics"
+    driver = HostDriver(
+        HostSettings(virt_type="qemu", share_local_fs={str(share_dir): TAG}), scratch / "data",
+        uri="qemu:///system",
+    )  # fmt: skip
+    sampler = EnergySampler(
+        UtilisationModelSource(idle_watts=40.0, max_watts=140.0), inventory=InMemoryVMInventory(),
+        state_file=scratch / "energy.json",
+    )  # fmt: skip
+    client = LocalHostClient(driver, sampler, data_dir=scratch / "data")
+    name = unique_domain_name("wvpmmig")
+    request = SpawnRequest(
+        server_uuid=str(uuid.uuid4()), display_name="metered", domain_name=name,
+        project="proj-m", user="u",
+        flavor=SpawnFlavor(id="f", name="tiny", vcpus=1, ram_mb=128, disk_gb=0, swap_mb=0,
+                           ephemeral_gb=0),
+        image=SpawnImage(id="i", name="metrics", kernel_path=str(guest_image.kernel),
+                         initrd_path=str(guest_image.initrd),
+                         cmdline=guest_image.cmdline("metrics", interval=1)),
+        power_metrics=True, created_at=datetime.now(UTC), user_uuid=str(uuid.uuid4()),
+        project_uuid=str(uuid.uuid4()),
+    )  # fmt: skip
+    try:
+        client.spawn(request)
+        console = scratch / "data" / "instances" / request.server_uuid / "console.log"
+        wait_for_marker(console, "WV-ENERGY n=2")
+        yield client, name, console
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            destroy_and_undefine(libvirt_system.lookupByName(name))
+        with contextlib.suppress(HostError):
+            driver.release_shares(name)
+        client.close()
+
+
+def _order(name: str, timeout_s: float = 60.0) -> MigrationOrder:
+    # Nothing listens on port 1 of loopback: a migration there fails.
+    return MigrationOrder(
+        migration_id=str(uuid.uuid4()), domain_name=name,
+        target_libvirt_uri="qemu+tcp://127.0.0.1:1/system", migrate_uri="tcp://127.0.0.1:1",
+        max_bandwidth_mib_s=0, timeout_s=60.0, unplug_shares=True, unplug_timeout_s=timeout_s,
+    )  # fmt: skip
+
+
+def _share_aliases(conn: libvirt.virConnect, name: str, flags: int) -> list[str]:
+    xml = conn.lookupByName(name).XMLDesc(flags)
+    return [a.get("name", "") for fs in ElementTree.fromstring(xml).iter("filesystem")
+            for a in fs.iter("alias")]  # fmt: skip
+
+
+@pytest.mark.libvirtd
+@pytest.mark.guest
+def test_an_unplug_the_guest_does_not_acknowledge_fails_and_the_share_stays(
+    metered_guest: tuple[LocalHostClient, str, Path], libvirt_system: libvirt.virConnect
+) -> None:
+    client, name, _console = metered_guest
+    live = _share_aliases(libvirt_system, name, 0)
+    assert len(live) == 1 and live[0].startswith("ua-")
+    dom = libvirt_system.lookupByName(name)
+    dom.suspend()  # a paused guest never acknowledges the unplug
+    try:
+        with pytest.raises(HostError, match=r"could not be unplugged.*plugged back"):
+            client.migrate_out(_order(name, timeout_s=2.0), 60.0)
+        # Still in the guest, and back in its definition (the detach had removed it).
+        assert _share_aliases(libvirt_system, name, 0) == live
+        assert _share_aliases(libvirt_system, name, libvirt.VIR_DOMAIN_XML_INACTIVE) == live
+    finally:
+        dom.resume()
+    assert dom.isActive()
+
+
+@pytest.mark.libvirtd
+@pytest.mark.guest
+def test_a_migration_failing_after_the_unplug_plugs_the_share_back_on_the_source(
+    metered_guest: tuple[LocalHostClient, str, Path], libvirt_system: libvirt.virConnect
+) -> None:
+    client, name, console = metered_guest
+    live = _share_aliases(libvirt_system, name, 0)
+    with pytest.raises(HostError, match="plugged back into the guest on its source"):
+        client.migrate_out(_order(name), 60.0)
+    assert _share_aliases(libvirt_system, name, 0) == live
+    assert _share_aliases(libvirt_system, name, libvirt.VIR_DOMAIN_XML_INACTIVE) == live
+    # The guest lost its mount with the device and mounts the share again.
+    wait_for_marker(console, "WV-REMOUNTED")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = console.read_text(errors="replace")
+        if "WV-ENERGY n=" in text[text.rindex("WV-REMOUNTED") :]:
+            break
+        time.sleep(0.25)
+    else:
+        raise AssertionError(f"no counter read after the re-mount: {text[-600:]}")

@@ -676,11 +676,15 @@ class LocalHostClient:
                 )
             except (DetachTimeout, DeviceNotFound, HostError) as exc:
                 self._replug_shares(order.domain_name, [*done, fs])
+                reason = (
+                    f"the guest did not acknowledge the unplug within "
+                    f"migration.share_unplug_timeout_s = {order.unplug_timeout_s:g} s"
+                    if isinstance(exc, DetachTimeout) else str(exc)
+                )  # fmt: skip
                 raise HostError(
                     f"the power-metrics share {fs.target_dir!r} of {order.domain_name!r} could "
-                    f"not be unplugged for the move (the guest must acknowledge it within "
-                    f"migration.share_unplug_timeout_s = {order.unplug_timeout_s:g} s): {exc}; "
-                    "it is plugged back and the guest stays here"
+                    f"not be unplugged for the move ({reason}); it is plugged back and the "
+                    "guest stays here"
                 ) from exc
             done.append(fs)
 
