@@ -30,6 +30,7 @@ from wattvisor.compute.hostclient import (
     HostClient,
     HostFacts,
     HostOutcomeUnknown,
+    IncomingShares,
     InterfaceAttachment,
     MetadataUpdate,
     MigrationEndpoint,
@@ -87,6 +88,7 @@ POINTS = [PowerPoint(1.0, 2.0, 3.0), PowerPoint(4.0, 5.0, 6.0)]
 
 TUNNEL = TunnelSpec("01234567-89ab-4def-8123-456789abcdef", 7, "198.18.0.2", "198.18.0.3",
                     "100.100.0.1/30", "100.100.0.2")  # fmt: skip
+INCOMING = IncomingShares("u1", "wv-0001", "p1", ("scaphandre",))
 CASES: dict[str, tuple[dict[str, Any], Any]] = {
     "facts": ({}, HostFacts(HOST, "h1", "qemu:///system", frozenset({"HW_CPU_X86_AVX2"}),
                             Inventory(4, 8192, 100))),
@@ -123,6 +125,12 @@ CASES: dict[str, tuple[dict[str, Any], Any]] = {
     "prepare_incoming": (
         {"network": NetworkSpec("isolated", "wv-net", None, "10.9.0.0/24", "10.9.0.1")}, None
     ),
+    "prepare_incoming_shares": ({"shares": INCOMING}, None),
+    "plug_incoming_shares": (
+        {"shares": IncomingShares("u1", "wv-0001", "p1", ("scaphandre",), 12.5, True)},
+        ["scaphandre"],
+    ),
+    "release_incoming_shares": ({"domain_name": "wv-0001"}, None),
     "tunnel_up": (
         {"spec": TUNNEL}, TunnelState("wvx-0123456789a", 7, 1450, "100.100.0.1/30", 0, 0)
     ),

@@ -6,6 +6,8 @@ counting. Afterwards neither host has a tunnel link, address or route, and the s
 holds no VNI reservation. Failures (the target refuses, the tunnel cannot come up, the
 target's agent dies mid-migration) leave the guest running on A with its allocations,
 nothing behind, and the API saying what failed. Two migrations at once get two VNIs.
+A power-metrics guest moves too: its share is unplugged for the move and the target's
+own share plugged back, and the energy counter it reads goes on rising from where it was.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import libvirt
 import pytest
 
 from api.served_app import serving
+from support.fleet_agents import share_settings
 from support.namespace_hosts import NamespaceFleet, NamespaceHost
 from support.postgres import PostgresServer
 from wattvisor.allinone import AllInOne
@@ -46,6 +49,7 @@ AGENT_PORT = 8775
 WAIT_S = 180.0
 VNI_FIRST = 7100
 OVERLAY_POOL = "100.100.4.0/24"
+TAG = "wvmigpm"
 
 
 @dataclass
@@ -54,6 +58,11 @@ class Agent:
     data_dir: Path
     log: Path
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def share_dir(self) -> Path:
+        """This host's power-metrics share directory (its own, like on a real host)."""
+        return self.data_dir.with_name(f"{self.data_dir.name}-power-metrics")
 
 
 @dataclass
@@ -64,6 +73,7 @@ class Fleet:
     agents: list[Agent]
     directory: Path
     image_id: str = ""
+    metrics_image_id: str = ""
     made: list[str] = field(default_factory=list)
 
     @property
@@ -91,6 +101,7 @@ class Fleet:
             "WATTVISOR_AGENT__HEARTBEAT_S": "0.5",
             "WATTVISOR_ENERGY__SOURCE": "model",
             "WATTVISOR_HOST__VIRT_TYPE": "qemu",
+            **share_settings(agent.share_dir, TAG),
         }
         env.pop("WATTVISOR_CONFIG", None)
         with agent.log.open("ab") as log:
@@ -125,10 +136,12 @@ class Fleet:
         result: dict[str, Any] = self.call("GET", f"/v1/servers/{server_id}/migration")
         return result
 
-    def create_server(self, name: str) -> dict[str, Any]:
+    def create_server(
+        self, name: str, flavor: str = "tiny", image: str | None = None
+    ) -> dict[str, Any]:
         made = self.call(
-            "POST", "/v1/servers", {"name": name, "flavor": "tiny", "image": self.image_id},
-            status=202,
+            "POST", "/v1/servers",
+            {"name": name, "flavor": flavor, "image": image or self.image_id}, status=202,
         )  # fmt: skip
         self.made.append(made["id"])
         built = self.wait(f"server {name} to settle", lambda: (
@@ -250,6 +263,18 @@ def fleet(
                 status=201,
             )  # fmt: skip
             made.image_id = image["id"]
+            made.call("POST", "/v1/flavors", {
+                "name": "metered", "vcpus": 1, "ram_mb": 128, "disk_gb": 0,
+                "extra_specs": {"hw:power_metrics": "true"},
+            }, status=201)  # fmt: skip
+            metrics = made.call(
+                "POST", "/v1/images",
+                {"name": "metrics-migrating", "kernel_path": str(guest_image.kernel),
+                 "initrd_path": str(guest_image.initrd),
+                 "cmdline": guest_image.cmdline("metrics", interval=1)},
+                status=201,
+            )  # fmt: skip
+            made.metrics_image_id = metrics["id"]
             yield made
     finally:
         if made is not None:
@@ -422,3 +447,84 @@ def test_two_migrations_at_once_use_different_vnis(
     assert finished[0]["vni"] != finished[1]["vni"]
     for host in (fleet.a, fleet.b):
         assert _leftovers(host) == []
+
+
+_ENERGY = re.compile(r"WV-ENERGY n=\d+ energy_uj=\[(\d+)\]|WV-REMOUNTED")
+
+
+def _energy_lines(console: Path) -> list[str]:
+    """The guest's counter readings (the value) and re-mounts (``remounted``), in order."""
+    return [
+        m.group(1) or "remounted" for m in _ENERGY.finditer(console.read_text(errors="replace"))
+    ]
+
+
+def _energies(lines: list[str]) -> list[int]:
+    return [int(line) for line in lines if line != "remounted"]
+
+
+def test_a_power_metrics_guest_migrates_and_reads_the_targets_share_counting_on(
+    fleet: Fleet,
+) -> None:
+    server = fleet.create_server("metered", flavor="metered", image=fleet.metrics_image_id)
+    assert server["power_metrics"] is True and server["mount_tags"] == [TAG]
+    source = fleet.host_of(server)
+    there = fleet.b if source is fleet.a else fleet.a
+    there_agent = next(a for a in fleet.agents if a.host is there)
+    console = _console_path(source, server["id"])
+    with source.connect() as conn:
+        source_name = conn.lookupByUUIDString(server["id"]).name()
+    fleet.wait("the guest to read a rising counter", lambda: (
+        len(v := _energies(_energy_lines(console))) >= 3 and v[-1] > v[0] > 0
+    ))  # fmt: skip
+    before = _energies(_energy_lines(console))
+    done = _migrate(fleet, server["id"], {"host": there.name, "tunnel": True})
+    assert done["state"] == "done", done["fault"]
+    stats = done["stats"]
+    # QEMU 7.2 cannot carry a virtiofs device: the share was unplugged and plugged back.
+    assert stats["share_path"] == "unplug" and stats["share_tags"] == [TAG], stats
+    assert "share_error" not in stats, stats
+    assert stats["share_energy_joules"] * 1_000_000 >= before[-1], (stats, before)
+    moved = fleet.server(server["id"])
+    assert moved["host_id"] == there.host_uuid and moved["fault"] is None
+    assert _running_on(there, server["id"]) and not _defined_on(source, server["id"])
+
+    # The guest mounts the tag again and reads on, from the target's share.
+    def remounted_and_reading() -> list[int] | None:
+        lines = _energy_lines(console)
+        marks = [i for i, line in enumerate(lines) if line == "remounted"]
+        if not marks:
+            return None
+        after = _energies(lines[marks[-1] :])
+        return after if len(after) >= 3 else None
+
+    after = fleet.wait("the guest to read its counter on the target", remounted_and_reading)
+    assert after[0] >= before[-1] and after[-1] > before[-1], (before, after)
+    everything = _energies(_energy_lines(console))
+    assert everything == sorted(everything), everything  # never went down
+    assert everything[-1] > max(before)
+
+    # What it reads is the target's share: its directory, its virtiofsd, read-only view.
+    with there.connect() as conn:
+        xml = conn.lookupByUUIDString(server["id"]).XMLDesc(0)
+    [fs] = [f for f in ET.fromstring(xml).iter("filesystem")
+            if (f.find("target") is not None and f.find("target").get("dir") == TAG)]  # type: ignore[union-attr]  # fmt: skip
+    assert fs.find("driver").get("type") == "virtiofs"  # type: ignore[union-attr]
+    alias = fs.find("alias")
+    assert alias is not None and str(alias.get("name")).startswith("ua-"), xml
+    counter = there_agent.share_dir / stats["domain_name"] / "intel-rapl:0" / "energy_uj"
+    on_target = int(there.run(["cat", str(counter)], check=True).stdout)
+    assert on_target >= after[-1], (on_target, after)
+    source_dir = fs.find("source").get("dir")  # type: ignore[union-attr]
+    procs = there.run(["ps", "-ww", "-eo", "pid,args"], check=True).stdout.splitlines()
+    pids = [line.split()[0] for line in procs
+            if "virtiofsd" in line and f"source={source_dir}" in line]  # fmt: skip
+    assert len(pids) >= 1, (source_dir, procs)
+    # Its source is the target agent's own read-only view of the target's share.
+    assert Path(str(source_dir)).is_relative_to(there_agent.data_dir), source_dir
+    mounts = there.run(["cat", "/proc/self/mountinfo"], check=True).stdout.splitlines()
+    view = [line.split() for line in mounts if line.split()[4] == source_dir]
+    assert view and "ro" in view[-1][5].split(","), (source_dir, view)
+    # The source gave its share up.
+    source_agent = next(a for a in fleet.agents if a.host is source)
+    assert source.run(["test", "-e", str(source_agent.share_dir / source_name)]).returncode != 0

@@ -603,3 +603,42 @@ def test_a_vm_started_after_sampling_began_gets_its_counter_and_share(host: Host
     assert snap is not None and snap.vms[UUID_B].energy_joules_total > 0
     counter = host.share / "instance-2" / "intel-rapl:0" / "energy_uj"
     assert int(counter.read_text()) == int(snap.vms[UUID_B].energy_joules_total * 1_000_000)
+
+
+def test_a_vm_migrated_here_continues_its_counter_and_its_project_counts_only_this_host(
+    host: Host,
+) -> None:
+    host.start_vm(UUID_A, "instance-1", 200, power_metrics=True, project="proj-m")
+    host.start_vm(UUID_B, "instance-2", 201, project="proj-m")
+    sampler = host.sampler()
+    # It used 1234.5 J on its source before it left; its counter starts there.
+    sampler.arrive_vm(host.inventory.vms()[0], 1234.5)
+    counter = host.share / "instance-1" / "intel-rapl:0" / "energy_uj"
+    assert int(counter.read_text()) == 1_234_500_000
+    assert sampler.vm_total(UUID_A) == pytest.approx(1234.5)
+    sampler.sample()
+    seen = [1_234_500_000]
+    for _ in range(3):
+        host.interval(20.0, busy=100, idle=0, vm_ns={UUID_A: 10**9, UUID_B: 10**9})
+        snap = sampler.sample()
+        assert snap is not None
+        seen.append(int(counter.read_text()))
+    assert seen == sorted(seen) and seen[-1] > seen[0]
+    here = snap.vms[UUID_A].energy_joules_total - 1234.5
+    assert here > 0
+    assert seen[-1] == int(snap.vms[UUID_A].energy_joules_total * 1_000_000)
+    # The project's total on this host is what its VMs used here: no source energy.
+    project = snap.projects["proj-m"].energy_joules_total
+    assert project == pytest.approx(here + snap.vms[UUID_B].energy_joules_total)
+    # A second hand-over with a lower total (a late, stale answer) never lowers it.
+    sampler.arrive_vm(host.inventory.vms()[0], 10.0)
+    assert sampler.vm_total(UUID_A) == pytest.approx(snap.vms[UUID_A].energy_joules_total)
+    # The carried part survives a restart of the sampler (its state file).
+    again = host.sampler()
+    assert again.vm_total(UUID_A) == pytest.approx(snap.vms[UUID_A].energy_joules_total)
+
+
+def test_a_negative_handed_over_total_is_refused(host: Host) -> None:
+    host.start_vm(UUID_A, "instance-1", 200, power_metrics=True)
+    with pytest.raises(ValueError, match=r"-1\.0"):
+        host.sampler().arrive_vm(host.inventory.vms()[0], -1.0)

@@ -146,6 +146,24 @@ class HostFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class IncomingShares:
+    """A migrating guest's power-metrics shares, as its target host makes them.
+
+    ``tags`` are the mount tags the guest knows (from its config drive): the target
+    must offer the same ones. ``energy_joules`` is the guest's energy total on its
+    source when it left, where its counter continues here; ``attach`` plugs the
+    virtiofs devices into the guest (they were unplugged on the source for the move).
+    """
+
+    server_uuid: str
+    domain_name: str
+    project: str
+    tags: tuple[str, ...]
+    energy_joules: float = 0.0
+    attach: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MigrationEndpoint:
     """How other hosts reach this one for a live migration."""
 
@@ -242,6 +260,22 @@ class HostClient(Protocol):
     def prepare_incoming(self, network: NetworkSpec | None) -> None:
         """Make this host ready to receive a migrating guest: the network its interface
         is plugged into exists and runs here."""
+        ...
+
+    def prepare_incoming_shares(self, shares: IncomingShares) -> None:
+        """Check that this host offers the guest's power-metrics shares (the same mount
+        tags, read-only) and make their directories and read-only views (idempotent);
+        raises naming what is missing."""
+        ...
+
+    def plug_incoming_shares(self, shares: IncomingShares) -> list[str]:
+        """The guest arrived: its counter continues from ``energy_joules`` in this host's
+        share, whose devices are plugged in when ``attach``; the mount tags plugged."""
+        ...
+
+    def release_incoming_shares(self, domain_name: str) -> None:
+        """Remove shares prepared for a guest that did not arrive (nothing when a domain
+        of that name is defined here)."""
         ...
 
     def tunnel_up(self, spec: TunnelSpec) -> TunnelState:

@@ -22,6 +22,7 @@ import httpx
 from wattvisor.compute.hostclient import (
     HostFacts,
     HostOutcomeUnknown,
+    IncomingShares,
     InterfaceAttachment,
     MetadataUpdate,
     MigrationEndpoint,
@@ -242,6 +243,16 @@ class HttpHostClient:
 
     def prepare_incoming(self, network: NetworkSpec | None) -> None:
         self._call("prepare_incoming", network=network)
+
+    def prepare_incoming_shares(self, shares: IncomingShares) -> None:
+        self._call("prepare_incoming_shares", shares=shares)
+
+    def plug_incoming_shares(self, shares: IncomingShares) -> list[str]:
+        result: list[str] = self._call("plug_incoming_shares", shares=shares)
+        return result
+
+    def release_incoming_shares(self, domain_name: str) -> None:
+        self._call("release_incoming_shares", domain_name=domain_name)
 
     def tunnel_up(self, spec: TunnelSpec) -> TunnelState:
         result: TunnelState = self._call("tunnel_up", spec=spec)

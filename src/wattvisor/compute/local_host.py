@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import libvirt
 
@@ -32,6 +33,7 @@ from wattvisor.compute.guest_build import (
 from wattvisor.compute.guest_network import server_interface
 from wattvisor.compute.hostclient import (
     HostFacts,
+    IncomingShares,
     InterfaceAttachment,
     MetadataUpdate,
     MigrationEndpoint,
@@ -69,9 +71,10 @@ from wattvisor.host.live_migration import (
     MigrationOrder,
     MigrationProgress,
     MigrationResult,
+    virtiofs_migrates_natively,
 )
 from wattvisor.host.networks import HostNetworks, NetworkError, NetworkSpec
-from wattvisor.host.shares import PreparedShare
+from wattvisor.host.shares import PreparedShare, ShareError
 from wattvisor.host.tunnels import (
     TunnelError,
     TunnelSpec,
@@ -569,8 +572,145 @@ class LocalHostClient:
     def tunnels(self) -> list[TunnelState]:
         return list_tunnels()
 
+    def _incoming_prepared(self, shares: IncomingShares) -> list[PreparedShare]:
+        """This host's shares for an arriving guest: the same mount tags, read-only."""
+        offered = dict(self.driver.settings.share_local_fs)
+        if not offered:
+            raise HostError(
+                f"host {self.driver.uri} has no power-metrics share (host.share_local_fs is "
+                f"empty), so it cannot take server {shares.server_uuid} with its share(s) "
+                f"{', '.join(shares.tags)}"
+            )
+        missing = sorted(set(shares.tags) - set(offered.values()))
+        if missing:
+            raise HostError(
+                f"host {self.driver.uri} offers no share with mount tag(s) "
+                f"{', '.join(missing)} that server {shares.server_uuid} reads; it offers: "
+                f"{', '.join(sorted(offered.values()))}"
+            )
+        if "COMPUTE_SHARE_LOCAL_FS" not in self.driver.traits():
+            raise HostError(
+                f"host {self.driver.uri} lacks COMPUTE_SHARE_LOCAL_FS (it cannot share "
+                f"read-only: {self.driver.shares.unavailable_reason}), so it cannot take "
+                f"server {shares.server_uuid} with its power-metrics share"
+            )
+        chosen = [Path(d) for d, tag in offered.items() if tag in shares.tags]
+        try:
+            return self.driver.shares.prepare(shares.domain_name, chosen)
+        except (ShareError, OSError) as exc:
+            raise HostError(f"the power-metrics share of {shares.domain_name!r} cannot be "
+                            f"made here: {exc}") from exc  # fmt: skip
+
+    def prepare_incoming_shares(self, shares: IncomingShares) -> None:
+        prepared = self._incoming_prepared(shares)
+        if self.sampler is not None:
+            self.sampler.prepare_guest_share(self._incoming_record(shares, prepared))
+
+    def _incoming_record(self, shares: IncomingShares, prepared: list[PreparedShare]) -> VMRecord:
+        return VMRecord(
+            uuid=shares.server_uuid, domain=shares.domain_name, project=shares.project,
+            power_metrics=True, share_dirs=tuple(share.share_dir for share in prepared),
+        )  # fmt: skip
+
+    def plug_incoming_shares(self, shares: IncomingShares) -> list[str]:
+        prepared = self._incoming_prepared(shares)
+        if self.sampler is not None:
+            self.sampler.arrive_vm(self._incoming_record(shares, prepared), shares.energy_joules)
+        if not shares.attach:
+            return [share.mount_tag for share in prepared]
+        present = {
+            fs.alias for fs in self.driver.domain(shares.domain_name).devices.of_type(Filesystem)
+        }
+        for device in self.driver.share_devices(prepared):
+            if device.alias in present:
+                continue  # plugged by an earlier try
+            try:
+                self.driver.attach_device(shares.domain_name, device.to_xml())
+            except HostError as exc:
+                raise HostError(f"plugging the power-metrics share {device.target_dir!r} "
+                                f"into {shares.domain_name!r} failed: {exc}") from exc  # fmt: skip
+        return [share.mount_tag for share in prepared]
+
+    def release_incoming_shares(self, domain_name: str) -> None:
+        if self.domain_exists(domain_name):
+            return  # the guest is here after all: its share stays
+        self.driver.release_shares(domain_name)
+
     def migrate_out(self, order: MigrationOrder, timeout_s: float) -> MigrationResult:
-        return self.migrations.migrate_out(order)
+        if not order.unplug_shares:
+            return self.migrations.migrate_out(order)
+        domain = self.driver.domain(order.domain_name)
+        server_uuid = domain.uuid or ""
+        shares = [
+            fs for fs in domain.devices.of_type(Filesystem)
+            if fs.driver_type == "virtiofs" and fs.alias
+        ]  # fmt: skip
+        emulator = ElementTree.fromstring(domain.to_xml()).findtext("devices/emulator")
+        if not shares or (emulator and virtiofs_migrates_natively(emulator.strip())):
+            result = self.migrations.migrate_out(order)
+            path = "native" if shares else None
+        else:
+            self._unplug_shares(order, shares)
+            try:
+                result = self.migrations.migrate_out(order)
+            except BaseException as exc:
+                self._replug_shares(order.domain_name, shares)
+                if isinstance(exc, HostError):
+                    raise HostError(f"{exc}; the power-metrics share is plugged back into "
+                                    "the guest on its source") from exc  # fmt: skip
+                raise
+            path = "unplug"
+        joules = self.sampler.vm_total(server_uuid) if self.sampler is not None else None
+        with contextlib.suppress(HostError):
+            self.driver.release_shares(order.domain_name)  # the guest reads the target's now
+        return dataclasses.replace(result, share_path=path, energy_joules=joules)
+
+    def _unplug_shares(self, order: MigrationOrder, shares: list[Filesystem]) -> None:
+        """Unplug every share, or plug back what went and raise saying why."""
+        done: list[Filesystem] = []
+        for fs in shares:
+            assert fs.alias is not None
+            try:
+                self.driver.detach_device(
+                    order.domain_name, fs.alias, wait_s=order.unplug_timeout_s
+                )
+            except (DetachTimeout, DeviceNotFound, HostError) as exc:
+                self._replug_shares(order.domain_name, [*done, fs])
+                reason = (
+                    f"the guest did not acknowledge the unplug within "
+                    f"migration.share_unplug_timeout_s = {order.unplug_timeout_s:g} s"
+                    if isinstance(exc, DetachTimeout) else str(exc)
+                )  # fmt: skip
+                raise HostError(
+                    f"the power-metrics share {fs.target_dir!r} of {order.domain_name!r} could "
+                    f"not be unplugged for the move ({reason}); it is plugged back and the "
+                    "guest stays here"
+                ) from exc
+            done.append(fs)
+
+    def _replug_shares(self, domain_name: str, shares: list[Filesystem]) -> None:
+        """Plug shares back into the guest here, to the live guest where it lost them and
+        to its definition (a detach that timed out left the live device in place)."""
+        try:
+            dom = self.driver.connection.get().lookupByName(domain_name)
+            live = Domain.parse(str(dom.XMLDesc(0)))
+            persistent = Domain.parse(str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+        except libvirt.libvirtError as exc:
+            log.error("cannot plug the shares of %s back: %s", domain_name, exc)
+            return
+        for fs in shares:
+            flags = 0
+            if live.find_device(alias=fs.alias) is None:
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            if persistent.find_device(alias=fs.alias) is None:
+                flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            if not flags:
+                continue
+            try:
+                dom.attachDeviceFlags(fs.to_xml(), flags)
+            except libvirt.libvirtError as exc:
+                log.error("plugging share %s back into %s failed: %s", fs.alias, domain_name,
+                          exc)  # fmt: skip
 
     def migration_progress(self, domain_name: str) -> MigrationProgress | None:
         return self.migrations.progress(domain_name)

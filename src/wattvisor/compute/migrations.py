@@ -10,13 +10,18 @@ task then:
    the scheduler picks with the server's request spec, its source excluded;
 2. with a tunnel, reserves a VNI and a point-to-point subnet (unique in the store, so no
    two migrations ever share one) and has both hosts make their VXLAN end;
-3. has the source host migrate the domain live, persistent on the target and undefined
+3. for a power-metrics server, has the target make its own share (same mount tag,
+   read-only) before anything moves; the source unplugs the guest's virtiofs share
+   for the move unless its QEMU can migrate it (plugged back if the move fails), and
+   the target plugs its share in afterwards, the counter continuing from the source's
+   energy total;
+4. has the source host migrate the domain live, persistent on the target and undefined
    on the source, with the memory stream sent to the target's tunnel address; the
    progress (percent of memory sent) is copied into the migration row while it runs;
-4. on success moves the server's claim to the target and the server's host in one
+5. on success moves the server's claim to the target and the server's host in one
    transaction; on failure gives the target's claim back, leaves the server on its
    source with its allocations unchanged and a fault saying what failed;
-5. in every case tears the tunnel down on both hosts and gives the reservation back (an
+6. in every case tears the tunnel down on both hosts and gives the reservation back (an
    agent that died keeps its link until its next start, which removes it).
 
 The truth is asked of the hosts, not assumed: when the source's answer is lost (its
@@ -30,6 +35,7 @@ the task aborts libvirt's job on the source and the guest stays there.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -45,7 +51,7 @@ from sqlalchemy.exc import IntegrityError
 
 from wattvisor.auth import Principal
 from wattvisor.compute.errors import Conflict, InvalidRequest, NotFound
-from wattvisor.compute.hostclient import HostClient, MigrationEndpoint
+from wattvisor.compute.hostclient import HostClient, IncomingShares, MigrationEndpoint
 from wattvisor.compute.names import quoted
 from wattvisor.compute.records import ServerRecord
 from wattvisor.compute.servers import ServerService
@@ -71,6 +77,7 @@ _reservations = cast(Table, TunnelReservationRow.__table__)
 MIGRATE_TASK = "migrating"
 """The server's task while it migrates."""
 MIGRATE_TASK_KIND = "migrate"
+SHARE_TRAIT = "COMPUTE_SHARE_LOCAL_FS"
 ACTIVE_STATES = ("queued", "preparing", "migrating", "cancelling")
 POLL_S = 0.25
 RESERVE_TRIES = 20
@@ -236,7 +243,7 @@ class MigrationService:
         if record.host_uuid is None or record.domain_name is None:
             raise Conflict(f"server {quoted(server_id)} is on no host", server_id=server_id)
         target = self._requested_host(record, host)
-        self._check_movable(record)
+        self._check_movable(record, target)
         migration_id = str(uuidlib.uuid4())
         with write_transaction(self.servers.engine) as conn:
             claimed = conn.execute(
@@ -286,9 +293,9 @@ class MigrationService:
             raise Conflict(f"host {quoted(host)} is down: {down[target]}", host=host)
         return target
 
-    def _check_movable(self, record: ServerRecord) -> None:
+    def _check_movable(self, record: ServerRecord, target: str | None) -> None:
         """Refuse what cannot move, before anything moves: volumes are local to their
-        host, and a power-metrics share cannot be carried by this libvirt/QEMU."""
+        host, and a power-metrics server needs a target with a power-metrics share."""
         with read_transaction(self.servers.engine) as conn:
             volumes = conn.execute(
                 select(_volumes.c.id).where(_volumes.c.server_uuid == record.uuid)
@@ -299,14 +306,18 @@ class MigrationService:
                 "their host, so it cannot migrate (detach them first)",
                 server_id=record.uuid,
             )
-        if record.shares:
-            raise Conflict(
-                f"server {quoted(record.uuid)} has a power-metrics share "
-                f"({', '.join(record.shares)}); "
-                "its virtiofs device cannot be migrated by this host's QEMU and unplugging "
-                "it for the move is not supported yet, so it cannot migrate",
-                server_id=record.uuid,
-            )
+        if record.shares and target is not None:
+            try:
+                traits = self.placement.get_provider_traits(target).traits
+            except Exception:
+                traits = frozenset()
+            if SHARE_TRAIT not in traits:
+                raise Conflict(
+                    f"server {quoted(record.uuid)} has a power-metrics share "
+                    f"({', '.join(record.shares)}) and host {quoted(target)} has no "
+                    f"power-metrics share ({SHARE_TRAIT} missing), so it cannot take it",
+                    server_id=record.uuid, host=target,
+                )  # fmt: skip
 
     def cancel(self, principal: Principal, server_id: str) -> MigrationRecord:
         """Ask the server's running migration to stop; the guest stays on its source."""
@@ -413,6 +424,17 @@ class MigrationService:
             target.prepare_incoming(network)
         except Exception as exc:
             raise MigrationFailed(f"the target host cannot take the guest: {exc}") from exc
+        dest_name = self._dest_name(target, target_uuid, server.domain_name)
+        shares = self._incoming_shares(server, dest_name)
+        if shares is not None:
+            try:
+                target.prepare_incoming_shares(shares)
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    target.release_incoming_shares(dest_name)
+                raise MigrationFailed(
+                    f"the target host cannot take the guest's power-metrics share: {exc}"
+                ) from exc
         stats: dict[str, Any] = {}
         try:
             if migration.tunnel:
@@ -437,7 +459,6 @@ class MigrationService:
                 migrate_uri = _tcp_uri(target_end.underlay_address)
             if self._cancelled(migration.id):
                 raise MigrationCancelled()
-            dest_name = self._dest_name(target, target_uuid, server.domain_name)
             stats["domain_name"] = dest_name
             self._set(migration.id, state="migrating", stats=dict(stats))
             order = MigrationOrder(
@@ -445,18 +466,59 @@ class MigrationService:
                 target_libvirt_uri=target_end.libvirt_uri, migrate_uri=migrate_uri,
                 max_bandwidth_mib_s=self.settings.max_bandwidth_mib_s,
                 timeout_s=self.settings.timeout_s, dest_name=dest_name,
+                unplug_shares=shares is not None,
+                unplug_timeout_s=self.settings.share_unplug_timeout_s,
             )  # fmt: skip
-            result = self._migrate(migration.id, server, source, target, order)
+            try:
+                result = self._migrate(migration.id, server, source, target, order)
+            except BaseException:
+                if shares is not None:
+                    with contextlib.suppress(Exception):
+                        target.release_incoming_shares(dest_name)
+                raise
             stats.update(
                 seconds=round(result.seconds, 3), downtime_ms=result.downtime_ms,
                 total_time_ms=result.total_time_ms, memory_bytes=result.memory_bytes,
                 migrate_uri=migrate_uri,
             )  # fmt: skip
+            if shares is not None:
+                stats.update(self._plug_on_target(target, shares, result))
         finally:
             if migration.tunnel:
                 stats.update(self._teardown(migration.id, source, target))
             self._set(migration.id, stats=stats)
         self._commit(migration.id, server, target_uuid, stats)
+
+    @staticmethod
+    def _incoming_shares(server: ServerRecord, dest_name: str) -> IncomingShares | None:
+        if not server.shares:
+            return None
+        return IncomingShares(
+            server_uuid=server.uuid, domain_name=dest_name, project=server.project,
+            tags=tuple(server.shares),
+        )  # fmt: skip
+
+    def _plug_on_target(
+        self, target: HostClient, shares: IncomingShares, result: MigrationResult
+    ) -> dict[str, Any]:
+        """The guest's share on its new host, its counter continuing from the source's
+        total; which path the share took, for the record. The guest has moved either
+        way: a share that cannot be plugged is recorded, not undone."""
+        path = result.share_path or "unplug"
+        stats: dict[str, Any] = {"share_path": path}
+        if result.energy_joules is not None:
+            stats["share_energy_joules"] = round(result.energy_joules, 6)
+        arrived = dataclasses.replace(
+            shares, energy_joules=max(0.0, result.energy_joules or 0.0),
+            attach=path == "unplug",
+        )  # fmt: skip
+        try:
+            stats["share_tags"] = list(target.plug_incoming_shares(arrived))
+        except Exception as exc:
+            log.error("plugging the share of %s on its new host failed: %s",
+                      shares.server_uuid, exc)  # fmt: skip
+            stats["share_error"] = str(exc)[:500]
+        return stats
 
     def _dest_name(self, target: HostClient, target_uuid: str, name: str) -> str:
         """The domain keeps its name unless the target has a domain of that name (names
@@ -576,6 +638,16 @@ class MigrationService:
         except Exception:
             return False
 
+    @staticmethod
+    def _last_total(source: HostClient, server_uuid: str) -> float | None:
+        """The server's energy total in the source's latest sample, if it answers."""
+        try:
+            snapshot = source.energy_snapshot()
+        except Exception:
+            return None
+        vm = snapshot.vms.get(server_uuid) if snapshot is not None else None
+        return vm.energy_joules_total if vm is not None else None
+
     def _teardown(
         self, migration_id: str, source: HostClient, target: HostClient
     ) -> dict[str, Any]:
@@ -679,8 +751,18 @@ class MigrationService:
         if migration.tunnel:
             stats.update(self._teardown(migration.id, source, target))
         if self._landed_on_target(target, server.uuid):
+            dest_name = str(stats.get("domain_name") or server.domain_name)
+            shares = self._incoming_shares(server, dest_name)
+            if shares is not None:
+                stats.update(self._plug_on_target(
+                    target, shares, MigrationResult(0.0, None, None, None, "unplug",
+                                                    self._last_total(source, server.uuid)),
+                ))  # fmt: skip
             self._commit(migration.id, server, migration.target_host, stats)
         else:
+            if server.shares:
+                with contextlib.suppress(Exception):
+                    target.release_incoming_shares(str(stats.get("domain_name") or ""))
             self._settle_failure(
                 migration.id, server, "the controller running it stopped; the guest stayed "
                 "on its source",

@@ -690,6 +690,12 @@ class MigrationSettings(BaseModel):
     max_bandwidth_mib_s: int = Field(
         default=0, ge=0, description="memory stream limit in MiB/s; 0: no limit"
     )
+    share_unplug_timeout_s: float = Field(
+        default=30.0, gt=0, le=600,
+        description="a guest whose power-metrics share is unplugged for the move must "
+        "acknowledge it within this time, or the migration fails and the share is "
+        "plugged back",
+    )  # fmt: skip
     underlay_address: str | None = Field(
         default=None,
         description="agent side: the address other hosts reach this host at for tunnels; "

@@ -26,12 +26,23 @@ class EnergyStateError(RuntimeError):
 
 @dataclass(slots=True)
 class VMCounter:
-    """Energy a VM used on this host since it was first seen here."""
+    """Energy a VM used on this host since it was first seen here (``joules``), and what
+    it had used on other hosts before it migrated here (``carried``).
+
+    The VM's own total (its counter, its ``_joules_total`` series) is both together, so
+    it continues across a live migration; the project's total on this host counts only
+    ``joules``, so energy used on the source is never counted here a second time.
+    """
 
     uuid: str
     domain: str
     project: str
     joules: float = 0.0
+    carried: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.joules + self.carried
 
 
 @dataclass(slots=True)
@@ -68,7 +79,7 @@ class EnergyLedger:
             "host_joules": self.host_joules,
             "idle_joules": self.idle_joules,
             "other_joules": self.other_joules,
-            "vms": [[c.uuid, c.domain, c.project, c.joules] for c in self.vms.values()],
+            "vms": [[c.uuid, c.domain, c.project, c.joules, c.carried] for c in self.vms.values()],
         }
 
     @classmethod
@@ -76,10 +87,13 @@ class EnergyLedger:
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             raise ValueError(f"expected an object with version {STATE_VERSION}")
         vms: dict[str, VMCounter] = {}
-        for uuid, domain, project, joules in data.get("vms", []):
-            vms[str(uuid)] = VMCounter(str(uuid), str(domain), str(project), float(joules))
+        for uuid, domain, project, joules, *carried in data.get("vms", []):
+            vms[str(uuid)] = VMCounter(
+                str(uuid), str(domain), str(project), float(joules),
+                float(carried[0]) if carried else 0.0,
+            )  # fmt: skip
         values = [float(data[k]) for k in ("host_joules", "idle_joules", "other_joules")]
-        if any(v < 0 for v in values) or any(c.joules < 0 for c in vms.values()):
+        if any(v < 0 for v in values) or any(min(c.joules, c.carried) < 0 for c in vms.values()):
             raise ValueError("negative energy total")
         return cls(values[0], values[1], values[2], vms)
 

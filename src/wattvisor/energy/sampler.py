@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 from wattvisor.config.settings import Settings
 from wattvisor.energy.attribution import IntervalEnergy, attribute, busy_fraction
-from wattvisor.energy.counters import EnergyLedger, LedgerStore
+from wattvisor.energy.counters import EnergyLedger, LedgerStore, VMCounter
 from wattvisor.energy.domain_stats import DomainCpuStats
 from wattvisor.energy.guest_share import GuestShareWriter
 from wattvisor.energy.history import PowerHistory
@@ -239,9 +239,37 @@ class EnergySampler:
         with self._work:
             self._forgotten.discard(vm.uuid.lower())
             counter = self._ledger.vms.get(vm.uuid.lower())
-            joules = counter.joules if counter else 0.0
+            joules = counter.total if counter else 0.0
             self._share_targets[vm.uuid.lower()] = (vm.domain, vm.share_dirs)
             return [self.guest_shares.prepare(root, vm.domain, joules) for root in vm.share_dirs]
+
+    def vm_total(self, uuid: str) -> float | None:
+        """The VM's energy total (used here and carried in), None if never counted."""
+        with self._work:
+            counter = self._ledger.vms.get(uuid.lower())
+            return counter.total if counter is not None else None
+
+    def arrive_vm(self, vm: VMRecord, total_joules: float) -> list[Path]:
+        """A VM migrated here with ``total_joules`` used so far (on its source and
+        before): its total continues from there, never lower than what this host already
+        counted for it, and its guest share files start at that value.
+
+        Only the part used elsewhere is carried; this host's project totals keep
+        counting only the energy used here.
+        """
+        if total_joules < 0:
+            raise ValueError(f"total_joules {total_joules!r} must be >= 0")
+        uuid = vm.uuid.lower()
+        with self._work:
+            self._forgotten.discard(uuid)
+            counter = self._ledger.vms.get(uuid)
+            if counter is None:
+                counter = VMCounter(uuid, vm.domain, vm.project)
+                self._ledger.vms[uuid] = counter
+            counter.domain, counter.project = vm.domain, vm.project
+            counter.carried = max(counter.carried, total_joules - counter.joules)
+            self._store.save(self._ledger)
+        return self.prepare_guest_share(vm)
 
     def forget_vm(self, uuid: str, vm: VMRecord | None = None) -> None:
         """The VM was deleted: drop its total and remove its guest share files.
@@ -450,7 +478,7 @@ class EnergySampler:
         update = self.guest_shares.update
         for uuid, domain, roots in plan.shares:
             counter = counters.get(uuid)
-            joules = counter.joules if counter is not None else 0.0
+            joules = counter.total if counter is not None else 0.0
             for root in roots:
                 try:
                     update(root, domain, joules)
@@ -472,7 +500,7 @@ class EnergySampler:
         source_of = cpu_source.get
         for uuid, counter in ledger.vms.items():
             power = joules_of(uuid, 0.0) / interval_s
-            total = counter.joules
+            total = counter.total
             project = counter.project
             source = source_of(uuid)
             vms[uuid] = VMEnergy(
@@ -480,9 +508,9 @@ class EnergySampler:
             )
             totals = projects.get(project)
             if totals is None:
-                projects[project] = [total, power, 1]
+                projects[project] = [counter.joules, power, 1]
             else:
-                totals[0] += total
+                totals[0] += counter.joules  # energy used here only
                 totals[1] += power
                 totals[2] += 1
         top = heapq.nlargest(self.top_processes, interval.process_joules.items(), key=itemgetter(1))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,11 @@ class MigrationOrder:
     dest_name: str | None = None
     """The domain's name on the target when its own is taken there (domain names are
     counted per host); None keeps the name."""
+    unplug_shares: bool = False
+    """The guest has power-metrics shares (virtiofs): unplugged for the move when this
+    host's QEMU cannot migrate them, plugged back here if the migration fails."""
+    unplug_timeout_s: float = 30.0
+    """How long the guest has to acknowledge the unplug."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,33 @@ class MigrationResult:
     downtime_ms: int | None
     total_time_ms: int | None
     memory_bytes: int | None
+    share_path: str | None = None
+    """How power-metrics shares crossed: ``unplug`` (unplugged here, plugged on the
+    target) or ``native`` (QEMU migrated the device); None without shares."""
+    energy_joules: float | None = None
+    """The guest's energy total here when it left (its counter continues from it)."""
+
+
+_native_virtiofs: dict[str, bool] = {}
+
+
+def virtiofs_migrates_natively(emulator: str) -> bool:
+    """True when this QEMU can migrate a vhost-user-fs device itself: its device has
+    the ``migration`` property (QEMU 8.2 on); asked of the binary, once per path."""
+    known = _native_virtiofs.get(emulator)
+    if known is not None:
+        return known
+    try:
+        done = subprocess.run(
+            [emulator, "-device", "vhost-user-fs-pci,help"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        found = re.search(r"^\s*migration=", done.stdout, re.MULTILINE) is not None
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("cannot ask %s for its virtiofs device properties: %s", emulator, exc)
+        return False
+    _native_virtiofs[emulator] = found
+    return found
 
 
 def _job_progress(info: list[int]) -> MigrationProgress:

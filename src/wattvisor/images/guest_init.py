@@ -29,7 +29,9 @@ image serves every test and the ready image of ``wattvisor up``:
   power metrics does on its own: mount the config drive, find the share whose
   purpose is ``power_metrics`` in ``openstack/latest/meta_data.json``, mount that
   tag with virtiofs and print ``intel-rapl:0/energy_uj`` every ``wv.interval``
-  seconds, forever. Without such a share it says so and idles.
+  seconds, forever (``WV-ENERGY``). When a read fails (the share was unplugged for a
+  live migration) it prints ``WV-ENERGY-FAILED``, drops the mount and mounts the tag
+  again once it is back (``WV-REMOUNTED``). Without such a share it says so and idles.
 
 In every scenario, a guest with a network interface first configures it from the
 config drive's ``openstack/latest/network_data.json`` (static addresses, default
@@ -52,7 +54,7 @@ change: it is part of the image's cache key.
 
 from __future__ import annotations
 
-INIT_VERSION = 10
+INIT_VERSION = 11
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 # wattvisor tiny guest init, version @INIT_VERSION@
@@ -359,19 +361,22 @@ case "$scenario" in
         fi
         tag=$metrics_tag
         file="intel-rapl:0/energy_uj"
-        if mount_share; then
-            n=0
-            while :; do
-                n=$((n + 1))
-                if [ -r "/mnt/$file" ]; then
-                    say "WV-ENERGY n=$n energy_uj=[$(cat "/mnt/$file" | oneline)]"
-                else
-                    say "WV-ENERGY-FAILED n=$n error=[$(cat "/mnt/$file" 2>&1 | oneline)]"
-                fi
-                sleep "$interval"
-            done
-        fi
-        while :; do sleep 3600; done
+        # The share goes while the server live-migrates (unplugged on its source) and
+        # comes back on its new host: a failed read drops the dead mount and mounts the
+        # tag again as soon as it reappears.
+        mount_share
+        n=0
+        while :; do
+            n=$((n + 1))
+            if value=$(cat "/mnt/$file" 2>&1) && [ -n "$value" ]; then
+                say "WV-ENERGY n=$n energy_uj=[$(echo "$value" | oneline)]"
+            else
+                say "WV-ENERGY-FAILED n=$n error=[$(echo "$value" | oneline)]"
+                umount -l /mnt 2>/dev/null
+                out=$(mount -t virtiofs "$tag" /mnt 2>&1) && say "WV-REMOUNTED tag=$tag"
+            fi
+            sleep "$interval"
+        done
         ;;
     *)
         accepted="share busy idle cdrom metrics devices poweroff disks"
