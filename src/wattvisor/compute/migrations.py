@@ -9,14 +9,14 @@ task then:
    so the target's room is held before anything moves: the requested host, or the one
    the scheduler picks with the server's request spec, its source excluded;
 2. with a tunnel, reserves a VNI and a point-to-point subnet (unique in the store, so no
-   two migrations ever share one) and has both hosts make their VXLAN end;
+   two migrations ever share one) and has both hosts make their VXLAN end at once;
 3. has the source host migrate the domain live, persistent on the target and undefined
    on the source, with the memory stream sent to the target's tunnel address; the
    progress (percent of memory sent) is copied into the migration row while it runs;
 4. on success moves the server's claim to the target and the server's host in one
    transaction; on failure gives the target's claim back, leaves the server on its
    source with its allocations unchanged and a fault saying what failed;
-5. in every case tears the tunnel down on both hosts and gives the reservation back (an
+5. in every case tears the tunnel down on both hosts at once and gives the reservation back (an
    agent that died keeps its link until its next start, which removes it).
 
 The truth is asked of the hosts, not assumed: when the source's answer is lost (its
@@ -34,7 +34,7 @@ import ipaddress
 import logging
 import time
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -184,6 +184,21 @@ class TunnelPool:
         with read_transaction(self.engine) as conn:
             rows = conn.execute(select(_reservations)).all()
         return [Reservation(int(r.vni), str(r.subnet)) for r in rows]
+
+
+def _on_both(first: Callable[[], object], second: Callable[[], object]) -> list[Exception]:
+    """Run both hosts' calls at once and wait for both (so that no tear-down overtakes a
+    set-up still under way); the exceptions they raised, the first call's first."""
+    with ThreadPoolExecutor(2, thread_name_prefix="wattvisor-tunnel") as pool:
+        calls = [pool.submit(first), pool.submit(second)]
+    failures: list[Exception] = []
+    for call in calls:
+        exc = call.exception()
+        if isinstance(exc, Exception):
+            failures.append(exc)
+        elif exc is not None:
+            raise exc
+    return failures
 
 
 def tunnel_ends(
@@ -426,11 +441,13 @@ class MigrationService:
                     migration.id, reservation, source_end.underlay_address,
                     target_end.underlay_address,
                 )  # fmt: skip
-                try:
-                    target.tunnel_up(target_spec)
-                    source.tunnel_up(source_spec)
-                except Exception as exc:
-                    raise MigrationFailed(f"the tunnel could not come up: {exc}") from exc
+                failures = _on_both(
+                    lambda: target.tunnel_up(target_spec), lambda: source.tunnel_up(source_spec)
+                )
+                if failures:
+                    raise MigrationFailed(
+                        "the tunnel could not come up: " + "; ".join(str(f) for f in failures)
+                    ) from failures[0]
                 stats["tunnel_setup_ms"] = round((time.perf_counter() - started) * 1000, 1)
                 migrate_uri = _tcp_uri(source_spec.peer)
             else:
@@ -583,9 +600,12 @@ class MigrationService:
         the reservation given back; the bytes that crossed the tunnel, for the record."""
         stats: dict[str, Any] = {}
         started = time.perf_counter()
-        for which, client in (("source", source), ("target", target)):
+        ends = (("source", source), ("target", target))
+        with ThreadPoolExecutor(2, thread_name_prefix="wattvisor-tunnel") as pool:
+            removals = [(which, pool.submit(c.tunnel_down, migration_id)) for which, c in ends]
+        for which, removal in removals:
             try:
-                last = client.tunnel_down(migration_id)
+                last = removal.result()
             except Exception as exc:
                 log.warning("removing the %s end of tunnel %s failed: %s", which, migration_id, exc)
                 stats[f"{which}_tunnel_left"] = str(exc)[:300]
