@@ -275,10 +275,15 @@ class MigrationService:
                 self.servers.tasks.enqueue(
                     conn, MIGRATE_TASK_KIND, record.uuid, {"migration_id": migration_id}
                 )
+                # The answer is the migration as accepted: a worker may move it on as
+                # soon as the transaction ends.
+                accepted = _record(
+                    conn.execute(select(_migrations).where(_migrations.c.id == migration_id)).one()
+                )
         if claimed != 1:
             raise self.servers._conflict(principal, server_id, ("ACTIVE",), "migrate")
         self.servers._notify()
-        return self.get(migration_id)
+        return accepted
 
     def _requested_host(self, record: ServerRecord, host: str | None) -> str | None:
         if host is None:
