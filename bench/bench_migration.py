@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -118,8 +120,65 @@ def _tunnel_figures(a: NamespaceHost, b: NamespaceHost) -> None:
         )
     total = sum(totals)
     print(
-        f"tunnel per migration (both ends, set-up + tear-down): {total:.1f} ms; goal "
+        f"tunnel per migration, one end after the other (set-up + tear-down): {total:.1f} ms; goal "
         f"<= {GOAL_MS:.0f} ms: {'met' if total <= GOAL_MS else 'NOT met'}"
+    )
+
+
+_SERVE = """
+import json, sys, time
+from wattvisor.host import tunnels
+for line in sys.stdin:
+    verb, spec = line.split(" ", 1)
+    spec = json.loads(spec)
+    started = time.perf_counter()
+    if verb == "up":
+        tunnels.tunnel_up(tunnels.TunnelSpec(**spec))
+    else:
+        tunnels.tunnel_down(spec["migration_id"])
+    print((time.perf_counter() - started) * 1000, flush=True)
+"""
+
+
+def _both_ends_figures(a: NamespaceHost, b: NamespaceHost) -> None:
+    """Both ends made at once and removed at once, each by a long-lived process in its
+    host (as the agents are), the way the controller drives a migration's tunnel."""
+    ends = [
+        host.popen(
+            [sys.executable, "-c", _SERVE],
+            env=_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for host in (a, b)
+    ]
+    totals = []
+    try:
+        for round_ in range(ROUNDS + 1):  # the first one waits for the imports
+            migration_id = str(uuid.uuid4())
+            started = time.perf_counter()
+            for verb in ("up", "down"):
+                for end, first in zip(ends, (True, False), strict=True):
+                    spec = _spec(a, b, first, migration_id) if verb == "up" else {
+                        "migration_id": migration_id}  # fmt: skip
+                    assert end.stdin is not None
+                    end.stdin.write(f"{verb} {json.dumps(spec)}\n".encode())
+                    end.stdin.flush()
+                for end in ends:
+                    assert end.stdout is not None
+                    float(end.stdout.readline())
+            if round_:
+                totals.append((time.perf_counter() - started) * 1000)
+    finally:
+        for end in ends:
+            assert end.stdin is not None
+            end.stdin.close()
+            end.wait(30)
+    within = sum(1 for t in totals if t <= GOAL_MS)
+    print(
+        f"tunnel per migration, both ends at once (set-up + tear-down): median "
+        f"{statistics.median(totals):.1f} ms (max {max(totals):.1f}); {within} of {ROUNDS} "
+        f"runs <= {GOAL_MS:.0f} ms"
     )
 
 
@@ -190,6 +249,10 @@ def _migration_figures(a: NamespaceHost, b: NamespaceHost) -> None:
                     dom.destroy()
 
 
+def _load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
 def run() -> None:
     if os.geteuid() != 0 or not libvirtd_answers(SYSTEM_URI):
         print("migration: skipped (needs root and an installed libvirtd)")
@@ -198,7 +261,10 @@ def run() -> None:
     fleet.start()
     try:
         a, b = fleet.add_hosts(2)
+        print(f"machine load: {_load()}")
         _tunnel_figures(a, b)
+        _both_ends_figures(a, b)
+        print(f"machine load: {_load()}")
         _migration_figures(a, b)
     finally:
         fleet.close()

@@ -9,7 +9,7 @@ task then:
    so the target's room is held before anything moves: the requested host, or the one
    the scheduler picks with the server's request spec, its source excluded;
 2. with a tunnel, reserves a VNI and a point-to-point subnet (unique in the store, so no
-   two migrations ever share one) and has both hosts make their VXLAN end;
+   two migrations ever share one) and has both hosts make their VXLAN end at once;
 3. for a power-metrics server, has the target make its own share (same mount tag,
    read-only) before anything moves; the source unplugs the guest's virtiofs share
    for the move unless its QEMU can migrate it (plugged back if the move fails), and
@@ -21,7 +21,7 @@ task then:
 5. on success moves the server's claim to the target and the server's host in one
    transaction; on failure gives the target's claim back, leaves the server on its
    source with its allocations unchanged and a fault saying what failed;
-6. in every case tears the tunnel down on both hosts and gives the reservation back (an
+6. in every case tears the tunnel down on both hosts at once and gives the reservation back (an
    agent that died keeps its link until its next start, which removes it).
 
 The truth is asked of the hosts, not assumed: when the source's answer is lost (its
@@ -40,7 +40,7 @@ import ipaddress
 import logging
 import time
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -193,6 +193,21 @@ class TunnelPool:
         return [Reservation(int(r.vni), str(r.subnet)) for r in rows]
 
 
+def _on_both(first: Callable[[], object], second: Callable[[], object]) -> list[Exception]:
+    """Run both hosts' calls at once and wait for both (so that no tear-down overtakes a
+    set-up still under way); the exceptions they raised, the first call's first."""
+    with ThreadPoolExecutor(2, thread_name_prefix="wattvisor-tunnel") as pool:
+        calls = [pool.submit(first), pool.submit(second)]
+    failures: list[Exception] = []
+    for call in calls:
+        exc = call.exception()
+        if isinstance(exc, Exception):
+            failures.append(exc)
+        elif exc is not None:
+            raise exc
+    return failures
+
+
 def tunnel_ends(
     migration_id: str, reservation: Reservation, source: str, target: str
 ) -> tuple[TunnelSpec, TunnelSpec]:
@@ -267,10 +282,15 @@ class MigrationService:
                 self.servers.tasks.enqueue(
                     conn, MIGRATE_TASK_KIND, record.uuid, {"migration_id": migration_id}
                 )
+                # The answer is the migration as accepted: a worker may move it on as
+                # soon as the transaction ends.
+                accepted = _record(
+                    conn.execute(select(_migrations).where(_migrations.c.id == migration_id)).one()
+                )
         if claimed != 1:
             raise self.servers._conflict(principal, server_id, ("ACTIVE",), "migrate")
         self.servers._notify()
-        return self.get(migration_id)
+        return accepted
 
     def _requested_host(self, record: ServerRecord, host: str | None) -> str | None:
         if host is None:
@@ -448,11 +468,13 @@ class MigrationService:
                     migration.id, reservation, source_end.underlay_address,
                     target_end.underlay_address,
                 )  # fmt: skip
-                try:
-                    target.tunnel_up(target_spec)
-                    source.tunnel_up(source_spec)
-                except Exception as exc:
-                    raise MigrationFailed(f"the tunnel could not come up: {exc}") from exc
+                failures = _on_both(
+                    lambda: target.tunnel_up(target_spec), lambda: source.tunnel_up(source_spec)
+                )
+                if failures:
+                    raise MigrationFailed(
+                        "the tunnel could not come up: " + "; ".join(str(f) for f in failures)
+                    ) from failures[0]
                 stats["tunnel_setup_ms"] = round((time.perf_counter() - started) * 1000, 1)
                 migrate_uri = _tcp_uri(source_spec.peer)
             else:
@@ -655,9 +677,12 @@ class MigrationService:
         the reservation given back; the bytes that crossed the tunnel, for the record."""
         stats: dict[str, Any] = {}
         started = time.perf_counter()
-        for which, client in (("source", source), ("target", target)):
+        ends = (("source", source), ("target", target))
+        with ThreadPoolExecutor(2, thread_name_prefix="wattvisor-tunnel") as pool:
+            removals = [(which, pool.submit(c.tunnel_down, migration_id)) for which, c in ends]
+        for which, removal in removals:
             try:
-                last = client.tunnel_down(migration_id)
+                last = removal.result()
             except Exception as exc:
                 log.warning("removing the %s end of tunnel %s failed: %s", which, migration_id, exc)
                 stats[f"{which}_tunnel_left"] = str(exc)[:300]

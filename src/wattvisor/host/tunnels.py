@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -208,11 +209,15 @@ def tunnel_down(migration_id: str) -> TunnelState | None:
     state (the bytes that crossed it), or None when there was none. Repeatable."""
     name = link_name(migration_id)
     with _netlink() as ipr:
-        index = _index(ipr, name)
-        if index is None:
-            return None
         try:
-            last: TunnelState | None = _state(ipr, index)
+            link = ipr.link("get", ifname=name)[0]
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise TunnelError(f"link {name} could not be read: {exc}") from exc
+        index = int(link["index"])
+        try:
+            last: TunnelState | None = _state(ipr, index, link)
         except (NetlinkError, TunnelError):
             last = None
         try:
@@ -264,8 +269,10 @@ def _kind(link: object) -> str | None:
     return None if info is None else str(info.get("IFLA_INFO_KIND"))
 
 
-def _state(ipr: IPRoute, index: int) -> TunnelState:
-    link = ipr.link("get", index=index)[0]
+def _state(ipr: IPRoute, index: int, link: Any = None) -> TunnelState:
+    """The link's state; ``link`` is its message when the caller has just read it."""
+    if link is None:
+        link = ipr.link("get", index=index)[0]
     info = link.get("IFLA_LINKINFO")
     data = info.get("IFLA_INFO_DATA") if info is not None else None
     if data is None or info.get("IFLA_INFO_KIND") != "vxlan":
