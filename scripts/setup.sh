@@ -77,4 +77,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/wat
     .venv/bin/pip install -q -e '.[dev]'
     echo "$want" > "$stamp"
 fi
+# The web dashboard: built from dashboard/ into src/wattvisor/api/dashboard_static (the
+# build is committed too, so a clone serves it before this runs); rebuilt when its
+# sources are newer than the build. npm installs exactly what package-lock.json pins.
+built=src/wattvisor/api/dashboard_static/index.html
+if [ ! -f "$built" ] || [ -n "$(find dashboard -path dashboard/node_modules -prune -o -type f -newer "$built" -print -quit)" ]; then
+    echo "setup: building the dashboard (npm ci && npm run build in dashboard/)"
+    (cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+fi
 echo "setup: ready (.venv/bin/wattvisor)"
