@@ -74,9 +74,7 @@ def sign_in(page: Page, url: str, token: str) -> None:
     page.click("#signin-button")
 
 
-def test_a_member_sees_a_server_chart_of_their_project_only(
-    board: Board, tmp_path: Path
-) -> None:
+def test_a_member_sees_a_server_chart_of_their_project_only(board: Board, tmp_path: Path) -> None:
     member = board.world.member("alice", "proj-a")
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1200, "height": 1400})

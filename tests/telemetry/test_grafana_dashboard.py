@@ -44,9 +44,7 @@ def _scraped_names(sampler: EnergySampler) -> set[str]:
     finally:
         served.stop()
     return {
-        sample.name
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
+        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
     }
 
 
