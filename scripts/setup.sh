@@ -51,6 +51,14 @@ install_missing() {
 install_missing "${BUILD_PACKAGES[@]}"
 runtime=$(python3 "$BINARIES_MODULE")  # fails the script if the list cannot be read
 mapfile -t RUNTIME_PACKAGES <<< "$runtime"
+# Node.js from another source (e.g. NodeSource's nodejs, which ships npm itself) already
+# provides node and npm; Debian's npm would conflict with it, so only install what is absent.
+for i in "${!RUNTIME_PACKAGES[@]}"; do
+    case "${RUNTIME_PACKAGES[$i]}" in
+        nodejs) command -v node >/dev/null && unset 'RUNTIME_PACKAGES[i]' ;;
+        npm) command -v npm >/dev/null && unset 'RUNTIME_PACKAGES[i]' ;;
+    esac
+done
 install_missing "${RUNTIME_PACKAGES[@]}"
 
 # libvirtd picks its firewall backend when it starts: a daemon that was already running
@@ -77,9 +85,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/wat
     .venv/bin/pip install -q -e '.[dev]'
     echo "$want" > "$stamp"
 fi
-# The web dashboard: built from dashboard/ into src/wattvisor/api/dashboard_static (the
-# build is committed too, so a clone serves it before this runs); rebuilt when its
-# sources are newer than the build. npm installs exactly what package-lock.json pins.
+# The web dashboard: built from dashboard/ into src/wattvisor/api/dashboard_static (not
+# committed; a clean clone builds it here), rebuilt when its sources are newer than the
+# build. npm installs exactly what package-lock.json pins.
 built=src/wattvisor/api/dashboard_static/index.html
 if [ ! -f "$built" ] || [ -n "$(find dashboard -path dashboard/node_modules -prune -o -type f -newer "$built" -print -quit)" ]; then
     echo "setup: building the dashboard (npm ci && npm run build in dashboard/)"
