@@ -51,6 +51,14 @@ install_missing() {
 install_missing "${BUILD_PACKAGES[@]}"
 runtime=$(python3 "$BINARIES_MODULE")  # fails the script if the list cannot be read
 mapfile -t RUNTIME_PACKAGES <<< "$runtime"
+# Node.js from another source (e.g. NodeSource's nodejs, which ships npm itself) already
+# provides node and npm; Debian's npm would conflict with it, so only install what is absent.
+for i in "${!RUNTIME_PACKAGES[@]}"; do
+    case "${RUNTIME_PACKAGES[$i]}" in
+        nodejs) command -v node >/dev/null && unset 'RUNTIME_PACKAGES[i]' ;;
+        npm) command -v npm >/dev/null && unset 'RUNTIME_PACKAGES[i]' ;;
+    esac
+done
 install_missing "${RUNTIME_PACKAGES[@]}"
 
 # libvirtd picks its firewall backend when it starts: a daemon that was already running
@@ -83,5 +91,13 @@ PLACEMENT_GABBITS='openstack-placement>=16.0'
 if ! .venv/bin/pip show -q openstack-placement >/dev/null 2>&1; then
     echo "setup: installing $PLACEMENT_GABBITS (its gabbi test files only)"
     .venv/bin/pip install -q --no-deps "$PLACEMENT_GABBITS"
+fi
+# The web dashboard: built from dashboard/ into src/wattvisor/api/dashboard_static (not
+# committed; a clean clone builds it here), rebuilt when its sources are newer than the
+# build. npm installs exactly what package-lock.json pins.
+built=src/wattvisor/api/dashboard_static/index.html
+if [ ! -f "$built" ] || [ -n "$(find dashboard -path dashboard/node_modules -prune -o -type f -newer "$built" -print -quit)" ]; then
+    echo "setup: building the dashboard (npm ci && npm run build in dashboard/)"
+    (cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
 fi
 echo "setup: ready (.venv/bin/wattvisor)"

@@ -33,6 +33,7 @@ from wattvisor.store import make_engine, migrate, read_transaction, write_transa
 from wattvisor.store.compute_tables import ServerRow
 from wattvisor.store.energy_tables import (
     EnergyHostSampleRow,
+    EnergyProjectSampleRow,
     EnergyServerRollupRow,
     EnergyServerSampleRow,
 )
@@ -269,6 +270,33 @@ def test_downsampling_conserves_joules_and_keeps_counters(fleet: Fleet) -> None:
     assert fleet.history.now(project="proj-a").joules == pytest.approx(totals)
     points = fleet.history.history(project="proj-a", since=T0, until=T0 + 3000, step_s=300)
     assert sum(p.power_watts for p in points) / len(points) == pytest.approx(20.0)
+
+
+def test_project_history_is_the_sum_of_its_servers_from_one_row_per_host_sample(
+    fleet: Fleet,
+) -> None:
+    east, west = fleet.hosts
+    fleet.clock.now = T0 + 200
+    fleet.history.ingest(east, batch(fleet, east, T0, 50, watts=10.0))
+    fleet.history.ingest(west, batch(fleet, west, T0 + 1, 50, watts=7.0))
+    # east holds a proj-a and a proj-b server, west one of proj-a: one row per project
+    # and host sample, not one per server.
+    assert fleet.rows(EnergyProjectSampleRow) == 50 + 50 + 50
+    window = {"since": T0 - 2, "until": T0 + 110, "step_s": 10}
+    project = fleet.history.history(project="proj-a", **window)
+    servers = [s for s, (_h, p) in fleet.servers.items() if p == "proj-a"]
+    per_server = [fleet.history.history(server_uuid=s, **window) for s in servers]
+    by_time: dict[float, float] = {}
+    for points in per_server:
+        for point in points:
+            by_time[point.taken_at] = by_time.get(point.taken_at, 0.0) + point.power_watts
+    assert [p.taken_at for p in project] == sorted(by_time)
+    assert [p.power_watts for p in project] == pytest.approx([by_time[t] for t in sorted(by_time)])
+    fleet.history.settings = HistorySettings(downsample_buckets_per_run=100)
+    fleet.clock.now = T0 + 86400 + 3600
+    while fleet.rows(EnergyServerSampleRow):
+        fleet.history.downsample()
+    assert fleet.rows(EnergyProjectSampleRow) == 0
 
 
 def test_the_row_cap_drops_the_oldest_history(store_url: str, tmp_path: Path) -> None:

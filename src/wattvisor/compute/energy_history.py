@@ -40,6 +40,7 @@ from wattvisor.store.duties import single_duty
 from wattvisor.store.energy_tables import (
     EnergyHostRollupRow,
     EnergyHostSampleRow,
+    EnergyProjectSampleRow,
     EnergyServerRollupRow,
     EnergyServerSampleRow,
 )
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _host_samples = EnergyHostSampleRow.__table__
 _server_samples = EnergyServerSampleRow.__table__
+_project_samples = EnergyProjectSampleRow.__table__
 _host_rollups = EnergyHostRollupRow.__table__
 _server_rollups = EnergyServerRollupRow.__table__
 _servers = cast(Table, ServerRow.__table__)
@@ -253,6 +255,7 @@ class EnergyHistory:
         keys = [_ms(s.taken_at) for s in samples]
         host_rows = []
         server_rows = []
+        per_project: dict[tuple[str, int], float] = {}
         with write_transaction(self.engine) as conn:
             existing = set(
                 conn.execute(
@@ -282,10 +285,17 @@ class EnergyHistory:
                         "joules": server.joules,
                         "energy_joules_total": server.energy_joules_total,
                     })  # fmt: skip
+                    at = (known[uuid][0], key)
+                    per_project[at] = per_project.get(at, 0.0) + server.joules
             if host_rows:
                 conn.execute(insert(_host_samples), host_rows)
             if server_rows:
                 conn.execute(insert(_server_samples), server_rows)
+                conn.execute(
+                    insert(_project_samples),
+                    [{"project": p, "ts_ms": t, "host_uuid": host_uuid, "joules": j}
+                     for (p, t), j in per_project.items()],
+                )  # fmt: skip
         return IngestResult(
             stored=len(host_rows),
             duplicates=len(samples) - len(host_rows),
@@ -412,6 +422,11 @@ class EnergyHistory:
             if new_servers:
                 conn.execute(insert(_server_rollups), new_servers)
             conn.execute(delete(_server_samples).where(server_window))
+            conn.execute(
+                delete(_project_samples).where(
+                    _project_samples.c.ts_ms >= start, _project_samples.c.ts_ms < end
+                )
+            )
             conn.execute(delete(_host_samples).where(host_window))
         return rolled, len(new_hosts) + len(new_servers)
 
@@ -461,6 +476,10 @@ class EnergyHistory:
                 if limit_at is None:
                     continue
                 gone = conn.execute(delete(rows).where(time_col <= limit_at)).rowcount
+                if rows is _server_samples:
+                    conn.execute(
+                        delete(_project_samples).where(_project_samples.c.ts_ms <= limit_at)
+                    )
                 conn.execute(delete(hosts).where(hosts.c[host_column] <= limit_at))
             dropped += int(gone)
             over -= int(gone)
@@ -650,6 +669,12 @@ class EnergyHistory:
         if project is None and server_uuid is None:
             energy = union_all(
                 subject_rows(_host_samples, "ts_ms"), subject_rows(_host_rollups, "bucket_ms")
+            ).subquery()
+        elif project is not None and host_uuid is None:
+            # The raw part from the per-project sums kept at write time: one row per
+            # host sample instead of one per server (the same sums, the same buckets).
+            energy = union_all(
+                subject_rows(_project_samples, "ts_ms"), subject_rows(_server_rollups, "bucket_ms")
             ).subquery()
         else:
             energy = union_all(

@@ -83,3 +83,19 @@ class EnergyServerRollupRow(Base):
     """One server's samples of one bucket on one host, rolled up."""
 
     __table__ = _energy_table("energy_server_rollups", per_server=True, rollup=True)
+
+
+class EnergyProjectSampleRow(Base):
+    """A project's energy in one host sample: its servers' ``joules`` summed at write time.
+
+    Kept beside ``energy_server_samples`` (and removed with them) so that a project's
+    history over a day reads one row per host sample instead of one per server."""
+
+    __table__ = Table(
+        "energy_project_samples",
+        Base.metadata,
+        Column("project", String(255), primary_key=True),
+        Column("ts_ms", BigInteger, primary_key=True),
+        Column("host_uuid", String(36), primary_key=True),
+        Column("joules", Float, nullable=False),
+    )
