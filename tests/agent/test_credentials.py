@@ -211,3 +211,44 @@ def test_the_agent_keeps_the_name_and_pairs_its_controller_last_answered(
     assert agent.credentials.place() == ("edge-1", ("1,2",))
     agent.credentials.learn({**answer(keys), "host_name": "edge-1", "geolocation": []})
     assert agent.credentials.place() == ("edge-1", ())
+
+
+class StepClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_a_host_token_is_reused_until_half_its_lifetime_passed(
+    tmp_path: Path, cluster_key: KeyPair
+) -> None:
+    clock = StepClock()
+    credentials = AgentCredentials(tmp_path / "agent", clock=clock)
+    credentials.ensure_host_key()
+    credentials.learn(answer([(repr(cluster_key.public_key), None)]), "http://c")
+    first = credentials.host_token(timedelta(minutes=4))
+    clock.now += timedelta(minutes=1, seconds=59)
+    assert credentials.host_token(timedelta(minutes=4)) == first
+    assert credentials.host_token(timedelta(minutes=2)) != first
+    clock.now += timedelta(minutes=2)
+    renewed = credentials.host_token(timedelta(minutes=4))
+    assert renewed != first
+    keys = {HOST: [TrustedKey(credentials.public_key())]}
+    verifier = ServiceTokenVerifier("host", keys.get, clock=clock)
+    assert verifier.verify(renewed).expires == clock.now.replace(microsecond=0) + timedelta(
+        minutes=4
+    )
+
+
+def test_a_new_host_key_mints_a_new_token_at_once(agent: Agent) -> None:
+    first = agent.credentials.host_token()
+    assert agent.credentials.host_token() == first
+    new = KeyPair()
+    with agent.credentials._lock:
+        agent.credentials._key = new.private_key
+    token = agent.credentials.host_token()
+    assert token != first
+    keys = {HOST: [TrustedKey(repr(new.public_key))]}
+    assert ServiceTokenVerifier("host", keys.get).verify(token).subject == HOST

@@ -178,3 +178,46 @@ def test_subjects_must_be_uuids() -> None:
     )
     with pytest.raises(TokenMalformed, match="not a lower-case uuid"):
         host_verifier({}).verify(token)
+
+
+class MovingClock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> object:
+        return self.now
+
+
+def test_a_token_verified_before_is_still_refused_once_expired_or_its_key_revoked() -> None:
+    pair = KeyPair()
+    clock = MovingClock()
+    keys = {HOST: [TrustedKey(repr(pair.public_key))]}
+    verifier = ServiceTokenVerifier("host", keys.get, clock=clock)  # type: ignore[arg-type]
+    token = mint_host_token(pair.private_key, HOST, timedelta(minutes=2), now=NOW)
+    first = verifier.verify(token)
+    assert verifier.verify(token) == first
+    clock.now = NOW + timedelta(minutes=4)
+    with pytest.raises(TokenExpired, match="expired at 2026-11-22T12:02:00Z"):
+        verifier.verify(token)
+    clock.now = NOW
+    assert verifier.verify(token) == first
+    keys[HOST] = [TrustedKey(repr(pair.public_key), valid_until=NOW - timedelta(seconds=1))]
+    with pytest.raises(TokenSignatureInvalid, match="retired"):
+        verifier.verify(token)
+
+
+def test_a_token_with_a_time_check_of_its_own_is_checked_again_on_every_call() -> None:
+    pair = KeyPair()
+    clock = MovingClock()
+    keys = {HOST: [TrustedKey(repr(pair.public_key))]}
+    verifier = ServiceTokenVerifier("host", keys.get, clock=clock)  # type: ignore[arg-type]
+    token = (
+        BiscuitBuilder(f'host("{HOST}"); expires({{e}});', {"e": NOW + timedelta(minutes=5)})
+        .build(pair.private_key)
+        .append(BlockBuilder("check if time($t), $t < {u};", {"u": NOW + timedelta(minutes=2)}))
+        .to_base64()
+    )
+    assert verifier.verify(token).subject == HOST
+    clock.now = NOW + timedelta(minutes=3)
+    with pytest.raises(TokenMalformed, match="fails its checks"):
+        verifier.verify(token)

@@ -193,6 +193,9 @@ class ServiceTokenVerifier:
         # The authorizer (expiry) still runs on every call.
         self._signatures: OrderedDict[str, tuple[str, str, Biscuit]] = OrderedDict()
         self._signatures_lock = threading.Lock()
+        # token -> its verified result, for tokens of facts alone (see _facts_only); kept
+        # no longer than the token's signature entry.
+        self._authorized: dict[str, VerifiedServiceToken] = {}
 
     def verify(self, token: str | UnverifiedBiscuit) -> VerifiedServiceToken:
         """The verified token, or an :class:`AuthError` subclass saying why it is refused."""
@@ -200,6 +203,9 @@ class ServiceTokenVerifier:
         known = self._remembered(token, now) if isinstance(token, str) else None
         if known is not None:
             subject, biscuit, key = known
+            verified = self._authorized.get(token) if isinstance(token, str) else None
+            if verified is not None and verified.public_key == key.public_key:
+                return self._still_valid(verified, now)
         else:
             unverified = parse_token(token) if isinstance(token, str) else token
             found = token_kind(unverified)
@@ -211,7 +217,8 @@ class ServiceTokenVerifier:
                 with self._signatures_lock:
                     self._signatures[token] = (subject, key.public_key, biscuit)
                     if len(self._signatures) > SIGNATURE_CACHE_SIZE:
-                        self._signatures.popitem(last=False)
+                        evicted, _ = self._signatures.popitem(last=False)
+                        self._authorized.pop(evicted, None)
         lenient_now = now - self._skew
         fact = self._subject_fact
         try:
@@ -276,7 +283,29 @@ class ServiceTokenVerifier:
                 f"{self.kind} token for {subject!r} derives other subjects by rule",
                 subject=subject,
             )
-        return VerifiedServiceToken(self.kind, subject, expires, key.public_key, facts)
+        result = VerifiedServiceToken(self.kind, subject, expires, key.public_key, facts)
+        if isinstance(token, str) and _facts_only(biscuit):
+            # A token of facts alone (what agents and controllers mint) authorizes the same
+            # way until its expiry: later calls re-check only the key and the expiry.
+            with self._signatures_lock:
+                if token in self._signatures:
+                    self._authorized[token] = result
+                    while len(self._authorized) > SIGNATURE_CACHE_SIZE:
+                        self._authorized.pop(next(iter(self._authorized)))
+        return result
+
+    def _still_valid(self, verified: VerifiedServiceToken, now: datetime) -> VerifiedServiceToken:
+        """An authorized token again: its key was re-checked, its expiry is checked here
+        (the lifetime bound held when it was authorized and only loosens with time)."""
+        if verified.expires <= now - self._skew:
+            raise TokenExpired(
+                f"{self.kind} token for {verified.subject!r} expired at "
+                f"{_iso(verified.expires)} (time here {_iso(now)}, clock skew allowed "
+                f"{int(self._skew.total_seconds())} s)",
+                subject=verified.subject,
+                expired_at=_iso(verified.expires),
+            )
+        return verified
 
     def _remembered(self, token: str, now: datetime) -> tuple[str, Biscuit, TrustedKey] | None:
         """A token whose signature was checked before, if the key it verified with is
@@ -293,6 +322,7 @@ class ServiceTokenVerifier:
                 return subject, biscuit, key
         with self._signatures_lock:
             self._signatures.pop(token, None)
+            self._authorized.pop(token, None)
         return None
 
     def _claimed_subject(self, unverified: UnverifiedBiscuit) -> str:
@@ -357,6 +387,15 @@ class ServiceTokenVerifier:
             )
         value = values[0]
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+_NOT_A_FACT = re.compile(r"<-|\bcheck\b|\breject\b|\ballow\b|\bdeny\b|\btrusting\b")
+
+
+def _facts_only(biscuit: Biscuit) -> bool:
+    """Whether ``biscuit`` is one authority block of facts alone: no rule, check or
+    further block whose outcome could depend on the time beyond its expires fact."""
+    return biscuit.block_count() == 1 and not _NOT_A_FACT.search(biscuit.block_source(0))
 
 
 def _issued(now: datetime | None) -> datetime:
