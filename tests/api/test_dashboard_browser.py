@@ -21,6 +21,7 @@ from api.browser import CHROMIUM, chromium
 from api.test_v1_energy_push import add_server, joined, push, samples
 from api.v1_world import V1World
 from cli.served_api import free_port
+from wattvisor.api.dashboard_routes import STATIC_DIR
 from wattvisor.auth.keys import KeyPair
 from wattvisor.auth.tokens import mint_token
 
@@ -41,6 +42,9 @@ def token_of(headers: dict[str, str]) -> str:
 
 @pytest.fixture
 def board(world: V1World) -> Iterator[Board]:
+    assert (STATIC_DIR / "index.html").is_file(), (
+        f"no dashboard build in {STATIC_DIR}: run `make setup` (builds dashboard/)"
+    )
     east, east_keys = joined(world, "east")
     a_server = add_server(world, east, "proj-a")
     b_server = add_server(world, east, "proj-b")
