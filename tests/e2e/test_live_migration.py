@@ -47,6 +47,8 @@ pytestmark = [pytest.mark.libvirtd, pytest.mark.guest]
 
 AGENT_PORT = 8775
 WAIT_S = 180.0
+# A TCG guest booting or resuming on a loaded 2-core machine can take minutes.
+GUEST_WAIT_S = 2 * WAIT_S
 VNI_FIRST = 7100
 OVERLAY_POOL = "100.100.4.0/24"
 TAG = "wvmigpm"
@@ -311,7 +313,7 @@ def test_a_busy_guest_migrates_over_a_tunnel_and_back_and_keeps_counting(fleet: 
     source = fleet.host_of(server)
     other = fleet.b if source is fleet.a else fleet.a
     console = _console_path(source, server["id"])
-    fleet.wait("the guest to count", lambda: _ticks(console) >= 2)
+    fleet.wait("the guest to count", lambda: _ticks(console) >= 2, GUEST_WAIT_S)
     for there, back in ((other, source), (source, other)):
         before = _ticks(console)
         done = _migrate(fleet, server["id"], {"host": there.name, "tunnel": True})
@@ -328,7 +330,7 @@ def test_a_busy_guest_migrates_over_a_tunnel_and_back_and_keeps_counting(fleet: 
         assert moved["status"] == "ACTIVE" and moved["fault"] is None
         assert _allocation_hosts(fleet, server["id"]) == [there.host_uuid]
         assert _running_on(there, server["id"]) and not _defined_on(back, server["id"])
-        fleet.wait("the guest to count on", lambda b=before: _ticks(console) > b + 2)
+        fleet.wait("the guest to count on", lambda b=before: _ticks(console) > b + 2, GUEST_WAIT_S)
         for host in (fleet.a, fleet.b):
             assert _leftovers(host) == [], host
         assert fleet.node.compute.migrations.pool.held() == []
@@ -476,7 +478,7 @@ def test_a_power_metrics_guest_migrates_and_reads_the_targets_share_counting_on(
         source_name = conn.lookupByUUIDString(server["id"]).name()
     fleet.wait("the guest to read a rising counter", lambda: (
         len(v := _energies(_energy_lines(console))) >= 3 and v[-1] > v[0] > 0
-    ))  # fmt: skip
+    ), GUEST_WAIT_S)  # fmt: skip
     before = _energies(_energy_lines(console))
     done = _migrate(fleet, server["id"], {"host": there.name, "tunnel": True})
     assert done["state"] == "done", done["fault"]
@@ -498,7 +500,9 @@ def test_a_power_metrics_guest_migrates_and_reads_the_targets_share_counting_on(
         after = _energies(lines[marks[-1] :])
         return after if len(after) >= 3 else None
 
-    after = fleet.wait("the guest to read its counter on the target", remounted_and_reading)
+    after = fleet.wait(
+        "the guest to read its counter on the target", remounted_and_reading, GUEST_WAIT_S
+    )
     assert after[0] >= before[-1] and after[-1] > before[-1], (before, after)
     everything = _energies(_energy_lines(console))
     assert everything == sorted(everything), everything  # never went down
