@@ -10,8 +10,9 @@ libvirt test-driver connection of its own, and sends real heartbeats and energy
 pushes every 10 s (random phase, ±5 % jitter). After every host joined and had time
 for a first heartbeat and push, two windows are measured:
 
-- *idle fleet*: heartbeats, pushes and the controller's own duties (power sync every
-  10 s calls every host) only;
+- *idle fleet*: heartbeats (with domain states when they changed), pushes and the
+  controller's own duties (the power sync every 10 s reads the reported states from
+  the store) only;
 - *creates*: CREATES servers at CREATE_RATE per second through ``POST /v1/servers``,
   on top of the same traffic.
 

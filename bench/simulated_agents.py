@@ -13,7 +13,8 @@ Each simulated agent is the product's own agent parts without a machine under th
   over a :class:`LocalHostClient` whose image files come from the controller with the
   host's token, as a real agent's do;
 - the agent's heartbeat (:meth:`AgentCredentials.heartbeat`, which also rewrites
-  ``trust.json``) and an :class:`EnergyPusher` sending with :func:`http_sender`, each
+  ``trust.json``) with its domain states when they changed, as the real agent sends
+  them, and an :class:`EnergyPusher` sending with :func:`http_sender`, each
   agent with an ``httpx.Client`` of its own (its own connection to the controller).
 
 What is shared, and why the figures stay honest: the agents of one process answer on
@@ -100,6 +101,8 @@ class SimulatedAgent:
     energy_total: float = 0.0
     last_sample: float = 0.0
     joined: bool = False
+    reported: dict[str, str] | None = None
+    """The domain states the controller last took with a heartbeat (sent when changed)."""
     _send: Callable[[Sequence[HostSample]], object] | None = field(default=None, repr=False)
 
 
@@ -274,7 +277,11 @@ class Beats:
         ok = True
         try:
             if kind == "heartbeat":
-                agent.credentials.heartbeat(agent.http)
+                states = agent.host.domain_states()
+                changed = states if states != agent.reported else None
+                agent.credentials.heartbeat(agent.http, None, changed)
+                if changed is not None:
+                    agent.reported = changed
             else:
                 assert agent.pusher is not None
                 queue_samples(agent)

@@ -21,16 +21,19 @@ from wattvisor.auth import Principal
 from wattvisor.auth.cluster_keys import ClusterSigner, ensure_cluster_key
 from wattvisor.auth.tokens import utcnow
 from wattvisor.compute import Compute, HostClient, ImageRecord, LocalHostClient
+from wattvisor.compute.errors import InvalidRequest
 from wattvisor.compute.host_trust import ClusterKeys, HostTrust, JoinRequest
 from wattvisor.compute.hostclient_http import HttpHostClient
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.host.driver import HostDriver, Inventory
 from wattvisor.store import write_transaction
+from wattvisor.store.compute_tables import ServerRow
 from wattvisor.store.trust_tables import HostAgentRow
 
 ADMIN = Principal(user="admin", project="admin", role="admin")
 AGENT_URL = "http://127.0.0.1:9"  # nothing answers: liveness is the heartbeat alone
 _agents = cast(Table, HostAgentRow.__table__)
+_servers = cast(Table, ServerRow.__table__)
 
 
 @pytest.fixture
@@ -216,3 +219,89 @@ def test_unknown_domains_are_kept_in_the_store_for_every_controller(
     # A domain that a server owns now is no longer unknown.
     other.note_unknown_domains(host_uuid, set())
     assert compute.hosts.get(host_uuid).unknown_domains == ()
+
+
+def test_the_power_sync_reads_the_domain_states_agents_report_instead_of_asking_the_host(
+    compute: Compute,
+    joined: tuple[HostTrust, str],
+    kernel_image: ImageRecord,
+    settle: Callable[[str], None],
+    tmp_path: Path,
+) -> None:
+    trust, host_uuid = joined
+    settings = compute.hosts.settings
+    agent = LocalHostClient(
+        HostDriver(settings.host, settings.data_dir, uri=second_host_uri(tmp_path))
+    )
+    compute.hosts.client_factory = lambda url: agent
+    [local] = [h for h in compute.hosts.list_all() if h.local]
+    compute.hosts.set_enabled(local.provider_uuid, False)
+    kept = compute.servers.create(ALICE, "kept", "tiny", kernel_image.id)
+    lost = compute.servers.create(ALICE, "lost", "tiny", kernel_image.id)
+    for server in (kept, lost):
+        settle(server.uuid)
+        assert compute.servers.get(ALICE, server.uuid).status == "ACTIVE"
+    _age_servers(compute, timedelta(minutes=1))
+    asked: list[str] = []
+
+    def never_asked() -> dict[str, str]:
+        asked.append("domain_states")
+        raise AssertionError("the power sync asked the host for its domain states")
+
+    agent.domain_states = never_asked  # type: ignore[method-assign]
+
+    # A host whose agent reported nothing yet is asked (and here fails: nothing changes).
+    assert compute.servers.sync_power_states() == []
+    assert asked == ["domain_states"]
+
+    foreign = str(uuid.uuid4())
+    trust.heartbeat(host_uuid, domain_states={kept.uuid.upper(): "running", foreign: "running"})
+    changes = compute.servers.sync_power_states()
+    assert changes == [f"server {lost.uuid}: ACTIVE -> ERROR (guest is gone)"]
+    assert asked == ["domain_states"]  # read from the store, not asked again
+    failed = compute.servers.get(ALICE, lost.uuid)
+    assert failed.status == "ERROR" and (failed.fault or "").startswith("the host lost")
+    assert compute.servers.get(ALICE, kept.uuid).status == "ACTIVE"
+    assert compute.hosts.get(host_uuid).unknown_domains == (foreign,)  # reported, left alone
+
+    # Another controller reads the same report.
+    trust.heartbeat(host_uuid, domain_states={kept.uuid: "shutoff"})
+    other = Compute.build(
+        compute.hosts.engine, compute.hosts.placement, settings, client_factory=lambda url: agent
+    )
+    try:
+        assert other.servers.sync_power_states() == [
+            f"server {kept.uuid}: ACTIVE -> SHUTOFF (guest is shutoff)"
+        ]
+    finally:
+        other.close()
+    assert compute.hosts.get(host_uuid).unknown_domains == ()
+
+    # A server changed after the report was read waits for the next report.
+    _age_servers(compute, -timedelta(minutes=1))
+    trust.heartbeat(host_uuid, domain_states={kept.uuid: "running"})
+    assert compute.servers.sync_power_states() == []
+    assert compute.servers.get(ALICE, kept.uuid).status == "SHUTOFF"
+
+    # Bad reports are refused, naming the value, and change nothing.
+    with pytest.raises(InvalidRequest, match="'not-a-uuid' is not a domain uuid"):
+        trust.heartbeat(host_uuid, domain_states={"not-a-uuid": "running"})
+    with pytest.raises(InvalidRequest, match="is 'Running!'; accepted: a libvirt state"):
+        trust.heartbeat(host_uuid, domain_states={kept.uuid: "Running!"})
+    _age_servers(compute, timedelta(minutes=2))
+    assert compute.servers.sync_power_states() == [
+        f"server {kept.uuid}: SHUTOFF -> ACTIVE (guest is running)"
+    ]
+
+    # A down host is left alone: its servers keep their status.
+    trust.heartbeat(host_uuid, domain_states={})
+    _silence(compute, host_uuid, settings.agent.down_after_s + 5)
+    assert compute.servers.sync_power_states() == []
+    assert compute.servers.get(ALICE, kept.uuid).status == "ACTIVE"
+    assert asked == ["domain_states"]
+
+
+def _age_servers(compute: Compute, age: timedelta) -> None:
+    """As if every server had last changed ``age`` ago (negative: in the future)."""
+    with write_transaction(compute.hosts.engine) as conn:
+        conn.execute(update(_servers).values(updated_at=utcnow() - age))

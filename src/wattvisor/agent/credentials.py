@@ -258,17 +258,26 @@ class AgentCredentials:
     # -- calls to the controller ---------------------------------------------------------
 
     def heartbeat(
-        self, client: httpx.Client, ip_addresses: Sequence[str] | None = None
+        self,
+        client: httpx.Client,
+        ip_addresses: Sequence[str] | None = None,
+        domain_states: Mapping[str, str] | None = None,
     ) -> ClusterTrust:
         """Tell the controller this host is alive (and its IP addresses now, which refresh
-        its geolocation when they changed); keep the cluster keys it answers."""
+        its geolocation when they changed, and its domain states when they changed);
+        keep the cluster keys it answers."""
         trust = self.trust()
+        body: dict[str, object] = {}
+        if ip_addresses is not None:
+            body["ip_addresses"] = list(ip_addresses)
+        if domain_states is not None:
+            body["domain_states"] = dict(domain_states)
         answer = _call(
             client,
             "POST",
             f"{trust.controller_url.rstrip('/')}/v1/hosts/{trust.host_id}/heartbeat",
             self.host_token(),
-            {"ip_addresses": list(ip_addresses)} if ip_addresses is not None else None,
+            body or None,
         )
         return self.learn(answer)
 

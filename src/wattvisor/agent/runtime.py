@@ -84,6 +84,8 @@ class HostAgent:
     _stop: threading.Event = field(default_factory=threading.Event)
     _heartbeat: threading.Thread | None = None
     _energy_push: EnergyPusher | None = None
+    _reported: dict[str, str] | None = None
+    """The domain states the controller last took with a heartbeat."""
 
     @classmethod
     def build(cls, settings: Settings) -> HostAgent:
@@ -183,12 +185,23 @@ class HostAgent:
 
     def heartbeat_once(self) -> bool:
         """One heartbeat with the host's addresses now (a change refreshes its
-        geolocation); a failure is logged (the next one tries again)."""
+        geolocation) and its domain states when they differ from the last ones the
+        controller took (the power sync reads them from the store instead of asking
+        this host); a failure is logged (the next one tries again)."""
         try:
-            self.credentials.heartbeat(self.http, host_ip_addresses())
+            states: dict[str, str] | None = self.host.domain_states()
+        except Exception as exc:
+            log.warning("reading the domain states for the heartbeat failed: %s", exc)
+            states = None
+            self._reported = None  # sent again once they can be read
+        changed = states if states is not None and states != self._reported else None
+        try:
+            self.credentials.heartbeat(self.http, host_ip_addresses(), changed)
         except Exception as exc:
             log.warning("heartbeat to the controller failed: %s", exc)
             return False
+        if changed is not None:
+            self._reported = changed
         return True
 
     def _beat(self) -> None:

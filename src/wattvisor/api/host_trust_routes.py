@@ -98,6 +98,12 @@ class HostHeartbeat(_Request):
         default=None,
         description="the host's IP addresses now; a change refreshes its geolocation",
     )
+    domain_states: dict[str, str] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="the host's domains now (uuid -> libvirt state), sent when they changed; "
+        "the power sync reads them instead of asking the host",
+    )
 
 
 class HostKeyRotate(_Request):
@@ -200,7 +206,8 @@ def build_host_trust_router(
         """The host is alive; the answer names the cluster keys its agent must accept.
         Addresses in the body refresh the host's geolocation when they changed."""
         addresses = body.ip_addresses if body is not None else None
-        return HostTrustAnswer.of(trust.heartbeat(principal.user, addresses))
+        states = body.domain_states if body is not None else None
+        return HostTrustAnswer.of(trust.heartbeat(principal.user, addresses, states))
 
     @router.post("/hosts/{host_id}/credentials", response_model=HostTrustAnswer, tags=["hosts"])
     def rotate_credentials(

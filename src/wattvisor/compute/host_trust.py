@@ -21,9 +21,10 @@ read with (:mod:`wattvisor.store.generations`).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast, overload
@@ -629,7 +630,12 @@ class HostTrust:
     PLACE_TTL_S = 60.0
     """How long a batched heartbeat may answer with the host's place read before."""
 
-    def heartbeat(self, host_uuid: str, ip_addresses: Sequence[str] | None = None) -> TrustAnswer:
+    def heartbeat(
+        self,
+        host_uuid: str,
+        ip_addresses: Sequence[str] | None = None,
+        domain_states: Mapping[str, str] | None = None,
+    ) -> TrustAnswer:
         """Note that the host is alive; answer what it must know about the cluster.
 
         A host whose heartbeat this process wrote less than half of ``agent.down_after_s``
@@ -646,9 +652,21 @@ class HostTrust:
 
         The first heartbeat of a host that was down (silent for ``agent.down_after_s``)
         calls :attr:`on_return` with the host: its guests are looked at again now.
+
+        ``domain_states`` (the host's domains, uuid -> libvirt state, which its agent
+        sends when they changed) are stored at once; the power sync reads them instead
+        of asking the host.
         """
         if ip_addresses is not None:
             ip_addresses = check_ip_addresses(ip_addresses)
+        if domain_states is not None:
+            states = check_domain_states(domain_states)
+            with write_transaction(self.engine) as conn:
+                conn.execute(
+                    update(_agents)
+                    .where(_agents.c.host_uuid == host_uuid)
+                    .values(domain_states=states, domain_states_at=utcnow())
+                )
         reported = tuple(ip_addresses) if ip_addresses is not None else None
         now = utcnow()
         cluster = self.cluster.require()
@@ -789,3 +807,34 @@ class HostTrust:
         with read_transaction(self.engine) as conn:
             row = conn.execute(select(_join).where(_join.c.id == token_id)).first()
         return None if row is None else dict(row._mapping)
+
+
+MAX_REPORTED_DOMAINS = 10_000
+"""The most domains one heartbeat may report."""
+
+_DOMAIN_STATE = re.compile(r"[a-z0-9-]{1,32}")
+"""A libvirt domain state as the agent names it (running, shutoff, shutting-down, ...)."""
+
+
+def check_domain_states(states: Mapping[str, str]) -> dict[str, str]:
+    """``states`` with lower-case uuids, or :class:`InvalidRequest` naming the bad entry."""
+    if len(states) > MAX_REPORTED_DOMAINS:
+        raise InvalidRequest(
+            f"domain_states names {len(states)} domains; at most {MAX_REPORTED_DOMAINS} "
+            "are accepted"
+        )
+    checked: dict[str, str] = {}
+    for key, state in states.items():
+        try:
+            name = str(uuid.UUID(key)).lower()
+        except (ValueError, AttributeError, TypeError):
+            raise InvalidRequest(
+                f"domain_states key {quoted(str(key))} is not a domain uuid"
+            ) from None
+        if not isinstance(state, str) or _DOMAIN_STATE.fullmatch(state) is None:
+            raise InvalidRequest(
+                f"domain_states[{name}] is {quoted(str(state))}; accepted: a libvirt state "
+                "name of 1 to 32 lower-case letters, digits or dashes (e.g. running, shutoff)"
+            )
+        checked[name] = state
+    return checked

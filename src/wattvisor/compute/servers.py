@@ -20,7 +20,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -94,10 +94,16 @@ from wattvisor.scheduler.validation import POWER_METRICS_FLAVOR_KEY, validate_se
 from wattvisor.store import read_transaction, write_transaction
 from wattvisor.store.compute_tables import InterfaceRow, ServerAddressRow, ServerRow, VolumeRow
 from wattvisor.store.duties import single_duty
+from wattvisor.store.trust_tables import HostAgentRow
 
 log = logging.getLogger(__name__)
 
 _servers = cast(Table, ServerRow.__table__)
+_agents = cast(Table, HostAgentRow.__table__)
+
+REPORT_SLACK_S = 5.0
+"""How long before its heartbeat reached a controller an agent may have read the domain
+states it reports (a server changed within that is judged by the next report)."""
 _volumes = cast(Table, VolumeRow.__table__)
 _interfaces = cast(Table, InterfaceRow.__table__)
 _server_addresses = cast(Table, ServerAddressRow.__table__)
@@ -679,6 +685,10 @@ class ServerService:
         # Every server a joined host may run, read once per round (not once per host:
         # at a thousand hosts that was a thousand queries every interval).
         owned = self._owned_by_host(joined) if joined else {}
+        # What each joined host's agent reported with its heartbeats, read once per
+        # round: such a host is not asked (a call per host and round, a hundred a second
+        # at a thousand hosts); a host whose agent never reported is asked, as before.
+        reports = self._reported_states(joined) if joined else {}
         changes: list[str] = []
         for host_uuid in [*by_host, *(j for j in joined if j not in by_host)]:
             if host_uuid in down:
@@ -687,8 +697,34 @@ class ServerService:
                 host_uuid,
                 by_host.get(host_uuid, []),
                 owned.get(host_uuid) if host_uuid in joined else None,
+                reports.get(host_uuid),
             )
         return changes
+
+    def _reported_states(self, hosts: set[str]) -> dict[str, tuple[dict[str, str], datetime]]:
+        """Each joined host's domain states as its agent last reported them, and the time
+        they are known to hold from: an agent sends them when they change, so every later
+        heartbeat confirms them; less :data:`REPORT_SLACK_S` (the agent read them before
+        its heartbeat arrived)."""
+        slack = timedelta(seconds=REPORT_SLACK_S)
+        reports: dict[str, tuple[dict[str, str], datetime]] = {}
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(
+                    _agents.c.host_uuid,
+                    _agents.c.domain_states,
+                    _agents.c.domain_states_at,
+                    _agents.c.last_heartbeat_at,
+                ).where(_agents.c.domain_states_at.is_not(None))
+            ).all()
+        for row in rows:
+            if row.host_uuid not in hosts or row.domain_states is None:
+                continue
+            reported = _utc(row.domain_states_at)
+            beat = _utc(row.last_heartbeat_at) if row.last_heartbeat_at else reported
+            states = {str(k).lower(): str(v) for k, v in dict(row.domain_states).items()}
+            reports[str(row.host_uuid)] = (states, max(reported, beat) - slack)
+        return reports
 
     def reconcile_host(self, host_uuid: str) -> list[str]:
         """Look at one host's guests now, as the power sync does for every host: for a
@@ -710,15 +746,25 @@ class ServerService:
         return self._sync_host(host_uuid, [_server(row) for row in rows], owned)
 
     def _sync_host(
-        self, host_uuid: str, records: list[ServerRecord], owned: set[str] | None
+        self,
+        host_uuid: str,
+        records: list[ServerRecord],
+        owned: set[str] | None,
+        report: tuple[dict[str, str], datetime] | None = None,
     ) -> list[str]:
         """One host's round; ``owned`` (a joined host's servers, read before the host was
-        asked) names which of its domains are ours, None for a host that is not an agent."""
-        try:
-            states = self.hosts.client(host_uuid).domain_states()
-        except Exception as exc:
-            log.warning("power sync skipped host %s: %s", host_uuid, exc)
-            return []
+        asked) names which of its domains are ours, None for a host that is not an agent.
+        With ``report`` (the states its agent reported, and from when they hold) the host
+        is not asked, and a server changed since then waits for the next report."""
+        if report is not None:
+            states, as_of = report
+            records = [r for r in records if r.updated_at <= as_of]
+        else:
+            try:
+                states = self.hosts.client(host_uuid).domain_states()
+            except Exception as exc:
+                log.warning("power sync skipped host %s: %s", host_uuid, exc)
+                return []
         if owned is not None:
             self._note_unknown(host_uuid, set(states) - owned)
         changes = []

@@ -76,3 +76,10 @@ class HostAgentRow(Base):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+    domain_states: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    """The host's domains (lower-case uuid -> libvirt state) as its agent last reported
+    them with a heartbeat; the power sync reads them instead of asking the host."""
+    domain_states_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    """When the controller received :attr:`domain_states`."""
