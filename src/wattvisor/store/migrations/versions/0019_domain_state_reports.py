@@ -4,8 +4,8 @@
 Existing hosts start without a report; the power sync asks such a host itself until
 its agent reports.
 
-Revision ID: 0018_domain_state_reports
-Revises: 0017_placement_tree
+Revision ID: 0019_domain_state_reports
+Revises: 0018_project_energy_minutes
 Create Date: 2026-12-03 07:15:00.000000
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018_domain_state_reports"
-down_revision = "0017_placement_tree"
+revision = "0019_domain_state_reports"
+down_revision = "0018_project_energy_minutes"
 branch_labels = None
 depends_on = None
 
