@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from biscuit_auth import KeyPair
@@ -28,6 +29,7 @@ from wattvisor.auth.errors import (
 from wattvisor.auth.service_tokens import ServiceTokenVerifier, mint_join_token
 from wattvisor.compute import Conflict, InvalidRequest
 from wattvisor.compute.host_trust import ClusterKeys, HostTrust, JoinRequest
+from wattvisor.compute.hosts import HostRegistry
 from wattvisor.config import load_settings
 from wattvisor.host.driver import Inventory
 from wattvisor.placement import Placement
@@ -442,3 +444,25 @@ def test_heartbeats_of_a_host_that_did_not_join_are_refused_and_close_writes_the
     world.trust.heartbeat(host_id)
     third = _stored_heartbeat(world, host_id)
     assert third is not None and third > second
+
+
+def test_a_host_placement_has_not_been_told_of_yet_shows_as_joining_not_up(
+    world: TrustWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the join's own transaction and placement's provider, the host is
+    registered but nothing can land on it: its view says so instead of ``up``."""
+    registry = HostRegistry(world.engine, world.placement, load_settings(data_dir=tmp_path / "r"))
+    request = join_request("mid-join")
+    seen: list[str] = []
+    tell_placement = world.placement.ensure_provider
+
+    def viewed_first(*args: Any, **kwargs: Any) -> Any:
+        seen.append(registry.get(request.host_id).state)
+        return tell_placement(*args, **kwargs)
+
+    monkeypatch.setattr(world.placement, "ensure_provider", viewed_first)
+    issued = world.trust.create_join_token(ADMIN, timedelta(hours=1))
+    world.trust.join(world.verify(issued.token), request)  # type: ignore[arg-type]
+    assert seen == ["joining: not in placement yet"]
+    after = registry.get(request.host_id)
+    assert after.state == "up" and after.inventory["VCPU"] == 8

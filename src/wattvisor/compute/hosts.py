@@ -375,6 +375,9 @@ class HostRegistry:
             usage = dict(self.placement.get_usages(uuid).usages)
         except PlacementNotFound:
             traits, inventories, usage = (), {}, {}
+            if agent is not None and state == "up":
+                # Registered, but placement has not been told yet: nothing can land here.
+                state = "joining: not in placement yet"
         location = location_of(row)
         return HostRecord(
             provider_uuid=uuid,
