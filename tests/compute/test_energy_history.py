@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, insert, select, update
 
 from compute.test_host_trust import ADMIN, join_request
 from wattvisor.auth.cluster_keys import ClusterSigner, ensure_cluster_key
@@ -37,6 +37,7 @@ from wattvisor.store.energy_tables import (
     EnergyServerRollupRow,
     EnergyServerSampleRow,
 )
+from wattvisor.store.migration_tables import MigrationRow
 
 try:
     from support.postgres import PostgresServer
@@ -179,6 +180,49 @@ def test_a_host_cannot_push_for_a_server_on_another_host(fleet: Fleet) -> None:
     with pytest.raises(EnergyRefused, match="runs on another host"):
         fleet.history.ingest(east, theirs)
     assert fleet.rows(EnergyHostSampleRow) == 0
+
+
+def test_a_server_that_moved_away_keeps_what_its_old_host_measured_before_the_move(
+    fleet: Fleet,
+) -> None:
+    """A live migration commits while the source still holds a batch of samples: those
+    taken before the move are stored, later ones are not its host's to report, and the
+    rest of the batch is kept."""
+    east, west = fleet.hosts
+    moving = next(s for s, (h, p) in fleet.servers.items() if h == east and p == "proj-a")
+    staying = next(s for s, (h, p) in fleet.servers.items() if h == east and p == "proj-b")
+    fleet.clock.now = T0 + 20
+    held = batch(fleet, east, T0, 6)  # T0 .. T0+10, taken while both ran on east
+    moved = datetime.fromtimestamp(T0 + 5, UTC)
+    with write_transaction(fleet.engine) as conn:
+        conn.execute(update(ServerRow).where(ServerRow.uuid == moving).values(host_uuid=west))
+        conn.execute(
+            insert(MigrationRow),
+            [{
+                "id": str(uuid.uuid4()), "server_uuid": moving, "source_host": east,
+                "target_host": west, "tunnel": True, "state": "done", "progress": 100,
+                "stats": {}, "created_at": moved, "updated_at": moved,
+            }],
+        )  # fmt: skip
+    result = fleet.history.ingest(east, held)
+    assert result.stored == 6
+    with read_transaction(fleet.engine) as conn:
+        kept = conn.execute(
+            select(EnergyServerSampleRow.server_uuid, EnergyServerSampleRow.ts_ms)
+        ).all()
+    moving_at = sorted(ts for s, ts in kept if s == moving)
+    assert moving_at == [round((T0 + 2 * i) * 1000) for i in range(3)]  # up to T0+5
+    assert len([ts for s, ts in kept if s == staying]) == 6
+    # A host that never ran the server may still not report it.
+    with pytest.raises(EnergyRefused, match="runs on another host"):
+        fleet.history.ingest(west, [
+            *batch(fleet, west, T0 + 40, 1),
+            HostSample(
+                taken_at=T0 + 50, interval_s=2.0, source="rapl", measured=True,
+                power_watts=1.0, joules=2.0, energy_joules_total=3.0,
+                servers=(ServerSample(staying, 1.0, 2.0, 3.0),),
+            ),
+        ])  # fmt: skip
 
 
 def test_unknown_servers_are_skipped_and_counted(fleet: Fleet) -> None:

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, and_, delete, func, insert, select, union_all
@@ -44,6 +45,7 @@ from wattvisor.store.energy_tables import (
     EnergyServerRollupRow,
     EnergyServerSampleRow,
 )
+from wattvisor.store.migration_tables import MigrationRow
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ _project_samples = EnergyProjectSampleRow.__table__
 _host_rollups = EnergyHostRollupRow.__table__
 _server_rollups = EnergyServerRollupRow.__table__
 _servers = cast(Table, ServerRow.__table__)
+_migrations = cast(Table, MigrationRow.__table__)
 
 SOURCES = frozenset({"rapl", "scaphandre", "estimate"})
 MAX_SERVERS_PER_SAMPLE = 5000
@@ -114,6 +117,11 @@ def _finite(value: float, name: str, low: float, high: float) -> None:
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; the store writes UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class EnergyHistory:
@@ -242,9 +250,23 @@ class EnergyHistory:
                     )
                 ).all()
                 known.update({r.uuid.lower(): (r.project, r.host_uuid) for r in rows})
-        for uuid in ordered:
-            found = known.get(uuid)
-            if found is not None and found[1] is not None and found[1] != host_uuid:
+            elsewhere = [u for u, (_, on) in known.items() if on is not None and on != host_uuid]
+            # A server that moved away from this host: what this host measured before the
+            # move was committed is still its own (a batch pushed just after a move).
+            moved_at: dict[str, int] = {}
+            if elsewhere:
+                for row in conn.execute(
+                    select(_migrations.c.server_uuid, func.max(_migrations.c.updated_at))
+                    .where(
+                        _migrations.c.server_uuid.in_(elsewhere),
+                        _migrations.c.source_host == host_uuid,
+                        _migrations.c.state == "done",
+                    )
+                    .group_by(_migrations.c.server_uuid)
+                ).all():
+                    moved_at[str(row[0]).lower()] = _ms(_utc(row[1]).timestamp())
+        for uuid in elsewhere:
+            if uuid not in moved_at:
                 raise EnergyRefused(
                     f"server {uuid} runs on another host; host {host_uuid} may push samples "
                     "only for its own servers",
@@ -279,6 +301,8 @@ class EnergyHistory:
                     uuid = server.uuid.lower()
                     if uuid not in known:
                         continue
+                    if uuid in moved_at and key > moved_at[uuid]:
+                        continue  # measured after it left: not this host's to report
                     server_rows.append({
                         "host_uuid": host_uuid, "ts_ms": key, "server_uuid": uuid,
                         "project": known[uuid][0], "power_watts": server.power_watts,
