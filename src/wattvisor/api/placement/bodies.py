@@ -292,3 +292,20 @@ def _with_current_generation(
         return update_
     held = placement.get_allocations(update_.consumer_uuid)
     return dataclasses.replace(update_, consumer_generation=held.generation)
+
+
+def _check_reserved(uuid: str, rc: str, inventory: Inventory, version: Microversion) -> None:
+    """Placement's reserved limit: below total before 1.26, at most total from 1.26."""
+    if version.at_least(26):
+        if inventory.reserved > inventory.total:
+            raise BadRequest(
+                f"Unable to update inventory for resource provider {uuid}: Invalid inventory "
+                f"for '{rc}' on resource provider '{uuid}'. The reserved value "
+                f"{inventory.reserved} is greater than total {inventory.total}."
+            )
+    elif inventory.reserved >= inventory.total:
+        raise BadRequest(
+            f"Unable to update inventory for resource provider {uuid}: Invalid inventory "
+            f"for '{rc}' on resource provider '{uuid}'. The reserved value "
+            f"{inventory.reserved} is greater than or equal to total {inventory.total}."
+        )

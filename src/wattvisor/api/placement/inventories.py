@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from wattvisor.api.placement.bodies import (
+    _check_reserved,
     _int,
     _inventory_body,
     _json,
@@ -16,7 +17,7 @@ from wattvisor.api.placement.bodies import (
     _only,
     _parse_inventory,
 )
-from wattvisor.api.placement.microversion import PREFIX
+from wattvisor.api.placement.microversion import PREFIX, _microversion
 from wattvisor.api.placement.threads import call
 from wattvisor.placement import (
     BadRequest,
@@ -49,6 +50,9 @@ def router(placement: Placement) -> APIRouter:
         )
         raw = _obj(_need(body, "inventories", "the inventories"), "inventories")
         inventories = {rc: _parse_inventory(rc, inv) for rc, inv in raw.items()}
+        version = _microversion(request)
+        for rc, inventory in inventories.items():
+            _check_reserved(uuid, rc, inventory, version)
         result = await call(placement.set_inventories, uuid, generation, inventories)
         return {
             "inventories": {rc: _inventory_body(i) for rc, i in result.inventories.items()},
@@ -117,6 +121,7 @@ def router(placement: Placement) -> APIRouter:
         inventory = _parse_inventory(
             resource_class, {k: v for k, v in body.items() if k != "resource_provider_generation"}
         )
+        _check_reserved(uuid, resource_class, inventory, _microversion(request))
         current = await call(placement.get_inventories, uuid)
         if resource_class not in current.inventories:
             raise BadRequest(
