@@ -13,7 +13,8 @@ from fastapi import APIRouter, FastAPI, params
 from sqlalchemy import Engine
 from starlette.types import StatelessLifespan
 
-from wattvisor.api import dashboard_routes, placement_routes
+from wattvisor.api import dashboard_routes
+from wattvisor.api import placement as placement_api
 from wattvisor.api.allowed_methods import AllowedMethods
 from wattvisor.api.request_guards import AuthenticateFirst, BodyLimit
 from wattvisor.api.request_ids import RequestIds
@@ -58,7 +59,7 @@ def create_app(
     # of one answers a path of the other (/placement against /v1).
     for router in routers:
         app.include_router(router)
-    placement_routes.install(app, placement, dependencies=placement_dependencies)
+    placement_api.install(app, placement, dependencies=placement_dependencies)
     dashboard_routes.install(app)
     install_v1_errors(app)
     # The last added runs first: ids, then the methods a path allows (OPTIONS and 405

@@ -26,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wattvisor.api.placement_routes import PREFIX as PLACEMENT_PREFIX
-from wattvisor.api.placement_routes import placement_error
+from wattvisor.api.placement import PREFIX as PLACEMENT_PREFIX
+from wattvisor.api.placement import placement_error
 from wattvisor.api.request_threads import run_blocking
 from wattvisor.api.v1_errors import error_response
 from wattvisor.auth import AccessDenied, AuthError

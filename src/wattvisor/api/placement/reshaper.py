@@ -1,0 +1,68 @@
+"""Placement handlers for POST /reshaper (1.30)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from wattvisor.api.placement.bodies import (
+    _consumer_update,
+    _int,
+    _json,
+    _need,
+    _obj,
+    _only,
+    _parse_inventory,
+    _uuid,
+)
+from wattvisor.api.placement.microversion import _microversion
+from wattvisor.api.placement.threads import call
+from wattvisor.placement import (
+    BadRequest,
+    Inventory,
+    Placement,
+)
+
+
+def router(placement: Placement) -> APIRouter:
+    """The POST /reshaper (1.30) routes over ``placement``."""
+    router = APIRouter()
+
+    @router.post("/reshaper", status_code=204, summary="Move inventory and allocations at once")
+    async def reshaper(request: Request) -> Response:
+        version = _microversion(request)
+        body = await _json(request)
+        _only(body, {"inventories", "allocations"}, "the reshape")
+        raw_inventories = _obj(_need(body, "inventories", "the reshape"), "inventories")
+        raw_allocations = _obj(_need(body, "allocations", "the reshape"), "allocations")
+        known = set(await call(placement.list_resource_classes))
+        inventories: dict[str, tuple[int, dict[str, Inventory]]] = {}
+        for rp_uuid, entry in raw_inventories.items():
+            where = f"the inventories of {rp_uuid}"
+            entry = _obj(entry, where)
+            _only(entry, {"inventories", "resource_provider_generation"}, where)
+            generation = _int(
+                _need(entry, "resource_provider_generation", where),
+                "resource_provider_generation",
+                0,
+            )
+            wanted = _obj(_need(entry, "inventories", where), "inventories")
+            for rc in wanted:
+                if rc not in known:
+                    raise BadRequest(f"No such resource class {rc}")
+            inventories[_uuid(rp_uuid, "resource provider uuid")] = (
+                generation,
+                {rc: _parse_inventory(rc, inv) for rc, inv in wanted.items()},
+            )
+        updates = [
+            _consumer_update(consumer, _obj(entry, f"consumer {consumer}"), version)
+            for consumer, entry in raw_allocations.items()
+        ]
+        for update_ in updates:
+            for resources in update_.allocations.values():
+                for rc in resources:
+                    if rc not in known:
+                        raise BadRequest(f"No such resource class {rc}")
+        await call(placement.reshape, inventories, updates)
+        return Response(status_code=204)
+
+    return router

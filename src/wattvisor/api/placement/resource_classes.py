@@ -1,0 +1,85 @@
+"""Placement handlers for /resource_classes[/{name}]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from wattvisor.api.placement.bodies import _json, _need, _only
+from wattvisor.api.placement.microversion import PREFIX, _microversion
+from wattvisor.api.placement.queries import _resource_class_name
+from wattvisor.api.placement.threads import call
+from wattvisor.placement import (
+    Conflict,
+    NotFound,
+    Placement,
+)
+
+
+def router(placement: Placement) -> APIRouter:
+    """The /resource_classes[/{name}] routes over ``placement``."""
+    router = APIRouter()
+
+    @router.get("/resource_classes/{name}", summary="Show resource class")
+    async def show_resource_class(name: str) -> dict[str, Any]:
+        if name not in await call(placement.list_resource_classes):
+            raise NotFound(f"No such resource class {name}.")
+        return {
+            "name": name,
+            "links": [{"rel": "self", "href": f"{PREFIX}/resource_classes/{name}"}],
+        }
+
+    @router.delete("/resource_classes/{name}", summary="Delete custom resource class")
+    async def delete_resource_class(name: str) -> Response:
+        try:
+            await call(placement.delete_custom_resource_class, name)
+        except Conflict as exc:
+            raise Conflict(
+                f"Error in delete resource class '{name}': Class is in use in inventory. "
+                f"({exc.detail})",
+                code=exc.code,
+            ) from exc
+        return Response(status_code=204)
+
+    @router.get("/resource_classes", summary="List resource classes")
+    async def list_resource_classes() -> dict[str, Any]:
+        names = await call(placement.list_resource_classes)
+        return {
+            "resource_classes": [
+                {"name": n, "links": [{"rel": "self", "href": f"{PREFIX}/resource_classes/{n}"}]}
+                for n in names
+            ]
+        }
+
+    @router.post("/resource_classes", status_code=201, summary="Create custom resource class")
+    async def post_resource_class(request: Request) -> Response:
+        body = await _json(request)
+        _only(body, {"name"}, "the resource class")
+        name = _resource_class_name(_need(body, "name", "the resource class"))
+        if not await call(placement.ensure_custom_resource_class, name):
+            raise Conflict(f"Conflicting resource class already exists: {name}")
+        return Response(status_code=201, headers={"Location": f"{PREFIX}/resource_classes/{name}"})
+
+    @router.put("/resource_classes/{name}", summary="Create (1.7) or rename a resource class")
+    async def put_resource_class(name: str, request: Request) -> Response:
+        if not _microversion(request).at_least(7):
+            body = await _json(request)
+            _only(body, {"name"}, "the resource class")
+            new_name = _resource_class_name(_need(body, "name", "the resource class"))
+            await call(placement.rename_custom_resource_class, name, new_name)
+            return JSONResponse(
+                {
+                    "name": new_name,
+                    "links": [{"rel": "self", "href": f"{PREFIX}/resource_classes/{new_name}"}],
+                }
+            )
+        name = _resource_class_name(name)
+        created = await call(placement.ensure_custom_resource_class, name)
+        return Response(
+            status_code=201 if created else 204,
+            headers={"Location": f"{PREFIX}/resource_classes/{name}"},
+        )
+
+    return router
