@@ -225,6 +225,35 @@ def test_a_server_that_moved_away_keeps_what_its_old_host_measured_before_the_mo
         ])  # fmt: skip
 
 
+def test_a_moved_servers_total_is_its_highest_counter_not_the_sum_of_its_hosts(
+    fleet: Fleet,
+) -> None:
+    """The target's counter continues from the source's total: counted once."""
+    east, west = fleet.hosts
+    moving = next(s for s, (h, p) in fleet.servers.items() if h == east and p == "proj-b")
+    fleet.clock.now = T0 + 100
+    fleet.history.ingest(east, batch(fleet, east, T0, 5))  # its counter reaches 100 J
+    on_east = fleet.history.now(server_uuid=moving).joules
+    assert on_east == pytest.approx(100.0)
+    with write_transaction(fleet.engine) as conn:
+        conn.execute(update(ServerRow).where(ServerRow.uuid == moving).values(host_uuid=west))
+    fleet.servers[moving] = (west, "proj-b")
+    fleet.history.ingest(west, [
+        HostSample(
+            taken_at=T0 + 20 + 2 * i, interval_s=2.0, source="rapl", measured=True,
+            power_watts=50.0, joules=100.0, energy_joules_total=5000.0 + 100 * i,
+            servers=(ServerSample(moving, 10.0, 20.0, on_east + 20.0 * (i + 1)),),
+        )
+        for i in range(3)
+    ])  # fmt: skip
+    assert fleet.history.now(server_uuid=moving).joules == pytest.approx(160.0)
+    assert fleet.history.now(project="proj-b").joules == pytest.approx(160.0)
+    # Leaving the target out gives what the source counted.
+    assert fleet.history.now(
+        project="proj-b", exclude_hosts=frozenset({west})
+    ).joules == pytest.approx(100.0)
+
+
 def test_unknown_servers_are_skipped_and_counted(fleet: Fleet) -> None:
     east = fleet.hosts[0]
     fleet.clock.now = T0 + 20
@@ -351,12 +380,16 @@ def test_the_row_cap_drops_the_oldest_history(store_url: str, tmp_path: Path) ->
         for start in range(0, 2000, 1000):
             world.history.ingest(east, batch(world, east, T0 + start, 500, interval=2.0))
         assert world.history.server_rows() == 2000  # two servers on east
+        total_a = world.history.now(project="proj-a").joules
+        assert total_a > 0
         result = world.history.downsample()
         assert result.capped_rows >= 1000
         assert world.history.server_rows() <= 1000
         with read_transaction(world.engine) as conn:
             oldest = conn.execute(select(func.min(EnergyServerSampleRow.ts_ms))).scalar()
         assert oldest is not None and oldest >= (T0 + 1000) * 1000 - 1
+        # Dropping the oldest history never lowers a total.
+        assert world.history.now(project="proj-a").joules == pytest.approx(total_a)
     finally:
         world.engine.dispose()
 

@@ -42,6 +42,7 @@ from wattvisor.store.energy_tables import (
     EnergyHostRollupRow,
     EnergyHostSampleRow,
     EnergyProjectSampleRow,
+    EnergyServerCounterRow,
     EnergyServerRollupRow,
     EnergyServerSampleRow,
 )
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 _host_samples = EnergyHostSampleRow.__table__
 _server_samples = EnergyServerSampleRow.__table__
 _project_samples = EnergyProjectSampleRow.__table__
+_counters = EnergyServerCounterRow.__table__
 _host_rollups = EnergyHostRollupRow.__table__
 _server_rollups = EnergyServerRollupRow.__table__
 _servers = cast(Table, ServerRow.__table__)
@@ -320,6 +322,7 @@ class EnergyHistory:
                     [{"project": p, "ts_ms": t, "host_uuid": host_uuid, "joules": j}
                      for (p, t), j in per_project.items()],
                 )  # fmt: skip
+                _raise_counters(conn, server_rows)
         return IngestResult(
             stored=len(host_rows),
             duplicates=len(samples) - len(host_rows),
@@ -622,21 +625,20 @@ class EnergyHistory:
     def _counter_sum(
         self, conn: Any, project: str | None, server_uuid: str | None, exclude: frozenset[str]
     ) -> float:
-        parts = []
-        for table in (_server_samples, _server_rollups):
-            query = select(
-                table.c.server_uuid.label("s"), func.max(table.c.energy_joules_total).label("j")
-            ).group_by(table.c.server_uuid)
-            query = (
-                query.where(table.c.project == project)
-                if project is not None
-                else query.where(table.c.server_uuid == server_uuid)
-            )
-            if exclude:
-                query = query.where(table.c.host_uuid.not_in(list(exclude)))
-            parts.append(query)
-        both = union_all(*parts).subquery()
-        per_server = select(both.c.s, func.max(both.c.j).label("j")).group_by(both.c.s).subquery()
+        """The subject's energy: each server's highest counter over its hosts, summed
+        (one row per server and host, kept at write time)."""
+        table = _counters
+        query = select(
+            table.c.server_uuid.label("s"), func.max(table.c.energy_joules_total).label("j")
+        ).group_by(table.c.server_uuid)
+        query = (
+            query.where(table.c.project == project)
+            if project is not None
+            else query.where(table.c.server_uuid == server_uuid)
+        )
+        if exclude:
+            query = query.where(table.c.host_uuid.not_in(list(exclude)))
+        per_server = query.subquery()
         return float(conn.execute(select(func.coalesce(func.sum(per_server.c.j), 0.0))).scalar())
 
     def history(
@@ -740,6 +742,43 @@ class EnergyHistory:
             running -= j
         points.reverse()
         return points
+
+
+def _raise_counters(conn: Any, server_rows: Sequence[dict[str, Any]]) -> None:
+    """Each server's counter row of this host raised to the batch's highest counter
+    (in server order, so two writers lock rows in the same order)."""
+    highest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in server_rows:
+        key = (row["server_uuid"], row["host_uuid"])
+        seen = highest.get(key)
+        if seen is None or row["energy_joules_total"] >= seen["energy_joules_total"]:
+            highest[key] = {
+                "server_uuid": row["server_uuid"], "host_uuid": row["host_uuid"],
+                "project": row["project"], "energy_joules_total": row["energy_joules_total"],
+                "ts_ms": max(row["ts_ms"], seen["ts_ms"] if seen else 0),
+            }  # fmt: skip
+    if not highest:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+
+        larger: Any = func.greatest
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+
+        larger = func.max
+    statement = dialect_insert(_counters).values([highest[k] for k in sorted(highest)])
+    statement = statement.on_conflict_do_update(
+        index_elements=["server_uuid", "host_uuid"],
+        set_={
+            "project": statement.excluded.project,
+            "energy_joules_total": larger(
+                _counters.c.energy_joules_total, statement.excluded.energy_joules_total
+            ),
+            "ts_ms": larger(_counters.c.ts_ms, statement.excluded.ts_ms),
+        },
+    )
+    conn.execute(statement)
 
 
 def _is_uuid(value: object) -> bool:

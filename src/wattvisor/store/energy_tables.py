@@ -99,3 +99,23 @@ class EnergyProjectSampleRow(Base):
         Column("host_uuid", String(36), primary_key=True),
         Column("joules", Float, nullable=False),
     )
+
+
+class EnergyServerCounterRow(Base):
+    """Each server's highest counter on each host it pushed from, raised at write time.
+
+    A server's energy total is its highest counter over its hosts (a migrated server's
+    counter continues from its source's total), so a project's total reads one row per
+    server and host here instead of every sample it ever had. Not removed by
+    downsampling or the row cap: capping history never lowers a total."""
+
+    __table__ = Table(
+        "energy_server_counters",
+        Base.metadata,
+        Column("server_uuid", String(36), primary_key=True),
+        Column("host_uuid", String(36), primary_key=True),
+        Column("project", String(255), nullable=False),
+        Column("energy_joules_total", Float, nullable=False),
+        Column("ts_ms", BigInteger, nullable=False),
+        Index("ix_energy_server_counters_project", "project"),
+    )
