@@ -92,6 +92,17 @@ if ! .venv/bin/pip show -q openstack-placement >/dev/null 2>&1; then
     echo "setup: installing $PLACEMENT_GABBITS (its gabbi test files only)"
     .venv/bin/pip install -q --no-deps "$PLACEMENT_GABBITS"
 fi
+# The OpenStack CLI with its Placement plugin, which tests/api/test_placement_osc_client.py
+# drives against /placement as a real client. It lives in a virtualenv of its own so that
+# OpenStack's dependency tree stays out of .venv and the product.
+OSC_VENV=.cache/osc-venv
+OSC_PACKAGES=('python-openstackclient>=7.0' 'osc-placement>=4.0')
+if [ ! -x "$OSC_VENV/bin/openstack" ]; then
+    echo "setup: installing ${OSC_PACKAGES[*]} into $OSC_VENV"
+    mkdir -p .cache
+    "$PYTHON" -m venv "$OSC_VENV"
+    "$OSC_VENV/bin/pip" install -q "${OSC_PACKAGES[@]}"
+fi
 # The web dashboard: built from dashboard/ into src/wattvisor/api/dashboard_static (not
 # committed; a clean clone builds it here), rebuilt when its sources are newer than the
 # build. npm installs exactly what package-lock.json pins.

@@ -17,7 +17,7 @@ from wattvisor.api.placement.bodies import (
     _only,
     _parse_inventory,
 )
-from wattvisor.api.placement.microversion import PREFIX, _microversion
+from wattvisor.api.placement.microversion import _location, _microversion
 from wattvisor.api.placement.threads import call
 from wattvisor.placement import (
     BadRequest,
@@ -92,9 +92,7 @@ def router(placement: Placement) -> APIRouter:
                 "resource_provider_generation": result.generation,
             },
             status_code=201,
-            headers={
-                "Location": f"{PREFIX}/resource_providers/{uuid}/inventories/{resource_class}"
-            },
+            headers=_location(request, f"/resource_providers/{uuid}/inventories/{resource_class}"),
         )
 
     @router.get("/resource_providers/{uuid}/inventories/{resource_class}", summary="Show inventory")

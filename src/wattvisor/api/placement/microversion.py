@@ -19,6 +19,15 @@ VERSION_HEADER = "OpenStack-API-Version"
 _VERSION_RE = re.compile(r"^placement\s+(latest|\d+\.\d+)$", re.IGNORECASE)
 
 
+def _location(request: Request, path: str) -> dict[str, str]:
+    """A ``Location`` header naming ``PREFIX + path`` as an absolute URL, as Placement sends.
+
+    Clients resolve a path-only location against their Placement endpoint, which already
+    ends in ``/placement`` (``openstack resource provider create`` follows it that way).
+    """
+    return {"Location": f"{str(request.base_url).rstrip('/')}{PREFIX}{path}"}
+
+
 @dataclass(frozen=True, slots=True)
 class Microversion:
     major: int

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from wattvisor.api.placement.bodies import _json, _need, _only
-from wattvisor.api.placement.microversion import PREFIX, _microversion
+from wattvisor.api.placement.microversion import PREFIX, _location, _microversion
 from wattvisor.api.placement.queries import _resource_class_name
 from wattvisor.api.placement.threads import call
 from wattvisor.placement import (
@@ -60,7 +60,7 @@ def router(placement: Placement) -> APIRouter:
         name = _resource_class_name(_need(body, "name", "the resource class"))
         if not await call(placement.ensure_custom_resource_class, name):
             raise Conflict(f"Conflicting resource class already exists: {name}")
-        return Response(status_code=201, headers={"Location": f"{PREFIX}/resource_classes/{name}"})
+        return Response(status_code=201, headers=_location(request, f"/resource_classes/{name}"))
 
     @router.put("/resource_classes/{name}", summary="Create (1.7) or rename a resource class")
     async def put_resource_class(name: str, request: Request) -> Response:
@@ -79,7 +79,7 @@ def router(placement: Placement) -> APIRouter:
         created = await call(placement.ensure_custom_resource_class, name)
         return Response(
             status_code=201 if created else 204,
-            headers={"Location": f"{PREFIX}/resource_classes/{name}"},
+            headers=_location(request, f"/resource_classes/{name}"),
         )
 
     return router

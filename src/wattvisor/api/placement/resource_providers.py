@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from wattvisor.api.placement.bodies import _json, _need, _only, _provider_body, _uuid
-from wattvisor.api.placement.microversion import PREFIX, _microversion
+from wattvisor.api.placement.microversion import _location, _microversion
 from wattvisor.api.placement.queries import (
     _PROVIDER_PARAMS,
     _UUID_RE,
@@ -66,7 +66,7 @@ def router(placement: Placement) -> APIRouter:
             parent = _uuid(parent, "parent_provider_uuid")
         uuid = _uuid(body["uuid"], "uuid") if body.get("uuid") is not None else None
         provider = await call(placement.create_provider, name, uuid, parent)
-        location = {"Location": f"{PREFIX}/resource_providers/{provider.uuid}"}
+        location = _location(request, f"/resource_providers/{provider.uuid}")
         if version.at_least(20):
             return JSONResponse(_provider_body(provider, version), headers=location)
         return Response(status_code=201, headers=location)

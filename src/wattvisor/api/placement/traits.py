@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from wattvisor.api.placement.bodies import _int, _json, _need, _only
-from wattvisor.api.placement.microversion import PREFIX
+from wattvisor.api.placement.microversion import _location
 from wattvisor.api.placement.queries import _CUSTOM_RE, _check_params, _single
 from wattvisor.api.placement.threads import call
 from wattvisor.placement import (
@@ -103,7 +103,7 @@ def router(placement: Placement) -> APIRouter:
         return Response(status_code=204)
 
     @router.put("/traits/{name}", summary="Create custom trait")
-    async def put_trait(name: str) -> Response:
+    async def put_trait(name: str, request: Request) -> Response:
         if not _CUSTOM_RE.match(name) or len(name) > MAX_NAME_LENGTH:
             raise BadRequest(
                 "The trait is invalid. A valid trait must be no longer than 255 characters, "
@@ -114,7 +114,7 @@ def router(placement: Placement) -> APIRouter:
         created = await call(placement.ensure_custom_trait, name)
         return Response(
             status_code=201 if created else 204,
-            headers={"Location": f"{PREFIX}/traits/{name}"},
+            headers=_location(request, f"/traits/{name}"),
         )
 
     @router.delete("/traits/{name}", summary="Delete custom trait")
