@@ -122,6 +122,8 @@ class Placement:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.index = ProviderIndex(engine)
+        self._tree_cache: tuple[int, Snapshot] | None = None
+        """The newest tree snapshot and the placement sequence value it was read at."""
 
     # ----------------------------------------------------------------- providers
 
@@ -1033,8 +1035,16 @@ class Placement:
         ]
 
     def tree_snapshot(self) -> Snapshot:
-        """Every provider with its parent, traits, aggregates, inventories and usage."""
+        """Every provider with its parent, traits, aggregates, inventories and usage.
+
+        Read again only when the placement sequence moved (every write moves it), so
+        a snapshot is shared by the reads between two writes; nobody changes it.
+        """
         with read_transaction(self.engine) as conn:
+            seq = int(conn.execute(select(_seq.c.value).where(_seq.c.id == 1)).scalar_one())
+            cached = self._tree_cache
+            if cached is not None and cached[0] == seq:
+                return cached[1]
             rows = conn.execute(select(_rp.c.id, _rp.c.uuid, _rp.c.parent_provider_id)).all()
             traits: dict[int, set[str]] = {}
             for rp_id, trait in conn.execute(select(_trait.c.resource_provider_id, _trait.c.trait)):
@@ -1063,7 +1073,7 @@ class Placement:
                 .group_by(_alloc.c.resource_provider_id, _alloc.c.resource_class)
             ):  # fmt: skip
                 used.setdefault(rp_id, {})[rc] = int(amount)
-        return Snapshot(
+        snapshot = Snapshot(
             {
                 r.id: TreeProvider(
                     r.id,
@@ -1077,6 +1087,8 @@ class Placement:
                 for r in rows
             }
         )
+        self._tree_cache = (seq, snapshot)
+        return snapshot
 
     def get_usages(self, uuid: str) -> ProviderUsages:
         """What is allocated on a provider, per resource class it has inventory of."""

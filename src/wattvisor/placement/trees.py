@@ -51,13 +51,29 @@ class TreeProvider:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     providers: dict[int, TreeProvider]
+    roots: dict[int, int] = field(init=False, repr=False, compare=False)
+    """Each provider's root, worked out once."""
+    trees: dict[int, list[int]] = field(init=False, repr=False, compare=False)
+    """Each root's providers (itself included), in ``providers`` order."""
 
-    def root(self, rp_id: int) -> int:
+    def __post_init__(self) -> None:
+        roots = {rp_id: self._walk_to_root(rp_id) for rp_id in self.providers}
+        trees: dict[int, list[int]] = {}
+        for rp_id, root_id in roots.items():
+            trees.setdefault(root_id, []).append(rp_id)
+        object.__setattr__(self, "roots", roots)
+        object.__setattr__(self, "trees", trees)
+
+    def _walk_to_root(self, rp_id: int) -> int:
         seen: set[int] = set()
         while (parent := self.providers[rp_id].parent_id) is not None and rp_id not in seen:
             seen.add(rp_id)
             rp_id = parent
         return rp_id
+
+    def root(self, rp_id: int) -> int:
+        root_id = self.roots.get(rp_id)
+        return self._walk_to_root(rp_id) if root_id is None else root_id
 
     def ancestors_or_self(self, rp_id: int) -> list[int]:
         out = [rp_id]
@@ -66,7 +82,7 @@ class Snapshot:
         return out
 
     def tree(self, root_id: int) -> list[int]:
-        return [p for p in self.providers if self.root(p) == root_id]
+        return list(self.trees.get(root_id, ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +132,7 @@ _Option = tuple[tuple[tuple[int, str, int], ...], tuple[int, ...]]
 class TreeCandidates:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snap = snapshot
-        self.roots = sorted({snapshot.root(p) for p in snapshot.providers})
+        self.roots = sorted(snapshot.trees)
         self.sharing = [p for p, rp in snapshot.providers.items() if SHARES in rp.traits]
 
     def _pool(self, root_id: int) -> tuple[list[int], list[int]]:
@@ -180,7 +196,8 @@ class TreeCandidates:
                 options.append((tuple(combo), providers))
         return options
 
-    def candidates(self, request: TreeRequest) -> list[TreeCandidate]:
+    def candidates(self, request: TreeRequest, limit: int | None = None) -> list[TreeCandidate]:
+        """The candidates, in root order; with ``limit``, only the first ``limit`` of them."""
         out: list[TreeCandidate] = []
         seen: set[tuple[object, ...]] = set()
         for root_id in self.roots:
@@ -203,6 +220,8 @@ class TreeCandidates:
                 if key not in seen:
                     seen.add(key)
                     out.append(candidate)
+                    if limit is not None and len(out) >= limit:
+                        return out
         return out
 
     @staticmethod

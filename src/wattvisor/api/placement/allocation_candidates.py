@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from wattvisor.api.placement.microversion import _microversion
 from wattvisor.api.placement.queries import _candidate_request, _candidates_body
@@ -23,7 +22,7 @@ def router(placement: Placement) -> APIRouter:
     router = APIRouter()
 
     @router.get("/allocation_candidates", summary="List allocation candidates")
-    async def allocation_candidates(request: Request) -> dict[str, Any]:
+    async def allocation_candidates(request: Request) -> JSONResponse:
         version = _microversion(request)
         tree_request, limit = _candidate_request(request, version)
         traits = TraitQuery()
@@ -35,9 +34,8 @@ def router(placement: Placement) -> APIRouter:
             traits.merged(tree_request.root_traits),
         )
         snapshot = await call(placement.tree_snapshot)
-        found = TreeCandidates(snapshot).candidates(tree_request)
-        if limit is not None:
-            found = found[:limit]
-        return _candidates_body(snapshot, tree_request, found, version)
+        found = TreeCandidates(snapshot).candidates(tree_request, limit)
+        # Plain str/int/list/dict: serialised as is, without FastAPI's per-value encoder.
+        return JSONResponse(_candidates_body(snapshot, tree_request, found, version))
 
     return router

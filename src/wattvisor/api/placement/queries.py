@@ -315,7 +315,7 @@ def _candidates_body(
     involved = {rp for candidate in found for rp in candidate.allocations}
     if version.at_least(29):
         roots = {snapshot.root(by_uuid[rp].id) for rp in involved}
-        involved |= {rp.uuid for rp in snapshot.providers.values() if snapshot.root(rp.id) in roots}
+        involved |= {snapshot.providers[p].uuid for root in roots for p in snapshot.tree(root)}
     requested = {rc for group in request.groups for rc in group.resources}
     summaries: dict[str, Any] = {}
     for rp_uuid in sorted(involved):
