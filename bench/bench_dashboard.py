@@ -148,6 +148,28 @@ def run() -> None:
                         page.close()
                 finally:
                     browser.close()
+            # What the member's page asks for, one call at a time: where its time goes
+            # (after the page runs, so these calls never count against its own).
+            calls: dict[str, list[float]] = {}
+            with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {token}"}) as c:
+                one = c.get(f"{url}/v1/servers").json()[0]["id"]
+                paths = {
+                    "me": "/v1/me",
+                    "project power": "/v1/projects/bench/power",
+                    "project hour": "/v1/projects/bench/power/history?since=3600",
+                    "project today": f"/v1/projects/bench/power/history?since={DAY_S}&step=60",
+                    "servers": "/v1/servers",
+                    "servers' power": "/v1/power/servers?project=bench",
+                    "flavors": "/v1/flavors",
+                    "images": "/v1/images",
+                    "server hour": f"/v1/servers/{one}/power/history?since=3600",
+                }
+                for _ in range(5):
+                    for label, path in paths.items():
+                        t = time.perf_counter()
+                        answered = c.get(url + path)
+                        calls.setdefault(label, []).append((time.perf_counter() - t) * 1e3)
+                        assert answered.status_code == 200, (path, answered.text)
         finally:
             server.should_exit = True
             thread.join(30)
@@ -162,4 +184,7 @@ def run() -> None:
             f"  page interactive         : {statistics.median(page_ms):8.0f} ms median, "
             f"{min(page_ms):.0f} best of {len(page_ms)} ({rows} server rows; goal < 1000 ms)"
         )
+        print("  the page's calls, as the member (median of 5):")
+        for label, took in calls.items():
+            print(f"    {label:<22}: {statistics.median(took):8.1f} ms")
         print(f"  {_load()}")
