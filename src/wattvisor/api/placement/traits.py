@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from wattvisor.api.placement.bodies import _int, _json, _need, _only
-from wattvisor.api.placement.microversion import PREFIX
+from wattvisor.api.placement.bodies import _json
+from wattvisor.api.placement.microversion import script_name
+from wattvisor.api.placement.models import ProviderTraitsBody, request_body, validated
 from wattvisor.api.placement.queries import _CUSTOM_RE, _check_params, _single
 from wattvisor.api.placement.threads import call
 from wattvisor.placement import (
@@ -32,20 +33,14 @@ def router(placement: Placement) -> APIRouter:
             "resource_provider_generation": result.generation,
         }
 
-    @router.put("/resource_providers/{uuid}/traits", summary="Replace provider traits")
+    @router.put(
+        "/resource_providers/{uuid}/traits",
+        summary="Replace provider traits",
+        openapi_extra=request_body(ProviderTraitsBody),
+    )
     async def put_provider_traits(uuid: str, request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        _only(body, {"traits", "resource_provider_generation"}, "the traits")
-        generation = _int(
-            _need(body, "resource_provider_generation", "the traits"),
-            "resource_provider_generation",
-            0,
-        )
-        traits = _need(body, "traits", "the traits")
-        if not isinstance(traits, list):
-            raise BadRequest(f"JSON does not validate: {traits!r} is not of type 'array'")
-        if not all(isinstance(t, str) for t in traits):
-            raise BadRequest(f"JSON does not validate: traits must be names: {traits!r}")
+        body = validated(ProviderTraitsBody, await _json(request))
+        generation, traits = body.resource_provider_generation, body.traits
         try:
             result = await call(placement.set_provider_traits, uuid, generation, traits)
         except ConcurrentUpdate as exc:
@@ -103,7 +98,7 @@ def router(placement: Placement) -> APIRouter:
         return Response(status_code=204)
 
     @router.put("/traits/{name}", summary="Create custom trait")
-    async def put_trait(name: str) -> Response:
+    async def put_trait(name: str, request: Request) -> Response:
         if not _CUSTOM_RE.match(name) or len(name) > MAX_NAME_LENGTH:
             raise BadRequest(
                 "The trait is invalid. A valid trait must be no longer than 255 characters, "
@@ -114,7 +109,7 @@ def router(placement: Placement) -> APIRouter:
         created = await call(placement.ensure_custom_trait, name)
         return Response(
             status_code=201 if created else 204,
-            headers={"Location": f"{PREFIX}/traits/{name}"},
+            headers={"Location": f"{script_name(request)}/traits/{name}"},
         )
 
     @router.delete("/traits/{name}", summary="Delete custom trait")
