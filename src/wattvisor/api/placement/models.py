@@ -172,7 +172,7 @@ def placement_words(exc: PydanticValidationError) -> str:
 def request_body(*models: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` documenting a JSON body of one of ``models`` (by microversion)."""
     schemas = [_inline(model.model_json_schema()) for model in models]
-    schema = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+    schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
