@@ -541,3 +541,118 @@ def test_openapi_document_lists_the_placement_routes(client: TestClient) -> None
     paths = client.get("/openapi.json").json()["paths"]
     assert "/placement/allocation_candidates" in paths
     assert "/placement/resource_providers/{uuid}/inventories" in paths
+
+
+def test_bodies_are_validated_by_the_models_in_placements_words(client: TestClient) -> None:
+    rp = _provider(client, "validated")
+    response = client.put(
+        f"/placement/resource_providers/{rp}/inventories",
+        json={"resource_provider_generation": 0, "inventories": {"VCPU": {"total": 0}}},
+        headers=H,
+    )
+    detail = _error(response, 400)["detail"]
+    assert detail.startswith("JSON does not validate: 0 is less than the minimum of 1")
+    assert "['inventories']['properties']['VCPU']['properties']['total']" in detail
+    response = client.post(
+        "/placement/resource_providers", json={"name": "x", "colour": "red"}, headers=H
+    )
+    assert (
+        "Additional properties are not allowed ('colour' was unexpected)"
+        in (_error(response, 400)["detail"])
+    )
+    # parent_provider_uuid only exists from 1.14.
+    response = client.post(
+        "/placement/resource_providers",
+        json={"name": "old", "parent_provider_uuid": rp},
+        headers={"OpenStack-API-Version": "placement 1.13"},
+    )
+    assert "'parent_provider_uuid' was unexpected" in _error(response, 400)["detail"]
+    # Nothing was written by the refused requests.
+    listed = client.get("/placement/resource_providers", headers=H).json()
+    assert [p["name"] for p in listed["resource_providers"]] == ["validated"]
+
+
+def test_the_openapi_document_describes_placement_bodies(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    put = paths["/placement/resource_providers/{uuid}/inventories"]["put"]
+    schema = put["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["inventories", "resource_provider_generation"]
+    assert (
+        schema["properties"]["inventories"]["additionalProperties"]["properties"]["total"][
+            "minimum"
+        ]
+        == 1
+    )
+
+
+def test_links_carry_the_root_path_of_a_proxy(placement: Placement, tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path), placement=placement)
+    with TestClient(app, root_path="/cloud") as proxied:
+        response = proxied.post(
+            "/placement/resource_providers", json={"name": "behind-proxy"}, headers=H
+        )
+        assert response.status_code == 200, response.text
+        rp = response.json()["uuid"]
+        assert response.headers["location"] == f"/cloud/placement/resource_providers/{rp}"
+        self_link = [x for x in response.json()["links"] if x["rel"] == "self"]
+        assert self_link == [{"rel": "self", "href": f"/cloud/placement/resource_providers/{rp}"}]
+
+
+def test_cors_answers_only_the_configured_origins(placement: Placement, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, api={"cors_allowed_origins": ["http://ok.example"]})
+    with TestClient(create_app(settings, placement=placement)) as cors_client:
+        preflight = {"access-control-request-method": "GET"}
+        ok = cors_client.options(
+            "/placement/", headers={"origin": "http://ok.example", **preflight}
+        )
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "http://ok.example"
+        bad = cors_client.get("/placement/", headers={"origin": "http://bad.example"})
+        assert bad.status_code == 200
+        assert "access-control-allow-origin" not in bad.headers
+    with TestClient(create_app(Settings(data_dir=tmp_path), placement=placement)) as plain:
+        response = plain.get("/placement/", headers={"origin": "http://ok.example"})
+        assert "access-control-allow-origin" not in response.headers
+
+
+def test_allocations_written_before_1_38_have_the_unknown_consumer_type(
+    client: TestClient,
+) -> None:
+    rp = _provider(client, "typed", VCPU=4)
+    consumer = str(uuid.uuid4())
+    response = client.put(
+        f"/placement/allocations/{consumer}",
+        json={
+            "allocations": {rp: {"resources": {"VCPU": 1}}},
+            "project_id": "proj",
+            "user_id": "user",
+            "consumer_generation": None,
+        },
+        headers={"OpenStack-API-Version": "placement 1.37"},
+    )
+    assert response.status_code == 204, response.text
+    held = client.get(f"/placement/allocations/{consumer}", headers=H).json()
+    assert held["consumer_type"] == "unknown"
+    # A later write at 1.37 keeps a type once one was named.
+    typed = str(uuid.uuid4())
+    assert _allocate(client, typed, rp, VCPU=1).status_code == 204
+    generation = client.get(f"/placement/allocations/{typed}", headers=H).json()[
+        "consumer_generation"
+    ]
+    response = client.put(
+        f"/placement/allocations/{typed}",
+        json={
+            "allocations": {rp: {"resources": {"VCPU": 2}}},
+            "project_id": "proj",
+            "user_id": "user",
+            "consumer_generation": generation,
+        },
+        headers={"OpenStack-API-Version": "placement 1.37"},
+    )
+    assert response.status_code == 204, response.text
+    held = client.get(f"/placement/allocations/{typed}", headers=H).json()
+    assert held["consumer_type"] == "INSTANCE"
+    usages = client.get("/placement/usages", params={"project_id": "proj"}, headers=H).json()[
+        "usages"
+    ]
+    assert usages["unknown"] == {"consumer_count": 1, "VCPU": 1}

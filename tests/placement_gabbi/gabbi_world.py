@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -48,7 +48,7 @@ class ServedPlacement:
 
 
 @contextlib.contextmanager
-def served_placement() -> Iterator[ServedPlacement]:
+def served_placement(cors_allowed_origins: Sequence[str] = ()) -> Iterator[ServedPlacement]:
     """The real API with a freshly migrated SQLite store, on a free loopback port."""
     with tempfile.TemporaryDirectory(prefix="wv-gabbi-") as tmp:
         engine = make_engine(f"sqlite:///{Path(tmp) / 'placement.db'}")
@@ -64,7 +64,9 @@ def served_placement() -> Iterator[ServedPlacement]:
                 ]
             )  # fmt: skip
             app = create_app(
-                Settings(data_dir=Path(tmp)),
+                Settings(
+                    data_dir=Path(tmp), api={"cors_allowed_origins": list(cors_allowed_origins)}
+                ),
                 placement=Placement(engine),
                 authenticator=Authenticator(registry.lookup),
             )

@@ -115,7 +115,7 @@ def _with_tokens(suite_dict: dict[str, Any], tokens: dict[str, str]) -> dict[str
 
 def run_file(path: Path) -> dict[int, Outcome]:
     """Run every gabbi test of ``path`` against a new served API."""
-    with served_placement() as served:
+    with served_placement(CORS_ORIGINS.get(path.stem, ())) as served:
         gabbi_fixtures.SERVED = served
         try:
             suite_dict = _with_tokens(utils.load_yaml(yaml_file=str(path)), served.tokens)
@@ -132,6 +132,9 @@ def run_file(path: Path) -> dict[int, Outcome]:
             gabbi_fixtures.SERVED = None
     return result.outcomes
 
+
+CORS_ORIGINS = {"cors": ("http://valid.example.com",)}
+"""The origins allowed per gabbi file, as Placement's CORSFixture configures them."""
 
 _RESULTS: dict[Path, dict[int, Outcome]] = {}
 OUTCOMES: list[bool] = []

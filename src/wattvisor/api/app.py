@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, params
 from sqlalchemy import Engine
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import StatelessLifespan
 
 from wattvisor.api import dashboard_routes
@@ -70,7 +71,22 @@ def create_app(
         app.add_middleware(AuthenticateFirst, authenticator=authenticator)
     app.add_middleware(AllowedMethods, router=app.router)
     app.add_middleware(RequestIds)
+    if settings.api.cors_allowed_origins:
+        # Outermost: a browser's preflight is answered before any token is asked for.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_allowed_origins,
+            allow_methods=list(CORS_METHODS),
+            allow_headers=["*"],
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+        )
     return app
+
+
+CORS_METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "HEAD")
+"""The methods a cross-origin page may use (Placement's CORS defaults)."""
+CORS_EXPOSED_HEADERS = ("X-Request-Id", "OpenStack-Request-Id", "OpenStack-API-Version")
+"""Response headers a cross-origin page may read."""
 
 
 def _disposing(engine: Engine | None) -> StatelessLifespan[FastAPI]:

@@ -467,6 +467,11 @@ class ApiSettings(BaseModel):
         default=1024 * 1024, ge=1024, le=1024 * 1024 * 1024,
         description="larger request bodies are refused with 413 before they are read",
     )  # fmt: skip
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="origins (scheme://host[:port]) whose browser pages may call the API "
+        "across origins (CORS), as Placement's [cors] allowed_origin; empty: none",
+    )
 
 
 class AuthSettings(BaseModel):

@@ -85,6 +85,9 @@ _custom_rc = cast(Table, CustomResourceClass.__table__)
 _agg = cast(Table, ProviderAggregate.__table__)
 
 DEFAULT_CONSUMER_TYPE = "INSTANCE"
+UNKNOWN_CONSUMER_TYPE = "unknown"
+"""The type of a consumer written without one (Placement API before 1.38); a named
+type matches ``^[A-Z0-9_]+$``, so it never collides with this one."""
 T = TypeVar("T")
 ENSURE_RETRIES = 10
 
@@ -891,7 +894,12 @@ class Placement:
                             generation=generation + 1,
                             project_id=up.project_id,
                             user_id=up.user_id,
-                            consumer_type=up.consumer_type,
+                            # A write that does not name a type keeps the consumer's.
+                            **(
+                                {}
+                                if up.consumer_type == UNKNOWN_CONSUMER_TYPE
+                                else {"consumer_type": up.consumer_type}
+                            ),
                         )
                     )
                     if result.rowcount != 1:

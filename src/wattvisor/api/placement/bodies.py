@@ -12,6 +12,7 @@ from fastapi import Request
 
 from wattvisor.api.placement.errors import PlacementUnsupportedMedia
 from wattvisor.api.placement.microversion import PREFIX, Microversion
+from wattvisor.api.placement.models import InventoryFields
 from wattvisor.placement import (
     BadRequest,
     Inventory,
@@ -20,11 +21,10 @@ from wattvisor.placement import (
 )
 from wattvisor.placement.entities import MAX_INT
 from wattvisor.placement.names import MAX_NAME_LENGTH, shown_name
-from wattvisor.placement.service import ConsumerAllocationUpdate
+from wattvisor.placement.service import UNKNOWN_CONSUMER_TYPE, ConsumerAllocationUpdate
 
 _CONSUMER_TYPE_RE = re.compile(r"^[A-Z0-9_]+$")
 _RESOURCE_CLASS_RE = re.compile(r"^[A-Z0-9_]+$")
-DEFAULT_CONSUMER_TYPE = "INSTANCE"
 
 
 # ------------------------------------------------------------------ body checks
@@ -97,8 +97,10 @@ async def _json(request: Request) -> dict[str, Any]:
 # ------------------------------------------------------------------ serializers
 
 
-def _provider_body(provider: Provider, version: Microversion) -> dict[str, Any]:
-    base = f"{PREFIX}/resource_providers/{provider.uuid}"
+def _provider_body(
+    provider: Provider, version: Microversion, script_name: str = PREFIX
+) -> dict[str, Any]:
+    base = f"{script_name}/resource_providers/{provider.uuid}"
     links = [
         {"rel": "self", "href": base},
         {"rel": "inventories", "href": f"{base}/inventories"},
@@ -133,32 +135,15 @@ def _inventory_body(inventory: Inventory) -> dict[str, Any]:
     }
 
 
-MAX_ALLOCATION_RATIO = 3.40282e38
-_INVENTORY_FIELDS = {"total", "reserved", "min_unit", "max_unit", "step_size", "allocation_ratio"}
-
-
-def _parse_inventory(rc: str, raw: Any) -> Inventory:
-    where = f"inventory of {rc}"
-    body = _obj(raw, where)
-    _only(body, _INVENTORY_FIELDS, where)
-    ratio = body.get("allocation_ratio", 1.0)
-    if not isinstance(ratio, int | float) or isinstance(ratio, bool):
-        raise BadRequest(
-            f"JSON does not validate: {where}: allocation_ratio must be a number, got {ratio!r}"
-        )
-    if ratio > MAX_ALLOCATION_RATIO:
-        raise BadRequest(
-            f"JSON does not validate: {ratio} is greater than the maximum of "
-            f"{MAX_ALLOCATION_RATIO} ({where})\n\n"
-            "Failed validating 'maximum' in schema['properties']['allocation_ratio']"
-        )
+def _inventory(fields: InventoryFields) -> Inventory:
+    """The inventory a validated body describes."""
     return Inventory(
-        total=_int(_need(body, "total", where), f"{where}: total", 1),
-        reserved=_int(body.get("reserved", 0), f"{where}: reserved", 0),
-        min_unit=_int(body.get("min_unit", 1), f"{where}: min_unit", 1),
-        max_unit=_int(body.get("max_unit", MAX_INT), f"{where}: max_unit", 1),
-        step_size=_int(body.get("step_size", 1), f"{where}: step_size", 1),
-        allocation_ratio=float(ratio),
+        total=fields.total,
+        reserved=fields.reserved,
+        min_unit=fields.min_unit,
+        max_unit=fields.max_unit,
+        step_size=fields.step_size,
+        allocation_ratio=float(fields.allocation_ratio),
     )
 
 
@@ -256,7 +241,7 @@ def _consumer_update(
     if version.at_least(38):
         consumer_type = _need(body, "consumer_type", where)
     else:
-        consumer_type = DEFAULT_CONSUMER_TYPE
+        consumer_type = UNKNOWN_CONSUMER_TYPE
     for key, value in (("project_id", project_id), ("user_id", user_id)):
         if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LENGTH:
             shown = shown_name(value) if isinstance(value, str) else repr(value)
@@ -264,7 +249,7 @@ def _consumer_update(
                 f"JSON does not validate: {key} must be a string of 1-{MAX_NAME_LENGTH} "
                 f"characters, got {shown}"
             )
-    if (
+    if consumer_type != UNKNOWN_CONSUMER_TYPE and (
         not isinstance(consumer_type, str)
         or len(consumer_type) > MAX_NAME_LENGTH
         or not _CONSUMER_TYPE_RE.match(consumer_type)

@@ -7,17 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from wattvisor.api.placement.bodies import (
-    _check_reserved,
-    _int,
-    _inventory_body,
-    _json,
-    _need,
-    _obj,
-    _only,
-    _parse_inventory,
-)
+from wattvisor.api.placement.bodies import _check_reserved, _inventory, _inventory_body, _json
 from wattvisor.api.placement.microversion import _location, _microversion
+from wattvisor.api.placement.models import (
+    InventoriesBody,
+    InventoryCreateBody,
+    InventoryUpdateBody,
+    request_body,
+    validated,
+)
 from wattvisor.api.placement.threads import call
 from wattvisor.placement import (
     BadRequest,
@@ -39,17 +37,15 @@ def router(placement: Placement) -> APIRouter:
             "resource_provider_generation": result.generation,
         }
 
-    @router.put("/resource_providers/{uuid}/inventories", summary="Replace inventories")
+    @router.put(
+        "/resource_providers/{uuid}/inventories",
+        summary="Replace inventories",
+        openapi_extra=request_body(InventoriesBody),
+    )
     async def put_inventories(uuid: str, request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        _only(body, {"inventories", "resource_provider_generation"}, "the inventories")
-        generation = _int(
-            _need(body, "resource_provider_generation", "the inventories"),
-            "resource_provider_generation",
-            0,
-        )
-        raw = _obj(_need(body, "inventories", "the inventories"), "inventories")
-        inventories = {rc: _parse_inventory(rc, inv) for rc, inv in raw.items()}
+        body = validated(InventoriesBody, await _json(request))
+        generation = body.resource_provider_generation
+        inventories = {rc: _inventory(fields) for rc, fields in body.inventories.items()}
         version = _microversion(request)
         for rc, inventory in inventories.items():
             _check_reserved(uuid, rc, inventory, version)
@@ -60,16 +56,15 @@ def router(placement: Placement) -> APIRouter:
         }
 
     @router.post(
-        "/resource_providers/{uuid}/inventories", status_code=201, summary="Add an inventory"
+        "/resource_providers/{uuid}/inventories",
+        status_code=201,
+        summary="Add an inventory",
+        openapi_extra=request_body(InventoryCreateBody),
     )
     async def post_inventory(uuid: str, request: Request) -> JSONResponse:
-        body = await _json(request)
-        resource_class = _need(body, "resource_class", "the inventory")
-        if not isinstance(resource_class, str):
-            raise BadRequest(f"JSON does not validate: {resource_class!r} is not of type 'string'")
-        inventory = _parse_inventory(
-            resource_class, {k: v for k, v in body.items() if k != "resource_class"}
-        )
+        body = validated(InventoryCreateBody, await _json(request))
+        resource_class = body.resource_class
+        inventory = _inventory(body)
         current = await call(placement.get_inventories, uuid)
         if resource_class not in await call(placement.list_resource_classes):
             raise BadRequest(f"No such resource class {resource_class}")
@@ -107,18 +102,14 @@ def router(placement: Placement) -> APIRouter:
         }
 
     @router.put(
-        "/resource_providers/{uuid}/inventories/{resource_class}", summary="Update inventory"
+        "/resource_providers/{uuid}/inventories/{resource_class}",
+        summary="Update inventory",
+        openapi_extra=request_body(InventoryUpdateBody),
     )
     async def put_inventory(uuid: str, resource_class: str, request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        generation = _int(
-            _need(body, "resource_provider_generation", "the inventory"),
-            "resource_provider_generation",
-            0,
-        )
-        inventory = _parse_inventory(
-            resource_class, {k: v for k, v in body.items() if k != "resource_provider_generation"}
-        )
+        body = validated(InventoryUpdateBody, await _json(request))
+        generation = body.resource_provider_generation
+        inventory = _inventory(body)
         _check_reserved(uuid, resource_class, inventory, _microversion(request))
         current = await call(placement.get_inventories, uuid)
         if resource_class not in current.inventories:

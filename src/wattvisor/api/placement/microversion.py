@@ -64,3 +64,11 @@ def _microversion(request: Request) -> Microversion:
             f"{MIN_VERSION[0]}.{MIN_VERSION[1]} to {MAX_VERSION[0]}.{MAX_VERSION[1]}"
         )
     return Microversion(major, minor)
+
+
+def script_name(request: Request) -> str:
+    """Where the Placement API is served, as links and ``Location`` name it: behind a
+    proxy (ASGI ``root_path``) the proxy's prefix comes first, as Placement's links carry
+    the WSGI script name."""
+    root_path: str = request.scope.get("root_path", "")
+    return f"{root_path.rstrip('/')}{PREFIX}"

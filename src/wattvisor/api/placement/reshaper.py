@@ -6,15 +6,15 @@ from fastapi import APIRouter, Request, Response
 
 from wattvisor.api.placement.bodies import (
     _consumer_update,
-    _int,
+    _inventory,
     _json,
     _need,
     _obj,
     _only,
-    _parse_inventory,
     _uuid,
 )
 from wattvisor.api.placement.microversion import _microversion
+from wattvisor.api.placement.models import InventoriesBody, validated
 from wattvisor.api.placement.threads import call
 from wattvisor.placement import (
     BadRequest,
@@ -37,21 +37,13 @@ def router(placement: Placement) -> APIRouter:
         known = set(await call(placement.list_resource_classes))
         inventories: dict[str, tuple[int, dict[str, Inventory]]] = {}
         for rp_uuid, entry in raw_inventories.items():
-            where = f"the inventories of {rp_uuid}"
-            entry = _obj(entry, where)
-            _only(entry, {"inventories", "resource_provider_generation"}, where)
-            generation = _int(
-                _need(entry, "resource_provider_generation", where),
-                "resource_provider_generation",
-                0,
-            )
-            wanted = _obj(_need(entry, "inventories", where), "inventories")
-            for rc in wanted:
+            wanted = validated(InventoriesBody, entry)
+            for rc in wanted.inventories:
                 if rc not in known:
                     raise BadRequest(f"No such resource class {rc}")
             inventories[_uuid(rp_uuid, "resource provider uuid")] = (
-                generation,
-                {rc: _parse_inventory(rc, inv) for rc, inv in wanted.items()},
+                wanted.resource_provider_generation,
+                {rc: _inventory(fields) for rc, fields in wanted.inventories.items()},
             )
         updates = [
             _consumer_update(consumer, _obj(entry, f"consumer {consumer}"), version)

@@ -7,8 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from wattvisor.api.placement.bodies import _json, _need, _only, _provider_body, _uuid
-from wattvisor.api.placement.microversion import _location, _microversion
+from wattvisor.api.placement.bodies import _json, _provider_body
+from wattvisor.api.placement.microversion import _location, _microversion, script_name
+from wattvisor.api.placement.models import (
+    ProviderCreateBody,
+    ProviderCreateBody14,
+    ProviderUpdateBody,
+    ProviderUpdateBody14,
+    request_body,
+    validated,
+)
 from wattvisor.api.placement.queries import (
     _PROVIDER_PARAMS,
     _UUID_RE,
@@ -49,49 +57,58 @@ def router(placement: Placement) -> APIRouter:
             in_tree=in_tree,
             member_of=_member_of(request.query_params.getlist("member_of"), version),
         )
-        return {"resource_providers": [_provider_body(p, version) for p in providers]}
+        return {
+            "resource_providers": [
+                _provider_body(p, version, script_name(request)) for p in providers
+            ]
+        }
 
-    @router.post("/resource_providers", summary="Create resource provider")
+    @router.post(
+        "/resource_providers",
+        summary="Create resource provider",
+        openapi_extra=request_body(ProviderCreateBody14, ProviderCreateBody),
+    )
     async def create_provider(request: Request) -> Response:
         version = _microversion(request)
-        body = await _json(request)
-        allowed = {"name", "uuid", "parent_provider_uuid"} if version.at_least(14) else {
-            "name", "uuid"}  # fmt: skip
-        _only(body, allowed, "the resource provider")
-        name = _need(body, "name", "the resource provider")
-        if not isinstance(name, str) or not 1 <= len(name) <= 200:
-            raise BadRequest(f"JSON does not validate: name must be 1-200 characters: {name!r}")
-        parent = body.get("parent_provider_uuid")
-        if parent is not None:
-            parent = _uuid(parent, "parent_provider_uuid")
-        uuid = _uuid(body["uuid"], "uuid") if body.get("uuid") is not None else None
-        provider = await call(placement.create_provider, name, uuid, parent)
+        raw = await _json(request)
+        body = validated(ProviderCreateBody14 if version.at_least(14) else ProviderCreateBody, raw)
+        parent = getattr(body, "parent_provider_uuid", None)
+        provider = await call(
+            placement.create_provider,
+            body.name,
+            str(body.uuid) if body.uuid is not None else None,
+            str(parent) if parent is not None else None,
+        )
         location = _location(request, f"/resource_providers/{provider.uuid}")
         if version.at_least(20):
-            return JSONResponse(_provider_body(provider, version), headers=location)
+            return JSONResponse(
+                _provider_body(provider, version, script_name(request)), headers=location
+            )
         return Response(status_code=201, headers=location)
 
     @router.get("/resource_providers/{uuid}", summary="Show resource provider")
     async def show_provider(uuid: str, request: Request) -> dict[str, Any]:
-        return _provider_body(await call(placement.get_provider, uuid), _microversion(request))
+        provider = await call(placement.get_provider, uuid)
+        return _provider_body(provider, _microversion(request), script_name(request))
 
-    @router.put("/resource_providers/{uuid}", summary="Update resource provider")
+    @router.put(
+        "/resource_providers/{uuid}",
+        summary="Update resource provider",
+        openapi_extra=request_body(ProviderUpdateBody14, ProviderUpdateBody),
+    )
     async def update_provider(uuid: str, request: Request) -> dict[str, Any]:
         version = _microversion(request)
-        body = await _json(request)
-        allowed = {"name", "parent_provider_uuid"} if version.at_least(14) else {"name"}
-        _only(body, allowed, "the resource provider")
-        name = _need(body, "name", "the resource provider")
-        if not isinstance(name, str) or not 1 <= len(name) <= 200:
-            raise BadRequest(f"JSON does not validate: name must be 1-200 characters: {name!r}")
+        raw = await _json(request)
+        body = validated(ProviderUpdateBody14 if version.at_least(14) else ProviderUpdateBody, raw)
         current = await call(placement.get_provider, uuid)
-        parent = body.get("parent_provider_uuid", current.parent_provider_uuid)
-        if parent is not None:
-            parent = _uuid(parent, "parent_provider_uuid")
+        parent = current.parent_provider_uuid
+        if "parent_provider_uuid" in body.model_fields_set:
+            given = getattr(body, "parent_provider_uuid", None)
+            parent = str(given) if given is not None else None
         provider = await call(
-            placement.update_provider, uuid, name, parent, may_reparent=version.at_least(37)
+            placement.update_provider, uuid, body.name, parent, may_reparent=version.at_least(37)
         )
-        return _provider_body(provider, version)
+        return _provider_body(provider, version, script_name(request))
 
     @router.delete("/resource_providers/{uuid}", status_code=204, summary="Delete provider")
     async def delete_provider(uuid: str) -> Response:

@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from wattvisor.api.placement.bodies import _int, _json, _need, _only
+from wattvisor.api.placement.bodies import _json
 from wattvisor.api.placement.microversion import _location
+from wattvisor.api.placement.models import ProviderTraitsBody, request_body, validated
 from wattvisor.api.placement.queries import _CUSTOM_RE, _check_params, _single
 from wattvisor.api.placement.threads import call
 from wattvisor.placement import (
@@ -32,20 +33,14 @@ def router(placement: Placement) -> APIRouter:
             "resource_provider_generation": result.generation,
         }
 
-    @router.put("/resource_providers/{uuid}/traits", summary="Replace provider traits")
+    @router.put(
+        "/resource_providers/{uuid}/traits",
+        summary="Replace provider traits",
+        openapi_extra=request_body(ProviderTraitsBody),
+    )
     async def put_provider_traits(uuid: str, request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        _only(body, {"traits", "resource_provider_generation"}, "the traits")
-        generation = _int(
-            _need(body, "resource_provider_generation", "the traits"),
-            "resource_provider_generation",
-            0,
-        )
-        traits = _need(body, "traits", "the traits")
-        if not isinstance(traits, list):
-            raise BadRequest(f"JSON does not validate: {traits!r} is not of type 'array'")
-        if not all(isinstance(t, str) for t in traits):
-            raise BadRequest(f"JSON does not validate: traits must be names: {traits!r}")
+        body = validated(ProviderTraitsBody, await _json(request))
+        generation, traits = body.resource_provider_generation, body.traits
         try:
             result = await call(placement.set_provider_traits, uuid, generation, traits)
         except ConcurrentUpdate as exc:
