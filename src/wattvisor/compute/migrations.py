@@ -707,12 +707,22 @@ class MigrationService:
         resources = {rc: n for part in held.allocations for rc, n in part.resources.items()}
         server_held = self.placement.get_allocations(server.uuid)
 
+        # The guest moved either way; a share its new host could not plug is the
+        # server's fault to show (its energy counter is unreadable inside until then).
+        share_error = stats.get("share_error")
+        fault = (
+            f"migrated to host {target_uuid}, but its power-metrics share could not be "
+            f"plugged there: {share_error}"
+            if share_error
+            else None
+        )
+
         def move(conn: Connection) -> None:
             conn.execute(
                 update(_servers)
                 .where((_servers.c.uuid == server.uuid) & (_servers.c.status != "DELETED"))
                 .values(host_uuid=target_uuid, domain_name=domain_name, task=None,
-                        fault=None, fault_detail=None, updated_at=_now())
+                        fault=fault, fault_detail=None, updated_at=_now())
             )  # fmt: skip
             conn.execute(
                 update(_migrations)
