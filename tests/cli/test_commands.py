@@ -147,7 +147,8 @@ def test_up_serves_placement_and_metrics_and_stops_on_sigterm(tmp_path: Path) ->
         assert providers.status_code == 200, providers.text
         [provider] = providers.json()["resource_providers"]
         traits = httpx.get(
-            f"{base}/placement/resource_providers/{provider['uuid']}/traits", headers=auth
+            f"{base}/placement/resource_providers/{provider['uuid']}/traits",
+            headers={**auth, "OpenStack-API-Version": "placement 1.6"},  # traits came in 1.6
         )
         assert "COMPUTE_STORAGE_BUS_VIRTIO" in traits.json()["traits"]
         assert httpx.get(f"{base}/metrics").status_code == 404  # not on the API's port
