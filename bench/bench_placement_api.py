@@ -101,7 +101,15 @@ def ensure_placement_venv() -> Path:
         print(f"   installing openstack-placement into {VENV}", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run(
-            [str(VENV / "bin" / "pip"), "install", "-q", "openstack-placement", "gunicorn"],
+            [
+                str(VENV / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "openstack-placement",
+                "gunicorn",
+            ],
             check=True,
         )
     return VENV
@@ -120,14 +128,17 @@ def openstack_placement(tmp: Path) -> Iterator[str]:
     )
     env = {**os.environ, "OS_PLACEMENT_CONFIG_DIR": str(conf_dir)}
     subprocess.run(
-        [str(venv / "bin" / "placement-manage"), "--config-file",
-         str(conf_dir / "placement.conf"), "db", "sync"],
+        # What bin/placement-manage runs, through the venv's interpreter.
+        [str(venv / "bin" / "python"), "-c",
+         "import sys; from placement.cmd.manage import main; sys.exit(main())",
+         "--config-file", str(conf_dir / "placement.conf"), "db", "sync"],
         check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [
-        str(venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
+        str(venv / "bin" / "python"), "-m", "gunicorn",
+        "--bind", f"127.0.0.1:{port}", "--workers", "1",
         "--threads", "8", "--worker-class", "gthread", "--log-level", "warning",
         "--timeout", "300", "placement.wsgi.api:application",
     ]  # fmt: skip

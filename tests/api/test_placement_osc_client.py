@@ -27,11 +27,12 @@ OSC_VENV = Path(".cache") / "osc-venv"
 
 
 def _openstack_cli() -> Path:
-    """``openstack`` from ``.cache/osc-venv`` beside the checkout or beside the project's venv."""
+    """The ``bin`` folder of ``.cache/osc-venv`` beside the checkout or beside the
+    project's venv, holding ``openstack``."""
     for root in (Path(__file__).resolve().parents[2], Path(sys.prefix).parent):
-        cli = root / OSC_VENV / "bin" / "openstack"
-        if cli.is_file():
-            return cli
+        folder = root / OSC_VENV / "bin"
+        if (folder / "openstack").is_file():
+            return folder
     pytest.skip(f"no {OSC_VENV}/bin/openstack: run scripts/setup.sh")
 
 
@@ -53,8 +54,9 @@ class Cli:
     home: Path
 
     def run(self, *args: str, version: str | None = None, token: str | None = None) -> Result:
+        # The venv's interpreter runs the CLI's own entry point (what bin/openstack does).
         command = [
-            str(self.cli),
+            str(self.cli / "python"), "-m", "openstackclient.shell",
             "--os-auth-type", "admin_token",
             "--os-token", token if token is not None else self.served.tokens["admin"],
             "--os-endpoint", f"http://127.0.0.1:{self.served.port}/placement",

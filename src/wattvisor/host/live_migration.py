@@ -17,6 +17,7 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -85,6 +86,7 @@ class MigrationResult:
 
 
 _native_virtiofs: dict[str, bool] = {}
+QEMU_SYSTEM = "qemu-system-x86_64"  # the emulator wattvisor's hosts run (host/binaries.py)
 
 
 def virtiofs_migrates_natively(emulator: str) -> bool:
@@ -93,9 +95,15 @@ def virtiofs_migrates_natively(emulator: str) -> bool:
     known = _native_virtiofs.get(emulator)
     if known is not None:
         return known
+    if Path(emulator).name != QEMU_SYSTEM:
+        # Only the QEMU the host's required programs name is asked; any other emulator
+        # takes the path that works everywhere (unplug the share for the move).
+        log.info("not asking emulator %s about virtiofs migration: not %s", emulator, QEMU_SYSTEM)
+        return False
+    binary = str(Path(emulator).parent / QEMU_SYSTEM)
     try:
         done = subprocess.run(
-            [emulator, "-device", "vhost-user-fs-pci,help"],
+            [binary, "-device", "vhost-user-fs-pci,help"],
             capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         found = re.search(r"^\s*migration=", done.stdout, re.MULTILINE) is not None

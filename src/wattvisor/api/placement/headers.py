@@ -95,6 +95,11 @@ _GATES: tuple[tuple[str, re.Pattern[str], int], ...] = tuple(
 
 
 def _route_available(method: str, path: str, version: Microversion) -> bool:
+    """Whether the route exists at ``version``. A method no Placement route serves
+    (OPTIONS, PATCH, ...) is never gated: the router answers it 405 with the path's
+    ``Allow`` list at every version, as Placement does."""
+    if method not in ("GET", "HEAD", "PUT", "POST", "DELETE"):
+        return True
     return all(
         version.at_least(minor)
         for gate_method, pattern, minor in _GATES
