@@ -593,7 +593,10 @@ def test_links_carry_the_root_path_of_a_proxy(placement: Placement, tmp_path: Pa
         )
         assert response.status_code == 200, response.text
         rp = response.json()["uuid"]
-        assert response.headers["location"] == f"/cloud/placement/resource_providers/{rp}"
+        # Location is absolute, as Placement sends it; the proxy's prefix is in it.
+        assert response.headers["location"] == (
+            f"http://testserver/cloud/placement/resource_providers/{rp}"
+        )
         self_link = [x for x in response.json()["links"] if x["rel"] == "self"]
         assert self_link == [{"rel": "self", "href": f"/cloud/placement/resource_providers/{rp}"}]
 
