@@ -45,7 +45,7 @@ from wattvisor.compute.records import InterfaceRecord, ServerRecord, VolumeRecor
 from wattvisor.compute.servers import ServerService
 from wattvisor.compute.tasks import Lease, LeaseLost, PermanentFailure, TaskRecord
 from wattvisor.config.settings import Settings
-from wattvisor.store import read_transaction, write_transaction
+from wattvisor.store import as_utc, read_transaction, write_transaction
 from wattvisor.store.compute_tables import InterfaceRow, VolumeRow
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,6 @@ hears of it), so further claims happen only after a controller died running it."
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 class DeviceService:
@@ -757,14 +753,14 @@ def _volume(row: Any) -> VolumeRecord:
     return VolumeRecord(
         id=row.id, name=row.name, project=row.project, size_gb=row.size_gb, format=row.format,
         status=row.status, host_uuid=row.host_uuid, path=row.path,
-        server_uuid=row.server_uuid, created_at=_utc(row.created_at),
+        server_uuid=row.server_uuid, created_at=as_utc(row.created_at),
     )  # fmt: skip
 
 
 def _interface(row: Any) -> InterfaceRecord:
     return InterfaceRecord(
         id=row.id, server_uuid=row.server_uuid, mac=row.mac, kind=row.kind, source=row.source,
-        model=row.model, created_at=_utc(row.created_at),
+        model=row.model, created_at=as_utc(row.created_at),
     )  # fmt: skip
 
 

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, and_, delete, func, insert, select, union_all
@@ -35,7 +34,7 @@ from wattvisor.config.settings import HistorySettings
 from wattvisor.energy.fleet_samples import HostSample
 from wattvisor.energy.snapshot import PowerPoint
 from wattvisor.energy.sources import METER_SOURCES
-from wattvisor.store import read_transaction, write_transaction
+from wattvisor.store import as_utc, read_transaction, write_transaction
 from wattvisor.store.compute_tables import ServerRow
 from wattvisor.store.duties import single_duty
 from wattvisor.store.energy_tables import (
@@ -119,11 +118,6 @@ def _finite(value: float, name: str, low: float, high: float) -> None:
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; the store writes UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class EnergyHistory:
@@ -266,7 +260,7 @@ class EnergyHistory:
                     )
                     .group_by(_migrations.c.server_uuid)
                 ).all():
-                    moved_at[str(row[0]).lower()] = _ms(_utc(row[1]).timestamp())
+                    moved_at[str(row[0]).lower()] = _ms(as_utc(row[1]).timestamp())
         for uuid in elsewhere:
             if uuid not in moved_at:
                 raise EnergyRefused(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
@@ -37,7 +36,7 @@ from wattvisor.placement import ConcurrentUpdate, Placement
 from wattvisor.placement import NotFound as PlacementNotFound
 from wattvisor.placement.entities import Inventory as PlacementInventory
 from wattvisor.scheduler.prefilters import DISABLED_TRAIT
-from wattvisor.store import read_transaction, write_transaction
+from wattvisor.store import as_utc, read_transaction, write_transaction
 from wattvisor.store.compute_tables import HostRow, ServerRow, UnknownDomainRow
 from wattvisor.store.trust_tables import HostAgentRow
 
@@ -50,11 +49,6 @@ _hosts = cast(Table, HostRow.__table__)
 _servers = cast(Table, ServerRow.__table__)
 _agents = cast(Table, HostAgentRow.__table__)
 _unknown = cast(Table, UnknownDomainRow.__table__)
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; the store writes UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _close_quietly(client: HostClient) -> None:
@@ -216,7 +210,7 @@ class HostRegistry:
             ).all()
         down = {}
         for row in rows:
-            seen = _aware(row.last_heartbeat_at or row.joined_at)
+            seen = as_utc(row.last_heartbeat_at or row.joined_at)
             silent = (now - seen).total_seconds()
             if silent > limit:
                 down[str(row.host_uuid)] = (

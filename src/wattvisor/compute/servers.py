@@ -91,7 +91,7 @@ from wattvisor.scheduler import (
 )
 from wattvisor.scheduler.prefilters import SHARE_TRAIT
 from wattvisor.scheduler.validation import POWER_METRICS_FLAVOR_KEY, validate_server_metadata
-from wattvisor.store import read_transaction, write_transaction
+from wattvisor.store import as_utc, read_transaction, write_transaction
 from wattvisor.store.compute_tables import InterfaceRow, ServerAddressRow, ServerRow, VolumeRow
 from wattvisor.store.duties import single_duty
 from wattvisor.store.trust_tables import HostAgentRow
@@ -117,10 +117,6 @@ for an agent to be restarted before the build is given up as ERROR."""
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 class ServerService:
@@ -330,7 +326,7 @@ class ServerService:
         return VolumeRecord(
             id=row.id, name=row.name, project=row.project, size_gb=row.size_gb,
             format=row.format, status=row.status, host_uuid=row.host_uuid, path=row.path,
-            server_uuid=row.server_uuid, created_at=_utc(row.created_at),
+            server_uuid=row.server_uuid, created_at=as_utc(row.created_at),
         )  # fmt: skip
 
     def _volume_taken(self, principal: Principal, volume_id: str) -> Conflict:
@@ -720,8 +716,8 @@ class ServerService:
         for row in rows:
             if row.host_uuid not in hosts or row.domain_states is None:
                 continue
-            reported = _utc(row.domain_states_at)
-            beat = _utc(row.last_heartbeat_at) if row.last_heartbeat_at else reported
+            reported = as_utc(row.domain_states_at)
+            beat = as_utc(row.last_heartbeat_at) if row.last_heartbeat_at else reported
             states = {str(k).lower(): str(v) for k, v in dict(row.domain_states).items()}
             reports[str(row.host_uuid)] = (states, max(reported, beat) - slack)
         return reports
@@ -1170,7 +1166,7 @@ def _server(row: Any) -> ServerRecord:
         flavor_id=row.flavor_id, image_id=row.image_id, status=row.status, task=row.task,
         fault=row.fault, host_uuid=row.host_uuid, domain_name=row.domain_name,
         power_metrics=bool(row.power_metrics), shares=tuple(row.shares or ()),
-        created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
+        created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
         fault_detail=row.fault_detail, boot_volume_id=row.boot_volume_id,
         metadata=dict(row.server_metadata or {}),
     )  # fmt: skip

@@ -9,8 +9,8 @@ from wattvisor.store import generations as generations
 from wattvisor.store import migration_tables as migration_tables
 from wattvisor.store import task_tables as task_tables
 from wattvisor.store import trust_tables as trust_tables
-from wattvisor.store.engine import make_engine, read_transaction, write_transaction
+from wattvisor.store.engine import as_utc, make_engine, read_transaction, write_transaction
 from wattvisor.store.migrate import migrate
 from wattvisor.store.models import Base
 
-__all__ = ["Base", "make_engine", "migrate", "read_transaction", "write_transaction"]
+__all__ = ["Base", "as_utc", "make_engine", "migrate", "read_transaction", "write_transaction"]
