@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -219,8 +220,9 @@ class Controller:
             issued = self.call("POST", "/v1/hosts/join-tokens", {"ttl": "10m"}, status=201)
             self.agents.append(agent)
             agent.start(issued["token"])
-        return [
-            self.wait(
+        views = []
+        for agent in agents:
+            views.append(self.wait(
                 f"host {agent.host.name} to join and be up",
                 lambda a=agent: (
                     (view := self.host_view(a.host.host_uuid)) is not None
@@ -228,9 +230,11 @@ class Controller:
                     and view
                 ),
                 timeout_s,
-            )
-            for agent in agents
-        ]
+            ))  # fmt: skip
+            # A host is up from its first heartbeat, so its agent must take calls by then.
+            with socket.create_connection((agent.host.address, AGENT_PORT), timeout=5):
+                pass
+        return views
 
 
 @contextlib.contextmanager

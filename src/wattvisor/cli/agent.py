@@ -8,6 +8,7 @@ cluster's controllers only, its energy on ``metrics.listen``, and heartbeats.
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 import typer
@@ -20,6 +21,9 @@ from wattvisor.config import Settings
 
 out = Console(stderr=True, highlight=False)
 
+LISTEN_BACKLOG = 2048
+"""As uvicorn's own default backlog."""
+
 
 def default_power_share(settings: Settings) -> None:
     """Share ``<data_dir>/power-metrics`` with power-metrics guests unless the host says
@@ -30,6 +34,21 @@ def default_power_share(settings: Settings) -> None:
     if not host.share_local_fs and "share_local_fs" not in host.model_fields_set:
         power_dir = settings.data_dir / "power-metrics"
         host.share_local_fs = {str(power_dir): DEFAULT_POWER_TAG}
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (the first address a name resolves to) and
+    listening."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def agent(
@@ -81,12 +100,20 @@ def agent(
         out.print(f"note: {problem}")
     for upgraded in node.startup.upgraded:
         out.print(f"upgraded domain {upgraded.domain}: aliases {', '.join(upgraded.added_aliases)}")
+    host, port = settings.agent.address
+    try:
+        # Bound before the first heartbeat: a controller that sees the host up can
+        # call it at once, and the kernel queues those calls until uvicorn accepts.
+        listening = listen_socket(host, port)
+    except OSError as exc:
+        node.stop()
+        raise fail(f"cannot listen on agent.listen {settings.agent.listen!r}: {exc}") from exc
     try:
         node.start()
     except MetricsListenerError as exc:
+        listening.close()
         node.stop()
         raise fail(str(exc)) from exc
-    host, port = settings.agent.address
     agent_settings = settings.agent
     out.print(
         f"serving the host protocol at {agent_settings.url}; energy: {node.sampler.source_label}"
@@ -102,7 +129,8 @@ def agent(
         )
     )
     try:
-        server.run()
+        server.run(sockets=[listening])
     finally:
+        listening.close()
         node.stop()
         out.print("stopped")
