@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from api.test_v1_host_join import bearer, facts, join_token
 from api.v1_world import V1World
 
 
@@ -54,3 +55,21 @@ def test_disabled_host_takes_no_new_servers(world: V1World) -> None:
     enabled = world.client.post(f"/v1/hosts/{host_id}/enable", headers=world.admin)
     assert enabled.json()["enabled"] is True
     assert world.boot(alice, "accepted")["status"] == "ACTIVE"
+
+
+def test_host_power_names_a_host_whose_agent_does_not_answer(world: V1World) -> None:
+    """A joined host whose agent is not listening: 503 naming the host, not a server error."""
+    with socket.socket() as probe:  # a loopback port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    body, _keys = facts("silent-1")
+    body["addresses"] = [f"https://127.0.0.1:{port}"]
+    joined = world.client.post(
+        "/v1/hosts/join", json=body, headers=bearer(join_token(world)["token"])
+    )
+    assert joined.status_code == 201, joined.text
+    response = world.client.get(f"/v1/hosts/{body['id']}/power", headers=world.admin)
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "host_unavailable"
+    assert body["id"] in error["message"] and "did not answer" in error["message"]

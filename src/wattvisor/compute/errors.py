@@ -53,6 +53,14 @@ class Conflict(ComputeError):
     code = "conflict"
 
 
+class HostUnavailable(ComputeError):
+    """A host's agent did not answer; nothing was changed (admins only: names the host)."""
+
+    status = 503
+    code = "host_unavailable"
+    host_detail = True
+
+
 class HostOperationFailed(ComputeError):
     """The host refused or failed an operation; nothing was recorded as done.
 

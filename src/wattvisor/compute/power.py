@@ -15,7 +15,7 @@ from sqlalchemy import Table, select
 
 from wattvisor.auth import Principal, can_see_project, project_scope
 from wattvisor.compute.energy_history import EnergyHistory
-from wattvisor.compute.errors import HostOperationFailed, InvalidRequest, NotFound
+from wattvisor.compute.errors import HostOperationFailed, HostUnavailable, InvalidRequest, NotFound
 from wattvisor.compute.hostclient import HostClient
 from wattvisor.compute.hosts import HostRegistry
 from wattvisor.compute.names import quoted
@@ -301,12 +301,19 @@ class PowerService:
     def host_power(self, provider_uuid: str) -> PowerView:
         self.hosts.get(provider_uuid)
         client = self.hosts.client(provider_uuid)
-        snapshot = client.energy_snapshot()
-        if snapshot is None:
-            return PowerView(provider_uuid, 0.0, 0.0, client.energy_source(), False, None)
+        try:
+            snapshot = client.energy_snapshot()
+            if snapshot is None:
+                return PowerView(provider_uuid, 0.0, 0.0, client.energy_source(), False, None)
+            history = tuple(client.host_history())
+        except HostError as exc:
+            raise HostUnavailable(
+                f"host {provider_uuid}: its agent did not answer ({exc})",
+                host_uuid=provider_uuid,
+            ) from exc
         return PowerView(
             subject=provider_uuid, watts=snapshot.host.power_watts,
             joules=snapshot.host.energy_joules_total, source=snapshot.source, sampled=True,
-            taken_at=snapshot.taken_at, history=tuple(client.host_history()),
+            taken_at=snapshot.taken_at, history=history,
             servers=len(snapshot.vms),
         )  # fmt: skip
